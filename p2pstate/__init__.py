@@ -1,0 +1,117 @@
+"""p2pstate: a shared dict for the copies of a program on one LAN.
+
+    import p2pstate
+    with p2pstate.join("MyName+AstroMaxBlaster") as s:
+        s["score"] = 0
+        s.apply_op("score", lambda v: v + 1)
+
+The first copy to start hosts the session and advertises it over mDNS; the
+others find it and join. Every peer holds a full replica, so reads are local;
+writes are ordered by the host; when the host leaves or dies the next peer
+takes over with no acknowledged write lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+from .codec import hash_value, length_data
+from .errors import (
+    DataUnchangedError,
+    P2PStateError,
+    PermissionDeniedError,
+    ProtocolError,
+    SessionClosedError,
+    SessionLostError,
+    UpdateFailedError,
+    ValueTooLargeError,
+)
+from .events import (
+    Event,
+    HostChanged,
+    KeyChanged,
+    KeyDeleted,
+    Peer,
+    PeerJoined,
+    PeerLeft,
+    RolledBackWrite,
+    SessionLost,
+    WritesRolledBack,
+)
+from .options import Options
+from .state import SharedState
+
+__all__ = [
+    "DataUnchangedError",
+    "Event",
+    "HostChanged",
+    "KeyChanged",
+    "KeyDeleted",
+    "Options",
+    "P2PStateError",
+    "Peer",
+    "PeerJoined",
+    "PeerLeft",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "RolledBackWrite",
+    "SessionClosedError",
+    "SessionLost",
+    "SessionLostError",
+    "SharedState",
+    "UpdateFailedError",
+    "ValueTooLargeError",
+    "WritesRolledBack",
+    "__version__",
+    "hash_value",
+    "join",
+    "length_data",
+]
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+_MAX_NAME_BYTES = 100
+
+
+def join(
+    app: str,
+    session: str = "default",
+    *,
+    name: str | None = None,
+    timeout: float = 5.0,
+    interfaces: list[str] | None = None,
+    **options: Any,
+) -> SharedState:
+    """Join the LAN session *session* of *app*, or host it if nobody does.
+
+    Browses mDNS for a host of that app and session for ``discovery_window``
+    seconds; if one answers, connects to it and syncs a snapshot, else becomes
+    the host and advertises. Returns once the state is usable, or raises
+    SessionLostError after *timeout* seconds.
+
+    *interfaces* (or the environment variable ``P2PSTATE_INTERFACES``, comma
+    separated) restricts mDNS and the sockets to those IPv4 addresses.
+    Other keyword options are those of :class:`p2pstate.Options`.
+    """
+    from .session import Runtime
+
+    for label, value in (("app", app), ("session", session)):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{label} must be a non-empty str")
+        if len(value.encode()) > 100 or "\x00" in value:
+            raise ValueError(f"{label} must be at most 100 bytes with no NUL")
+    if name is None:
+        name = f"{socket.gethostname()}-{os.getpid()}"
+    if not isinstance(name, str) or len(name.encode()) > _MAX_NAME_BYTES:
+        raise ValueError(f"name must be a str of at most {_MAX_NAME_BYTES} bytes")
+    if timeout <= 0:
+        raise ValueError("timeout must be positive")
+    opts = Options.from_kwargs(options)
+    runtime = Runtime(app, session, name=name, interfaces=interfaces, options=opts)
+    runtime.start(timeout)
+    return SharedState(runtime)

@@ -1,0 +1,42 @@
+"""Timing and size settings of one node. Times are in seconds of the caller's
+monotonic clock: the core never reads a clock itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Config"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    #: How often the host and its peers send a heartbeat when idle.
+    heartbeat_interval: float = 0.1
+    #: A host silent this long is taken for dead and the next peer takes over.
+    host_timeout: float = 0.5
+    #: A peer silent this long is removed by the host.
+    peer_timeout: float = 0.5
+    #: How often a joining peer repeats its hello.
+    hello_retry: float = 0.1
+    #: How long a leaving node waits for its goodbye to be confirmed.
+    leave_timeout: float = 1.0
+    #: Largest encoded value accepted in a write.
+    max_value_size: int = 64 * 1024
+    #: Changes kept for peers that reconnect and catch up instead of resyncing.
+    log_keep: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in (
+            "heartbeat_interval",
+            "host_timeout",
+            "peer_timeout",
+            "hello_retry",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.host_timeout <= self.heartbeat_interval:
+            raise ValueError("host_timeout must be longer than heartbeat_interval")
+        if self.peer_timeout <= self.heartbeat_interval:
+            raise ValueError("peer_timeout must be longer than heartbeat_interval")
+        if self.max_value_size <= 0 or self.log_keep <= 0:
+            raise ValueError("max_value_size and log_keep must be positive")

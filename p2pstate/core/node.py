@@ -1,0 +1,859 @@
+"""One node of a session: the whole protocol as a sans-I/O state machine.
+
+Inputs are method calls carrying the caller's clock (``receive``, ``tick``,
+``submit``, ``leave``, ``observe_host``); outputs are collected in
+``outbox`` (messages to send), ``events`` (for the user) and ``outcomes``
+(answers to this node's own writes). No sockets, threads or clocks here.
+
+Roles::
+
+    IDLE --start_host--> HOST                       (first of a session)
+    IDLE --join--------> JOINING --Welcome--> PEER
+    PEER --host silent / Redirect / Gone--> JOINING (next host in succession)
+    PEER/JOINING --I am next in succession / Handoff--> HOST   (failover)
+    HOST --a host that outranks me--> JOINING       (two halves merge)
+    HOST/PEER --leave--> LEAVING --> CLOSED
+
+The protocol (see the README's design section for why):
+
+* The host alone numbers changes. It applies each one, sends it to every
+  synced peer at once, and answers the writer only when its *successor* (the
+  next member in join order) has acknowledged holding it. The successor is
+  who takes over, so an acknowledged write survives the loss of the host.
+* A change carries the term (epoch, origin host) that made it; a reconnecting
+  peer names its last change and gets the changes after it when that change
+  is in the host's history, else a snapshot (log matching, as in Raft).
+* Writes carry (writer, request number); the replicated table of results makes
+  a resent request return its first result instead of applying twice.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from ..codec import MAX_KEY_BYTES, encode, hash_value
+from ..events import Event, RolledBackWrite, WritesRolledBack
+from ..messages import (
+    Ack,
+    Change,
+    ChangeMsg,
+    Gone,
+    Handoff,
+    Heartbeat,
+    Hello,
+    Leave,
+    Member,
+    Message,
+    Redirect,
+    Result,
+    Welcome,
+    Write,
+)
+from .config import Config
+from .replica import Replica, history_contains
+from .writer import Outcome, Writer
+
+__all__ = ["Node", "Role", "Send"]
+
+
+class Role(enum.Enum):
+    IDLE = "idle"
+    JOINING = "joining"
+    PEER = "peer"
+    HOST = "host"
+    LEAVING = "leaving"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A message for the adapter to deliver to node ``to`` at ``endpoints``."""
+
+    to: str
+    endpoints: tuple[str, ...]
+    msg: Message
+
+
+@dataclass(slots=True)
+class _Conn:
+    """The host's view of one member's connection."""
+
+    last_heard: float
+    synced: bool = False
+
+
+class Node:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        name: str,
+        endpoints: tuple[str, ...],
+        profile: dict[str, Any] | None = None,
+        config: Config | None = None,
+    ) -> None:
+        self.config = config or Config()
+        self.me = Member(id=node_id, name=name, endpoints=endpoints, profile=dict(profile or {}))
+        self.replica = Replica(log_keep=self.config.log_keep)
+        self.writer = Writer()
+        self.role = Role.IDLE
+        self.epoch = 0
+        self.outbox: list[Send] = []
+        self.events: list[Event] = []
+        self.outcomes: list[Outcome] = []
+        self.stats: Counter[str] = Counter()
+        #: True once this node has been welcomed or hosts: its state is usable.
+        self.ready = False
+        # peer side
+        self._target: Member | None = None  # the host we follow or are joining
+        self._heard = 0.0  # last time the target spoke
+        self._beat_at = 0.0  # when we last sent to the target/peers
+        self._hello_at = 0.0
+        self._asked_since = 0.0  # first hello to the current target
+        self._suspects: set[str] = set()
+        self._failing_over = False
+        self._leave_deadline = 0.0
+        # host side
+        self._conns: dict[str, _Conn] = {}
+        self._awaiting: dict[int, tuple[str, int]] = {}  # seq -> (writer, req) to answer
+        self._durable = 0  # highest seq the successor holds
+        self._successor: str | None = None
+
+    # ================================================================ inputs
+
+    def start_host(self, session_id: str, now: float) -> None:
+        """Create a new session and host it at epoch 1."""
+        self._require_fresh("start_host")
+        self.replica.session_id = session_id
+        self.role, self.epoch, self.ready = Role.HOST, 1, True
+        change = Change(
+            seq=1,
+            epoch=1,
+            origin=self.me.id,
+            ops=(("join", self.me_at(1)), ("term", 1, self.me.id, None, "created")),
+        )
+        self._apply(change, report=False)
+        self._beat_at = now
+
+    def join(self, host_id: str, endpoints: tuple[str, ...], now: float) -> None:
+        """Ask the host found by discovery to let us in."""
+        self._require_fresh("join")
+        self._follow(Member(id=host_id, name="", endpoints=endpoints), now)
+
+    def receive(self, msg: Message, now: float) -> None:
+        """Handle one decoded message from the network."""
+        if msg.sender == self.me.id:
+            self._drop("from myself")
+            return
+        handler = _HANDLERS.get((self.role, type(msg)))
+        if handler is None:
+            self._drop(f"{type(msg).__name__} in role {self.role.name}")
+            return
+        handler(self, msg, now)
+
+    def submit(
+        self,
+        ops: tuple[tuple[Any, ...], ...],
+        conds: tuple[tuple[Any, ...], ...] = (),
+        *,
+        now: float,
+    ) -> int:
+        """Queue a write; its outcome appears in ``outcomes`` with the returned number."""
+        if self.role in (Role.LEAVING, Role.CLOSED):
+            raise RuntimeError(f"can't write in role {self.role.name}")
+        request = self.writer.new(ops, conds)
+        if self.role is Role.HOST:
+            self._order(self.me.id, request.req, self.writer.acked_upto, ops, conds, now)
+        elif self.role is Role.PEER and self._target is not None:
+            self._send_write(request.req, ops, conds)
+        # otherwise it is sent once a host welcomes us
+        return request.req
+
+    def leave(self, now: float) -> None:
+        """Leave on purpose: a host hands over to its successor first."""
+        if self.role is Role.HOST:
+            successor = self._synced_successor()
+            self._close_host_side()
+            if successor is None:
+                self.role = Role.CLOSED
+                return
+            self._send_id(successor, Handoff(sender=self.me.id, epoch=self.epoch))
+            self.role = Role.LEAVING
+        elif self.role is Role.PEER and self._target is not None:
+            self._send(self._target, Leave(sender=self.me.id, epoch=self.epoch))
+            self.role = Role.LEAVING
+        else:
+            self.role = Role.CLOSED
+            return
+        self._leave_deadline = now + self.config.leave_timeout
+
+    def observe_host(
+        self, host_id: str, endpoints: tuple[str, ...], epoch: int, now: float
+    ) -> None:
+        """Discovery saw a host of this session. Two hosts settle on one: the
+        higher epoch wins, and on a tie the lower node id."""
+        if self.role is not Role.HOST or host_id == self.me.id:
+            return
+        if (epoch, _neg(host_id)) > (self.epoch, _neg(self.me.id)):
+            self._step_down(Member(id=host_id, name="", endpoints=endpoints), now)
+
+    def tick(self, now: float) -> None:
+        """Run timers: heartbeats, liveness, hello retries, leave deadline."""
+        cfg = self.config
+        if self.role is Role.HOST:
+            if now - self._beat_at >= cfg.heartbeat_interval:
+                self._beat_at = now
+                beat = Heartbeat(sender=self.me.id, epoch=self.epoch, seq=self.replica.seq)
+                for peer_id, conn in self._conns.items():
+                    if conn.synced:
+                        self._send_id(peer_id, beat)
+            dead = [pid for pid, c in self._conns.items() if now - c.last_heard > cfg.peer_timeout]
+            for peer_id in dead:
+                self._remove_member(peer_id, "timeout", now)
+        elif self.role is Role.PEER and self._target is not None:
+            if now - self._heard > cfg.host_timeout:
+                self._host_lost(self._target.id, now)
+            elif now - self._beat_at >= cfg.heartbeat_interval:
+                self._beat_at = now
+                self._send(
+                    self._target,
+                    Heartbeat(sender=self.me.id, epoch=self.epoch, seq=self.replica.seq),
+                )
+        elif self.role is Role.JOINING and self._target is not None:
+            # A node that holds a session gives up on a silent host and moves
+            # along the succession; a first join is the adapter's to time out.
+            if (self._failing_over or self.ready) and now - self._asked_since > cfg.host_timeout:
+                self._host_lost(self._target.id, now)
+            elif now - self._hello_at >= cfg.hello_retry:
+                self._send_hello(now)
+        elif self.role is Role.LEAVING and now >= self._leave_deadline:
+            self.role = Role.CLOSED
+
+    def next_deadline(self, now: float) -> float:
+        """When ``tick`` next has something to do (an upper bound is fine)."""
+        if self.role in (Role.IDLE, Role.CLOSED):
+            return now + 1.0
+        return now + min(self.config.heartbeat_interval, self.config.hello_retry) / 2
+
+    # ================================================================ views
+
+    def me_at(self, seq: int) -> Member:
+        m = self.me
+        return Member(
+            id=m.id,
+            name=m.name,
+            endpoints=m.endpoints,
+            joined_seq=seq,
+            profile=m.profile,
+        )
+
+    @property
+    def host_id(self) -> str:
+        return self.replica.host_id
+
+    def take_outbox(self) -> list[Send]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def take_events(self) -> list[Event]:
+        out, self.events = self.events, []
+        return out
+
+    def take_outcomes(self) -> list[Outcome]:
+        out, self.outcomes = self.outcomes, []
+        return out
+
+    # ================================================================ host side
+
+    def _order(
+        self,
+        writer: str,
+        req: int,
+        acked_upto: int,
+        ops: tuple[tuple[Any, ...], ...],
+        conds: tuple[tuple[Any, ...], ...],
+        now: float,
+    ) -> None:
+        """Decide one write and make it the next change."""
+        record = self.replica.dedupe.get(writer)
+        if record is not None and req <= record.last_req:
+            kept = record.results.get(req)
+            if kept is None:
+                self.stats["duplicate_without_result"] += 1
+                self._answer(writer, req, "invalid", "request already applied", 0)
+            elif kept[2] > self._durable_point():
+                self._awaiting[kept[2]] = (writer, req)
+            else:
+                self._answer(writer, req, kept[0], kept[1], kept[2])
+            return
+        status, detail = self._check(ops, conds)
+        change = Change(
+            seq=self.replica.seq + 1,
+            epoch=self.epoch,
+            origin=self.me.id,
+            writer=writer,
+            req=req,
+            acked_upto=acked_upto,
+            status=status,
+            detail=detail,
+            ops=ops if status == "ok" else (),
+        )
+        self._apply(change)
+        self._awaiting[change.seq] = (writer, req)
+        self._release_durable()
+
+    def _check(
+        self, ops: tuple[tuple[Any, ...], ...], conds: tuple[tuple[Any, ...], ...]
+    ) -> tuple[str, Any]:
+        """The host's verdict on a write: ("ok", None) or a refusal with detail."""
+        if not ops:
+            return "invalid", "a write needs at least one operation"
+        for op in ops:
+            if op[0] not in ("set", "del"):
+                return "invalid", f"operation {op[0]!r} is not allowed in a write"
+            if len(op[1].encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+                return "invalid", "key too long"
+            if op[0] == "set" and len(encode(op[2])) > self.config.max_value_size:
+                return "too_large", {"key": op[1], "limit": self.config.max_value_size}
+        data = self.replica.data
+        for cond in conds:
+            kind, key = cond[0], cond[1]
+            entry = data.get(key)
+            if kind == "exists" and entry is None:
+                return "missing", {"key": key}
+            if kind == "absent" and entry is not None:
+                return "conflict", {"key": key, "exists": True, "value": entry.value}
+            if kind == "hash":
+                if entry is None:
+                    return "missing", {"key": key}
+                if hash_value(entry.value) != cond[2]:
+                    return "conflict", {
+                        "key": key,
+                        "exists": True,
+                        "value": entry.value,
+                    }
+        return "ok", None
+
+    def _apply(self, change: Change, *, report: bool = True) -> None:
+        """Host: apply a change it made and send it to every synced peer."""
+        self.replica.apply(change, events=self.events if report else None)
+        for peer_id, conn in self._conns.items():
+            if conn.synced:
+                msg = ChangeMsg(
+                    sender=self.me.id,
+                    epoch=self.epoch,
+                    change=change,
+                    ack=peer_id == self._successor,
+                )
+                self._send_id(peer_id, msg)
+        self._release_own()
+
+    def _durable_point(self) -> int:
+        """Highest seq that survives the loss of this host."""
+        if not self.replica.succession():
+            return self.replica.seq  # alone: nobody else could hold it
+        return self._durable if self._successor is not None else 0
+
+    def _release_durable(self) -> None:
+        point = self._durable_point()
+        for seq in sorted(s for s in self._awaiting if s <= point):
+            writer, req = self._awaiting.pop(seq)
+            record = self.replica.dedupe.get(writer)
+            kept = record.results.get(req) if record else None
+            if kept is not None:
+                self._answer(writer, req, kept[0], kept[1], kept[2])
+
+    def _answer(self, writer: str, req: int, status: str, detail: Any, seq: int) -> None:
+        if writer == self.me.id:
+            self.outcomes.extend(
+                self.writer.result(
+                    Outcome(req=req, status=status, detail=detail, seq=seq),
+                    self.replica.seq,
+                )
+            )
+        elif writer in self._conns:
+            msg = Result(
+                sender=self.me.id,
+                epoch=self.epoch,
+                req=req,
+                status=status,
+                detail=detail,
+                seq=seq,
+            )
+            self._send_id(writer, msg)
+
+    def _synced_successor(self) -> str | None:
+        for m in self.replica.succession():
+            conn = self._conns.get(m.id)
+            return m.id if conn is not None and conn.synced else None
+        return None
+
+    def _update_successor(self) -> None:
+        """Pick the successor again after membership or sync changed; a new one
+        is sent every change still awaiting durability, to acknowledge."""
+        successor = self._synced_successor()
+        if successor == self._successor:
+            return
+        self._successor, self._durable = successor, 0
+        if successor is not None and self._awaiting:
+            first = min(self._awaiting)
+            for change in self.replica.log:
+                if change.seq >= first:
+                    msg = ChangeMsg(sender=self.me.id, epoch=self.epoch, change=change, ack=True)
+                    self._send_id(successor, msg)
+        self._release_durable()
+
+    def _remove_member(self, peer_id: str, reason: str, now: float) -> None:
+        self._conns.pop(peer_id, None)
+        if self.replica.member(peer_id) is not None:
+            change = Change(
+                seq=self.replica.seq + 1,
+                epoch=self.epoch,
+                origin=self.me.id,
+                ops=(("leave", peer_id, reason),),
+            )
+            self._apply(change)
+        self._update_successor()
+
+    def _close_host_side(self) -> None:
+        self._conns.clear()
+        self._awaiting.clear()
+        self._successor, self._durable = None, 0
+
+    def _take_over(self, reason: str, now: float) -> None:
+        """Become host at a new epoch, after the host died or handed over."""
+        old = self.replica.host_id
+        old_endpoints = self._endpoints_of(old) if old else ()
+        gone = [m.id for m in self.replica.members if m.id == old or m.id in self._suspects]
+        self.role, self.ready = Role.HOST, True
+        self.epoch = max(self.epoch, self.replica.epoch) + 1
+        self._target, self._failing_over = None, False
+        self._conns = {
+            m.id: _Conn(last_heard=now)
+            for m in self.replica.members
+            if m.id not in gone and m.id != self.me.id
+        }
+        self._successor, self._durable, self._awaiting = None, 0, {}
+        leave_reason = "left" if reason == "handoff" else "failed"
+        ops: list[tuple[Any, ...]] = [("term", self.epoch, self.me.id, old or None, reason)]
+        ops.extend(("leave", mid, leave_reason) for mid in gone)
+        if self.replica.member(self.me.id) is None:
+            ops.append(("join", self.me_at(self.replica.seq + 1)))
+        self._apply(
+            Change(
+                seq=self.replica.seq + 1,
+                epoch=self.epoch,
+                origin=self.me.id,
+                ops=tuple(ops),
+            )
+        )
+        # Tell everyone at once rather than let each find out by timeout; the old
+        # host too, which steps down if it is in fact alive.
+        notice = Redirect(
+            sender=self.me.id,
+            epoch=self.epoch,
+            host_id=self.me.id,
+            endpoints=self.me.endpoints,
+            reason=reason,
+        )
+        for m in self.replica.members:
+            if m.id != self.me.id:
+                self._send(m, notice)
+        if old and old != self.me.id and self.replica.member(old) is None and old_endpoints:
+            self.outbox.append(Send(old, old_endpoints, notice))
+        self._suspects.clear()
+        self._beat_at = now
+        for request in self.writer.unacked():
+            self._order(
+                self.me.id,
+                request.req,
+                self.writer.acked_upto,
+                request.ops,
+                request.conds,
+                now,
+            )
+        self._release_durable()
+
+    def _step_down(self, winner: Member, now: float) -> None:
+        """Another host outranks us: send our peers there and join it."""
+        notice = Redirect(
+            sender=self.me.id,
+            epoch=self.epoch,
+            host_id=winner.id,
+            endpoints=winner.endpoints,
+            reason="merge",
+        )
+        for peer_id in self._conns:
+            self._send_id(peer_id, notice)
+        self._close_host_side()
+        self.stats["stepped_down"] += 1
+        self._follow(winner, now)
+
+    # ---------------------------------------------------------------- host handlers
+
+    def _host_hello(self, msg: Hello, now: float) -> None:
+        if msg.epoch > self.epoch:
+            # The newcomer knew a later epoch than ours: move past it so that
+            # nothing from that other lineage can be taken for ours.
+            self.epoch = msg.epoch + 1
+            self._apply(
+                Change(
+                    seq=self.replica.seq + 1,
+                    epoch=self.epoch,
+                    origin=self.me.id,
+                    ops=(("term", self.epoch, self.me.id, self.me.id, "merge"),),
+                )
+            )
+        if self.replica.member(msg.sender) is None:
+            member = Member(
+                id=msg.sender,
+                name=msg.name,
+                endpoints=msg.endpoints,
+                joined_seq=self.replica.seq + 1,
+                profile=msg.profile,
+            )
+            self._apply(
+                Change(
+                    seq=self.replica.seq + 1,
+                    epoch=self.epoch,
+                    origin=self.me.id,
+                    ops=(("join", member),),
+                )
+            )
+        changes = None
+        if msg.session_id == self.replica.session_id:
+            changes = self.replica.changes_after(
+                msg.resume_seq, msg.resume_epoch, msg.resume_origin
+            )
+        welcome = Welcome(
+            sender=self.me.id,
+            epoch=self.epoch,
+            session_id=self.replica.session_id,
+            host_id=self.me.id,
+            snapshot=self.replica.snapshot() if changes is None else None,
+            changes=tuple(changes or ()),
+        )
+        self.stats["welcome_snapshot" if changes is None else "welcome_catchup"] += 1
+        self._send_id(msg.sender, welcome)
+        self._conns[msg.sender] = _Conn(last_heard=now, synced=True)
+        self._update_successor()
+
+    def _host_write(self, msg: Write, now: float) -> None:
+        conn = self._member_conn(msg, now)
+        if conn is None:
+            return
+        if msg.epoch != self.epoch:
+            self._drop("write from another epoch")
+            return
+        self._order(msg.sender, msg.req, msg.acked_upto, msg.ops, msg.conds, now)
+
+    def _host_ack(self, msg: Ack, now: float) -> None:
+        if self._member_conn(msg, now) is None:
+            return
+        if msg.sender == self._successor and msg.epoch == self.epoch and msg.seq > self._durable:
+            self._durable = min(msg.seq, self.replica.seq)
+            self._release_durable()
+
+    def _host_heartbeat(self, msg: Heartbeat, now: float) -> None:
+        self._member_conn(msg, now)
+
+    def _host_leave(self, msg: Leave, now: float) -> None:
+        if self._member_conn(msg, now) is None:
+            return
+        self._send_id(msg.sender, Gone(sender=self.me.id, epoch=self.epoch))
+        self._remove_member(msg.sender, "left", now)
+
+    def _host_redirect(self, msg: Redirect, now: float) -> None:
+        # A newer host exists (it took over while we were cut off), or a host
+        # of equal epoch that outranks us: either way we follow it.
+        if msg.host_id == self.me.id:
+            return
+        if (msg.epoch, _neg(msg.host_id)) > (self.epoch, _neg(self.me.id)):
+            self._step_down(Member(id=msg.host_id, name="", endpoints=msg.endpoints), now)
+        else:
+            self._drop("redirect from a lower epoch")
+
+    def _member_conn(self, msg: Message, now: float) -> _Conn | None:
+        conn = self._conns.get(msg.sender)
+        if conn is None:
+            self._drop(f"{type(msg).__name__} from a non-member")
+            member = self.replica.member(msg.sender)
+            endpoints = member.endpoints if member else self._endpoints_of(msg.sender)
+            if endpoints:
+                self.outbox.append(
+                    Send(msg.sender, endpoints, Gone(sender=self.me.id, epoch=self.epoch))
+                )
+            return None
+        conn.last_heard = now
+        return conn
+
+    # ================================================================ peer side
+
+    def _follow(self, host: Member, now: float) -> None:
+        """Start (or restart) joining *host*."""
+        self.role = Role.JOINING
+        self._target = host
+        self._asked_since = now
+        self._send_hello(now)
+
+    def _send_hello(self, now: float) -> None:
+        assert self._target is not None
+        r = self.replica
+        hello = Hello(
+            sender=self.me.id,
+            epoch=self.epoch,
+            name=self.me.name,
+            endpoints=self.me.endpoints,
+            profile=self.me.profile,
+            session_id=r.session_id or None,
+            resume_seq=r.seq,
+            resume_epoch=r.last_epoch,
+            resume_origin=r.last_origin,
+            prev_host=r.host_id if self._failing_over else None,
+            suspects=tuple(sorted(self._suspects)),
+        )
+        self._hello_at = now
+        self._send(self._target, hello)
+
+    def _host_lost(self, lost: str, now: float) -> None:
+        """The host (or the candidate we were asking) is silent: try the next
+        member in succession, or take over if that is us."""
+        self._suspects.add(lost)
+        self._failing_over = True
+        self.stats["host_lost"] += 1
+        for m in self.replica.succession():
+            if m.id in self._suspects:
+                continue
+            if m.id == self.me.id:
+                self._take_over("failover", now)
+            else:
+                self._follow(m, now)
+            return
+        self._take_over("failover", now)
+
+    def _should_take_over(self, msg: Hello, now: float) -> bool:
+        """Someone asks us to host: agree when the host they lost is ours and
+        every member ahead of us in succession is lost too."""
+        if msg.prev_host is None or msg.prev_host != self.replica.host_id:
+            return False
+        if msg.epoch != self.replica.epoch and msg.epoch != self.epoch:
+            return False
+        if self.role is Role.PEER and now - self._heard < 2 * self.config.heartbeat_interval:
+            return False  # our host is alive: their link is the problem
+        lost = self._suspects | set(msg.suspects) | {msg.prev_host}
+        for m in self.replica.succession():
+            if m.id == self.me.id:
+                return True
+            if m.id not in lost:
+                return False
+        return False
+
+    def _peer_hello(self, msg: Hello, now: float) -> None:
+        if self.ready and self._should_take_over(msg, now):
+            self._suspects |= set(msg.suspects) | {msg.prev_host or ""}
+            self._suspects.discard("")
+            self._take_over("failover", now)
+            self._host_hello(msg, now)
+            return
+        target = self._target
+        if self.role is Role.PEER and target is not None:
+            notice = Redirect(
+                sender=self.me.id,
+                epoch=self.epoch,
+                host_id=target.id,
+                endpoints=target.endpoints,
+                reason="not host",
+            )
+            self.outbox.append(Send(msg.sender, msg.endpoints, notice))
+
+    def _from_target(self, msg: Message) -> bool:
+        """Peers act only on their host's messages, and never on a stale epoch."""
+        if self._target is None or msg.sender != self._target.id:
+            self._drop(f"{type(msg).__name__} from a node that is not our host")
+            return False
+        if msg.epoch < self.epoch:
+            self._drop("stale epoch")
+            return False
+        return True
+
+    def _peer_change(self, msg: ChangeMsg, now: float) -> None:
+        if not self._from_target(msg):
+            return
+        self._heard, self.epoch = now, msg.epoch
+        change = msg.change
+        if change.seq == self.replica.seq + 1:
+            self.replica.apply(change, events=self.events)
+            self._release_own()
+        elif change.seq > self.replica.seq + 1:
+            self.stats["gap"] += 1  # we missed changes: ask again from where we are
+            self._follow(self._target or self.me, now)
+            return
+        if msg.ack:
+            self._send(
+                self._target,
+                Ack(sender=self.me.id, epoch=self.epoch, seq=self.replica.seq),
+            )
+
+    def _peer_result(self, msg: Result, now: float) -> None:
+        if not self._from_target(msg):
+            return
+        self._heard = now
+        outcome = Outcome(req=msg.req, status=msg.status, detail=msg.detail, seq=msg.seq)
+        self.outcomes.extend(self.writer.result(outcome, self.replica.seq))
+
+    def _peer_heartbeat(self, msg: Heartbeat, now: float) -> None:
+        if not self._from_target(msg):
+            return
+        self._heard, self.epoch = now, msg.epoch
+        if msg.seq > self.replica.seq:
+            self.stats["gap"] += 1
+            self._follow(self._target or self.me, now)
+
+    def _peer_redirect(self, msg: Redirect, now: float) -> None:
+        from_host = self._target is not None and msg.sender == self._target.id
+        if not (from_host and msg.epoch >= self.epoch) and msg.epoch <= self.epoch:
+            self._drop("redirect from a lower epoch")
+            return
+        if msg.host_id == self.me.id:
+            return
+        if msg.reason in ("takeover", "failover", "handoff") and self.replica.host_id:
+            self._failing_over = True
+            self._suspects.add(self.replica.host_id)
+        self._follow(Member(id=msg.host_id, name="", endpoints=msg.endpoints), now)
+
+    def _peer_gone(self, msg: Gone, now: float) -> None:
+        if self._from_target(msg):
+            self._follow(self._target or self.me, now)  # we were dropped: join again
+
+    def _peer_handoff(self, msg: Handoff, now: float) -> None:
+        if self._from_target(msg):
+            self._take_over("handoff", now)
+
+    def _joining_welcome(self, msg: Welcome, now: float) -> None:
+        if self._target is None or msg.sender != self._target.id:
+            self._drop("welcome from a node we did not ask")
+            return
+        report = self.ready  # the first snapshot is the starting state, not news
+        if msg.snapshot is not None:
+            rolled = self._rolled_back(msg.snapshot.terms, msg.snapshot.seq)
+            self.replica.load(msg.snapshot, events=self.events if report else None)
+            if rolled:
+                self.events.append(WritesRolledBack(writes=rolled, mine=rolled))
+        else:
+            for change in msg.changes:
+                if change.seq == self.replica.seq + 1:
+                    self.replica.apply(change, events=self.events)
+        self.epoch = max(self.epoch, msg.epoch)
+        self.role, self.ready = Role.PEER, True
+        self._target = self.replica.member(msg.sender) or self._target
+        self._suspects.clear()
+        self._failing_over = False
+        self._heard = self._beat_at = now
+        self._release_own()
+        for request in self.writer.unacked():
+            if request.req not in self.writer.held:
+                self._send_write(request.req, request.ops, request.conds)
+
+    def _rolled_back(
+        self, terms: tuple[tuple[int, int, str], ...], last_seq: int
+    ) -> tuple[RolledBackWrite, ...]:
+        """Our own acknowledged writes that the incoming snapshot does not hold."""
+        out = []
+        for c in self.replica.log:
+            if c.writer != self.me.id or c.status != "ok" or not c.ops:
+                continue
+            if c.req > self.writer.acked_upto and c.req not in self.writer.done_reqs:
+                continue  # never acknowledged: it will simply be sent again
+            if not history_contains(terms, last_seq, c.seq, c.epoch, c.origin):
+                out.append(
+                    RolledBackWrite(
+                        writer=c.writer,
+                        request=c.req,
+                        keys=tuple(op[1] for op in c.ops),
+                    )
+                )
+        return tuple(out)
+
+    def _leaving_gone(self, msg: Gone, now: float) -> None:
+        self.role = Role.CLOSED
+
+    def _leaving_redirect(self, msg: Redirect, now: float) -> None:
+        # The successor confirms it took over: our handoff is complete.
+        if msg.epoch > self.epoch:
+            self.role = Role.CLOSED
+
+    # ================================================================ helpers
+
+    def _release_own(self) -> None:
+        if self.writer.held:
+            self.outcomes.extend(self.writer.release(self.replica.seq))
+
+    def _send_write(
+        self,
+        req: int,
+        ops: tuple[tuple[Any, ...], ...],
+        conds: tuple[tuple[Any, ...], ...],
+    ) -> None:
+        assert self._target is not None
+        msg = Write(
+            sender=self.me.id,
+            epoch=self.epoch,
+            req=req,
+            acked_upto=self.writer.acked_upto,
+            ops=ops,
+            conds=conds,
+        )
+        self._send(self._target, msg)
+
+    def _send(self, to: Member, msg: Message) -> None:
+        self.outbox.append(Send(to.id, to.endpoints or self._endpoints_of(to.id), msg))
+
+    def _send_id(self, node_id: str, msg: Message) -> None:
+        self.outbox.append(Send(node_id, self._endpoints_of(node_id), msg))
+
+    def _endpoints_of(self, node_id: str) -> tuple[str, ...]:
+        member = self.replica.member(node_id)
+        if member is not None:
+            return member.endpoints
+        if self._target is not None and self._target.id == node_id:
+            return self._target.endpoints
+        return ()
+
+    def _drop(self, why: str) -> None:
+        self.stats["dropped"] += 1
+        self.stats[f"dropped: {why}"] += 1
+
+    def _require_fresh(self, what: str) -> None:
+        """Only a node that holds no session yet may start or join one."""
+        if self.ready or self.role not in (Role.IDLE, Role.JOINING):
+            raise RuntimeError(f"can't {what} in role {self.role.name}")
+
+
+def _neg(node_id: str) -> tuple[int, ...]:
+    """Order key under which a *lower* node id ranks higher."""
+    return tuple(-b for b in node_id.encode())
+
+
+_HANDLERS: dict[tuple[Role, type[Message]], Any] = {
+    (Role.HOST, Hello): Node._host_hello,
+    (Role.HOST, Write): Node._host_write,
+    (Role.HOST, Ack): Node._host_ack,
+    (Role.HOST, Heartbeat): Node._host_heartbeat,
+    (Role.HOST, Leave): Node._host_leave,
+    (Role.HOST, Redirect): Node._host_redirect,
+    (Role.PEER, Hello): Node._peer_hello,
+    (Role.PEER, ChangeMsg): Node._peer_change,
+    (Role.PEER, Result): Node._peer_result,
+    (Role.PEER, Heartbeat): Node._peer_heartbeat,
+    (Role.PEER, Redirect): Node._peer_redirect,
+    (Role.PEER, Gone): Node._peer_gone,
+    (Role.PEER, Handoff): Node._peer_handoff,
+    (Role.JOINING, Hello): Node._peer_hello,
+    (Role.JOINING, Welcome): Node._joining_welcome,
+    (Role.JOINING, Redirect): Node._peer_redirect,
+    (Role.LEAVING, Gone): Node._leaving_gone,
+    (Role.LEAVING, Redirect): Node._leaving_redirect,
+}

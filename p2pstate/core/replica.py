@@ -1,0 +1,264 @@
+"""The replicated state machine: every node holds one and applies the host's
+changes to it in sequence order. Pure data, no I/O."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..codec import encode
+from ..events import (
+    Event,
+    HostChanged,
+    KeyChanged,
+    KeyDeleted,
+    Peer,
+    PeerJoined,
+    PeerLeft,
+)
+from ..messages import Change, Member, Snapshot
+
+__all__ = ["Entry", "Replica", "WriterRecord", "history_contains"]
+
+
+def history_contains(
+    terms: list[tuple[int, int, str]] | tuple[tuple[int, int, str], ...],
+    last_seq: int,
+    seq: int,
+    epoch: int,
+    origin: str,
+) -> bool:
+    """Whether change *seq* of term (epoch, origin) belongs to the history that
+    *terms* (first seq, epoch, origin of every term) describes up to *last_seq*.
+
+    One host term numbers its changes once, so two changes with the same
+    number and term are the same change (log matching, as in Raft)."""
+    if seq <= 0:
+        return seq == 0
+    if seq > last_seq:
+        return False
+    term = None
+    for first, t_epoch, t_origin in terms:
+        if first > seq:
+            break
+        term = (t_epoch, t_origin)
+    return term == (epoch, origin)
+
+
+_CONTAINERS = (list, dict)
+
+
+@dataclass(slots=True)
+class Entry:
+    """A stored value. Containers keep their encoding too, so a read can hand
+    out a fresh copy (decoding is much faster than deepcopy)."""
+
+    value: Any
+    version: int
+    packed: bytes | None = None
+
+    @classmethod
+    def make(cls, value: Any, version: int) -> Entry:
+        packed = encode(value) if isinstance(value, _CONTAINERS) else None
+        return cls(value, version, packed)
+
+
+@dataclass(slots=True)
+class WriterRecord:
+    """What exactly-once needs to know about one writer."""
+
+    last_req: int = 0
+    acked_upto: int = 0
+    # req -> (status, detail, seq) for requests the writer has not confirmed yet
+    results: dict[int, tuple[str, Any, int]] = field(default_factory=dict)
+
+
+class Replica:
+    """Data, membership, exactly-once table and recent log, at one sequence number."""
+
+    def __init__(self, *, log_keep: int = 4096) -> None:
+        self.session_id = ""
+        self.seq = 0
+        self.last_epoch = 0
+        self.last_origin = ""
+        self.host_id = ""
+        self.epoch = 0
+        self.data: dict[str, Entry] = {}
+        self.members: list[Member] = []
+        self.dedupe: dict[str, WriterRecord] = {}
+        self.terms: list[tuple[int, int, str]] = []
+        self.log: deque[Change] = deque(maxlen=log_keep)
+
+    # ------------------------------------------------------------ queries
+
+    def member(self, node_id: str) -> Member | None:
+        for m in self.members:
+            if m.id == node_id:
+                return m
+        return None
+
+    def peer(self, m: Member) -> Peer:
+        return Peer(
+            id=m.id,
+            name=m.name,
+            endpoint=m.endpoints[0] if m.endpoints else "",
+            endpoints=m.endpoints,
+            joined_seq=m.joined_seq,
+            is_host=m.id == self.host_id,
+            profile=dict(m.profile),
+        )
+
+    def succession(self) -> list[Member]:
+        """Members in the order they would host: join order, host excluded."""
+        return [m for m in self.members if m.id != self.host_id]
+
+    def changes_after(self, seq: int, epoch: int, origin: str) -> list[Change] | None:
+        """The logged changes after (seq, epoch, origin), or None when that point
+        is not in this replica's history or no longer in its log."""
+        if seq > self.seq:
+            return None
+        if seq == self.seq:
+            return [] if (epoch, origin) == (self.last_epoch, self.last_origin) else None
+        if not self.log or seq < self.log[0].seq - 1:
+            return None
+        first = self.log[0].seq
+        if seq >= first:
+            at = self.log[seq - first]
+            if (at.epoch, at.origin) != (epoch, origin):
+                return None
+        elif not self.in_history(seq, epoch, origin):
+            return None
+        return list(self.log)[seq - first + 1 :]
+
+    def in_history(self, seq: int, epoch: int, origin: str) -> bool:
+        return history_contains(self.terms, self.seq, seq, epoch, origin)
+
+    # ------------------------------------------------------------ changes
+
+    def apply(self, change: Change, *, events: list[Event] | None = None) -> None:
+        """Apply the next change. The caller checks ``change.seq == self.seq + 1``."""
+        for op in change.ops:
+            kind = op[0]
+            if kind == "set":
+                key, value = op[1], op[2]
+                self.data[key] = Entry.make(value, change.seq)
+                if events is not None:
+                    events.append(KeyChanged(key=key, value=value, version=change.seq))
+            elif kind == "del":
+                if self.data.pop(op[1], None) is not None and events is not None:
+                    events.append(KeyDeleted(key=op[1], version=change.seq))
+            elif kind == "join":
+                member: Member = op[1]
+                self.members = [m for m in self.members if m.id != member.id]
+                self.members.append(member)
+                if events is not None:
+                    events.append(PeerJoined(peer=self.peer(member)))
+            elif kind == "leave":
+                gone = self.member(op[1])
+                if gone is not None:
+                    self.members.remove(gone)
+                    if events is not None:
+                        events.append(PeerLeft(peer=self.peer(gone), reason=op[2]))
+            elif kind == "term":
+                old = self.member(op[3]) if op[3] else None
+                self.epoch, self.host_id = op[1], op[2]
+                new = self.member(op[2])
+                if events is not None and new is not None:
+                    events.append(
+                        HostChanged(
+                            old=self.peer(old) if old else None,
+                            new=self.peer(new),
+                            epoch=op[1],
+                        )
+                    )
+        if change.writer:
+            rec = self.dedupe.setdefault(change.writer, WriterRecord())
+            rec.last_req = max(rec.last_req, change.req)
+            if change.acked_upto > rec.acked_upto:
+                rec.acked_upto = change.acked_upto
+                for req in [r for r in rec.results if r <= rec.acked_upto]:
+                    del rec.results[req]
+            if change.req > rec.acked_upto:
+                rec.results[change.req] = (change.status, change.detail, change.seq)
+        if (change.epoch, change.origin) != (self.last_epoch, self.last_origin):
+            self.terms.append((change.seq, change.epoch, change.origin))
+            del self.terms[:-1024]  # a bounded history; older terms cannot be checked
+        self.seq, self.last_epoch, self.last_origin = (
+            change.seq,
+            change.epoch,
+            change.origin,
+        )
+        self.log.append(change)
+
+    def forget_writer(self, writer: str) -> None:
+        """Drop a departed writer's exactly-once record (it will never resend)."""
+        self.dedupe.pop(writer, None)
+
+    # ------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            session_id=self.session_id,
+            seq=self.seq,
+            last_epoch=self.last_epoch,
+            last_origin=self.last_origin,
+            host_id=self.host_id,
+            epoch=self.epoch,
+            data=tuple((k, e.value, e.version) for k, e in self.data.items()),
+            members=tuple(self.members),
+            dedupe=tuple(
+                (
+                    w,
+                    r.last_req,
+                    r.acked_upto,
+                    tuple((req, st, det, seq) for req, (st, det, seq) in r.results.items()),
+                )
+                for w, r in self.dedupe.items()
+            ),
+            terms=tuple(self.terms),
+        )
+
+    def load(self, snap: Snapshot, *, events: list[Event] | None = None) -> None:
+        """Replace everything with *snap*; report what differs as events."""
+        old_data, old_members = self.data, {m.id: m for m in self.members}
+        old_host = old_members.get(self.host_id)
+        self.session_id = snap.session_id
+        self.seq, self.last_epoch, self.last_origin = (
+            snap.seq,
+            snap.last_epoch,
+            snap.last_origin,
+        )
+        self.host_id, self.epoch = snap.host_id, snap.epoch
+        self.data = {k: Entry.make(v, ver) for k, v, ver in snap.data}
+        self.members = list(snap.members)
+        self.dedupe = {
+            w: WriterRecord(last, acked, {req: (st, det, seq) for req, st, det, seq in results})
+            for w, last, acked, results in snap.dedupe
+        }
+        self.terms = list(snap.terms)
+        self.log.clear()
+        if events is None:
+            return
+        for key, entry in self.data.items():
+            before = old_data.get(key)
+            if before is None or before.version != entry.version or before.value != entry.value:
+                events.append(KeyChanged(key=key, value=entry.value, version=entry.version))
+        for key in old_data.keys() - self.data.keys():
+            events.append(KeyDeleted(key=key, version=self.seq))
+        new_ids = {m.id for m in self.members}
+        for m in self.members:
+            if m.id not in old_members:
+                events.append(PeerJoined(peer=self.peer(m)))
+        for mid, m in old_members.items():
+            if mid not in new_ids:
+                events.append(PeerLeft(peer=self.peer(m), reason="left"))
+        new_host = self.member(self.host_id)
+        if new_host is not None and (old_host is None or old_host.id != new_host.id):
+            events.append(
+                HostChanged(
+                    old=self.peer(old_host) if old_host else None,
+                    new=self.peer(new_host),
+                    epoch=self.epoch,
+                )
+            )

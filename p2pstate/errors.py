@@ -1,0 +1,55 @@
+"""Every error p2pstate raises derives from :class:`P2PStateError`.
+
+Local errors (the caller did something wrong) also derive from the matching
+builtin, so ``except ValueError`` and ``except KeyError`` keep working for code
+written against a plain dict.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DataUnchangedError",
+    "P2PStateError",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "SessionClosedError",
+    "SessionLostError",
+    "UpdateFailedError",
+    "ValueTooLargeError",
+]
+
+
+class P2PStateError(Exception):
+    """Base class of every p2pstate error."""
+
+
+class ValueTooLargeError(P2PStateError, ValueError):
+    """A value, message or request is larger than the session allows."""
+
+
+class UpdateFailedError(P2PStateError):
+    """A compare-and-swap write found a different value than the caller expected."""
+
+
+class DataUnchangedError(P2PStateError):
+    """``get_if_changed``: the value still hashes to the hash the caller holds."""
+
+
+class PermissionDeniedError(P2PStateError, PermissionError):
+    """The host refused a write this peer is not allowed to make."""
+
+
+class SessionLostError(P2PStateError, ConnectionError):
+    """No host could be reached within the call's timeout."""
+
+
+class SessionClosedError(P2PStateError):
+    """The shared state was closed; make a new one with ``p2pstate.join``."""
+
+
+class ProtocolError(P2PStateError):
+    """A message from the network is malformed or not allowed in this state.
+
+    Raised inside the library only; a peer or host drops such a message, counts
+    it and keeps serving. It never reaches user code.
+    """

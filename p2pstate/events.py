@@ -1,0 +1,94 @@
+"""What a SharedState reports: small frozen dataclasses, delivered through
+``SharedState.poll()`` and ``on_change`` callbacks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Event",
+    "HostChanged",
+    "KeyChanged",
+    "KeyDeleted",
+    "Peer",
+    "PeerJoined",
+    "PeerLeft",
+    "RolledBackWrite",
+    "SessionLost",
+    "WritesRolledBack",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Peer:
+    """One member of a session."""
+
+    id: str
+    name: str
+    endpoint: str
+    endpoints: tuple[str, ...] = ()
+    joined_seq: int = 0
+    is_host: bool = False
+    profile: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyChanged:
+    key: str
+    value: Any
+    version: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyDeleted:
+    key: str
+    version: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerJoined:
+    peer: Peer
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerLeft:
+    peer: Peer
+    reason: str  # "left", "timeout" or "failed" (a host that died)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostChanged:
+    old: Peer | None
+    new: Peer
+    epoch: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolledBackWrite:
+    """One write that a merge of two halves of a split session undid."""
+
+    writer: str
+    request: int
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WritesRolledBack:
+    """Two hosts of one session met and this peer's half gave way to the other:
+    these acknowledged writes were undone. ``mine`` lists the ones this peer made."""
+
+    writes: tuple[RolledBackWrite, ...]
+    mine: tuple[RolledBackWrite, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionLost:
+    """No host could be reached for longer than the session's timeout."""
+
+    reason: str
+
+
+Event = (
+    KeyChanged | KeyDeleted | PeerJoined | PeerLeft | HostChanged | WritesRolledBack | SessionLost
+)

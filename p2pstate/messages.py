@@ -1,0 +1,486 @@
+"""Wire messages: frozen dataclasses, and the one pair of functions that turn
+them into msgpack frames and back.
+
+Every message travels as a msgpack array ``[type, sender, epoch, *fields]``.
+Decoding validates the type of every field, so a handler never sees a
+malformed message: it gets a ProtocolError instead, and the caller drops the
+frame and counts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from .codec import MAX_KEY_BYTES, decode, encode
+from .errors import ProtocolError
+
+__all__ = [
+    "Ack",
+    "Change",
+    "ChangeMsg",
+    "Gone",
+    "Handoff",
+    "Heartbeat",
+    "Hello",
+    "Leave",
+    "Member",
+    "Message",
+    "Redirect",
+    "Result",
+    "Rollback",
+    "Snapshot",
+    "Welcome",
+    "WireMember",
+    "Write",
+    "from_frame",
+    "to_frame",
+]
+
+# ---------------------------------------------------------------- field checks
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ProtocolError(f"expected str, got {type(v).__name__}")
+    return v
+
+
+def _opt_str(v: Any) -> str | None:
+    return None if v is None else _str(v)
+
+
+def _int(v: Any) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ProtocolError(f"expected int, got {type(v).__name__}")
+    return v
+
+
+def _nat(v: Any) -> int:
+    n = _int(v)
+    if n < 0:
+        raise ProtocolError("expected a non-negative int")
+    return n
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ProtocolError(f"expected bool, got {type(v).__name__}")
+    return v
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise ProtocolError(f"expected map, got {type(v).__name__}")
+    return v
+
+
+def _any(v: Any) -> Any:
+    return v
+
+
+def _key(v: Any) -> str:
+    s = _str(v)
+    if len(s) > MAX_KEY_BYTES:  # chars >= bytes/4; exact byte check is done on write
+        raise ProtocolError("key too long")
+    return s
+
+
+def _list(item: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
+    def check(v: Any) -> tuple[Any, ...]:
+        if not isinstance(v, list):
+            raise ProtocolError(f"expected array, got {type(v).__name__}")
+        return tuple(item(x) for x in v)
+
+    return check
+
+
+def _tuple(*items: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
+    def check(v: Any) -> tuple[Any, ...]:
+        if not isinstance(v, list) or len(v) != len(items):
+            raise ProtocolError(f"expected array of {len(items)}")
+        return tuple(f(x) for f, x in zip(items, v, strict=True))
+
+    return check
+
+
+# ---------------------------------------------------------------- data shapes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Member:
+    """A member of the session as the replicated membership list holds it."""
+
+    id: str
+    name: str
+    endpoints: tuple[str, ...]
+    joined_seq: int = 0
+    profile: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def to_wire(self) -> list[Any]:
+        return [self.id, self.name, list(self.endpoints), self.joined_seq, self.profile]
+
+    @classmethod
+    def from_wire(cls, v: Any) -> Member:
+        t = _tuple(_str, _str, _list(_str), _nat, _dict)(v)
+        return cls(id=t[0], name=t[1], endpoints=t[2], joined_seq=t[3], profile=t[4])
+
+
+WireMember = Member
+
+
+def _op(v: Any) -> tuple[Any, ...]:
+    """One operation of a change. Shapes:
+    ("set", key, value) ("del", key) ("join", member) ("leave", id, reason)
+    ("term", epoch, host_id, old_host_id|None, reason)
+    """
+    if not isinstance(v, list) or not v:
+        raise ProtocolError("op must be a non-empty array")
+    kind = v[0]
+    if kind == "set" and len(v) == 3:
+        return ("set", _key(v[1]), v[2])
+    if kind == "del" and len(v) == 2:
+        return ("del", _key(v[1]))
+    if kind == "join" and len(v) == 2:
+        return ("join", Member.from_wire(v[1]))
+    if kind == "leave" and len(v) == 3:
+        return ("leave", _str(v[1]), _str(v[2]))
+    if kind == "term" and len(v) == 5:
+        return ("term", _nat(v[1]), _str(v[2]), _opt_str(v[3]), _str(v[4]))
+    raise ProtocolError(f"unknown op {kind!r}")
+
+
+def _op_to_wire(op: tuple[Any, ...]) -> list[Any]:
+    if op[0] == "join":
+        return ["join", op[1].to_wire()]
+    return list(op)
+
+
+def _cond(v: Any) -> tuple[Any, ...]:
+    """A write's precondition: ("hash", key, hash) ("exists", key) ("absent", key)."""
+    if not isinstance(v, list) or not v:
+        raise ProtocolError("condition must be a non-empty array")
+    if v[0] == "hash" and len(v) == 3:
+        return ("hash", _key(v[1]), _str(v[2]))
+    if v[0] in ("exists", "absent") and len(v) == 2:
+        return (v[0], _key(v[1]))
+    raise ProtocolError(f"unknown condition {v[0]!r}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Change:
+    """One numbered change of the replicated state, ordered by the host alone.
+
+    ``epoch``/``origin`` name the host term that made it, so two changes with
+    one sequence number from two halves of a split session are told apart.
+    A refused write is a change with no ops: its result must survive a
+    failover too, for exactly-once.
+    """
+
+    seq: int
+    epoch: int
+    origin: str
+    writer: str = ""
+    req: int = 0
+    acked_upto: int = 0
+    status: str = "ok"
+    detail: Any = None
+    ops: tuple[tuple[Any, ...], ...] = ()
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.seq,
+            self.epoch,
+            self.origin,
+            self.writer,
+            self.req,
+            self.acked_upto,
+            self.status,
+            self.detail,
+            [_op_to_wire(op) for op in self.ops],
+        ]
+
+    @classmethod
+    def from_wire(cls, v: Any) -> Change:
+        t = _tuple(_nat, _nat, _str, _str, _nat, _nat, _str, _any, _list(_op))(v)
+        return cls(
+            seq=t[0],
+            epoch=t[1],
+            origin=t[2],
+            writer=t[3],
+            req=t[4],
+            acked_upto=t[5],
+            status=t[6],
+            detail=t[7],
+            ops=t[8],
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Snapshot:
+    """The whole replicated state at one sequence number."""
+
+    session_id: str
+    seq: int
+    last_epoch: int
+    last_origin: str
+    host_id: str
+    epoch: int
+    data: tuple[tuple[str, Any, int], ...]
+    members: tuple[Member, ...]
+    # writer -> (last request applied, acked_upto, ((req, status, detail), ...))
+    dedupe: tuple[tuple[str, int, int, tuple[tuple[int, str, Any, int], ...]], ...]
+    # (first seq, epoch, origin) of every host term in this state's history
+    terms: tuple[tuple[int, int, str], ...] = ()
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.session_id,
+            self.seq,
+            self.last_epoch,
+            self.last_origin,
+            self.host_id,
+            self.epoch,
+            [list(d) for d in self.data],
+            [m.to_wire() for m in self.members],
+            [
+                [w, last, acked, [list(r) for r in results]]
+                for w, last, acked, results in self.dedupe
+            ],
+            [list(t) for t in self.terms],
+        ]
+
+    @classmethod
+    def from_wire(cls, v: Any) -> Snapshot:
+        result = _tuple(_nat, _str, _any, _nat)
+        t = _tuple(
+            _str,
+            _nat,
+            _nat,
+            _str,
+            _str,
+            _nat,
+            _list(_tuple(_key, _any, _nat)),
+            _list(Member.from_wire),
+            _list(_tuple(_str, _nat, _nat, _list(result))),
+            _list(_tuple(_nat, _nat, _str)),
+        )(v)
+        return cls(
+            session_id=t[0],
+            seq=t[1],
+            last_epoch=t[2],
+            last_origin=t[3],
+            host_id=t[4],
+            epoch=t[5],
+            data=t[6],
+            members=t[7],
+            dedupe=t[8],
+            terms=t[9],
+        )
+
+
+# ---------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Message:
+    """Base of every wire message: who sent it, and in which host epoch."""
+
+    TYPE: ClassVar[int] = 0
+    SPEC: ClassVar[tuple[Callable[[Any], Any], ...]] = ()
+    sender: str
+    epoch: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Hello(Message):
+    """A peer asks the receiver, which it takes for the host, to let it in.
+
+    ``resume_*`` name the last change it holds, so a host that still has the
+    changes after it can send just those. ``prev_host``/``suspects`` say which
+    host it lost and which candidates did not answer: the receiver uses them to
+    decide whether it must take over.
+    """
+
+    TYPE: ClassVar[int] = 1
+    name: str
+    endpoints: tuple[str, ...]
+    profile: dict[str, Any]
+    session_id: str | None
+    resume_seq: int
+    resume_epoch: int
+    resume_origin: str
+    prev_host: str | None
+    suspects: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Welcome(Message):
+    """The host lets a peer in: a snapshot, or the changes after its resume point."""
+
+    TYPE: ClassVar[int] = 2
+    session_id: str
+    host_id: str
+    snapshot: Snapshot | None
+    changes: tuple[Change, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Redirect(Message):
+    """I am not (or no longer) the host: go to this one."""
+
+    TYPE: ClassVar[int] = 3
+    host_id: str
+    endpoints: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Write(Message):
+    TYPE: ClassVar[int] = 4
+    req: int
+    acked_upto: int
+    ops: tuple[tuple[Any, ...], ...]
+    conds: tuple[tuple[Any, ...], ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Result(Message):
+    TYPE: ClassVar[int] = 5
+    req: int
+    status: str
+    detail: Any
+    seq: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ChangeMsg(Message):
+    """A change for the receiver to apply; ``ack`` asks the successor to confirm."""
+
+    TYPE: ClassVar[int] = 6
+    change: Change
+    ack: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Ack(Message):
+    """The successor holds every change up to ``seq``."""
+
+    TYPE: ClassVar[int] = 7
+    seq: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Heartbeat(Message):
+    TYPE: ClassVar[int] = 8
+    seq: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Leave(Message):
+    """A peer leaves on purpose."""
+
+    TYPE: ClassVar[int] = 9
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Handoff(Message):
+    """The host leaves on purpose and hands hosting to the receiver at ``epoch``."""
+
+    TYPE: ClassVar[int] = 10
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Gone(Message):
+    """You are not a member (any more): say hello again."""
+
+    TYPE: ClassVar[int] = 11
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Rollback(Message):
+    """This host gave way to another; these acknowledged writes are undone."""
+
+    TYPE: ClassVar[int] = 12
+    writes: tuple[tuple[str, int, tuple[str, ...]], ...]
+
+
+_rollback_item = _tuple(_str, _nat, _list(_key))
+
+_SPECS: dict[type[Message], tuple[Callable[[Any], Any], ...]] = {
+    Hello: (
+        _str,
+        _list(_str),
+        _dict,
+        _opt_str,
+        _nat,
+        _nat,
+        _str,
+        _opt_str,
+        _list(_str),
+    ),
+    Welcome: (
+        _str,
+        _str,
+        lambda v: None if v is None else Snapshot.from_wire(v),
+        _list(Change.from_wire),
+    ),
+    Redirect: (_str, _list(_str), _str),
+    Write: (_nat, _nat, _list(_op), _list(_cond)),
+    Result: (_nat, _str, _any, _nat),
+    ChangeMsg: (Change.from_wire, _bool),
+    Ack: (_nat,),
+    Heartbeat: (_nat,),
+    Leave: (),
+    Handoff: (),
+    Gone: (),
+    Rollback: (_list(_rollback_item),),
+}
+_BY_TYPE: dict[int, type[Message]] = {cls.TYPE: cls for cls in _SPECS}
+_FIELD_NAMES: dict[type[Message], tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls) if f.name not in ("sender", "epoch")) for cls in _SPECS
+}
+
+
+def _field_to_wire(v: Any) -> Any:
+    if isinstance(v, (Change, Snapshot)):
+        return v.to_wire()
+    if isinstance(v, tuple):
+        return [_field_to_wire(x) for x in v]
+    return v
+
+
+def _op_or_field(cls: type[Message], name: str, v: Any) -> Any:
+    if name == "ops":
+        return [_op_to_wire(op) for op in v]
+    return _field_to_wire(v)
+
+
+def to_frame(msg: Message) -> bytes:
+    """Encode a message as one frame."""
+    cls = type(msg)
+    body: list[Any] = [cls.TYPE, msg.sender, msg.epoch]
+    body.extend(_op_or_field(cls, name, getattr(msg, name)) for name in _FIELD_NAMES[cls])
+    return encode(body)
+
+
+def from_frame(frame: bytes, *, max_size: int) -> Message:
+    """Decode and validate one frame; raise ProtocolError on anything wrong."""
+    try:
+        body = decode(frame, max_size=max_size)
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
+    if not isinstance(body, list) or len(body) < 3:
+        raise ProtocolError("a message is an array [type, sender, epoch, ...]")
+    kind = body[0]
+    cls = _BY_TYPE.get(kind) if isinstance(kind, int) and not isinstance(kind, bool) else None
+    if cls is None:
+        raise ProtocolError(f"unknown message type {kind!r}")
+    spec = _SPECS[cls]
+    if len(body) != 3 + len(spec):
+        raise ProtocolError(f"{cls.__name__} takes {len(spec)} fields, got {len(body) - 3}")
+    kwargs = {
+        name: check(v) for name, check, v in zip(_FIELD_NAMES[cls], spec, body[3:], strict=True)
+    }
+    return cls(sender=_str(body[1]), epoch=_nat(body[2]), **kwargs)

@@ -1,0 +1,62 @@
+"""The options ``join`` takes, checked in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .core.config import Config
+
+__all__ = ["Options"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    #: Seconds between heartbeats when idle.
+    heartbeat_interval: float = 0.1
+    #: A host silent this long is taken for dead; the next peer takes over.
+    host_timeout: float = 0.5
+    #: A peer silent this long is removed from the session by the host.
+    peer_timeout: float = 0.5
+    #: How long ``join`` listens for an existing host before hosting itself.
+    discovery_window: float = 0.75
+    #: How long a blocking write waits for a host before SessionLostError.
+    write_timeout: float = 10.0
+    #: Largest value, in encoded bytes (see ``p2pstate.length_data``).
+    max_value_size: int = 64 * 1024
+    #: Largest frame accepted from the network (zmq MAXMSGSIZE).
+    max_frame_size: int = 16 * 1024 * 1024
+    #: Events kept for ``poll()``; older ones are dropped (and counted) past this.
+    max_pending_events: int = 100_000
+    #: Changes kept so a peer that reconnects can catch up without a snapshot.
+    log_keep: int = 4096
+    #: A small dict describing this player, shown to the others in ``peers``.
+    profile: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> Options:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"join() got unknown option(s): {', '.join(unknown)}")
+        return cls(**kwargs)
+
+    def __post_init__(self) -> None:
+        for name in ("discovery_window", "write_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.max_frame_size < 2 * self.max_value_size:
+            raise ValueError("max_frame_size must be at least twice max_value_size")
+        if not isinstance(self.profile, dict):
+            raise TypeError("profile must be a dict")
+        self.core_config()  # validates the timing options
+
+    def core_config(self) -> Config:
+        return Config(
+            heartbeat_interval=self.heartbeat_interval,
+            host_timeout=self.host_timeout,
+            peer_timeout=self.peer_timeout,
+            hello_retry=min(0.1, self.heartbeat_interval),
+            max_value_size=self.max_value_size,
+            log_keep=self.log_keep,
+        )

@@ -1,0 +1,390 @@
+"""The runtime: one I/O thread per SharedState owns the sockets, the discovery
+adapter and the protocol core; the user's threads talk to it through a
+command queue and a wake-up socket.
+
+Anything named ``*_io`` runs on the I/O thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import zmq
+
+from .core.node import Node, Role
+from .core.writer import Outcome
+from .discovery import Discovery, HostRecord, resolve_interfaces
+from .errors import SessionClosedError, SessionLostError
+from .events import Event, KeyChanged
+from .options import Options
+from .transport import Transport
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger(__name__)
+
+# How long a first join waits on one host before trying another or hosting.
+_JOIN_RETRY = 1.0
+
+
+class _Pending:
+    """A write the user thread waits on."""
+
+    __slots__ = ("done", "outcome")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.outcome: Outcome | None = None
+
+
+class Runtime:
+    def __init__(
+        self,
+        app: str,
+        session: str,
+        *,
+        name: str,
+        interfaces: list[str] | None,
+        options: Options,
+    ) -> None:
+        self.app, self.session, self.options = app, session, options
+        self.node_id = secrets.token_hex(8)
+        self.addresses = resolve_interfaces(interfaces)
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.transport = Transport(
+            self._ctx, self.node_id, self.addresses, max_frame_size=options.max_frame_size
+        )
+        self.node = Node(
+            node_id=self.node_id,
+            name=name,
+            endpoints=self.transport.endpoints,
+            profile=options.profile,
+            config=options.core_config(),
+        )
+        self.discovery = Discovery(self.addresses)
+        self.stats: Counter[str] = Counter()
+        self.ready = threading.Event()
+        self.stopped = threading.Event()
+        self._commands: deque[Callable[[], None]] = deque()
+        self._wake_addr = f"inproc://p2pstate-wake-{self.node_id}"
+        self._wake_in: zmq.Socket[bytes] = self._ctx.socket(zmq.PULL)
+        self._wake_in.bind(self._wake_addr)
+        self._wake_out: zmq.Socket[bytes] = self._ctx.socket(zmq.PUSH)
+        self._wake_out.connect(self._wake_addr)
+        self._wake_lock = threading.Lock()
+        self._pending: dict[int, _Pending] = {}
+        self._waiters: list[tuple[Callable[[], bool], threading.Event]] = []
+        self._events: deque[Event] = deque()
+        self._callbacks: list[Callable[[Event], None]] = []
+        self._hosts: dict[str, HostRecord] = {}
+        self._hosts_lock = threading.Lock()
+        self._tried: set[str] = set()
+        self._join_at = 0.0
+        self._advertised: tuple[int, int] | None = None  # (epoch, players) in our record
+        self._closing = False
+        self._unwatch: Callable[[], None] | None = None
+        self._thread = threading.Thread(
+            target=self._run_io, name=f"p2pstate-io-{self.node_id[:6]}", daemon=True
+        )
+
+    # ================================================================ user side
+
+    def start(self, timeout: float) -> None:
+        """Find a host or become one; return once the state is usable."""
+        deadline = time.monotonic() + timeout
+        try:
+            self._unwatch = self.discovery.watch(self.app, self.session, self._on_record)
+            found = self.discovery.browse(
+                self.app, self.session, min(self.options.discovery_window, timeout), first=True
+            )
+        except Exception:
+            self._shutdown_unstarted()
+            raise
+        for record in found:
+            self._remember(record)
+        self._thread.start()
+        self.call(lambda: self._begin_io(time.monotonic()))
+        if not self.ready.wait(max(0.0, deadline - time.monotonic())):
+            self.close(timeout=0.5)
+            raise SessionLostError(
+                f"could not join or host session {self.session!r} of {self.app!r} "
+                f"within {timeout} s"
+            )
+
+    def call(self, command: Callable[[], None]) -> None:
+        """Run *command* on the I/O thread, soon."""
+        if self.stopped.is_set():
+            raise SessionClosedError("this shared state is closed")
+        self._commands.append(command)
+        with self._wake_lock:
+            self._wake_out.send(b"", zmq.NOBLOCK)
+
+    def submit(
+        self, ops: tuple[tuple[Any, ...], ...], conds: tuple[tuple[Any, ...], ...], *, wait: bool
+    ) -> _Pending | None:
+        pending = _Pending() if wait else None
+
+        def submit_io() -> None:
+            try:
+                req = self.node.submit(ops, conds, now=time.monotonic())
+            except RuntimeError:
+                if pending is not None:
+                    pending.done.set()  # closing: outcome None means lost
+                return
+            if pending is not None:
+                self._pending[req] = pending
+
+        self.call(submit_io)
+        return pending
+
+    def wait(self, pending: _Pending, timeout: float) -> Outcome:
+        if not pending.done.wait(timeout):
+            raise SessionLostError(f"no host answered within {timeout} s")
+        if pending.outcome is None:
+            raise SessionClosedError("the shared state was closed before the write completed")
+        return pending.outcome
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every write of ours has its answer; False on timeout."""
+        return self.wait_for_io(lambda: not self.node.writer.pending, timeout)
+
+    def wait_for_io(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block until *predicate*, checked on the I/O thread after each step, holds."""
+        done = threading.Event()
+        try:
+            self.call(lambda: self._waiters.append((predicate, done)))
+        except SessionClosedError:
+            return True
+        return done.wait(timeout)
+
+    def poll(self) -> list[Event]:
+        out: list[Event] = []
+        while True:
+            try:
+                out.append(self._events.popleft())
+            except IndexError:
+                return out
+
+    def on_change(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        self._callbacks.append(callback)
+
+        def remove() -> None:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+        return remove
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Flush our writes, leave (a host hands over), release everything."""
+        if self.stopped.is_set() or self._closing:
+            return
+        self._closing = True
+        if self._thread.is_alive():
+            if self.ready.is_set():
+                self.flush(timeout / 2)
+            self.call(lambda: self.node.leave(time.monotonic()))
+            self.wait_for_io(lambda: self.node.role is Role.CLOSED, timeout)
+            self.stopped.set()
+            with self._wake_lock:
+                self._wake_out.send(b"", zmq.NOBLOCK)
+            self._thread.join(timeout + 1.0)
+        else:
+            self.stopped.set()
+        self._shutdown_unstarted()
+
+    def _shutdown_unstarted(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+        self.discovery.close()
+        for pending in self._pending.values():
+            pending.done.set()
+        self._pending.clear()
+        with self._wake_lock:
+            self._wake_out.close(linger=0)
+        self._wake_in.close(linger=0)
+        self.transport.close_io()
+        self._ctx.term()
+
+    # ================================================================ discovery
+
+    def _on_record(self, kind: str, record: HostRecord | None, name: str) -> None:
+        """Zeroconf's thread: keep the host list, and let a host meet its rivals."""
+        if record is None:
+            with self._hosts_lock:
+                for node_id, known in list(self._hosts.items()):
+                    if _service_name_matches(name, known):
+                        del self._hosts[node_id]
+            return
+        if record.node_id == self.node_id:
+            return
+        self._remember(record)
+        if not self.stopped.is_set():
+            try:
+                self.call(lambda: self._observe_io(record))
+            except SessionClosedError:
+                pass
+
+    def _remember(self, record: HostRecord) -> None:
+        if record.node_id != self.node_id:
+            with self._hosts_lock:
+                self._hosts[record.node_id] = record
+
+    def _observe_io(self, record: HostRecord) -> None:
+        self.node.observe_host(record.node_id, record.endpoints, record.epoch, time.monotonic())
+
+    def _best_host(self) -> HostRecord | None:
+        with self._hosts_lock:
+            candidates = [r for r in self._hosts.values() if r.node_id not in self._tried]
+        return max(candidates, key=lambda r: (r.epoch, r.node_id), default=None)
+
+    # ================================================================ I/O thread
+
+    def _begin_io(self, now: float) -> None:
+        record = self._best_host()
+        self._join_at = now
+        if record is None:
+            self.node.start_host(secrets.token_hex(8), now)
+        else:
+            self._tried.add(record.node_id)
+            self.node.join(record.node_id, record.endpoints, now)
+
+    def _retry_join_io(self, now: float) -> None:
+        """A first join that got no welcome: another host, or host ourselves."""
+        if self.node.ready or self.node.role is not Role.JOINING:
+            return
+        if now - self._join_at < _JOIN_RETRY:
+            return
+        self.stats["join_retries"] += 1
+        self._begin_io(now)
+
+    def _run_io(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.transport.router, zmq.POLLIN)
+        poller.register(self._wake_in, zmq.POLLIN)
+        node = self.node
+        try:
+            while not self.stopped.is_set():
+                now = time.monotonic()
+                wait_ms = max(0, int((node.next_deadline(now) - now) * 1000))
+                ready = dict(poller.poll(wait_ms))
+                if self._wake_in in ready:
+                    self._drain_wake_io()
+                self._run_commands_io()
+                if self.transport.router in ready:
+                    now = time.monotonic()
+                    for msg in self.transport.receive_io():
+                        node.receive(msg, now)
+                        self._flush_io()
+                now = time.monotonic()
+                node.tick(now)
+                self._retry_join_io(now)
+                self._flush_io()
+        except Exception:  # a bug must not leave user threads waiting forever
+            log.exception("p2pstate I/O thread failed")
+            self.stopped.set()
+        finally:
+            self._finish_io()
+
+    def _drain_wake_io(self) -> None:
+        while True:
+            try:
+                self._wake_in.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+
+    def _run_commands_io(self) -> None:
+        for _ in range(len(self._commands)):
+            command = self._commands.popleft()
+            command()
+            self._flush_io()
+
+    def _flush_io(self) -> None:
+        node = self.node
+        for send in node.take_outbox():
+            self.transport.send_io(send)
+        for outcome in node.take_outcomes():
+            pending = self._pending.pop(outcome.req, None)
+            if pending is not None:
+                pending.outcome = outcome
+                pending.done.set()
+        for event in node.take_events():
+            self._emit_io(event)
+        if node.ready and not self.ready.is_set():
+            self.ready.set()
+        if self._waiters:
+            for waiter in [w for w in self._waiters if w[0]()]:
+                self._waiters.remove(waiter)
+                waiter[1].set()
+        self._sync_advert_io()
+
+    def _emit_io(self, event: Event) -> None:
+        if isinstance(event, KeyChanged) and isinstance(event.value, (list, dict)):
+            # The replica holds this object: hand out a copy nobody else shares.
+            event = KeyChanged(key=event.key, value=_copy(event.value), version=event.version)
+        for callback in list(self._callbacks):
+            try:
+                callback(event)
+            except Exception:
+                log.exception("an on_change callback raised; the session goes on")
+        if len(self._events) >= self.options.max_pending_events:
+            self._events.popleft()
+            self.stats["events_dropped"] += 1
+            if self.stats["events_dropped"] == 1:
+                log.warning("poll() is not keeping up; dropping the oldest events")
+        self._events.append(event)
+
+    def _sync_advert_io(self) -> None:
+        """Advertise while we host; keep the record's epoch and player count current."""
+        node = self.node
+        if node.role is Role.HOST:
+            wanted = (node.epoch, len(node.replica.members))
+            if wanted == self._advertised:
+                return
+            if self._advertised is None:
+                port = int(self.transport.endpoints[0].rsplit(":", 1)[1])
+                self.discovery.advertise(
+                    app=self.app,
+                    session=self.session,
+                    node_id=self.node_id,
+                    host_name=node.me.name,
+                    port=port,
+                    addresses=self.addresses,
+                    epoch=node.epoch,
+                    session_id=node.replica.session_id,
+                    properties={"players": str(wanted[1])},
+                )
+            else:
+                self.discovery.update(epoch=node.epoch, properties={"players": str(wanted[1])})
+            self._advertised = wanted
+        elif self._advertised is not None:
+            self.discovery.withdraw()
+            self._advertised = None
+
+    def _finish_io(self) -> None:
+        if self._advertised is not None:
+            try:
+                self.discovery.withdraw()
+            except Exception:  # closing must finish
+                log.debug("withdraw failed while closing", exc_info=True)
+            self._advertised = None
+        self.stopped.set()
+        for pending in self._pending.values():
+            pending.done.set()
+        for _, done in self._waiters:
+            done.set()
+
+
+def _copy(value: Any) -> Any:
+    return msgpack.unpackb(msgpack.packb(value, use_bin_type=True), raw=False)
+
+
+def _service_name_matches(name: str, record: HostRecord) -> bool:
+    return record.node_id[:16] in name

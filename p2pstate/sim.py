@@ -1,0 +1,333 @@
+"""A deterministic simulated LAN for the protocol core.
+
+It drives many :class:`~p2pstate.core.node.Node` objects in one process with
+a simulated clock and a seeded random source: per-link FIFO delivery with
+random delay, crashes, partitions (messages across a cut are lost, as when a
+cable is pulled) and a stand-in for mDNS. Every message goes through the real
+wire codec. The same seed gives the same run, so a failing test prints a seed
+and a trace that reproduce it exactly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .codec import hash_value
+from .core.config import Config
+from .core.node import Node, Role
+from .core.writer import Outcome
+from .events import Event
+from .messages import ChangeMsg, Message, from_frame, to_frame
+
+__all__ = ["Counter", "SimNetwork"]
+
+_MAX_FRAME = 16 * 1024 * 1024
+
+
+@dataclass(order=True)
+class _Delivery:
+    at: float
+    order: int
+    to: str = field(compare=False)
+    frame: bytes = field(compare=False)
+
+
+class SimNetwork:
+    """Nodes on a simulated network, stepped by ``run``."""
+
+    def __init__(
+        self,
+        seed: int,
+        *,
+        config: Config | None = None,
+        min_delay: float = 0.0002,
+        max_delay: float = 0.003,
+        tick: float = 0.01,
+        discovery_interval: float = 0.2,
+        trace_messages: bool = False,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.config = config or Config()
+        self.min_delay, self.max_delay = min_delay, max_delay
+        self.tick_interval = tick
+        self.discovery_interval = discovery_interval
+        self.now = 0.0
+        self.nodes: dict[str, Node] = {}
+        self.alive: set[str] = set()
+        self.group: dict[str, int] = {}  # partition group of each node
+        self.trace: list[str] = []
+        self.trace_messages = trace_messages
+        self.on_outcome: dict[str, Callable[[Outcome], None]] = {}
+        #: Every node that hosted at each epoch (recorded whenever a node acts).
+        self.hosts_by_epoch: dict[int, set[str]] = {}
+        #: The events each node reported, in order (``Node.take_events``).
+        self.events: dict[str, list[Event]] = {}
+        self._seen: dict[str, tuple[Role, int]] = {}
+        self._queue: list[_Delivery] = []
+        self._order = 0
+        self._link_free: dict[tuple[str, str], float] = {}
+        self._next_tick = 0.0
+        self._next_discovery = 0.0
+        self._join_started: dict[str, float] = {}
+        self.partitioned_ever = False
+
+    # ------------------------------------------------------------ population
+
+    def add_node(self, name: str | None = None, *, host: bool | None = None) -> Node:
+        """Start a node: it joins a visible host, or hosts a new session."""
+        node_id = f"{self.rng.getrandbits(64):016x}"
+        node = Node(
+            node_id=node_id,
+            name=name or f"n{len(self.nodes)}",
+            endpoints=(f"sim://{node_id}",),
+            config=self.config,
+        )
+        self.nodes[node_id] = node
+        self.alive.add(node_id)
+        self.group[node_id] = 0
+        self.events[node_id] = []
+        visible = self._visible_hosts(node_id)
+        if host is True or (host is None and not visible):
+            node.start_host(f"s{self.rng.getrandbits(32):08x}", self.now)
+            self._log(node_id, "hosts a new session")
+        else:
+            best = max(visible, key=lambda n: n.epoch)
+            node.join(best.me.id, best.me.endpoints, self.now)
+            self._join_started[node_id] = self.now
+            self._log(node_id, f"joins {best.me.id[:6]}")
+        self._flush(node)
+        return node
+
+    def crash(self, node_id: str) -> None:
+        """kill -9: the node stops; what it had in flight still arrives."""
+        self.alive.discard(node_id)
+        self._log(node_id, "crashes")
+
+    def leave(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        node.leave(self.now)
+        self._log(node_id, f"leaves ({node.role.name})")
+        self._flush(node)
+
+    def partition(self, *groups: set[str]) -> None:
+        """Cut the network into groups; nodes not named are in group 0."""
+        self.partitioned_ever = True
+        for nid in self.nodes:
+            self.group[nid] = 0
+        for i, g in enumerate(groups, start=1):
+            for nid in g:
+                self.group[nid] = i
+        self._log("-", f"partition {[sorted(x[:6] for x in g) for g in groups]}")
+
+    def heal(self) -> None:
+        for nid in self.nodes:
+            self.group[nid] = 0
+        self._log("-", "heal")
+
+    def set_delay(self, min_delay: float, max_delay: float) -> None:
+        """Change the range of one-way message delays from now on."""
+        self.min_delay, self.max_delay = min_delay, max_delay
+        self._log("-", f"delay {min_delay * 1000:.1f}-{max_delay * 1000:.1f} ms")
+
+    # ------------------------------------------------------------ driving
+
+    def write(
+        self,
+        node_id: str,
+        ops: tuple[tuple[Any, ...], ...],
+        conds: tuple[tuple[Any, ...], ...] = (),
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> int:
+        node = self.nodes[node_id]
+        req = node.submit(ops, conds, now=self.now)
+        if on_outcome is not None:
+            self.on_outcome[f"{node_id}/{req}"] = on_outcome
+        self._flush(node)
+        return req
+
+    def run(self, duration: float) -> None:
+        self.run_until(lambda: False, duration)
+
+    def run_until(self, done: Callable[[], bool], limit: float) -> bool:
+        end = self.now + limit
+        while self.now < end:
+            if done():
+                return True
+            self._step(end)
+        return done()
+
+    def _step(self, end: float) -> None:
+        nxt = min(self._next_tick, self._next_discovery, end)
+        if self._queue and self._queue[0].at <= nxt:
+            d = heapq.heappop(self._queue)
+            self.now = max(self.now, d.at)
+            if d.to in self.alive:
+                node = self.nodes[d.to]
+                msg = from_frame(d.frame, max_size=_MAX_FRAME)
+                if self.trace_messages:
+                    self._log(d.to, f"<- {msg.sender[:6]} {_describe(msg)}")
+                node.receive(msg, self.now)
+                self._flush(node)
+            return
+        self.now = nxt
+        if self.now >= self._next_discovery:
+            self._next_discovery = self.now + self.discovery_interval
+            self._discover()
+        if self.now >= self._next_tick:
+            self._next_tick = self.now + self.tick_interval
+            for nid in sorted(self.alive):
+                node = self.nodes[nid]
+                node.tick(self.now)
+                self._flush(node)
+
+    def _flush(self, node: Node) -> None:
+        nid = node.me.id
+        seen = (node.role, node.epoch)
+        if self._seen.get(nid) != seen:
+            self._seen[nid] = seen
+            self._log(nid, f"is {node.role.name} at epoch {node.epoch} seq {node.replica.seq}")
+        if node.role is Role.HOST and nid in self.alive:
+            self.hosts_by_epoch.setdefault(node.epoch, set()).add(nid)
+        for send in node.take_outbox():
+            if nid not in self.alive or send.to not in self.nodes:
+                continue
+            if self.group[nid] != self.group[send.to]:
+                continue  # the cable is cut: lost
+            delay = self.rng.uniform(self.min_delay, self.max_delay)
+            link = (nid, send.to)
+            at = max(self.now + delay, self._link_free.get(link, 0.0))
+            self._link_free[link] = at
+            self._order += 1
+            heapq.heappush(self._queue, _Delivery(at, self._order, send.to, to_frame(send.msg)))
+        for outcome in node.take_outcomes():
+            callback = self.on_outcome.pop(f"{nid}/{outcome.req}", None)
+            if callback is not None:
+                callback(outcome)
+        events = node.take_events()
+        if nid in self.alive:
+            self.events[nid].extend(events)
+
+    def _visible_hosts(self, node_id: str) -> list[Node]:
+        return [
+            n
+            for nid, n in self.nodes.items()
+            if nid in self.alive
+            and nid != node_id
+            and n.role is Role.HOST
+            and self.group[nid] == self.group[node_id]
+        ]
+
+    def _discover(self) -> None:
+        """What mDNS gives: hosts see each other; a stuck first join retries."""
+        for nid in sorted(self.alive):
+            node = self.nodes[nid]
+            if node.role is Role.HOST:
+                for other in self._visible_hosts(nid):
+                    node.observe_host(other.me.id, other.me.endpoints, other.epoch, self.now)
+                    self._flush(node)
+            elif node.role is Role.JOINING and not node.ready:
+                started = self._join_started.get(nid, self.now)
+                if self.now - started > 1.0:
+                    visible = self._visible_hosts(nid)
+                    self._join_started[nid] = self.now
+                    if visible:
+                        best = max(visible, key=lambda n: n.epoch)
+                        node.join(best.me.id, best.me.endpoints, self.now)
+                    else:
+                        node.start_host(f"s{self.rng.getrandbits(32):08x}", self.now)
+                    self._flush(node)
+
+    # ------------------------------------------------------------ checks
+
+    def live_nodes(self) -> list[Node]:
+        return [self.nodes[n] for n in sorted(self.alive) if self.nodes[n].role is not Role.CLOSED]
+
+    def quiet(self) -> bool:
+        """Every live node is ready, one host, and all hold the same seq."""
+        live = self.live_nodes()
+        if not live or any(n.role not in (Role.HOST, Role.PEER) for n in live):
+            return False
+        hosts = [n for n in live if n.role is Role.HOST]
+        if len(hosts) != 1 or any(n.writer.pending for n in live):
+            return False
+        if any(n.replica.member(m.me.id) is None for n in live for m in live):
+            return False
+        return len({n.replica.seq for n in live}) == 1
+
+    def state_digest(self, node: Node) -> str:
+        r = node.replica
+        return hash_value(
+            {
+                "data": {k: [e.value, e.version] for k, e in r.data.items()},
+                "members": [m.id for m in r.members],
+                "host": r.host_id,
+                "seq": r.seq,
+            }
+        )
+
+    def _log(self, who: str, what: str) -> None:
+        self.trace.append(f"{self.now:9.4f} {who[:6]:>6} {what}")
+
+    def trace_tail(self, lines: int = 60) -> str:
+        """The end of the trace, for a failing test to print."""
+        return "\n".join(self.trace[-lines:])
+
+
+def _describe(msg: Message) -> str:
+    name = type(msg).__name__
+    if isinstance(msg, ChangeMsg):
+        c = msg.change
+        ack = " ack" if msg.ack else ""
+        return f"{name} e{msg.epoch} #{c.seq} ({c.epoch},{c.origin[:6]}){ack}"
+    return f"{name} e{msg.epoch}"
+
+
+class Counter:
+    """A client doing ``apply_op(key, +1)`` n times, one at a time, as the API
+    does: read locally, compare-and-swap at the host, retry on conflict."""
+
+    def __init__(self, net: SimNetwork, node_id: str, key: str, n: int) -> None:
+        self.net, self.node_id, self.key, self.left = net, node_id, key, n
+        self.acked = 0
+        self.in_flight = False
+        self.conflicts = 0
+        self._current: Any = None
+        self._known = False
+
+    def pump(self) -> None:
+        if self.in_flight or self.left == 0 or self.node_id not in self.net.alive:
+            return
+        node = self.net.nodes[self.node_id]
+        if node.role in (Role.LEAVING, Role.CLOSED) or not node.ready:
+            return
+        if not self._known:
+            entry = node.replica.data.get(self.key)
+            self._current = entry.value if entry is not None else None
+        old = self._current
+        ops: tuple[tuple[Any, ...], ...]
+        conds: tuple[tuple[Any, ...], ...]
+        if old is None:
+            ops, conds = (("set", self.key, 1),), (("absent", self.key),)
+        else:
+            ops, conds = (("set", self.key, old + 1),), (("hash", self.key, hash_value(old)),)
+        self.in_flight = True
+        self.net.write(self.node_id, ops, conds, self._done)
+
+    def _done(self, outcome: Outcome) -> None:
+        self.in_flight = False
+        if outcome.status == "ok":
+            self.acked += 1
+            self.left -= 1
+            self._known = False
+        elif outcome.status in ("conflict", "missing"):
+            self.conflicts += 1
+            detail = outcome.detail if isinstance(outcome.detail, dict) else {}
+            self._known = "value" in detail
+            self._current = detail.get("value")
+        else:
+            raise AssertionError(f"unexpected outcome {outcome}")

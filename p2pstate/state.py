@@ -1,0 +1,315 @@
+"""SharedState: the dict every peer of a session holds.
+
+Reads come from the local replica (no network). Writes go to the host, which
+orders them; a blocking write returns once the host and its successor hold it,
+and by then the new value is readable here too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from typing import TYPE_CHECKING, Any, overload
+
+import msgpack
+
+from .codec import check_key, encode, hash_value, normalize
+from .core.node import Role
+from .core.replica import Entry
+from .core.writer import Outcome
+from .errors import (
+    DataUnchangedError,
+    P2PStateError,
+    PermissionDeniedError,
+    SessionClosedError,
+    SessionLostError,
+    UpdateFailedError,
+    ValueTooLargeError,
+)
+from .events import Event, Peer
+from .session import Runtime
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = ["SharedState"]
+
+log = logging.getLogger(__name__)
+
+_MISSING: Any = object()
+
+
+class SharedState(MutableMapping[str, Any]):
+    """The shared dict. Make one with :func:`p2pstate.join`.
+
+    Values are what msgpack carries: None, bool, int, float, str, bytes, and
+    lists and dicts (with str keys) of those. Tuples come back as lists. What
+    you read is your own copy: changing a list you read changes nothing
+    shared. To change a nested value, write it back (``s[k] = changed``) or use
+    :meth:`apply_op`, which also survives concurrent writers.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    # ------------------------------------------------------------ reads
+
+    def _entry(self, key: str) -> Entry | None:
+        return self._rt.node.replica.data.get(check_key(key))
+
+    def __getitem__(self, key: str) -> Any:
+        entry = self._entry(key)
+        if entry is None:
+            raise KeyError(key)
+        return _read(entry)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self._rt.node.replica.data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._rt.node.replica.data))
+
+    def __len__(self) -> int:
+        return len(self._rt.node.replica.data)
+
+    def version(self, key: str) -> int:
+        """The sequence number of the change that last wrote *key*."""
+        entry = self._entry(key)
+        if entry is None:
+            raise KeyError(key)
+        return entry.version
+
+    def get_if_changed(self, key: str, oldhash: str) -> Any:
+        """The value of *key*, or DataUnchangedError if it still hashes to *oldhash*."""
+        value = self[key]
+        if hash_value(value) == oldhash:
+            raise DataUnchangedError(f"{key!r} is unchanged")
+        return value
+
+    # ------------------------------------------------------------ writes
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.set(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        check_key(key)
+        self._write((("del", key),), (("exists", key),), key=key)
+
+    def set(self, key: str, value: Any, *, wait: bool = True) -> None:
+        """Write one key. With ``wait=False`` return at once (for a game loop):
+        the write is still ordered, acknowledged and resent through failovers,
+        and ``flush()`` waits for every such write."""
+        check_key(key)
+        self._write((("set", key, self._checked(value)),), (), key=key, wait=wait)
+
+    @overload
+    def update(self, key: str, oldhash: str, new: Any, /) -> None: ...
+
+    @overload
+    def update(
+        self, other: Mapping[str, Any] | Iterable[tuple[str, Any]] = ..., /, **kw: Any
+    ) -> None: ...
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """``update(mapping)`` / ``update(**kw)``: write several keys as one
+        atomic change. ``update(key, oldhash, new)``: compare-and-swap: write
+        *new* only if the host's value of *key* still hashes to *oldhash*,
+        else UpdateFailedError; KeyError if *key* does not exist."""
+        if len(args) == 3 and not kwargs:
+            key, oldhash, new = args
+            check_key(key)
+            if not isinstance(oldhash, str):
+                raise TypeError("oldhash must be the str that p2pstate.hash_value returned")
+            self._write((("set", key, self._checked(new)),), (("hash", key, oldhash),), key=key)
+            return
+        if len(args) > 1:
+            raise TypeError(f"update expected 1 or 3 positional arguments, got {len(args)}")
+        items = dict(*args, **kwargs)
+        if not items:
+            return
+        ops = tuple(("set", check_key(k), self._checked(v)) for k, v in items.items())
+        self._write(ops, ())
+
+    def apply_op(
+        self,
+        key: str,
+        fn: Callable[[Any], Any],
+        create: bool = False,
+        defaultvalue: Any = None,
+    ) -> Any:
+        """Read *key*, compute ``fn(value)``, write it back if nobody wrote in
+        between, else retry with the newer value. Returns the value written.
+
+        A missing key raises KeyError, or with ``create=True`` is set to
+        *defaultvalue* (``fn`` is not applied then)."""
+        check_key(key)
+        entry = self._entry(key)
+        if entry is None:
+            if not create:
+                raise KeyError(key)
+            default = self._checked(defaultvalue)
+            outcome = self._send((("set", key, default),), (("absent", key),))
+            if outcome.status == "ok":
+                return _copy(default)
+            current = self._current_from(outcome, key)
+        else:
+            current = entry.value
+        while True:
+            new = self._checked(fn(_copy(current)))
+            outcome = self._send((("set", key, new),), (("hash", key, hash_value(current)),))
+            if outcome.status == "ok":
+                return _copy(new)
+            current = self._current_from(outcome, key)
+
+    def _current_from(self, outcome: Outcome, key: str) -> Any:
+        """The host's value after a refused compare-and-swap."""
+        if outcome.status == "missing":
+            raise KeyError(key)
+        if outcome.status != "conflict" or not isinstance(outcome.detail, dict):
+            _raise_for(outcome, key)
+        self._rt.stats["apply_op_retries"] += 1
+        return outcome.detail.get("value")
+
+    def _checked(self, value: Any) -> Any:
+        value = normalize(value)
+        size = len(encode(value))
+        limit = self._rt.options.max_value_size
+        if size > limit:
+            raise ValueTooLargeError(f"value is {size} bytes encoded; max_value_size is {limit}")
+        return value
+
+    def _send(
+        self, ops: tuple[tuple[Any, ...], ...], conds: tuple[tuple[Any, ...], ...]
+    ) -> Outcome:
+        pending = self._rt.submit(ops, conds, wait=True)
+        assert pending is not None
+        return self._rt.wait(pending, self._rt.options.write_timeout)
+
+    def _write(
+        self,
+        ops: tuple[tuple[Any, ...], ...],
+        conds: tuple[tuple[Any, ...], ...],
+        *,
+        key: str | None = None,
+        wait: bool = True,
+    ) -> None:
+        if not wait:
+            self._rt.submit(ops, conds, wait=False)
+            return
+        outcome = self._send(ops, conds)
+        if outcome.status != "ok":
+            _raise_for(outcome, key)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every write made here (``wait=False`` ones too) is acknowledged."""
+        limit = self._rt.options.write_timeout if timeout is None else timeout
+        if not self._rt.flush(limit):
+            raise SessionLostError(f"writes still unacknowledged after {limit} s")
+
+    # ------------------------------------------------------------ push
+
+    def on_change(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call *callback(event)* for every event, on the I/O thread: keep it
+        short and thread-safe. Returns a function that removes it."""
+        return self._rt.on_change(callback)
+
+    def poll(self) -> list[Event]:
+        """Every event since the last call, oldest first. Never blocks."""
+        return self._rt.poll()
+
+    # ------------------------------------------------------------ session
+
+    @property
+    def me(self) -> Peer:
+        node = self._rt.node
+        member = node.replica.member(node.me.id) or node.me
+        return node.replica.peer(member)
+
+    @property
+    def peers(self) -> list[Peer]:
+        """Every member, this one included, in succession (join) order."""
+        replica = self._rt.node.replica
+        return [replica.peer(m) for m in list(replica.members)]
+
+    @property
+    def host(self) -> Peer | None:
+        replica = self._rt.node.replica
+        member = replica.member(replica.host_id)
+        return replica.peer(member) if member is not None else None
+
+    @property
+    def is_host(self) -> bool:
+        return self._rt.node.role is Role.HOST
+
+    @property
+    def epoch(self) -> int:
+        """The host epoch: it grows by one with every change of host."""
+        return self._rt.node.epoch
+
+    @property
+    def app(self) -> str:
+        return self._rt.app
+
+    @property
+    def session(self) -> str:
+        return self._rt.session
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: dropped messages, retries and such, for diagnostics."""
+        out: dict[str, int] = {}
+        out.update(self._rt.node.stats)
+        out.update(self._rt.transport.stats)
+        out.update(self._rt.stats)
+        return out
+
+    @property
+    def closed(self) -> bool:
+        return self._rt.stopped.is_set()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Flush this peer's writes and leave; a host hands over to the next
+        peer first. Leaves no thread, socket or mDNS record behind."""
+        self._rt.close(timeout)
+
+    def __enter__(self) -> SharedState:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        role = self._rt.node.role.value
+        return f"<SharedState {self._rt.app!r}/{self._rt.session!r} {role} keys={len(self)}>"
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    __hash__ = object.__hash__
+
+
+def _read(entry: Entry) -> Any:
+    if entry.packed is not None:
+        return msgpack.unpackb(entry.packed, raw=False)
+    return entry.value
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, (list, dict)):
+        return msgpack.unpackb(encode(value), raw=False)
+    return value
+
+
+def _raise_for(outcome: Outcome, key: str | None) -> Any:
+    status, detail = outcome.status, outcome.detail
+    if status == "conflict":
+        raise UpdateFailedError(f"{key!r} changed since you read it")
+    if status == "missing":
+        raise KeyError(detail.get("key", key) if isinstance(detail, dict) else key)
+    if status == "too_large":
+        raise ValueTooLargeError(f"the host refused a value for {key!r} as too large: {detail}")
+    if status == "denied":
+        raise PermissionDeniedError(f"the host refused the write to {key!r}: {detail}")
+    if status == "closed":
+        raise SessionClosedError("the shared state is closed")
+    raise P2PStateError(f"the host refused the write: {status}: {detail}")
