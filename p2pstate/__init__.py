@@ -98,7 +98,8 @@ def join(
     separated) restricts mDNS and the sockets to those IPv4 addresses.
     Other keyword options are those of :class:`p2pstate.Options`.
     """
-    from .session import Runtime
+    # Imported here so that `import p2pstate` (and the core) never loads zmq.
+    from .session import Runtime  # noqa: PLC0415
 
     for label, value in (("app", app), ("session", session)):
         if not isinstance(value, str) or not value:

@@ -76,9 +76,6 @@ _IFF_RUNNING: Final = 0x40
 _IFF_MULTICAST: Final = 0x1000
 _LINK_LOCAL_V4: Final = ipaddress.IPv4Network("169.254.0.0/16")
 
-WatchCallback = Callable[[str, "HostRecord | None", str], None]
-"""``callback(kind, record, service_name)``; kind is "added", "updated" or "removed"."""
-
 
 @dataclass(frozen=True, kw_only=True)
 class HostRecord:
@@ -92,6 +89,10 @@ class HostRecord:
     epoch: int
     session_id: str
     properties: dict[str, str] = field(default_factory=dict)
+
+
+WatchCallback = Callable[[str, HostRecord | None, str], None]
+"""``callback(kind, record, service_name)``; kind is "added", "updated" or "removed"."""
 
 
 # --------------------------------------------------------------------------- interfaces
@@ -112,7 +113,10 @@ def resolve_interfaces(interfaces: Sequence[str] | None) -> list[str]:
         return result
     env = os.environ.get(ENV_INTERFACES, "")
     if env.strip():
-        return _normalise_addresses(env.split(","), source=ENV_INTERFACES)
+        result = _normalise_addresses(env.split(","), source=ENV_INTERFACES)
+        if not result:
+            raise ValueError(f"{ENV_INTERFACES}={env!r} names no interface address")
+        return result
     return _local_ipv4_addresses()
 
 
@@ -196,7 +200,7 @@ class _Advert:
 
 def _instance_name(app: str, node_id: str) -> str:
     prefix = _NON_LABEL_CHARS_RE.sub("-", app.lower()).strip("-")[:_APP_PREFIX_CHARS].strip("-")
-    label = f"{prefix or 'p2p'}-{node_id[:16].lower()}"
+    label = f"{prefix or 'p2p'}-{node_id[:16]}"
     assert len(label.encode()) <= _MAX_LABEL_BYTES
     return label
 
@@ -234,6 +238,8 @@ def _build_txt(spec: _AdSpec) -> dict[str, str]:
     }
     seen_lower: set[str] = set(_RESERVED_KEYS)
     for key, value in spec.properties:
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"TXT properties must map str to str, got {key!r}: {value!r}")
         # RFC 6763 6.4: keys are printable ASCII without '=', compared case-insensitively.
         if not key or "=" in key or not all(" " <= ch <= "~" for ch in key):
             raise ValueError(f"TXT key {key!r} must be non-empty printable ASCII without '='")
@@ -430,7 +436,7 @@ class _Watch:
                 return
             record = _record_from_info(info)
             if record is None:
-                return
+                return  # garbled: keep whatever we last delivered for this name
             if not _matches(record, self._app, self._session):
                 self._forget(name)  # it may have matched before (e.g. session renamed)
                 return
@@ -439,9 +445,7 @@ class _Watch:
                 return  # e.g. an address refresh that changed nothing we expose
             self._known[name] = record
             self._emit("added" if old is None else "updated", record, name)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
+        except Exception:  # CancelledError is a BaseException and passes through
             log.exception("mDNS watch failed to resolve %s", name)
 
     def _forget(self, name: str) -> None:

@@ -7,6 +7,7 @@ Anything named ``*_io`` runs on the I/O thread only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
@@ -100,10 +101,12 @@ class Runtime:
         """Find a host or become one; return once the state is usable."""
         deadline = time.monotonic() + timeout
         try:
-            self._unwatch = self.discovery.watch(self.app, self.session, self._on_record)
+            # Browse before watching: a second browser of the same type started
+            # at the same moment gets its first answers late.
             found = self.discovery.browse(
                 self.app, self.session, min(self.options.discovery_window, timeout), first=True
             )
+            self._unwatch = self.discovery.watch(self.app, self.session, self._on_record)
         except Exception:
             self._shutdown_unstarted()
             raise
@@ -227,10 +230,8 @@ class Runtime:
             return
         self._remember(record)
         if not self.stopped.is_set():
-            try:
+            with contextlib.suppress(SessionClosedError):
                 self.call(lambda: self._observe_io(record))
-            except SessionClosedError:
-                pass
 
     def _remember(self, record: HostRecord) -> None:
         if record.node_id != self.node_id:

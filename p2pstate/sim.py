@@ -248,14 +248,17 @@ class SimNetwork:
         return [self.nodes[n] for n in sorted(self.alive) if self.nodes[n].role is not Role.CLOSED]
 
     def quiet(self) -> bool:
-        """Every live node is ready, one host, and all hold the same seq."""
+        """Settled: every live node is ready, there is one host, every live node
+        lists exactly the live nodes as members, no write is pending and all
+        hold the same seq."""
         live = self.live_nodes()
         if not live or any(n.role not in (Role.HOST, Role.PEER) for n in live):
             return False
         hosts = [n for n in live if n.role is Role.HOST]
         if len(hosts) != 1 or any(n.writer.pending for n in live):
             return False
-        if any(n.replica.member(m.me.id) is None for n in live for m in live):
+        ids = {n.me.id for n in live}
+        if any({m.id for m in n.replica.members} != ids for n in live):
             return False
         return len({n.replica.seq for n in live}) == 1
 

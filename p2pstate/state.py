@@ -27,16 +27,15 @@ from .errors import (
     ValueTooLargeError,
 )
 from .events import Event, Peer
-from .session import Runtime
 
 if TYPE_CHECKING:
-    pass
+    from _typeshed import SupportsKeysAndGetItem
+
+    from .session import Runtime
 
 __all__ = ["SharedState"]
 
 log = logging.getLogger(__name__)
-
-_MISSING: Any = object()
 
 
 class SharedState(MutableMapping[str, Any]):
@@ -106,11 +105,15 @@ class SharedState(MutableMapping[str, Any]):
     def update(self, key: str, oldhash: str, new: Any, /) -> None: ...
 
     @overload
-    def update(
-        self, other: Mapping[str, Any] | Iterable[tuple[str, Any]] = ..., /, **kw: Any
-    ) -> None: ...
+    def update(self, other: SupportsKeysAndGetItem[str, Any], /, **kwargs: Any) -> None: ...
 
-    def update(self, *args: Any, **kwargs: Any) -> None:
+    @overload
+    def update(self, other: Iterable[tuple[str, Any]], /, **kwargs: Any) -> None: ...
+
+    @overload
+    def update(self, /, **kwargs: Any) -> None: ...
+
+    def update(self, /, *args: Any, **kwargs: Any) -> None:
         """``update(mapping)`` / ``update(**kw)``: write several keys as one
         atomic change. ``update(key, oldhash, new)``: compare-and-swap: write
         *new* only if the host's value of *key* still hashes to *oldhash*,

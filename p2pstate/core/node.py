@@ -254,6 +254,16 @@ class Node:
     def host_id(self) -> str:
         return self.replica.host_id
 
+    @property
+    def target_id(self) -> str | None:
+        """The host this node follows or is joining (None when it hosts)."""
+        return self._target.id if self._target is not None else None
+
+    @property
+    def successor_id(self) -> str | None:
+        """Host only: the synced successor that acknowledges changes, if any."""
+        return self._successor if self.role is Role.HOST else None
+
     def take_outbox(self) -> list[Send]:
         out, self.outbox = self.outbox, []
         return out
@@ -391,15 +401,22 @@ class Node:
             return m.id if conn is not None and conn.synced else None
         return None
 
-    def _update_successor(self) -> None:
-        """Pick the successor again after membership or sync changed; a new one
-        is sent every change still awaiting durability, to acknowledge."""
+    def _update_successor(self, *, resynced: str | None = None) -> None:
+        """Pick the successor again after membership or sync changed (or after
+        member *resynced* said hello again); a new one is sent every change
+        still awaiting durability, to acknowledge.
+
+        It is asked to acknowledge the latest change even when nothing awaits:
+        a resent request whose result was decided in an earlier term waits on
+        that acknowledgement, and no new change may come to bring one. A
+        successor that says hello again (it missed changes, and a welcome is
+        not acknowledged) is asked again for the same reason."""
         successor = self._synced_successor()
-        if successor == self._successor:
+        if successor == self._successor and (successor is None or successor != resynced):
             return
         self._successor, self._durable = successor, 0
-        if successor is not None and self._awaiting:
-            first = min(self._awaiting)
+        if successor is not None:
+            first = min(self._awaiting, default=self.replica.seq)
             for change in self.replica.log:
                 if change.seq >= first:
                     msg = ChangeMsg(sender=self.me.id, epoch=self.epoch, change=change, ack=True)
@@ -539,7 +556,7 @@ class Node:
         self.stats["welcome_snapshot" if changes is None else "welcome_catchup"] += 1
         self._send_id(msg.sender, welcome)
         self._conns[msg.sender] = _Conn(last_heard=now, synced=True)
-        self._update_successor()
+        self._update_successor(resynced=msg.sender)
 
     def _host_write(self, msg: Write, now: float) -> None:
         conn = self._member_conn(msg, now)
@@ -692,9 +709,8 @@ class Node:
             self._follow(self._target or self.me, now)
             return
         if msg.ack:
-            self._send(
-                self._target,
-                Ack(sender=self.me.id, epoch=self.epoch, seq=self.replica.seq),
+            self._send_id(
+                msg.sender, Ack(sender=self.me.id, epoch=self.epoch, seq=self.replica.seq)
             )
 
     def _peer_result(self, msg: Result, now: float) -> None:

@@ -74,8 +74,9 @@ def _probe_loopback_mdns() -> str | None:
             zc.close()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _require_loopback_mdns() -> None:
+@pytest.fixture(scope="module")
+def loopback_mdns() -> None:
+    """Skip (not fail) where mDNS on 127.0.0.1 cannot work, e.g. lo is down."""
     reason = _probe_loopback_mdns()
     if reason is not None:
         pytest.skip(
@@ -90,7 +91,7 @@ def app() -> str:
 
 
 @pytest.fixture
-def make_discovery() -> Iterator[Callable[[], Discovery]]:
+def make_discovery(loopback_mdns: None) -> Iterator[Callable[[], Discovery]]:
     created: list[Discovery] = []
 
     def make() -> Discovery:
@@ -340,7 +341,7 @@ def test_resolve_interfaces(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "127.0.0.1" not in auto or auto == ["127.0.0.1"]
 
 
-def test_close_leaves_no_thread_behind(app: str) -> None:
+def test_close_leaves_no_thread_behind(loopback_mdns: None, app: str) -> None:
     before = set(threading.enumerate())
     host, peer = Discovery(LOOPBACK), Discovery(LOOPBACK)
     _advertise(host, app)
@@ -415,7 +416,7 @@ def test_host_in_another_process_is_found(
             proc.stderr.close()
 
 
-def test_usable_from_inside_a_running_asyncio_loop(app: str) -> None:
+def test_usable_from_inside_a_running_asyncio_loop(loopback_mdns: None, app: str) -> None:
     # Zeroconf would attach to a running loop and the blocking calls would deadlock it.
     async def main() -> list[HostRecord]:
         with Discovery(LOOPBACK) as host, Discovery(LOOPBACK) as peer:

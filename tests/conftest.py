@@ -1,0 +1,32 @@
+"""Test-wide settings: every socket and every mDNS packet stays on loopback,
+and a test that leaves a thread running fails."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+# Set before anything imports p2pstate: join() with no interfaces reads it.
+os.environ["P2PSTATE_INTERFACES"] = "127.0.0.1"
+LOOPBACK = ["127.0.0.1"]
+
+#: Short timings for tests that join real sessions.
+FAST = {"discovery_window": 0.3}
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_behind() -> Iterator[None]:
+    """Fail a test that leaves a thread of its own running, as zeroconf's tests do."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 3.0
+    while True:
+        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not extra or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert not extra, f"threads left running: {[t.name for t in extra]}"

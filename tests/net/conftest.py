@@ -1,0 +1,97 @@
+"""Real peers in separate processes on loopback, driven over pipes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import select
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+WORKER = Path(__file__).with_name("worker.py")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class PeerProcess:
+    """One worker process; ``cmd`` sends a command and returns its reply."""
+
+    def __init__(self, app: str, session: str, options: dict[str, Any]) -> None:
+        env = dict(os.environ, P2PSTATE_INTERFACES="127.0.0.1", PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(
+            [sys.executable, str(WORKER), app, session, json.dumps(options)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.pid = self.proc.pid
+        self.ready: dict[str, Any] | None = None
+
+    def wait_ready(self, timeout: float = 15.0) -> dict[str, Any]:
+        if self.ready is None:
+            self.ready = self._read(timeout)
+        return self.ready
+
+    def _read(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        readable, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not readable:
+            raise TimeoutError(f"worker {self.pid} said nothing in {timeout} s")
+        line = self.proc.stdout.readline()
+        if not line:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"worker {self.pid} exited: {err[-3000:]}")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def cmd(self, op: str, timeout: float = 30.0, **args: Any) -> dict[str, Any]:
+        self.wait_ready()
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
+        self.proc.stdin.flush()
+        return self._read(timeout)
+
+    def kill(self) -> None:
+        """kill -9 this worker, by its own pid."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+        self.proc.wait(5)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError, TimeoutError, RuntimeError, ValueError):
+                self.cmd("close", timeout=5)
+        self.kill()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def app_name() -> str:
+    """A fresh app name per test, so sessions of other tests never match."""
+    return f"test-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def spawn(app_name: str) -> Iterator[Callable[..., PeerProcess]]:
+    procs: list[PeerProcess] = []
+
+    def start(session: str = "default", **options: Any) -> PeerProcess:
+        options.setdefault("discovery_window", 1.0)
+        peer = PeerProcess(app_name, session, options)
+        procs.append(peer)
+        return peer
+
+    yield start
+    for peer in procs:
+        peer.stop()
