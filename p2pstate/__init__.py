@@ -38,7 +38,6 @@ from .events import (
     PeerJoined,
     PeerLeft,
     RolledBackWrite,
-    SessionLost,
     WritesRolledBack,
 )
 from .options import Options
@@ -59,7 +58,6 @@ __all__ = [
     "ProtocolError",
     "RolledBackWrite",
     "SessionClosedError",
-    "SessionLost",
     "SessionLostError",
     "SharedState",
     "UpdateFailedError",

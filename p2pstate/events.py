@@ -15,7 +15,6 @@ __all__ = [
     "PeerJoined",
     "PeerLeft",
     "RolledBackWrite",
-    "SessionLost",
     "WritesRolledBack",
 ]
 
@@ -82,13 +81,4 @@ class WritesRolledBack:
     mine: tuple[RolledBackWrite, ...]
 
 
-@dataclass(frozen=True, kw_only=True)
-class SessionLost:
-    """No host could be reached for longer than the session's timeout."""
-
-    reason: str
-
-
-Event = (
-    KeyChanged | KeyDeleted | PeerJoined | PeerLeft | HostChanged | WritesRolledBack | SessionLost
-)
+Event = KeyChanged | KeyDeleted | PeerJoined | PeerLeft | HostChanged | WritesRolledBack

@@ -19,7 +19,7 @@ class Options:
     #: A peer silent this long is removed from the session by the host.
     peer_timeout: float = 0.5
     #: How long ``join`` listens for an existing host before hosting itself.
-    discovery_window: float = 0.75
+    discovery_window: float = 1.2
     #: How long a blocking write waits for a host before SessionLostError.
     write_timeout: float = 10.0
     #: Largest value, in encoded bytes (see ``p2pstate.length_data``).

@@ -7,6 +7,7 @@ Anything named ``*_io`` runs on the I/O thread only.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import secrets
@@ -113,6 +114,9 @@ class Runtime:
         for record in found:
             self._remember(record)
         self._thread.start()
+        # A game that exits without close() still hands over instead of
+        # leaving its peers to time it out.
+        atexit.register(self.close)
         self.call(lambda: self._begin_io(time.monotonic()))
         if not self.ready.wait(max(0.0, deadline - time.monotonic())):
             self.close(timeout=0.5)
@@ -189,6 +193,7 @@ class Runtime:
         if self.stopped.is_set() or self._closing:
             return
         self._closing = True
+        atexit.unregister(self.close)
         if self._thread.is_alive():
             if self.ready.is_set():
                 self.flush(timeout / 2)

@@ -289,6 +289,12 @@ class Node:
     ) -> None:
         """Decide one write and make it the next change."""
         record = self.replica.dedupe.get(writer)
+        if req > max(record.last_req if record else 0, acked_upto) + 1:
+            # An earlier request of this writer is still pending and not here:
+            # it was lost on the way. Requests are applied in the writer's
+            # order, so this one waits for the writer to resend from there.
+            self.stats["write_gap"] += 1
+            return
         if record is not None and req <= record.last_req:
             kept = record.results.get(req)
             if kept is None:
@@ -412,16 +418,21 @@ class Node:
         successor that says hello again (it missed changes, and a welcome is
         not acknowledged) is asked again for the same reason."""
         successor = self._synced_successor()
-        if successor == self._successor and (successor is None or successor != resynced):
-            return
-        self._successor, self._durable = successor, 0
-        if successor is not None:
-            first = min(self._awaiting, default=self.replica.seq)
-            for change in self.replica.log:
-                if change.seq >= first:
-                    msg = ChangeMsg(sender=self.me.id, epoch=self.epoch, change=change, ack=True)
-                    self._send_id(successor, msg)
+        if successor != self._successor or (successor is not None and successor == resynced):
+            self._successor, self._durable = successor, 0
+            if successor is not None:
+                self._ask_ack(successor)
+        # Always: losing the last peer makes everything awaiting durable.
         self._release_durable()
+
+    def _ask_ack(self, successor: str) -> None:
+        """Send *successor* every change still awaiting durability (at least
+        the latest one), each asking for an acknowledgement."""
+        first = min(self._awaiting, default=self.replica.seq)
+        for change in self.replica.log:
+            if change.seq >= first:
+                msg = ChangeMsg(sender=self.me.id, epoch=self.epoch, change=change, ack=True)
+                self._send_id(successor, msg)
 
     def _remove_member(self, peer_id: str, reason: str, now: float) -> None:
         self._conns.pop(peer_id, None)
@@ -568,14 +579,19 @@ class Node:
         self._order(msg.sender, msg.req, msg.acked_upto, msg.ops, msg.conds, now)
 
     def _host_ack(self, msg: Ack, now: float) -> None:
-        if self._member_conn(msg, now) is None:
-            return
-        if msg.sender == self._successor and msg.epoch == self.epoch and msg.seq > self._durable:
-            self._durable = min(msg.seq, self.replica.seq)
-            self._release_durable()
+        if self._member_conn(msg, now) is not None:
+            self._successor_holds(msg.sender, msg.epoch, msg.seq)
 
     def _host_heartbeat(self, msg: Heartbeat, now: float) -> None:
-        self._member_conn(msg, now)
+        # A synced peer's heartbeat names the last change it holds: from the
+        # successor it is an acknowledgement too, which heals a lost Ack.
+        if self._member_conn(msg, now) is not None:
+            self._successor_holds(msg.sender, msg.epoch, msg.seq)
+
+    def _successor_holds(self, sender: str, epoch: int, seq: int) -> None:
+        if sender == self._successor and epoch == self.epoch and seq > self._durable:
+            self._durable = min(seq, self.replica.seq)
+            self._release_durable()
 
     def _host_leave(self, msg: Leave, now: float) -> None:
         if self._member_conn(msg, now) is None:

@@ -91,3 +91,19 @@ def test_graceful_handoff_ten_times_with_a_writer(spawn: Spawn) -> None:
     assert writer.cmd("info")["is_host"]  # the last one standing hosts alone
     # Every handoff was explicit: the writer never had to time a host out.
     assert writer.cmd("stats")["stats"].get("host_lost", 0) == 0
+
+
+def test_peer_started_after_a_failover_finds_the_new_host(spawn: Spawn) -> None:
+    old = spawn(name="old")
+    old.wait_ready()
+    heir = spawn(name="heir")
+    heir.wait_ready()
+    heir.cmd("set", key="kept", value=[1, 2, 3])
+    old.kill()  # its mDNS record lingers in caches: no goodbye was sent
+    _wait_for(lambda: heir.cmd("info")["is_host"], 10, "the heir to take over")
+    late = spawn(name="late")
+    info = late.wait_ready()
+    assert info["host"] == heir.cmd("info")["id"]
+    assert not info["is_host"]
+    assert late.cmd("get", key="kept")["value"] == [1, 2, 3]
+    assert heir.cmd("info")["epoch"] == 2
