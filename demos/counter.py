@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import signal
 import sys
 import threading
 import time
@@ -32,15 +33,15 @@ import p2pstate
 
 APP = "p2pstate-demo-counter"
 # Seconds a worker looks for the coordinator's session. join() returns as soon
-# as it finds the host, so this only bounds the wait; but it must be more than
-# a second, since mDNS answers a given record at most once a second and
-# workers starting together can miss the first answer.
+# as it finds the host, so a generous window costs nothing, and on a busy
+# machine it keeps a slow worker from starting a session of its own.
 JOIN_WINDOW = 3.0
 STEP_TIMEOUT = 30.0  # seconds; a stuck worker ends the demo instead of hanging it
 
 
 def worker(session: str, count: int, start: Any, halfway: Any, retries: Any) -> None:
     """One copy of the program: join, then run both rounds in step with the others."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
     try:
         with p2pstate.join(
             APP, session, name=f"worker-{os.getpid()}", discovery_window=JOIN_WINDOW
@@ -114,6 +115,9 @@ def main() -> int:
         except threading.BrokenBarrierError:
             print("A worker failed (its error is above); stopping.", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print("Interrupted: stopping the workers.")
+            return 130
         finally:
             for proc in procs:
                 if proc.is_alive():

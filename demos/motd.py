@@ -43,10 +43,6 @@ def show_if_changed(s: p2pstate.SharedState, shown: str) -> str:
 
 def read(session: str) -> None:
     with p2pstate.join(APP, session) as s:
-        if KEY not in s:
-            print("MOTD: (none yet; set one with --set)", flush=True)
-        shown = show_if_changed(s, shown="")
-
         # on_change calls us on p2pstate's network thread for every event: do
         # as little as possible there, just wake the main thread up.
         changed = threading.Event()
@@ -55,7 +51,11 @@ def read(session: str) -> None:
             if isinstance(event, (p2pstate.KeyChanged, p2pstate.KeyDeleted)) and event.key == KEY:
                 changed.set()
 
-        s.on_change(on_event)
+        s.on_change(on_event)  # before the first read, so no change slips in between
+
+        if KEY not in s:
+            print("MOTD: (none yet; set one with --set)", flush=True)
+        shown = show_if_changed(s, shown="")
         try:
             while True:
                 changed.wait()
@@ -69,10 +69,11 @@ def set_message(session: str, text: str) -> None:
     with p2pstate.join(APP, session) as s:
         s[KEY] = text  # returns once the write is safely acknowledged
         others = len(s.peers) - 1
-        if others:
-            print(f"MOTD set for {others} other copy(ies): {text}")
-        else:
+        if others == 0:
             print(f"MOTD set to {text!r}, but no other copy is running to keep it.")
+        else:
+            copies = "copy is" if others == 1 else "copies are"
+            print(f"MOTD set to {text!r}; {others} other {copies} running.")
 
 
 def main() -> int:
