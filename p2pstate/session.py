@@ -287,8 +287,11 @@ class Runtime:
                 if self.transport.router in ready:
                     now = time.monotonic()
                     for msg in self.transport.receive_io():
-                        node.receive(msg, now)
-                        self._flush_io()
+                        try:
+                            node.receive(msg, now)
+                            self._flush_io()
+                        except Exception:  # noqa: BLE001 (one message must not end the session)
+                            self._internal_error_io(msg)
                 now = time.monotonic()
                 node.tick(now)
                 self._retry_join_io(now)
@@ -298,6 +301,13 @@ class Runtime:
             self.stopped.set()
         finally:
             self._finish_io()
+
+    def _internal_error_io(self, msg: object) -> None:
+        """A message made the core or an adapter raise: a bug, or input we did
+        not foresee. Drop it and go on serving; say so loudly once."""
+        self.stats["internal_errors"] += 1
+        level = logging.ERROR if self.stats["internal_errors"] == 1 else logging.DEBUG
+        log.log(level, "dropped a message that raised: %.200r", msg, exc_info=True)
 
     def _drain_wake_io(self) -> None:
         while True:

@@ -22,7 +22,7 @@ from .core.node import Send
 from .errors import ProtocolError
 from .messages import Hello, Message, from_frame, to_frame
 
-__all__ = ["Transport"]
+__all__ = ["Transport", "valid_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +105,16 @@ class Transport:
     # ------------------------------------------------------------ sending
 
     def send_io(self, send: Send) -> None:
+        endpoints = tuple(e for e in send.endpoints if valid_endpoint(e))
         link = self._links.get(send.to)
-        if link is None:
-            if not send.endpoints:
-                self.stats["no_endpoint"] += 1
+        if link is None or (endpoints and set(endpoints) != set(link.endpoints)):
+            if not endpoints:
+                # Endpoints come from the network: a hostile or broken peer may
+                # give none that parse. Nothing to send to, then.
+                self.stats["no_valid_endpoint"] += 1
                 return
-            link = self._connect(send.to, send.endpoints)
-        elif send.endpoints and set(send.endpoints) != set(link.endpoints):
-            self.forget_io(send.to)  # the node restarted elsewhere
-            link = self._connect(send.to, send.endpoints)
+            self.forget_io(send.to)  # new, or the node restarted elsewhere
+            link = self._connect(send.to, endpoints)
         if isinstance(send.msg, Hello) and not link.heard and len(link.endpoints) > 1:
             # Still no word from X on this address: its first address may be on an
             # interface we can't reach (VPN, container bridge). Try the next one.
@@ -159,6 +160,21 @@ class Transport:
         for node_id in list(self._links):
             self.forget_io(node_id)
         self.router.close(linger=0)
+
+
+def valid_endpoint(endpoint: str) -> bool:
+    """Whether *endpoint* is ``tcp://<IP literal>:<port>``: the only kind we
+    connect to, so a peer cannot make us resolve names or open files."""
+    if not endpoint.startswith("tcp://"):
+        return False
+    host, _, port = endpoint[6:].rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return False
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _network(address: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
