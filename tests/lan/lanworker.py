@@ -1,0 +1,123 @@
+"""A p2pstate peer in a network namespace, driven by JSON lines on stdin.
+
+Run as ``ip netns exec NS python lanworker.py APP SESSION OPTIONS_JSON`` with
+``P2PSTATE_INTERFACES`` set to the namespace's own address. Each command line
+gets exactly one JSON reply line on stdout; library logs go to stderr.
+
+A *stream* is a background writer: one blocking write of a new key at a time
+(``<prefix><n>``), keeping the keys the library acknowledged. Every
+``WritesRolledBack`` event is kept, to compare with what went missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from typing import Any
+
+import p2pstate
+
+
+class Stream:
+    def __init__(self, s: p2pstate.SharedState, prefix: str, interval: float) -> None:
+        self.acked: list[str] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(s, prefix, interval), name="stream", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, s: p2pstate.SharedState, prefix: str, interval: float) -> None:
+        n = 0
+        while not self._stop.is_set():
+            key = f"{prefix}{n}"
+            try:
+                s[key] = n
+            except p2pstate.P2PStateError as exc:
+                self.errors.append(f"{key}: {type(exc).__name__}: {exc}")
+            else:
+                self.acked.append(key)
+            n += 1
+            self._stop.wait(interval)
+
+    def stop(self, timeout: float) -> bool:
+        self._stop.set()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    app, session = sys.argv[1], sys.argv[2]
+    options: dict[str, Any] = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+    name = options.pop("name", f"lan{os.getpid()}")
+    s = p2pstate.join(app, session, name=name, timeout=15.0, **options)
+    rolled: list[dict[str, Any]] = []
+    hosts: list[dict[str, Any]] = []
+
+    def on_event(event: p2pstate.Event) -> None:
+        if isinstance(event, p2pstate.WritesRolledBack):
+            mine = set(event.mine)
+            rolled.extend(
+                {"writer": w.writer, "request": w.request, "keys": list(w.keys), "mine": w in mine}
+                for w in event.writes
+            )
+        elif isinstance(event, p2pstate.HostChanged):
+            hosts.append({"new": event.new.id, "epoch": event.epoch})
+
+    s.on_change(on_event)
+    stream: Stream | None = None
+
+    def reply(obj: Any) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    def info() -> dict[str, Any]:
+        host = s.host
+        return {
+            "pid": os.getpid(),
+            "id": s.me.id,
+            "is_host": s.is_host,
+            "epoch": s.epoch,
+            "host": host.id if host else None,
+            "peers": [p.id for p in s.peers],
+            "acked": len(stream.acked) if stream else 0,
+        }
+
+    reply({"ready": True, **info()})
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        op = cmd["op"]
+        try:
+            if op == "info":
+                reply(info())
+            elif op == "set":
+                s[cmd["key"]] = cmd["value"]
+                reply({"ok": True})
+            elif op == "dump":
+                reply({"state": dict(s.items())})
+            elif op == "stream":
+                stream = Stream(s, cmd["prefix"], cmd.get("interval", 0.01))
+                reply({"started": True})
+            elif op == "stop_stream":
+                assert stream is not None
+                stopped = stream.stop(cmd.get("timeout", 15.0))
+                reply({"stopped": stopped, "acked": stream.acked, "errors": stream.errors})
+            elif op == "events":
+                reply({"rolled": rolled, "hosts": hosts, "stats": s.stats})
+            elif op == "close":
+                s.close()
+                reply({"closed": True})
+                return
+            else:
+                reply({"error": f"unknown op {op}"})
+        except p2pstate.P2PStateError as exc:
+            reply({"error": f"{type(exc).__name__}: {exc}"})
+
+
+if __name__ == "__main__":
+    main()
