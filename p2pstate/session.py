@@ -81,6 +81,7 @@ class Runtime:
         self._wake_out: zmq.Socket[bytes] = self._ctx.socket(zmq.PUSH)
         self._wake_out.connect(self._wake_addr)
         self._wake_lock = threading.Lock()
+        self._wake_pending = False
         self._pending: dict[int, _Pending] = {}
         self._waiters: list[tuple[Callable[[], bool], threading.Event]] = []
         self._events: deque[Event] = deque()
@@ -130,8 +131,12 @@ class Runtime:
         if self.stopped.is_set():
             raise SessionClosedError("this shared state is closed")
         self._commands.append(command)
-        with self._wake_lock:
-            self._wake_out.send(b"", zmq.NOBLOCK)
+        # One wake-up in flight is enough: the I/O thread clears the flag before
+        # it runs the queue, so a command queued after that sends a new one.
+        if not self._wake_pending:
+            self._wake_pending = True
+            with self._wake_lock, contextlib.suppress(zmq.Again):
+                self._wake_out.send(b"", zmq.NOBLOCK)
 
     def submit(
         self, ops: tuple[tuple[Any, ...], ...], conds: tuple[tuple[Any, ...], ...], *, wait: bool
@@ -200,7 +205,7 @@ class Runtime:
             self.call(lambda: self.node.leave(time.monotonic()))
             self.wait_for_io(lambda: self.node.role is Role.CLOSED, timeout)
             self.stopped.set()
-            with self._wake_lock:
+            with self._wake_lock, contextlib.suppress(zmq.Again):
                 self._wake_out.send(b"", zmq.NOBLOCK)
             self._thread.join(timeout + 1.0)
         else:
@@ -283,6 +288,7 @@ class Runtime:
                 ready = dict(poller.poll(wait_ms))
                 if self._wake_in in ready:
                     self._drain_wake_io()
+                    self._wake_pending = False
                 self._run_commands_io()
                 if self.transport.router in ready:
                     now = time.monotonic()

@@ -193,3 +193,13 @@ def test_host_advertises_every_allowed_address() -> None:
         assert records and set(records[0].endpoints) == set(s.me.endpoints)
     finally:
         s.close()
+
+
+def test_many_non_blocking_writes_then_flush(join: Join) -> None:
+    """Regression: the wake-up queue once overflowed after ~2,000 queued writes."""
+    a, b = join(), join()
+    for i in range(20_000):
+        b.set(f"k{i % 50}", i, wait=False)
+    b.flush()
+    assert b["k49"] == 19_999
+    assert a["k49"] == 19_999 or (_eventually(lambda: a["k49"] == 19_999) is None)
