@@ -4,16 +4,24 @@ One :class:`Discovery` owns one python-zeroconf instance bound to an explicit li
 of interface addresses (never "all interfaces"), and runs everything on that
 instance's event-loop thread. Records read from the network are untrusted: an
 unusable advertisement is dropped with a debug log and never raises.
+
+A one-shot browse() also sends legacy unicast queries (RFC 6762 6.7) from its
+own short-lived sockets, which existing hosts answer within milliseconds instead
+of the up to ~1.1 s a multicast browse can take (see _LegacyQuery).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import ipaddress
 import logging
 import os
 import re
+import secrets
+import selectors
+import socket
 import sys
 import threading
 import time
@@ -22,7 +30,23 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import ifaddr
-from zeroconf import DNSQuestionType, ServiceInfo, ServiceStateChange, Zeroconf
+
+# The DNS* classes are public API but missing from zeroconf's __all__, which mypy
+# --strict (no implicit re-export) goes by; the ignore does not make them Any.
+from zeroconf import (  # type: ignore[attr-defined]
+    DNSAddress,
+    DNSIncoming,
+    DNSOutgoing,
+    DNSPointer,
+    DNSQuestion,
+    DNSQuestionType,
+    DNSService,
+    DNSText,
+    ServiceInfo,
+    ServiceStateChange,
+    Zeroconf,
+)
+from zeroconf import Error as ZeroconfError
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
 __all__ = [
@@ -64,6 +88,29 @@ _RECORD_TTL_S: Final = 120
 _RESOLVE_TIMEOUT_MS: Final = 3000
 # Upper bound for waiting on the zeroconf loop; real operations take milliseconds.
 _LOOP_CALL_TIMEOUT_S: Final = 10.0
+
+# One-shot "legacy unicast" queries (RFC 6762 6.7), see _LegacyQuery.
+_MDNS_GROUP_V4: Final = "224.0.0.251"
+_MDNS_PORT: Final = 5353
+_TYPE_A: Final = 1
+_TYPE_PTR: Final = 12
+_TYPE_TXT: Final = 16
+_TYPE_SRV: Final = 33
+_CLASS_IN: Final = 1
+# Send times (seconds after the start of browse), then doubling like zeroconf's
+# browser; answers arrive in under a millisecond, the repeats cover lost packets.
+_LEGACY_SEND_AT_S: Final = (0.0, 0.05, 0.15, 0.4, 1.0)
+# A follow-up query for an answer that lacked its SRV/TXT/A is repeated at this
+# interval, at most _LEGACY_FOLLOW_UP_TRIES times per instance.
+_LEGACY_FOLLOW_UP_RETRY_S: Final = 0.1
+_LEGACY_FOLLOW_UP_TRIES: Final = 4
+# RFC 6762 17: an mDNS message is at most 9000 bytes; larger datagrams are cut and
+# then fail to parse. Instances/addresses remembered per browse are capped so a
+# flood of made-up answers cannot grow memory without bound.
+_LEGACY_MAX_PACKET: Final = 9000
+_LEGACY_MAX_NAMES: Final = 256
+_MAX_ADDRESSES_PER_HOST: Final = 16
+_LEGACY_MAX_PACKETS_PER_WAKE: Final = 64
 
 _NODE_ID_RE: Final = re.compile(r"[0-9a-fA-F]+")
 _EPOCH_RE: Final = re.compile(r"[0-9]+")
@@ -459,6 +506,263 @@ class _Watch:
             log.exception("mDNS watch callback raised on %s %s", kind, name)
 
 
+# --------------------------------------------------------------------------- one-shot query
+
+
+def _open_legacy_socket(address: str) -> socket.socket | None:
+    """A UDP socket on an ephemeral port of ``address`` that multicasts out of it only."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if ip.version != 4 or ip.is_unspecified or ip.is_multicast:
+        # IPv6 would need an interface index; the multicast browse still covers it.
+        log.debug("no legacy mDNS query on %s: IPv4 interface addresses only", address)
+        return None
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(address))
+        # Unsigned char: the portable size for these two (OpenBSD requires it).
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, bytes([255]))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, bytes([1]))
+        sock.bind((address, 0))
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        log.debug("no legacy mDNS query on %s: %s", address, exc)
+        return None
+    return sock
+
+
+class _LegacyQuery:
+    """A one-shot browse by legacy unicast DNS queries (RFC 6762 6.7).
+
+    Responders rate-limit multicast answers (a record at most once per second,
+    RFC 6762 6) and aggregate them for up to 500 ms, so a multicast browse can
+    take over a second to hear from a host that was just asked. A query sent
+    from a port other than 5353 is a "legacy" query, which python-zeroconf
+    answers at once by unicast to that port, with SRV/TXT/A as additionals.
+    (QU questions don't help: every copy on one machine shares port 5353 and
+    the kernel hands a unicast reply to just one of them.)
+
+    One socket per IPv4 interface address, bound to that address and an
+    ephemeral port, sends to 224.0.0.251:5353 out of that interface only.
+    A reply counts only if it comes from port 5353 with the id of one of our
+    queries; anything else, or anything unusable, is dropped (debug log).
+    Every method runs on browse()'s thread, except wake(), which is thread-safe.
+    """
+
+    def __init__(
+        self, interfaces: Sequence[str], deliver: Callable[[str, HostRecord], None]
+    ) -> None:
+        self._deliver = deliver
+        self._ids: set[int] = set()
+        self._started = 0.0
+        self._sends = 0
+        # Keys are lowercase names (DNS names compare case-insensitively).
+        self._instances: dict[str, str] = {}  # key -> instance name as advertised
+        self._srv: dict[str, DNSService] = {}
+        self._txt: dict[str, DNSText] = {}
+        self._addresses: dict[str, dict[bytes, DNSAddress]] = {}  # host key -> records
+        self._decoded: dict[str, tuple[object, ...]] = {}  # key -> records last decoded
+        self._follow_ups: dict[str, tuple[int, float]] = {}  # key -> (sent, last at)
+        self._socks: list[socket.socket] = []
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        for address in interfaces:
+            sock = _open_legacy_socket(address)
+            if sock is not None:
+                self._socks.append(sock)
+
+    def close(self) -> None:
+        for sock in (*self._socks, self._wake_r, self._wake_w):
+            sock.close()
+        self._socks.clear()
+
+    def wake(self) -> None:
+        """Make run() look at its stop event now (from any thread)."""
+        # OSError: the buffer is full (a wake-up is pending anyway) or run() is over.
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def start(self) -> None:
+        """Send the first query."""
+        self._started = time.monotonic()
+        self._send_browse()
+
+    def run(self, deadline: float, stop: threading.Event) -> None:
+        """Repeat the query and collect answers until ``deadline`` or ``stop``."""
+        if not self._socks:
+            return
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._wake_r, selectors.EVENT_READ, None)
+            for sock in self._socks:
+                selector.register(sock, selectors.EVENT_READ, sock)
+            while not stop.is_set():
+                now = time.monotonic()
+                if now >= deadline:
+                    return
+                if now >= self._next_send():
+                    self._send_browse()
+                until = min(self._next_send(), deadline, self._send_follow_ups(now))
+                for key, _ in selector.select(max(0.0, until - now)):
+                    if key.data is None:
+                        self._drain_wake()
+                    else:
+                        self._receive(key.data)
+
+    # ------------------------------------------------------------ sending
+
+    def _next_send(self) -> float:
+        if self._sends < len(_LEGACY_SEND_AT_S):
+            offset = _LEGACY_SEND_AT_S[self._sends]
+        else:
+            offset = _LEGACY_SEND_AT_S[-1] * 2 ** (self._sends - len(_LEGACY_SEND_AT_S) + 1)
+        return self._started + offset
+
+    def _send_browse(self) -> None:
+        self._sends += 1
+        self._send([DNSQuestion(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN)])
+
+    def _send_follow_ups(self, now: float) -> float:
+        """Ask again for what answers lacked; return when to look again."""
+        questions: list[DNSQuestion] = []
+        due = float("inf")
+        for key, name in self._instances.items():
+            missing = self._missing(key, name)
+            if not missing:
+                continue
+            sent, last = self._follow_ups.get(key, (0, 0.0))
+            if sent >= _LEGACY_FOLLOW_UP_TRIES:
+                continue
+            if sent and now < last + _LEGACY_FOLLOW_UP_RETRY_S:
+                due = min(due, last + _LEGACY_FOLLOW_UP_RETRY_S)
+                continue
+            questions.extend(missing)
+            self._follow_ups[key] = (sent + 1, now)
+            if sent + 1 < _LEGACY_FOLLOW_UP_TRIES:
+                due = min(due, now + _LEGACY_FOLLOW_UP_RETRY_S)
+        if questions:
+            self._send(questions)
+        return due
+
+    def _missing(self, key: str, name: str) -> list[DNSQuestion]:
+        srv = self._srv.get(key)
+        missing = []
+        if srv is None:
+            missing.append(DNSQuestion(name, _TYPE_SRV, _CLASS_IN))
+        elif not self._addresses.get(srv.server_key):
+            missing.append(DNSQuestion(srv.server, _TYPE_A, _CLASS_IN))  # AAAA come as extras
+        if key not in self._txt:
+            missing.append(DNSQuestion(name, _TYPE_TXT, _CLASS_IN))
+        return missing
+
+    def _send(self, questions: list[DNSQuestion]) -> None:
+        for sock in self._socks:
+            # A fresh id per packet: responders drop a repeat of an identical
+            # query within 800 ms, and replies are matched against these ids.
+            query_id = secrets.randbelow(0xFFFF) + 1
+            out = DNSOutgoing(0, False, query_id)  # flags 0: standard query
+            for question in questions:
+                out.add_question(question)
+            self._ids.add(query_id)
+            for packet in out.packets():
+                try:
+                    sock.sendto(packet, (_MDNS_GROUP_V4, _MDNS_PORT))
+                except OSError as exc:
+                    log.debug("legacy mDNS query via %s failed: %s", sock.getsockname()[0], exc)
+                    break
+
+    # ------------------------------------------------------------ receiving
+
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(OSError):  # BlockingIOError: drained
+            while self._wake_r.recv(64):
+                pass
+
+    def _receive(self, sock: socket.socket) -> None:
+        for _ in range(_LEGACY_MAX_PACKETS_PER_WAKE):
+            try:
+                data, source = sock.recvfrom(_LEGACY_MAX_PACKET)
+            except BlockingIOError:
+                return
+            except OSError as exc:  # e.g. an ICMP error reported on the socket
+                log.debug("legacy mDNS receive failed: %s", exc)
+                return
+            self._handle(data, source)
+
+    def _handle(self, data: bytes, source: tuple[str, int]) -> None:
+        host, port = source[0], source[1]
+        if port != _MDNS_PORT:
+            log.debug("legacy mDNS: ignoring a packet from %s:%s (not port 5353)", host, port)
+            return
+        msg = DNSIncoming(data, (host, port))
+        if not msg.valid or not msg.is_response() or msg.id not in self._ids:
+            log.debug("legacy mDNS: ignoring an invalid or unasked-for packet from %s", host)
+            return
+        for record in msg.answers():
+            if record.ttl > 0:  # ttl 0 is a goodbye
+                self._store(record)
+        for key in list(self._instances):
+            self._decode(key)
+
+    def _store(self, record: object) -> None:
+        suffix = "." + SERVICE_TYPE.lower()
+        if isinstance(record, DNSPointer):
+            key = record.alias_key
+            if (
+                record.key == SERVICE_TYPE.lower()
+                and key.endswith(suffix)
+                and _fits(self._instances, key)
+            ):
+                self._instances.setdefault(key, record.alias)
+        elif isinstance(record, DNSService):
+            if record.key.endswith(suffix) and _fits(self._srv, record.key):
+                self._srv[record.key] = record
+        elif isinstance(record, DNSText):
+            if record.key.endswith(suffix) and _fits(self._txt, record.key):
+                self._txt[record.key] = record
+        elif isinstance(record, DNSAddress) and _fits(self._addresses, record.key):
+            known = self._addresses.setdefault(record.key, {})
+            if record.address in known or len(known) < _MAX_ADDRESSES_PER_HOST:
+                known[record.address] = record
+
+    def _decode(self, key: str) -> None:
+        srv, txt = self._srv.get(key), self._txt.get(key)
+        if srv is None or txt is None:
+            return
+        addresses = tuple(self._addresses.get(srv.server_key, ()))
+        if not addresses:
+            return
+        inputs = (srv.port, srv.server_key, txt.text, addresses)
+        if self._decoded.get(key) == inputs:
+            return  # the same answer again (we ask more than once)
+        self._decoded[key] = inputs
+        name = self._instances[key]
+        try:
+            info = ServiceInfo(
+                SERVICE_TYPE,
+                name,
+                port=srv.port,
+                weight=srv.weight,
+                priority=srv.priority,
+                properties=txt.text,
+                server=srv.server,
+                addresses=list(addresses),
+            )
+        except (ZeroconfError, TypeError, ValueError) as exc:
+            log.debug("ignoring %s: %r", name, exc)
+            return
+        record = _record_from_info(info)
+        if record is not None:
+            self._deliver(name, record)
+
+
+def _fits(table: Mapping[str, object], key: str) -> bool:
+    return key in table or len(table) < _LEGACY_MAX_NAMES
+
+
 # --------------------------------------------------------------------------- discovery
 
 
@@ -678,9 +982,18 @@ class Discovery:
 
         With ``first=True`` returns as soon as one matching host is resolved
         (with every host resolved by then). Order is discovery order.
+
+        Two ways run side by side and either may report a host: legacy unicast
+        queries (RFC 6762 6.7; an existing host answers within milliseconds,
+        see _LegacyQuery) and a multicast browse like watch()'s, for networks
+        that filter the former (and for hosts that appear during the window).
         """
         if self._on_loop_thread():
             raise RuntimeError("browse() cannot be called from a watch callback; use watch()")
+        self._check_open()
+        started = time.monotonic()
+        deadline = started + max(0.0, timeout)
+        # Keyed by lowercase name: both paths may report the same instance.
         found: dict[str, HostRecord] = {}
         found_lock = threading.Lock()
         got_one = threading.Event()
@@ -688,21 +1001,40 @@ class Discovery:
         def on_event(kind: str, record: HostRecord | None, name: str) -> None:
             with found_lock:
                 if record is None:
-                    found.pop(name, None)
+                    found.pop(name.lower(), None)
                 else:
-                    found[name] = record
+                    found[name.lower()] = record
             if first and record is not None:
                 got_one.set()
+                legacy.wake()
 
-        started = time.monotonic()
-        stop = self.watch(app, session, on_event)
+        def on_answer(name: str, record: HostRecord) -> None:
+            # Like a watch: a host that no longer matches is dropped.
+            on_event("added", record if _matches(record, app, session) else None, name)
+
+        legacy = _LegacyQuery(self._interfaces, on_answer)
         try:
-            got_one.wait(max(0.0, timeout - (time.monotonic() - started)))
+            legacy.start()  # before the watch: its answer is usually here first
+            stop = self.watch(app, session, on_event)
+            try:
+                try:
+                    legacy.run(deadline, got_one)
+                except Exception:  # a bug there must not cost us the multicast path
+                    log.exception("legacy mDNS query failed; browsing by multicast only")
+                got_one.wait(max(0.0, deadline - time.monotonic()))
+            finally:
+                stop()
         finally:
-            stop()
+            legacy.close()
         with found_lock:
             result = list(found.values())
-        log.debug("browse app=%s session=%s found %d host(s)", app, session, len(result))
+        log.debug(
+            "browse app=%s session=%s found %d host(s) in %.1f ms",
+            app,
+            session,
+            len(result),
+            (time.monotonic() - started) * 1000,
+        )
         return result
 
     # ---------------------------------------------------------------- shutdown

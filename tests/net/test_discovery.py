@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import os
+import random
 import secrets
 import select
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -22,9 +26,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from zeroconf import DNSQuestionType, ServiceInfo, Zeroconf
+from zeroconf import (  # type: ignore[attr-defined]  # public, but not in __all__
+    DNSIncoming,
+    DNSOutgoing,
+    DNSQuestionType,
+    DNSRecord,
+    ServiceInfo,
+    Zeroconf,
+)
 from zeroconf import Error as ZeroconfError
 
+from p2pstate import discovery as discovery_module
 from p2pstate.discovery import (
     ENV_INTERFACES,
     SERVICE_TYPE,
@@ -34,6 +46,9 @@ from p2pstate.discovery import (
 )
 
 LOOPBACK = ["127.0.0.1"]
+MDNS_GROUP = "224.0.0.251"
+MDNS_PORT = 5353
+TYPE_A, TYPE_PTR, TYPE_TXT, TYPE_SRV = 1, 12, 16, 33
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 Event = tuple[str, HostRecord | None, str]
@@ -451,3 +466,314 @@ def test_methods_callable_from_a_watch_callback(
     assert seen == ["added"]
     with pytest.raises(RuntimeError, match="closed"):
         peer.watch(app, None, lambda *_: None)
+
+
+# --------------------------------------------------------------------------- one-shot legacy query
+
+
+def _fake_host_info(label: str, txt: dict[str, str | bytes], port: int = 40555) -> ServiceInfo:
+    return ServiceInfo(
+        SERVICE_TYPE,
+        f"{label}.{SERVICE_TYPE}",
+        port=port,
+        properties=txt,
+        server=f"{label}.local.",
+        parsed_addresses=["127.0.0.1"],
+    )
+
+
+def _txt(app: str | bytes, node_id: str, **overrides: str | bytes) -> dict[str, str | bytes]:
+    return {
+        "app": app,
+        "session": "lobby",
+        "id": node_id,
+        "name": "Fake",
+        "epoch": "1",
+        "sid": "fake-sid",
+        **overrides,
+    }
+
+
+def _all_records(info: ServiceInfo) -> list[DNSRecord]:
+    return [info.dns_pointer(), info.dns_service(), info.dns_text(), *info.dns_addresses()]
+
+
+def _response(query_id: int, records: list[DNSRecord], flags: int = 0x8400) -> bytes:
+    """A DNS message (by default an authoritative response) holding ``records``."""
+    out = DNSOutgoing(flags, False, query_id)
+    for record in records:
+        out.add_answer_at_time(record, 0)
+    packet: bytes = out.packets()[0]
+    return packet
+
+
+Reply = Callable[[DNSIncoming], list[tuple[bytes, bool]]]
+
+
+class _FakeResponder:
+    """Answers legacy mDNS queries seen on 127.0.0.1 as ``reply`` says.
+
+    Hears 224.0.0.251:5353 on 127.0.0.1 only (bound to the group address, never
+    0.0.0.0) and answers each query that came from a port other than 5353 by
+    unicast to its sender: ``reply(query)`` lists (packet, from_port_5353). The
+    packet goes out from 127.0.0.1:5353 like a real responder's, or else from
+    an ephemeral port of 127.0.0.1.
+    """
+
+    def __init__(self, reply: Reply) -> None:
+        self._reply = reply
+        self._lock = threading.Lock()
+        self._queries: list[DNSIncoming] = []
+        self.sent = 0
+        self._rx = self._shared_5353_socket(MDNS_GROUP)
+        self._rx.setsockopt(
+            socket.IPPROTO_IP,
+            socket.IP_ADD_MEMBERSHIP,
+            socket.inet_aton(MDNS_GROUP) + socket.inet_aton("127.0.0.1"),
+        )
+        self._tx = self._shared_5353_socket("127.0.0.1")
+        self._other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._other.bind(("127.0.0.1", 0))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="fake-mdns-responder")
+        self._thread.start()
+
+    @staticmethod
+    def _shared_5353_socket(address: str) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):  # zeroconf sets it on its 5353 sockets
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((address, MDNS_PORT))
+        return sock
+
+    def queries(self) -> list[DNSIncoming]:
+        with self._lock:
+            return list(self._queries)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._rx], [], [], 0.05)
+            if not ready:
+                continue
+            data, source = self._rx.recvfrom(9000)
+            if source[1] == MDNS_PORT:
+                continue  # ordinary mDNS traffic, not a legacy query
+            query = DNSIncoming(data, source)
+            if not query.valid or not query.is_query():
+                continue
+            with self._lock:
+                self._queries.append(query)
+            for packet, from_5353 in self._reply(query):
+                (self._tx if from_5353 else self._other).sendto(packet, source)
+                with self._lock:
+                    self.sent += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for sock in (self._rx, self._tx, self._other):
+            sock.close()
+
+
+@pytest.fixture
+def fake_responder(loopback_mdns: None) -> Iterator[Callable[[Reply], _FakeResponder]]:
+    created: list[_FakeResponder] = []
+
+    def make(reply: Reply) -> _FakeResponder:
+        responder = _FakeResponder(reply)
+        created.append(responder)
+        return responder
+
+    yield make
+    for responder in created:
+        responder.close()
+
+
+@pytest.mark.parametrize("reannounce", [False, True], ids=["idle-host", "just-announced"])
+def test_back_to_back_cold_browses_each_find_the_host_fast(
+    make_discovery: Callable[[], Discovery], app: str, reannounce: bool
+) -> None:
+    # Each browse by multicast makes the host multicast its answer, which RFC 6762
+    # then forbids it to repeat for a second (same for its own announcements): a
+    # multicast-only browse within that second waits up to ~1.1 s.
+    host = make_discovery()
+    fields = _advertise(host, app)
+    for attempt in range(10):
+        if reannounce:
+            host.update(epoch=10 + attempt)
+        with Discovery(LOOPBACK) as peer:  # a cold cache, as in join()
+            started = time.monotonic()
+            found = peer.browse(app, "lobby", timeout=0.3, first=True)
+            elapsed = time.monotonic() - started
+        assert [r.node_id for r in found] == [fields["node_id"]], f"attempt {attempt}"
+        assert elapsed < 0.3, f"attempt {attempt} took {elapsed:.3f} s"
+        if reannounce:
+            assert found[0].epoch == 10 + attempt
+
+
+def test_browse_without_legacy_answers_still_finds_host(
+    make_discovery: Callable[[], Discovery], app: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on a network that filters legacy queries: the multicast path alone works.
+    monkeypatch.setattr(discovery_module, "_open_legacy_socket", lambda address: None)
+    host, peer = make_discovery(), make_discovery()
+    fields = _advertise(host, app)
+    found = peer.browse(app, "lobby", timeout=5.0, first=True)
+    assert [r.node_id for r in found] == [fields["node_id"]]
+
+
+def test_legacy_socket_binds_to_the_interface_address() -> None:
+    sock = discovery_module._open_legacy_socket("127.0.0.1")
+    assert sock is not None
+    try:
+        address, port = sock.getsockname()
+        assert address == "127.0.0.1"
+        assert port not in (0, MDNS_PORT)
+    finally:
+        sock.close()
+    for unusable in ("0.0.0.0", "::1", "224.0.0.251", "not-an-ip"):
+        assert discovery_module._open_legacy_socket(unusable) is None
+
+
+def test_browse_asks_again_for_records_an_answer_lacked(
+    fake_responder: Callable[[Reply], _FakeResponder], app: str
+) -> None:
+    # A responder that answers each question bare, without additionals: the
+    # browse must ask for SRV and TXT, then for the A record the SRV names.
+    node_id = secrets.token_hex(8)
+    info = _fake_host_info(f"lazy-{app}", _txt(app, node_id))
+    assert info.server is not None
+
+    def reply(query: DNSIncoming) -> list[tuple[bytes, bool]]:
+        records: list[DNSRecord] = []
+        for question in query.questions:
+            name = question.name.lower()
+            if question.type == TYPE_PTR and name == SERVICE_TYPE.lower():
+                records.append(info.dns_pointer())
+            elif question.type == TYPE_SRV and name == info.key:
+                records.append(info.dns_service())
+            elif question.type == TYPE_TXT and name == info.key:
+                records.append(info.dns_text())
+            elif question.type == TYPE_A and name == info.server.lower():
+                records.extend(info.dns_addresses())
+        return [(_response(query.id, records), True)] if records else []
+
+    responder = fake_responder(reply)
+    with Discovery(LOOPBACK) as peer:
+        found = peer.browse(app, "lobby", timeout=1.0, first=True)
+
+    assert found == [
+        HostRecord(
+            app=app,
+            session="lobby",
+            node_id=node_id,
+            host_name="Fake",
+            endpoints=("tcp://127.0.0.1:40555",),
+            epoch=1,
+            session_id="fake-sid",
+            properties={},
+        )
+    ]
+    asked = {q.type for query in responder.queries() for q in query.questions}
+    assert {TYPE_PTR, TYPE_SRV, TYPE_TXT, TYPE_A} <= asked
+
+
+def test_garbled_legacy_replies_are_ignored(
+    make_discovery: Callable[[], Discovery],
+    fake_responder: Callable[[Reply], _FakeResponder],
+    app: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    good_host, peer = make_discovery(), make_discovery()
+    good = _advertise(good_host, app)
+    # Would be a perfectly good host, if any of the ways it arrives were accepted.
+    spoof = _fake_host_info(f"spoof-{app}", _txt(app, "5b00f"))
+    bad_txt = _fake_host_info(f"badtxt-{app}", _txt(app, "bad1", epoch="1x"))
+    bad_utf8 = _fake_host_info(f"badutf-{app}", _txt(b"\xff\xfe", "bad2"))
+    no_port = _fake_host_info(f"noport-{app}", _txt(app, "bad3"), port=0)
+    ghost = _fake_host_info(f"ghost-{app}", _txt(app, "bad4"))  # PTR, then nothing
+    other_type = ServiceInfo(
+        "_other._tcp.local.",
+        f"other-{app}._other._tcp.local.",
+        port=40666,
+        properties=_txt(app, "bad5"),
+        server=f"other-{app}.local.",
+        parsed_addresses=["127.0.0.1"],
+    )
+
+    def garbage(query: DNSIncoming) -> list[tuple[bytes, bool]]:
+        qid = query.id
+        seen_ids = {q.id for q in responder.queries()}
+        other_id = next(i for i in range(1, 0x10000) if i not in seen_ids)
+        valid = _response(qid, _all_records(spoof))
+        loop_name = struct.pack("!6H", qid, 0x8400, 1, 0, 0, 0) + b"\xc0\x0c\x00\x0c\x00\x01"
+        goodbyes: list[DNSRecord] = [
+            spoof.dns_pointer(override_ttl=0),
+            spoof.dns_service(override_ttl=0),
+            spoof.dns_text(override_ttl=0),
+            *spoof.dns_addresses(override_ttl=0),
+        ]
+        return [
+            (b"", True),
+            (b"\x00", True),
+            (secrets.token_bytes(40), True),
+            (secrets.token_bytes(9500), True),  # longer than any mDNS message
+            (struct.pack("!6H", qid, 0x8400, 0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF), True),
+            (loop_name, True),  # a name compressed into a pointer to itself
+            (valid[: len(valid) // 2], True),  # cut short
+            (_response(other_id, _all_records(spoof)), True),  # not our id
+            (valid, False),  # not from port 5353
+            (_response(qid, _all_records(spoof), flags=0), True),  # a query, not an answer
+            (_response(qid, goodbyes), True),  # TTL 0: goodbyes
+            (_response(qid, _all_records(bad_txt)), True),
+            (_response(qid, _all_records(bad_utf8)), True),
+            (_response(qid, _all_records(no_port)), True),
+            (_response(qid, [ghost.dns_pointer()]), True),
+            (_response(qid, _all_records(other_type)), True),
+        ]
+
+    responder = fake_responder(garbage)
+    caplog.set_level(logging.DEBUG, logger="p2pstate.discovery")
+
+    everything = peer.browse(app, None, timeout=0.5)
+    first = peer.browse(app, None, timeout=2.0, first=True)
+
+    assert [r.node_id for r in everything] == [good["node_id"]]
+    assert [r.node_id for r in first] == [good["node_id"]]
+    assert responder.queries(), "the browse sent no legacy query"
+    assert responder.sent >= 16
+    # The garbage did reach the legacy socket and was turned away there.
+    assert "(not port 5353)" in caplog.text
+    assert "invalid or unasked-for" in caplog.text
+    assert "bad epoch '1x'" in caplog.text  # decoded, then refused like a multicast one
+
+
+def test_legacy_parser_survives_mutated_packets() -> None:
+    # Bit flips, cuts and splices of a valid answer, straight into the parser.
+    info = _fake_host_info("fuzz", _txt("fuzz-app", "f00d"))
+    nsec = info.dns_address_nsec()
+    assert nsec is not None
+    valid = _response(4242, [*_all_records(info), nsec])
+    delivered: list[HostRecord] = []
+    query = discovery_module._LegacyQuery([], lambda name, record: delivered.append(record))
+    try:
+        query._ids.add(4242)
+        query._handle(valid, ("127.0.0.1", MDNS_PORT))
+        assert [r.node_id for r in delivered] == ["f00d"]
+        rng = random.Random(6762)
+        for _ in range(3000):
+            packet = bytearray(valid)
+            for _ in range(rng.randint(1, 6)):
+                pick = rng.random()
+                if pick < 0.6 and packet:
+                    packet[rng.randrange(len(packet))] = rng.randrange(256)
+                elif pick < 0.8 and packet:
+                    del packet[rng.randrange(len(packet)) :]
+                else:
+                    start = rng.randrange(len(valid))
+                    packet[rng.randrange(len(packet) + 1) :] = valid[start:]
+            packet[:2] = (4242).to_bytes(2, "big")  # keep our id, or most are dropped early
+            query._handle(bytes(packet), ("127.0.0.1", MDNS_PORT))
+    finally:
+        query.close()
