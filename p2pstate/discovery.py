@@ -977,11 +977,13 @@ class Discovery:
         timeout: float,
         *,
         first: bool = False,
+        until: Callable[[HostRecord], bool] | None = None,
     ) -> list[HostRecord]:
         """Collect the matching hosts seen within ``timeout`` seconds.
 
         With ``first=True`` returns as soon as one matching host is resolved
-        (with every host resolved by then). Order is discovery order.
+        (with every host resolved by then); with ``until``, as soon as a host
+        for which it is true is. Order is discovery order.
 
         Two ways run side by side and either may report a host: legacy unicast
         queries (RFC 6762 6.7; an existing host answers within milliseconds,
@@ -1004,7 +1006,7 @@ class Discovery:
                     found.pop(name.lower(), None)
                 else:
                     found[name.lower()] = record
-            if first and record is not None:
+            if record is not None and (first or (until is not None and until(record))):
                 got_one.set()
                 legacy.wake()
 

@@ -19,7 +19,10 @@ class Options:
     #: A peer silent this long is removed from the session by the host.
     peer_timeout: float = 0.5
     #: How long ``join`` listens for an existing host before hosting itself.
-    discovery_window: float = 1.2
+    discovery_window: float = 0.5
+    #: While hosting, how often to ask the LAN for other hosts of the session
+    #: (two halves of a healed split meet this way).
+    rediscovery_interval: float = 2.0
     #: How long a blocking write waits for a host before SessionLostError.
     write_timeout: float = 10.0
     #: Largest value, in encoded bytes (see ``p2pstate.length_data``).
@@ -42,7 +45,7 @@ class Options:
         return cls(**kwargs)
 
     def __post_init__(self) -> None:
-        for name in ("discovery_window", "write_timeout"):
+        for name in ("discovery_window", "write_timeout", "rediscovery_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.max_frame_size < 2 * self.max_value_size:

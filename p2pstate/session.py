@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import secrets
 import threading
@@ -96,17 +97,27 @@ class Runtime:
         self._thread = threading.Thread(
             target=self._run_io, name=f"p2pstate-io-{self.node_id[:6]}", daemon=True
         )
+        self._rediscovery = threading.Thread(
+            target=self._rediscover, name=f"p2pstate-mdns-{self.node_id[:6]}", daemon=True
+        )
 
     # ================================================================ user side
 
     def start(self, timeout: float) -> None:
-        """Find a host or become one; return once the state is usable."""
+        """Find a host or become one; return once the state is usable.
+
+        While it looks, this node advertises itself as a *candidate* (epoch 0),
+        as mDNS hosts probe a name before claiming it: copies started at the
+        same instant see each other's candidate records, and only the lowest
+        node id hosts, so they never make two sessions to merge later."""
         deadline = time.monotonic() + timeout
         try:
-            # Browse before watching: a second browser of the same type started
-            # at the same moment gets its first answers late.
+            self._advertise_io(epoch=0)
             found = self.discovery.browse(
-                self.app, self.session, min(self.options.discovery_window, timeout), first=True
+                self.app,
+                self.session,
+                min(self.options.discovery_window, timeout),
+                until=lambda record: record.epoch > 0,  # a real host: join it now
             )
             self._unwatch = self.discovery.watch(self.app, self.session, self._on_record)
         except Exception:
@@ -115,6 +126,7 @@ class Runtime:
         for record in found:
             self._remember(record)
         self._thread.start()
+        self._rediscovery.start()
         # A game that exits without close() still hands over instead of
         # leaving its peers to time it out.
         atexit.register(self.close)
@@ -210,6 +222,8 @@ class Runtime:
             self._thread.join(timeout + 1.0)
         else:
             self.stopped.set()
+        if self._rediscovery.is_alive():
+            self._rediscovery.join(2.0)
         self._shutdown_unstarted()
 
     def _shutdown_unstarted(self) -> None:
@@ -251,15 +265,40 @@ class Runtime:
     def _observe_io(self, record: HostRecord) -> None:
         self.node.observe_host(record.node_id, record.endpoints, record.epoch, time.monotonic())
 
-    def _best_host(self) -> HostRecord | None:
+    def _choose(self) -> HostRecord | None:
+        """Whom a first join asks: the host of the highest epoch; with no host
+        yet, the candidate with the lowest node id (None: that is us)."""
         with self._hosts_lock:
-            candidates = [r for r in self._hosts.values() if r.node_id not in self._tried]
-        return max(candidates, key=lambda r: (r.epoch, r.node_id), default=None)
+            records = [r for r in self._hosts.values() if r.node_id not in self._tried]
+        hosts = [r for r in records if r.epoch > 0]
+        if hosts:
+            return max(hosts, key=lambda r: (r.epoch, r.node_id))
+        lower = [r for r in records if r.node_id < self.node_id]
+        return min(lower, key=lambda r: r.node_id, default=None)
+
+    def _rediscover(self) -> None:
+        """While we host, ask the LAN for hosts of our session every few
+        seconds: after a split heals, zeroconf's own browser would not ask
+        again for minutes, and the two hosts must meet to merge."""
+        interval = self.options.rediscovery_interval
+        while not self.stopped.wait(interval):
+            if self.node.role is not Role.HOST:
+                continue
+            try:
+                records = self.discovery.browse(self.app, self.session, 0.25)
+            except Exception:  # closing, or a network fault: try later
+                log.debug("rediscovery failed", exc_info=True)
+                continue
+            for record in records:
+                if record.node_id != self.node_id and record.epoch > 0:
+                    self._remember(record)
+                    with contextlib.suppress(SessionClosedError):
+                        self.call(functools.partial(self._observe_io, record))
 
     # ================================================================ I/O thread
 
     def _begin_io(self, now: float) -> None:
-        record = self._best_host()
+        record = self._choose()
         self._join_at = now
         if record is None:
             self.node.start_host(secrets.token_hex(8), now)
@@ -364,31 +403,36 @@ class Runtime:
         self._events.append(event)
 
     def _sync_advert_io(self) -> None:
-        """Advertise while we host; keep the record's epoch and player count current."""
+        """Advertise while we host; keep the record's epoch and player count
+        current; withdraw the record once we follow another host."""
         node = self.node
         if node.role is Role.HOST:
             wanted = (node.epoch, len(node.replica.members))
-            if wanted == self._advertised:
-                return
-            if self._advertised is None:
-                port = int(self.transport.endpoints[0].rsplit(":", 1)[1])
-                self.discovery.advertise(
-                    app=self.app,
-                    session=self.session,
-                    node_id=self.node_id,
-                    host_name=node.me.name,
-                    port=port,
-                    addresses=self.addresses,
-                    epoch=node.epoch,
-                    session_id=node.replica.session_id,
-                    properties={"players": str(wanted[1])},
-                )
-            else:
-                self.discovery.update(epoch=node.epoch, properties={"players": str(wanted[1])})
-            self._advertised = wanted
-        elif self._advertised is not None:
+            if wanted != self._advertised:
+                self._advertise_io(epoch=wanted[0], players=wanted[1])
+        elif self._advertised is not None and node.ready:
             self.discovery.withdraw()
             self._advertised = None
+
+    def _advertise_io(self, *, epoch: int, players: int = 1) -> None:
+        port = int(self.transport.endpoints[0].rsplit(":", 1)[1])
+        properties = {"players": str(players)}
+        if self._advertised is None or self._advertised[0] == 0:
+            # New, or a candidate turning host: register the full record again.
+            self.discovery.advertise(
+                app=self.app,
+                session=self.session,
+                node_id=self.node_id,
+                host_name=self.node.me.name,
+                port=port,
+                addresses=self.addresses,
+                epoch=epoch,
+                session_id=self.node.replica.session_id or "-",
+                properties=properties,
+            )
+        else:
+            self.discovery.update(epoch=epoch, properties=properties)
+        self._advertised = (epoch, players)
 
     def _finish_io(self) -> None:
         if self._advertised is not None:

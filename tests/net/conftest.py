@@ -87,7 +87,7 @@ def spawn(app_name: str) -> Iterator[Callable[..., PeerProcess]]:
     procs: list[PeerProcess] = []
 
     def start(session: str = "default", **options: Any) -> PeerProcess:
-        options.setdefault("discovery_window", 1.2)
+        options.setdefault("discovery_window", 0.3)
         peer = PeerProcess(app_name, session, options)
         procs.append(peer)
         return peer

@@ -22,7 +22,7 @@ def join() -> Iterator[Join]:
     opened: list[SharedState] = []
 
     def make(**options: object) -> SharedState:
-        options.setdefault("discovery_window", 1.2)
+        options.setdefault("discovery_window", 0.3)
         s = p2pstate.join(app, interfaces=["127.0.0.1"], **options)  # type: ignore[arg-type]
         opened.append(s)
         return s
@@ -203,3 +203,32 @@ def test_many_non_blocking_writes_then_flush(join: Join) -> None:
     b.flush()
     assert b["k49"] == 19_999
     assert a["k49"] == 19_999 or (_eventually(lambda: a["k49"] == 19_999) is None)
+
+
+def test_copies_started_together_make_one_session_and_lose_nothing() -> None:
+    """Regression: two copies started at once both hosted, and the merge that
+    followed rolled back a write that had already returned. Candidates now
+    see each other while they look, and only the lowest node id hosts."""
+    for _ in range(3):
+        app = f"together-{secrets.token_hex(4)}"
+        states: dict[int, SharedState] = {}
+
+        def start(i: int, app: str = app, states: dict[int, SharedState] = states) -> None:
+            s = p2pstate.join(app, interfaces=["127.0.0.1"], discovery_window=0.3)
+            s[f"w{i}"] = i  # acknowledged: must survive
+            states[i] = s
+
+        threads = [threading.Thread(target=start, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        try:
+            assert sum(s.is_host for s in states.values()) == 1
+            for s in states.values():
+                _eventually(lambda s=s: sorted(s) == ["w0", "w1", "w2"])
+                assert s.stats.get("stepped_down", 0) == 0
+                assert not [e for e in s.poll() if isinstance(e, p2pstate.WritesRolledBack)]
+        finally:
+            for s in states.values():
+                s.close()

@@ -54,14 +54,18 @@ def _junk(rng: random.Random, victim: str, epoch: int) -> bytes:
     if kind == 7:  # stale and future epochs
         return to_frame(Heartbeat(sender="f00d", epoch=rng.choice([0, 10**6]), seq=2**40))
     return to_frame(
-        Write(sender="beef", epoch=epoch, req=1, acked_upto=0, ops=(("set", "k" * 300, 1),), conds=())
+        Write(
+            sender="beef", epoch=epoch, req=1, acked_upto=0, ops=(("set", "k" * 300, 1),), conds=()
+        )
     )
 
 
 def test_host_survives_100k_hostile_frames() -> None:
     app = f"hostile-{secrets.token_hex(4)}"
-    host = p2pstate.join(app, interfaces=["127.0.0.1"], discovery_window=0.3, max_frame_size=1 << 20)
-    peer = p2pstate.join(app, interfaces=["127.0.0.1"], discovery_window=1.2)
+    host = p2pstate.join(
+        app, interfaces=["127.0.0.1"], discovery_window=0.3, max_frame_size=1 << 20
+    )
+    peer = p2pstate.join(app, interfaces=["127.0.0.1"], discovery_window=0.3)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     attackers = []
     try:
@@ -90,9 +94,9 @@ def test_host_survives_100k_hostile_frames() -> None:
         assert stats.get("bad_frames", 0) + stats.get("dropped", 0) > 10_000, stats
         assert stats.get("internal_errors", 0) == 0, "a hostile frame made the core raise"
         assert host.is_host and not host.closed
-        assert sorted(p.id for p in peer.peers) == sorted({host.me.id, peer.me.id} | {
-            p.id for p in host.peers
-        })
+        assert sorted(p.id for p in peer.peers) == sorted(
+            {host.me.id, peer.me.id} | {p.id for p in host.peers}
+        )
         grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
         assert grown_kib < 200_000, f"memory grew by {grown_kib} KiB"
     finally:
