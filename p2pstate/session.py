@@ -85,6 +85,10 @@ class Runtime:
         self._wake_pending = False
         self._pending: dict[int, _Pending] = {}
         self._waiters: list[tuple[Callable[[], bool], threading.Event]] = []
+        # Non-blocking sets, per key: the request on its way, and the newest waiting.
+        self._latest_in_flight: dict[str, int] = {}
+        self._latest_by_req: dict[int, str] = {}
+        self._latest_waiting: dict[str, tuple[tuple[Any, ...], ...]] = {}
         self._events: deque[Event] = deque()
         self._callbacks: list[Callable[[Event], None]] = []
         self._hosts: dict[str, HostRecord] = {}
@@ -154,8 +158,13 @@ class Runtime:
         self, ops: tuple[tuple[Any, ...], ...], conds: tuple[tuple[Any, ...], ...], *, wait: bool
     ) -> _Pending | None:
         pending = _Pending() if wait else None
+        if not wait and len(ops) == 1 and ops[0][0] == "set" and not conds:
+            self.call(functools.partial(self._set_latest_io, ops[0][1], ops))
+            return None
 
         def submit_io() -> None:
+            # Everything written before this goes first, coalesced or not.
+            self._release_latest_io()
             try:
                 req = self.node.submit(ops, conds, now=time.monotonic())
             except RuntimeError:
@@ -168,6 +177,39 @@ class Runtime:
         self.call(submit_io)
         return pending
 
+    def _set_latest_io(self, key: str, ops: tuple[tuple[Any, ...], ...]) -> None:
+        """A non-blocking set: latest wins. While one write of *key* is on its
+        way, a newer one waits, replacing any older one still waiting, so a
+        game writing its position every frame never piles up a backlog."""
+        if key in self._latest_in_flight:
+            if key in self._latest_waiting:
+                self.stats["coalesced_writes"] += 1
+            self._latest_waiting[key] = ops
+            return
+        self._submit_latest_io(key, ops)
+
+    def _submit_latest_io(self, key: str, ops: tuple[tuple[Any, ...], ...]) -> None:
+        try:
+            req = self.node.submit(ops, (), now=time.monotonic())
+        except RuntimeError:
+            return  # closing
+        self._latest_in_flight[key] = req
+        self._latest_by_req[req] = key
+
+    def _release_latest_io(self) -> None:
+        waiting, self._latest_waiting = self._latest_waiting, {}
+        for key, ops in waiting.items():
+            self._submit_latest_io(key, ops)
+
+    def _latest_done_io(self, req: int) -> None:
+        key = self._latest_by_req.pop(req, None)
+        if key is None or self._latest_in_flight.get(key) != req:
+            return
+        del self._latest_in_flight[key]
+        ops = self._latest_waiting.pop(key, None)
+        if ops is not None:
+            self._submit_latest_io(key, ops)
+
     def wait(self, pending: _Pending, timeout: float) -> Outcome:
         if not pending.done.wait(timeout):
             raise SessionLostError(f"no host answered within {timeout} s")
@@ -177,7 +219,9 @@ class Runtime:
 
     def flush(self, timeout: float) -> bool:
         """Wait until every write of ours has its answer; False on timeout."""
-        return self.wait_for_io(lambda: not self.node.writer.pending, timeout)
+        return self.wait_for_io(
+            lambda: not self.node.writer.pending and not self._latest_waiting, timeout
+        )
 
     def wait_for_io(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Block until *predicate*, checked on the I/O thread after each step, holds."""
@@ -372,6 +416,8 @@ class Runtime:
         for send in node.take_outbox():
             self.transport.send_io(send)
         for outcome in node.take_outcomes():
+            if self._latest_by_req:
+                self._latest_done_io(outcome.req)
             pending = self._pending.pop(outcome.req, None)
             if pending is not None:
                 pending.outcome = outcome

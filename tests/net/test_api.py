@@ -203,6 +203,21 @@ def test_many_non_blocking_writes_then_flush(join: Join) -> None:
     b.flush()
     assert b["k49"] == 19_999
     assert a["k49"] == 19_999 or (_eventually(lambda: a["k49"] == 19_999) is None)
+    assert b.stats.get("coalesced_writes", 0) > 0, "a frame-rate writer must not pile up writes"
+
+
+def test_non_blocking_writes_keep_per_key_order(join: Join) -> None:
+    a, b = join(), join()
+    seen: list[int] = []
+    a.on_change(lambda e: seen.append(e.value) if isinstance(e, p2pstate.KeyChanged) else None)
+    for i in range(2000):
+        b.set("pos", i, wait=False)
+    b["pos"] = -1  # a blocking write after them wins
+    assert a["pos"] == -1 or (_eventually(lambda: a["pos"] == -1) is None)
+    _eventually(lambda: bool(seen) and seen[-1] == -1)
+    values = seen[:-1]
+    assert values == sorted(values), "a key's writes were applied out of order"
+    assert values[-1] == 1999, "the newest non-blocking value must not be dropped"
 
 
 def test_copies_started_together_make_one_session_and_lose_nothing() -> None:
