@@ -29,6 +29,9 @@ class Options:
     max_value_size: int = 64 * 1024
     #: Largest frame accepted from the network (zmq MAXMSGSIZE).
     max_frame_size: int = 16 * 1024 * 1024
+    #: Keep events for ``poll()``. Turn off when events are taken only through
+    #: ``on_change`` or ``p2pstate.pygame``, so nothing piles up unread.
+    poll_events: bool = True
     #: Events kept for ``poll()``; older ones are dropped (and counted) past this.
     max_pending_events: int = 100_000
     #: Changes kept so a peer that reconnects can catch up without a snapshot.

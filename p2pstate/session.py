@@ -90,6 +90,7 @@ class Runtime:
         self._latest_by_req: dict[int, str] = {}
         self._latest_waiting: dict[str, tuple[tuple[Any, ...], ...]] = {}
         self._events: deque[Event] = deque()
+        self.poll_events = options.poll_events
         self._callbacks: list[Callable[[Event], None]] = []
         self._hosts: dict[str, HostRecord] = {}
         self._hosts_lock = threading.Lock()
@@ -441,6 +442,8 @@ class Runtime:
                 callback(event)
             except Exception:
                 log.exception("an on_change callback raised; the session goes on")
+        if not self.poll_events:
+            return
         if len(self._events) >= self.options.max_pending_events:
             self._events.popleft()
             self.stats["events_dropped"] += 1

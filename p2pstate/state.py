@@ -217,8 +217,23 @@ class SharedState(MutableMapping[str, Any]):
         return self._rt.on_change(callback)
 
     def poll(self) -> list[Event]:
-        """Every event since the last call, oldest first. Never blocks."""
+        """Every event since the last call, oldest first. Never blocks.
+
+        Events are kept for it while ``poll_events`` is true (the default)."""
         return self._rt.poll()
+
+    @property
+    def poll_events(self) -> bool:
+        """Whether events are kept for :meth:`poll`. Set it false when you take
+        events only through ``on_change`` or ``p2pstate.pygame``; that also
+        empties what was kept."""
+        return self._rt.poll_events
+
+    @poll_events.setter
+    def poll_events(self, keep: bool) -> None:
+        self._rt.poll_events = bool(keep)
+        if not keep:
+            self._rt.poll()
 
     # ------------------------------------------------------------ session
 

@@ -247,3 +247,17 @@ def test_copies_started_together_make_one_session_and_lose_nothing() -> None:
         finally:
             for s in states.values():
                 s.close()
+
+
+def test_poll_events_off_keeps_nothing_for_poll(join: Join) -> None:
+    s = join(poll_events=False, max_pending_events=10)
+    seen: list[p2pstate.Event] = []
+    s.on_change(seen.append)
+    for i in range(50):
+        s["k"] = i
+    assert len([e for e in seen if isinstance(e, p2pstate.KeyChanged)]) == 50
+    assert s.poll() == []
+    assert s.stats.get("events_dropped", 0) == 0
+    s.poll_events = True
+    s["k"] = "kept"
+    assert p2pstate.KeyChanged(key="k", value="kept", version=s.version("k")) in s.poll()
