@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from .codec import MAX_KEY_BYTES, decode, encode
+from .codec import MAX_KEY_BYTES, decode, encode, normalize
 from .errors import ProtocolError
 
 __all__ = [
@@ -70,14 +70,21 @@ def _bool(v: Any) -> bool:
     return v
 
 
+def _value(v: Any) -> Any:
+    """A value as the state may hold it: what msgpack decodes but the codec
+    cannot store (ext types, timestamps, maps with bytes keys) is refused
+    here, so no handler ever meets it (hashing it would raise)."""
+    try:
+        return normalize(v)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"bad value: {exc}") from None
+
+
 def _dict(v: Any) -> dict[str, Any]:
     if not isinstance(v, dict):
         raise ProtocolError(f"expected map, got {type(v).__name__}")
-    return v
-
-
-def _any(v: Any) -> Any:
-    return v
+    out: dict[str, Any] = _value(v)
+    return out
 
 
 def _key(v: Any) -> str:
@@ -139,7 +146,7 @@ def _op(v: Any) -> tuple[Any, ...]:
         raise ProtocolError("op must be a non-empty array")
     kind = v[0]
     if kind == "set" and len(v) == 3:
-        return ("set", _key(v[1]), v[2])
+        return ("set", _key(v[1]), _value(v[2]))
     if kind == "del" and len(v) == 2:
         return ("del", _key(v[1]))
     if kind == "join" and len(v) == 2:
@@ -203,7 +210,7 @@ class Change:
 
     @classmethod
     def from_wire(cls, v: Any) -> Change:
-        t = _tuple(_nat, _nat, _str, _str, _nat, _nat, _str, _any, _list(_op))(v)
+        t = _tuple(_nat, _nat, _str, _str, _nat, _nat, _str, _value, _list(_op))(v)
         return cls(
             seq=t[0],
             epoch=t[1],
@@ -253,7 +260,7 @@ class Snapshot:
 
     @classmethod
     def from_wire(cls, v: Any) -> Snapshot:
-        result = _tuple(_nat, _str, _any, _nat)
+        result = _tuple(_nat, _str, _value, _nat)
         t = _tuple(
             _str,
             _nat,
@@ -261,7 +268,7 @@ class Snapshot:
             _str,
             _str,
             _nat,
-            _list(_tuple(_key, _any, _nat)),
+            _list(_tuple(_key, _value, _nat)),
             _list(Member.from_wire),
             _list(_tuple(_str, _nat, _nat, _list(result))),
             _list(_tuple(_nat, _nat, _str)),
@@ -328,12 +335,18 @@ class Welcome(Message):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Redirect(Message):
-    """I am not (or no longer) the host: go to this one."""
+    """I am not (or no longer) the host: go to this one.
+
+    A host that names itself (``host_id == sender``) is announcing that it
+    hosts: after a takeover, or to another host it met. ``players`` is then its
+    rank's first term, the number of synced members it serves (itself too).
+    """
 
     TYPE: ClassVar[int] = 3
     host_id: str
     endpoints: tuple[str, ...]
     reason: str
+    players: int = 0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -426,9 +439,9 @@ _SPECS: dict[type[Message], tuple[Callable[[Any], Any], ...]] = {
         lambda v: None if v is None else Snapshot.from_wire(v),
         _list(Change.from_wire),
     ),
-    Redirect: (_str, _list(_str), _str),
+    Redirect: (_str, _list(_str), _str, _nat),
     Write: (_nat, _nat, _list(_op), _list(_cond)),
-    Result: (_nat, _str, _any, _nat),
+    Result: (_nat, _str, _value, _nat),
     ChangeMsg: (Change.from_wire, _bool),
     Ack: (_nat,),
     Heartbeat: (_nat,),

@@ -13,27 +13,19 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import hash_value
 from .core.config import Config
 from .core.node import Node, Role
 from .core.writer import Outcome
+from .errors import ProtocolError
 from .events import Event
 from .messages import ChangeMsg, Message, from_frame, to_frame
 
 __all__ = ["Counter", "SimNetwork"]
 
 _MAX_FRAME = 16 * 1024 * 1024
-
-
-@dataclass(order=True)
-class _Delivery:
-    at: float
-    order: int
-    to: str = field(compare=False)
-    frame: bytes = field(compare=False)
 
 
 class SimNetwork:
@@ -65,16 +57,22 @@ class SimNetwork:
         self.on_outcome: dict[str, Callable[[Outcome], None]] = {}
         #: Every node that hosted at each epoch (recorded whenever a node acts).
         self.hosts_by_epoch: dict[int, set[str]] = {}
+        #: The same per (session id, epoch): a node that found no host to join
+        #: starts a session of its own, at epoch 1 too, until the two merge.
+        self.hosts_by_term: dict[tuple[str, int], set[str]] = {}
         #: The events each node reported, in order (``Node.take_events``).
         self.events: dict[str, list[Event]] = {}
         self._seen: dict[str, tuple[Role, int]] = {}
-        self._queue: list[_Delivery] = []
+        # (at, order, to, frame, from)
+        self._queue: list[tuple[float, int, str, bytes, str]] = []
         self._order = 0
         self._link_free: dict[tuple[str, str], float] = {}
         self._next_tick = 0.0
         self._next_discovery = 0.0
         self._join_started: dict[str, float] = {}
         self.partitioned_ever = False
+        #: Frames that failed to decode and were dropped.
+        self.bad_frames = 0
 
     # ------------------------------------------------------------ population
 
@@ -103,10 +101,16 @@ class SimNetwork:
         self._flush(node)
         return node
 
-    def crash(self, node_id: str) -> None:
-        """kill -9: the node stops; what it had in flight still arrives."""
+    def crash(self, node_id: str, *, lose_in_flight: bool = False) -> None:
+        """kill -9: the node stops; what it had in flight still arrives, unless
+        *lose_in_flight* (the machine lost power, or its cable went with it)."""
         self.alive.discard(node_id)
-        self._log(node_id, "crashes")
+        if lose_in_flight:
+            self._queue = [d for d in self._queue if d[4] != node_id]
+            heapq.heapify(self._queue)
+        self._log(
+            node_id, "crashes" + (" and loses what it had in flight" if lose_in_flight else "")
+        )
 
     def leave(self, node_id: str) -> None:
         node = self.nodes[node_id]
@@ -128,6 +132,12 @@ class SimNetwork:
         for nid in self.nodes:
             self.group[nid] = 0
         self._log("-", "heal")
+
+    def send_raw(self, to: str, frame: bytes, *, delay: float = 0.001) -> None:
+        """Deliver arbitrary bytes to node *to*, as a stranger (or a buggy
+        peer) could: the node sees them only if they decode."""
+        self._order += 1
+        heapq.heappush(self._queue, (self.now + delay, self._order, to, frame, ""))
 
     def set_delay(self, min_delay: float, max_delay: float) -> None:
         """Change the range of one-way message delays from now on."""
@@ -163,14 +173,20 @@ class SimNetwork:
 
     def _step(self, end: float) -> None:
         nxt = min(self._next_tick, self._next_discovery, end)
-        if self._queue and self._queue[0].at <= nxt:
-            d = heapq.heappop(self._queue)
-            self.now = max(self.now, d.at)
-            if d.to in self.alive:
-                node = self.nodes[d.to]
-                msg = from_frame(d.frame, max_size=_MAX_FRAME)
+        if self._queue and self._queue[0][0] <= nxt:
+            at, _, to, frame, _ = heapq.heappop(self._queue)
+            self.now = max(self.now, at)
+            if to in self.alive:
+                node = self.nodes[to]
+                try:
+                    msg = from_frame(frame, max_size=_MAX_FRAME)
+                except ProtocolError as exc:
+                    # what an adapter does: drop the frame, count it, go on
+                    self.bad_frames += 1
+                    self._log(to, f"drops a bad frame: {exc}")
+                    return
                 if self.trace_messages:
-                    self._log(d.to, f"<- {msg.sender[:6]} {_describe(msg)}")
+                    self._log(to, f"<- {msg.sender[:6]} {_describe(msg)}")
                 node.receive(msg, self.now)
                 self._flush(node)
             return
@@ -185,32 +201,44 @@ class SimNetwork:
                 node.tick(self.now)
                 self._flush(node)
 
+    def flush(self, node: Node) -> None:
+        """Send what *node* queued: for a test that called one of its methods
+        directly (the simulator flushes after everything it does itself)."""
+        self._flush(node)
+
     def _flush(self, node: Node) -> None:
         nid = node.me.id
         seen = (node.role, node.epoch)
         if self._seen.get(nid) != seen:
             self._seen[nid] = seen
             self._log(nid, f"is {node.role.name} at epoch {node.epoch} seq {node.replica.seq}")
-        if node.role is Role.HOST and nid in self.alive:
-            self.hosts_by_epoch.setdefault(node.epoch, set()).add(nid)
-        for send in node.take_outbox():
-            if nid not in self.alive or send.to not in self.nodes:
-                continue
-            if self.group[nid] != self.group[send.to]:
-                continue  # the cable is cut: lost
-            delay = self.rng.uniform(self.min_delay, self.max_delay)
-            link = (nid, send.to)
-            at = max(self.now + delay, self._link_free.get(link, 0.0))
-            self._link_free[link] = at
-            self._order += 1
-            heapq.heappush(self._queue, _Delivery(at, self._order, send.to, to_frame(send.msg)))
-        for outcome in node.take_outcomes():
-            callback = self.on_outcome.pop(f"{nid}/{outcome.req}", None)
-            if callback is not None:
-                callback(outcome)
-        events = node.take_events()
-        if nid in self.alive:
-            self.events[nid].extend(events)
+            if node.role is Role.HOST and nid in self.alive:
+                self.hosts_by_epoch.setdefault(node.epoch, set()).add(nid)
+                term = (node.replica.session_id, node.epoch)
+                self.hosts_by_term.setdefault(term, set()).add(nid)
+        if node.outbox:
+            alive = nid in self.alive
+            for send in node.take_outbox():
+                if not alive or send.to not in self.nodes:
+                    continue
+                if self.group[nid] != self.group[send.to]:
+                    continue  # the cable is cut: lost
+                delay = self.rng.uniform(self.min_delay, self.max_delay)
+                link = (nid, send.to)
+                at = max(self.now + delay, self._link_free.get(link, 0.0))
+                self._link_free[link] = at
+                self._order += 1
+                entry = (at, self._order, send.to, to_frame(send.msg), nid)
+                heapq.heappush(self._queue, entry)
+        if node.outcomes:
+            for outcome in node.take_outcomes():
+                callback = self.on_outcome.pop(f"{nid}/{outcome.req}", None)
+                if callback is not None:
+                    callback(outcome)
+        if node.events:
+            events = node.take_events()
+            if nid in self.alive:
+                self.events[nid].extend(events)
 
     def _visible_hosts(self, node_id: str) -> list[Node]:
         return [

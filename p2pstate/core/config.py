@@ -18,6 +18,8 @@ class Config:
     peer_timeout: float = 0.5
     #: How often a joining peer repeats its hello.
     hello_retry: float = 0.1
+    #: A write unanswered this long is sent again (the host drops duplicates).
+    write_retry: float = 0.3
     #: How long a leaving node waits for its goodbye to be confirmed.
     leave_timeout: float = 1.0
     #: Largest encoded value accepted in a write.
@@ -31,6 +33,7 @@ class Config:
             "host_timeout",
             "peer_timeout",
             "hello_retry",
+            "write_retry",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

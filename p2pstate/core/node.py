@@ -24,13 +24,24 @@ The protocol (see the README's design section for why):
   peer names its last change and gets the changes after it when that change
   is in the host's history, else a snapshot (log matching, as in Raft).
 * Writes carry (writer, request number); the replicated table of results makes
-  a resent request return its first result instead of applying twice.
+  a resent request return its first result instead of applying twice. A
+  writer's requests apply in its own order: one that arrives after a lost
+  one waits for the writer to send again from the lost one.
+* Links may drop messages and come back within the timeouts, so nothing
+  waits on one message: a writer resends what is unanswered after
+  ``write_retry``; the successor's heartbeat names the last change it holds
+  and counts as an acknowledgement; a peer that sees a gap says hello again.
+* Two hosts of one session (a split that heals, two that started at once)
+  announce themselves to each other with their rank (players served, then
+  epoch, then the lower id); the lower steps down and its peers follow the
+  higher. Every acknowledged write the loser's side had that the winner's
+  history lacks is reported to its writer (``WritesRolledBack``).
 """
 
 from __future__ import annotations
 
 import enum
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +88,17 @@ class Send:
     msg: Message
 
 
+@dataclass(frozen=True, slots=True)
+class _Acked:
+    """One of our writes the host acknowledged, and the change that holds it."""
+
+    req: int
+    seq: int
+    epoch: int
+    origin: str
+    keys: tuple[str, ...]
+
+
 @dataclass(slots=True)
 class _Conn:
     """The host's view of one member's connection."""
@@ -116,6 +138,10 @@ class Node:
         self._suspects: set[str] = set()
         self._failing_over = False
         self._leave_deadline = 0.0
+        self._sent_at: dict[int, float] = {}  # request -> when last sent to a host
+        self._write_keys: dict[int, tuple[str, ...]] = {}  # request -> keys it writes
+        # our acknowledged writes, where they sit in the history
+        self._acked: deque[_Acked] = deque(maxlen=self.config.log_keep)
         # host side
         self._conns: dict[str, _Conn] = {}
         self._awaiting: dict[int, tuple[str, int]] = {}  # seq -> (writer, req) to answer
@@ -165,10 +191,13 @@ class Node:
         if self.role in (Role.LEAVING, Role.CLOSED):
             raise RuntimeError(f"can't write in role {self.role.name}")
         request = self.writer.new(ops, conds)
+        self._write_keys[request.req] = tuple(
+            op[1] for op in ops if op and op[0] in ("set", "del") and isinstance(op[1], str)
+        )
         if self.role is Role.HOST:
-            self._order(self.me.id, request.req, self.writer.acked_upto, ops, conds, now)
+            self._order(self.me.id, request.req, self.writer.acked_upto, ops, conds)
         elif self.role is Role.PEER and self._target is not None:
-            self._send_write(request.req, ops, conds)
+            self._send_write(request.req, ops, conds, now)
         # otherwise it is sent once a host welcomes us
         return request.req
 
@@ -193,12 +222,17 @@ class Node:
     def observe_host(
         self, host_id: str, endpoints: tuple[str, ...], epoch: int, now: float
     ) -> None:
-        """Discovery saw a host of this session. Two hosts settle on one: the
-        higher epoch wins, and on a tie the lower node id."""
+        """Discovery saw another host of this session (two halves of a split
+        session, or two nodes that started hosting at once).
+
+        We announce ourselves to it with our rank; the two settle on one by
+        :meth:`rank` (more players, then the higher epoch, then the lower node
+        id), and the lower steps down. Ranks travel in messages rather than in
+        the advertisement, so both sides compare fresh numbers; ``epoch`` (what
+        discovery advertised) is not needed for the decision."""
         if self.role is not Role.HOST or host_id == self.me.id:
             return
-        if (epoch, _neg(host_id)) > (self.epoch, _neg(self.me.id)):
-            self._step_down(Member(id=host_id, name="", endpoints=endpoints), now)
+        self.outbox.append(Send(host_id, endpoints, self._announce("host")))
 
     def tick(self, now: float) -> None:
         """Run timers: heartbeats, liveness, hello retries, leave deadline."""
@@ -216,12 +250,14 @@ class Node:
         elif self.role is Role.PEER and self._target is not None:
             if now - self._heard > cfg.host_timeout:
                 self._host_lost(self._target.id, now)
-            elif now - self._beat_at >= cfg.heartbeat_interval:
+                return
+            if now - self._beat_at >= cfg.heartbeat_interval:
                 self._beat_at = now
                 self._send(
                     self._target,
                     Heartbeat(sender=self.me.id, epoch=self.epoch, seq=self.replica.seq),
                 )
+            self._resend_unanswered(now)
         elif self.role is Role.JOINING and self._target is not None:
             # A node that holds a session gives up on a silent host and moves
             # along the succession; a first join is the adapter's to time out.
@@ -254,6 +290,14 @@ class Node:
     def host_id(self) -> str:
         return self.replica.host_id
 
+    def rank(self) -> tuple[int, int, tuple[int, ...]]:
+        """Host only: how two hosts of one session settle on one. The host that
+        serves more synced players wins (so an isolated peer that took over
+        alone gives way to the rest of the session, not the reverse); on a tie
+        the higher epoch, then the lower node id."""
+        players = 1 + sum(1 for conn in self._conns.values() if conn.synced)
+        return (players, self.epoch, _neg(self.me.id))
+
     @property
     def target_id(self) -> str | None:
         """The host this node follows or is joining (None when it hosts)."""
@@ -285,7 +329,6 @@ class Node:
         acked_upto: int,
         ops: tuple[tuple[Any, ...], ...],
         conds: tuple[tuple[Any, ...], ...],
-        now: float,
     ) -> None:
         """Decide one write and make it the next change."""
         record = self.replica.dedupe.get(writer)
@@ -384,12 +427,8 @@ class Node:
 
     def _answer(self, writer: str, req: int, status: str, detail: Any, seq: int) -> None:
         if writer == self.me.id:
-            self.outcomes.extend(
-                self.writer.result(
-                    Outcome(req=req, status=status, detail=detail, seq=seq),
-                    self.replica.seq,
-                )
-            )
+            outcome = Outcome(req=req, status=status, detail=detail, seq=seq)
+            self._deliver(self.writer.result(outcome, self.replica.seq))
         elif writer in self._conns:
             msg = Result(
                 sender=self.me.id,
@@ -436,7 +475,8 @@ class Node:
 
     def _remove_member(self, peer_id: str, reason: str, now: float) -> None:
         self._conns.pop(peer_id, None)
-        if self.replica.member(peer_id) is not None:
+        member = self.replica.member(peer_id)
+        if member is not None:
             change = Change(
                 seq=self.replica.seq + 1,
                 epoch=self.epoch,
@@ -444,6 +484,13 @@ class Node:
                 ops=(("leave", peer_id, reason),),
             )
             self._apply(change)
+            if reason == "timeout" and member.endpoints:
+                # It may only have been silent for a while: tell it, so that
+                # it says hello again at once rather than after host_timeout
+                # (we will not know where it is once it is no member).
+                self.outbox.append(
+                    Send(peer_id, member.endpoints, Gone(sender=self.me.id, epoch=self.epoch))
+                )
         self._update_successor()
 
     def _close_host_side(self) -> None:
@@ -454,8 +501,16 @@ class Node:
     def _take_over(self, reason: str, now: float) -> None:
         """Become host at a new epoch, after the host died or handed over."""
         old = self.replica.host_id
+        if old == self.me.id:
+            # Our own history: we hosted it, stepped down to another host and
+            # lost that one before it welcomed us. There is no old host to drop.
+            old = ""
         old_endpoints = self._endpoints_of(old) if old else ()
-        gone = [m.id for m in self.replica.members if m.id == old or m.id in self._suspects]
+        gone = [
+            m.id
+            for m in self.replica.members
+            if m.id != self.me.id and (m.id == old or m.id in self._suspects)
+        ]
         self.role, self.ready = Role.HOST, True
         self.epoch = max(self.epoch, self.replica.epoch) + 1
         self._target, self._failing_over = None, False
@@ -480,13 +535,7 @@ class Node:
         )
         # Tell everyone at once rather than let each find out by timeout; the old
         # host too, which steps down if it is in fact alive.
-        notice = Redirect(
-            sender=self.me.id,
-            epoch=self.epoch,
-            host_id=self.me.id,
-            endpoints=self.me.endpoints,
-            reason=reason,
-        )
+        notice = self._announce(reason)
         for m in self.replica.members:
             if m.id != self.me.id:
                 self._send(m, notice)
@@ -495,14 +544,7 @@ class Node:
         self._suspects.clear()
         self._beat_at = now
         for request in self.writer.unacked():
-            self._order(
-                self.me.id,
-                request.req,
-                self.writer.acked_upto,
-                request.ops,
-                request.conds,
-                now,
-            )
+            self._order(self.me.id, request.req, self.writer.acked_upto, request.ops, request.conds)
         self._release_durable()
 
     def _step_down(self, winner: Member, now: float) -> None:
@@ -576,7 +618,7 @@ class Node:
         if msg.epoch != self.epoch:
             self._drop("write from another epoch")
             return
-        self._order(msg.sender, msg.req, msg.acked_upto, msg.ops, msg.conds, now)
+        self._order(msg.sender, msg.req, msg.acked_upto, msg.ops, msg.conds)
 
     def _host_ack(self, msg: Ack, now: float) -> None:
         if self._member_conn(msg, now) is not None:
@@ -600,14 +642,29 @@ class Node:
         self._remove_member(msg.sender, "left", now)
 
     def _host_redirect(self, msg: Redirect, now: float) -> None:
-        # A newer host exists (it took over while we were cut off), or a host
-        # of equal epoch that outranks us: either way we follow it.
-        if msg.host_id == self.me.id:
+        """Another host announces itself: it took over while we were cut off,
+        or discovery made us meet. The lower rank steps down; the higher one
+        answers once, so that the other learns it is outranked."""
+        if msg.host_id != msg.sender:
+            self._drop("redirect to a third node, sent to a host")
             return
-        if (msg.epoch, _neg(msg.host_id)) > (self.epoch, _neg(self.me.id)):
+        theirs = (msg.players, msg.epoch, _neg(msg.host_id))
+        if theirs > self.rank():
             self._step_down(Member(id=msg.host_id, name="", endpoints=msg.endpoints), now)
-        else:
-            self._drop("redirect from a lower epoch")
+        elif msg.reason != "outranked":
+            self.outbox.append(Send(msg.sender, msg.endpoints, self._announce("outranked")))
+
+    def _announce(self, reason: str) -> Redirect:
+        """A host's notice that it hosts, with its rank."""
+        players, epoch, _ = self.rank()
+        return Redirect(
+            sender=self.me.id,
+            epoch=epoch,
+            host_id=self.me.id,
+            endpoints=self.me.endpoints,
+            reason=reason,
+            players=players,
+        )
 
     def _member_conn(self, msg: Message, now: float) -> _Conn | None:
         conn = self._conns.get(msg.sender)
@@ -672,7 +729,7 @@ class Node:
         every member ahead of us in succession is lost too."""
         if msg.prev_host is None or msg.prev_host != self.replica.host_id:
             return False
-        if msg.epoch != self.replica.epoch and msg.epoch != self.epoch:
+        if msg.epoch not in (self.replica.epoch, self.epoch):
             return False
         if self.role is Role.PEER and now - self._heard < 2 * self.config.heartbeat_interval:
             return False  # our host is alive: their link is the problem
@@ -734,7 +791,7 @@ class Node:
             return
         self._heard = now
         outcome = Outcome(req=msg.req, status=msg.status, detail=msg.detail, seq=msg.seq)
-        self.outcomes.extend(self.writer.result(outcome, self.replica.seq))
+        self._deliver(self.writer.result(outcome, self.replica.seq))
 
     def _peer_heartbeat(self, msg: Heartbeat, now: float) -> None:
         if not self._from_target(msg):
@@ -745,6 +802,11 @@ class Node:
             self._follow(self._target or self.me, now)
 
     def _peer_redirect(self, msg: Redirect, now: float) -> None:
+        if msg.reason in ("host", "outranked"):
+            # one host to another (discovery's view of who hosts may be stale):
+            # a peer follows its own host, which settles with the other
+            self._drop("host announcement sent to a peer")
+            return
         from_host = self._target is not None and msg.sender == self._target.id
         if not (from_host and msg.epoch >= self.epoch) and msg.epoch <= self.epoch:
             self._drop("redirect from a lower epoch")
@@ -770,6 +832,9 @@ class Node:
             return
         report = self.ready  # the first snapshot is the starting state, not news
         if msg.snapshot is not None:
+            # A result held for a change we had not applied yet names a seq of
+            # the history we leave; it says nothing of this one. Ask again.
+            self.writer.held.clear()
             rolled = self._rolled_back(msg.snapshot.terms, msg.snapshot.seq)
             self.replica.load(msg.snapshot, events=self.events if report else None)
             if rolled:
@@ -787,26 +852,34 @@ class Node:
         self._release_own()
         for request in self.writer.unacked():
             if request.req not in self.writer.held:
-                self._send_write(request.req, request.ops, request.conds)
+                self._send_write(request.req, request.ops, request.conds, now)
+
+    def _deliver(self, outcomes: list[Outcome]) -> None:
+        """Hand our writes' outcomes to the user, and remember where each
+        acknowledged one sits in the history (its change is applied here by
+        now), so that a merge that undoes it can say so."""
+        for o in outcomes:
+            keys = self._write_keys.pop(o.req, ())
+            term = self.replica.term_of(o.seq) if o.status == "ok" and keys else None
+            if term is not None:
+                self._acked.append(_Acked(o.req, o.seq, term[0], term[1], keys))
+        self.outcomes.extend(outcomes)
 
     def _rolled_back(
         self, terms: tuple[tuple[int, int, str], ...], last_seq: int
     ) -> tuple[RolledBackWrite, ...]:
-        """Our own acknowledged writes that the incoming snapshot does not hold."""
-        out = []
-        for c in self.replica.log:
-            if c.writer != self.me.id or c.status != "ok" or not c.ops:
-                continue
-            if c.req > self.writer.acked_upto and c.req not in self.writer.done_reqs:
-                continue  # never acknowledged: it will simply be sent again
-            if not history_contains(terms, last_seq, c.seq, c.epoch, c.origin):
-                out.append(
-                    RolledBackWrite(
-                        writer=c.writer,
-                        request=c.req,
-                        keys=tuple(op[1] for op in c.ops),
-                    )
-                )
+        """Our own acknowledged writes that the incoming snapshot does not hold.
+
+        Taken from the acknowledgements we kept rather than from the log: the
+        log starts afresh at every snapshot, and a write acknowledged before
+        an earlier snapshot is just as lost."""
+        out, kept = [], []
+        for a in self._acked:
+            if history_contains(terms, last_seq, a.seq, a.epoch, a.origin):
+                kept.append(a)
+            else:
+                out.append(RolledBackWrite(writer=self.me.id, request=a.req, keys=a.keys))
+        self._acked = deque(kept, maxlen=self.config.log_keep)
         return tuple(out)
 
     def _leaving_gone(self, msg: Gone, now: float) -> None:
@@ -821,15 +894,32 @@ class Node:
 
     def _release_own(self) -> None:
         if self.writer.held:
-            self.outcomes.extend(self.writer.release(self.replica.seq))
+            self._deliver(self.writer.release(self.replica.seq))
+
+    def _resend_unanswered(self, now: float) -> None:
+        """A write or its result can be lost (a link that drops and comes back
+        within the timeouts): resend every request still unanswered after
+        ``write_retry``, in order. The host's dedupe table makes it safe."""
+        for req in [r for r in self._sent_at if r not in self.writer.pending]:
+            del self._sent_at[req]
+        waiting = [r for r in self.writer.unacked() if r.req not in self.writer.held]
+        if not waiting:
+            return
+        if now - min(self._sent_at.get(r.req, now) for r in waiting) < self.config.write_retry:
+            return
+        self.stats["writes_resent"] += 1
+        for r in waiting:
+            self._send_write(r.req, r.ops, r.conds, now)
 
     def _send_write(
         self,
         req: int,
         ops: tuple[tuple[Any, ...], ...],
         conds: tuple[tuple[Any, ...], ...],
+        now: float,
     ) -> None:
         assert self._target is not None
+        self._sent_at[req] = now
         msg = Write(
             sender=self.me.id,
             epoch=self.epoch,

@@ -131,6 +131,18 @@ class Replica:
             return None
         return list(self.log)[seq - first + 1 :]
 
+    def term_of(self, seq: int) -> tuple[int, str] | None:
+        """The term (epoch, origin) that made change *seq* of this history, if
+        the bounded list of terms still reaches back that far."""
+        if not 0 < seq <= self.seq or not self.terms or self.terms[0][0] > seq:
+            return None
+        term = None
+        for first, epoch, origin in self.terms:
+            if first > seq:
+                break
+            term = (epoch, origin)
+        return term
+
     def in_history(self, seq: int, epoch: int, origin: str) -> bool:
         return history_contains(self.terms, self.seq, seq, epoch, origin)
 
