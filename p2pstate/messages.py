@@ -331,6 +331,12 @@ class Welcome(Message):
     host_id: str
     snapshot: Snapshot | None
     changes: tuple[Change, ...]
+    # The resume point of the Hello this answers: ``changes`` follow it. A
+    # joiner whose state is no longer there (an old Hello, held by TCP during
+    # a split, answered late) must not take them.
+    resume_seq: int = 0
+    resume_epoch: int = 0
+    resume_origin: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -438,6 +444,9 @@ _SPECS: dict[type[Message], tuple[Callable[[Any], Any], ...]] = {
         _str,
         lambda v: None if v is None else Snapshot.from_wire(v),
         _list(Change.from_wire),
+        _nat,
+        _nat,
+        _str,
     ),
     Redirect: (_str, _list(_str), _str, _nat),
     Write: (_nat, _nat, _list(_op), _list(_cond)),

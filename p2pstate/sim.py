@@ -67,6 +67,10 @@ class SimNetwork:
         self._queue: list[tuple[float, int, str, bytes, str]] = []
         self._order = 0
         self._link_free: dict[tuple[str, str], float] = {}
+        self._hold = False
+        self._held: dict[tuple[str, str], list[bytes]] = {}
+        #: When the last message held across a healed cut is delivered.
+        self.held_until = 0.0
         self._next_tick = 0.0
         self._next_discovery = 0.0
         self._join_started: dict[str, float] = {}
@@ -118,9 +122,15 @@ class SimNetwork:
         self._log(node_id, f"leaves ({node.role.name})")
         self._flush(node)
 
-    def partition(self, *groups: set[str]) -> None:
-        """Cut the network into groups; nodes not named are in group 0."""
+    def partition(self, *groups: set[str], hold: bool = False) -> None:
+        """Cut the network into groups; nodes not named are in group 0.
+
+        What crosses a cut is lost, or with ``hold`` kept and delivered in
+        order after the heal, each link after its own delay, as TCP's
+        retransmissions and zmq's reconnection backoff deliver it: stale news
+        arriving late, in an order no sender chose."""
         self.partitioned_ever = True
+        self._hold = hold
         for nid in self.nodes:
             self.group[nid] = 0
         for i, g in enumerate(groups, start=1):
@@ -131,7 +141,16 @@ class SimNetwork:
     def heal(self) -> None:
         for nid in self.nodes:
             self.group[nid] = 0
-        self._log("-", "heal")
+        held, self._held = self._held, {}
+        for link, frames in sorted(held.items()):
+            at = max(self.now, self._link_free.get(link, 0.0)) + self.rng.uniform(0.0, 1.0)
+            for frame in frames:
+                at += self.rng.uniform(self.min_delay, self.max_delay)
+                self._order += 1
+                heapq.heappush(self._queue, (at, self._order, link[1], frame, link[0]))
+            self._link_free[link] = at
+            self.held_until = max(self.held_until, at)
+        self._log("-", f"heal ({sum(len(f) for f in held.values())} held messages follow)")
 
     def send_raw(self, to: str, frame: bytes, *, delay: float = 0.001) -> None:
         """Deliver arbitrary bytes to node *to*, as a stranger (or a buggy
@@ -222,6 +241,8 @@ class SimNetwork:
                 if not alive or send.to not in self.nodes:
                     continue
                 if self.group[nid] != self.group[send.to]:
+                    if self._hold:  # the cable is cut: kept for after the heal
+                        self._held.setdefault((nid, send.to), []).append(to_frame(send.msg))
                     continue  # the cable is cut: lost
                 delay = self.rng.uniform(self.min_delay, self.max_delay)
                 link = (nid, send.to)

@@ -605,6 +605,9 @@ class Node:
             host_id=self.me.id,
             snapshot=self.replica.snapshot() if changes is None else None,
             changes=tuple(changes or ()),
+            resume_seq=msg.resume_seq,
+            resume_epoch=msg.resume_epoch,
+            resume_origin=msg.resume_origin,
         )
         self.stats["welcome_snapshot" if changes is None else "welcome_catchup"] += 1
         self._send_id(msg.sender, welcome)
@@ -729,6 +732,10 @@ class Node:
         every member ahead of us in succession is lost too."""
         if msg.prev_host is None or msg.prev_host != self.replica.host_id:
             return False
+        if self.role is Role.JOINING and not self._failing_over:
+            # We were sent to a new host (a merge): a Hello about the host we
+            # had before is stale news, held by TCP during a split.
+            return False
         if msg.epoch not in (self.replica.epoch, self.epoch):
             return False
         if self.role is Role.PEER and now - self._heard < 2 * self.config.heartbeat_interval:
@@ -829,6 +836,13 @@ class Node:
     def _joining_welcome(self, msg: Welcome, now: float) -> None:
         if self._target is None or msg.sender != self._target.id:
             self._drop("welcome from a node we did not ask")
+            return
+        r = self.replica
+        resume = (msg.resume_seq, msg.resume_epoch, msg.resume_origin)
+        if msg.snapshot is None and resume != (r.seq, r.last_epoch, r.last_origin):
+            # It answers an older Hello of ours: its changes follow a state we
+            # no longer hold. The answer to our latest Hello is on its way.
+            self._drop("welcome for an older resume point")
             return
         report = self.ready  # the first snapshot is the starting state, not news
         if msg.snapshot is not None:

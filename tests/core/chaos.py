@@ -349,8 +349,12 @@ class _Schedule:
             if len(nodes) - cut >= 2 and rng.random() < 0.25:  # three ways
                 cut2 = rng.randint(cut + 1, len(nodes) - 1)
                 groups.append({n.me.id for n in nodes[cut:cut2]})
-            net.partition(*groups)
-            report.faults.append(f"{net.now:.3f} partition {[len(g) for g in groups]}/{len(nodes)}")
+            hold = rng.random() < 0.5  # what crosses the cut arrives after the heal
+            net.partition(*groups, hold=hold)
+            report.faults.append(
+                f"{net.now:.3f} partition {[len(g) for g in groups]}/{len(nodes)}"
+                + (" (held)" if hold else "")
+            )
             return
         if what == "heal":
             net.heal()
@@ -413,7 +417,8 @@ class _Schedule:
 
         def done() -> bool:
             return (
-                all(c.left == 0 for c in report.counters if _writing(net, c.node_id))
+                net.now > net.held_until  # stale news from a healed cut has all arrived
+                and all(c.left == 0 for c in report.counters if _writing(net, c.node_id))
                 and all(p.finished for p in report.pipelines if _writing(net, p.node_id))
                 and net.quiet()
             )
