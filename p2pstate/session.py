@@ -311,13 +311,15 @@ class Runtime:
         self.node.observe_host(record.node_id, record.endpoints, record.epoch, time.monotonic())
 
     def _choose(self) -> HostRecord | None:
-        """Whom a first join asks: the host of the highest epoch; with no host
-        yet, the candidate with the lowest node id (None: that is us)."""
+        """Whom a first join asks: the host that would win a merge; with no
+        host yet, the candidate with the lowest node id (None: that is us)."""
         with self._hosts_lock:
             records = [r for r in self._hosts.values() if r.node_id not in self._tried]
         hosts = [r for r in records if r.epoch > 0]
         if hosts:
-            return max(hosts, key=lambda r: (r.epoch, r.node_id))
+            # The host that would win a merge (as Node.rank): most players,
+            # then the highest epoch, then the lowest node id.
+            return max(hosts, key=lambda r: (_players(r), r.epoch, [-ord(c) for c in r.node_id]))
         lower = [r for r in records if r.node_id < self.node_id]
         return min(lower, key=lambda r: r.node_id, default=None)
 
@@ -495,6 +497,13 @@ class Runtime:
             pending.done.set()
         for _, done in self._waiters:
             done.set()
+
+
+def _players(record: HostRecord) -> int:
+    try:
+        return int(record.properties.get("players", "1"))
+    except ValueError:
+        return 1
 
 
 def _copy(value: Any) -> Any:
