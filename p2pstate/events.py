@@ -11,9 +11,11 @@ __all__ = [
     "HostChanged",
     "KeyChanged",
     "KeyDeleted",
+    "Message",
     "Peer",
     "PeerJoined",
     "PeerLeft",
+    "PeerUpdated",
     "RolledBackWrite",
     "WritesRolledBack",
 ]
@@ -28,6 +30,8 @@ class Peer:
     endpoint: str
     endpoints: tuple[str, ...] = ()
     joined_seq: int = 0
+    #: When it joined, in seconds since the Unix epoch (by its own clock).
+    joined_at: float = 0.0
     is_host: bool = False
     profile: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -57,6 +61,22 @@ class PeerLeft:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PeerUpdated:
+    """A peer changed its profile (``SharedState.set_profile``)."""
+
+    peer: Peer
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    """A message from ``broadcast`` (``to`` is None) or ``send`` (``to`` is our id)."""
+
+    sender: Peer
+    payload: Any
+    to: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class HostChanged:
     old: Peer | None
     new: Peer
@@ -81,4 +101,13 @@ class WritesRolledBack:
     mine: tuple[RolledBackWrite, ...]
 
 
-Event = KeyChanged | KeyDeleted | PeerJoined | PeerLeft | HostChanged | WritesRolledBack
+Event = (
+    KeyChanged
+    | KeyDeleted
+    | PeerJoined
+    | PeerLeft
+    | PeerUpdated
+    | HostChanged
+    | Message
+    | WritesRolledBack
+)

@@ -9,6 +9,7 @@ frame and counts it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -62,6 +63,12 @@ def _nat(v: Any) -> int:
     if n < 0:
         raise ProtocolError("expected a non-negative int")
     return n
+
+
+def _float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+        raise ProtocolError(f"expected a number, got {v!r}")
+    return float(v)
 
 
 def _bool(v: Any) -> bool:
@@ -124,29 +131,67 @@ class Member:
     endpoints: tuple[str, ...]
     joined_seq: int = 0
     profile: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    #: When it joined, in seconds since the Unix epoch, by its own clock.
+    joined_at: float = 0.0
 
     def to_wire(self) -> list[Any]:
-        return [self.id, self.name, list(self.endpoints), self.joined_seq, self.profile]
+        return [
+            self.id,
+            self.name,
+            list(self.endpoints),
+            self.joined_seq,
+            self.profile,
+            self.joined_at,
+        ]
 
     @classmethod
     def from_wire(cls, v: Any) -> Member:
-        t = _tuple(_str, _str, _list(_str), _nat, _dict)(v)
-        return cls(id=t[0], name=t[1], endpoints=t[2], joined_seq=t[3], profile=t[4])
+        t = _tuple(_str, _str, _list(_str), _nat, _profile, _float)(v)
+        return cls(
+            id=t[0], name=t[1], endpoints=t[2], joined_seq=t[3], profile=t[4], joined_at=t[5]
+        )
 
 
 WireMember = Member
 
 
+#: Flags of a "set": the key goes with its owner (ephemeral), only its owner
+#: may change it (owner_only).
+EPHEMERAL, OWNER_ONLY = 1, 2
+_MAX_TTL = 10_000_000.0
+
+
+def _ttl(v: Any) -> float:
+    ttl = _float(v)
+    if not 0 <= ttl <= _MAX_TTL:
+        raise ProtocolError("ttl out of range")
+    return ttl
+
+
+def _profile(v: Any) -> dict[str, Any]:
+    return _dict(v)
+
+
 def _op(v: Any) -> tuple[Any, ...]:
     """One operation of a change. Shapes:
-    ("set", key, value) ("del", key) ("join", member) ("leave", id, reason)
-    ("term", epoch, host_id, old_host_id|None, reason)
+    ("set", key, value) ("set", key, value, flags, ttl) ("del", key)
+    ("msg", to_peer_id or "", payload) ("profile", dict)
+    ("join", member) ("leave", id, reason) ("term", epoch, host_id, old_host_id|None, reason)
     """
     if not isinstance(v, list) or not v:
         raise ProtocolError("op must be a non-empty array")
     kind = v[0]
     if kind == "set" and len(v) == 3:
         return ("set", _key(v[1]), _value(v[2]))
+    if kind == "set" and len(v) == 5:
+        flags = _nat(v[3])
+        if flags > EPHEMERAL | OWNER_ONLY:
+            raise ProtocolError("unknown set flags")
+        return ("set", _key(v[1]), _value(v[2]), flags, _ttl(v[4]))
+    if kind == "msg" and len(v) == 3:
+        return ("msg", _str(v[1]), _value(v[2]))
+    if kind == "profile" and len(v) == 2:
+        return ("profile", _profile(v[1]))
     if kind == "del" and len(v) == 2:
         return ("del", _key(v[1]))
     if kind == "join" and len(v) == 2:
@@ -234,7 +279,8 @@ class Snapshot:
     last_origin: str
     host_id: str
     epoch: int
-    data: tuple[tuple[str, Any, int], ...]
+    # (key, value, version, owner, flags, seconds of ttl left or 0)
+    data: tuple[tuple[str, Any, int, str, int, float], ...]
     members: tuple[Member, ...]
     # writer -> (last request applied, acked_upto, ((req, status, detail), ...))
     dedupe: tuple[tuple[str, int, int, tuple[tuple[int, str, Any, int], ...]], ...]
@@ -268,7 +314,7 @@ class Snapshot:
             _str,
             _str,
             _nat,
-            _list(_tuple(_key, _value, _nat)),
+            _list(_tuple(_key, _value, _nat, _str, _nat, _ttl)),
             _list(Member.from_wire),
             _list(_tuple(_str, _nat, _nat, _list(result))),
             _list(_tuple(_nat, _nat, _str)),
@@ -320,6 +366,7 @@ class Hello(Message):
     resume_origin: str
     prev_host: str | None
     suspects: tuple[str, ...]
+    joined_at: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -438,6 +485,7 @@ _SPECS: dict[type[Message], tuple[Callable[[Any], Any], ...]] = {
         _str,
         _opt_str,
         _list(_str),
+        _float,
     ),
     Welcome: (
         _str,

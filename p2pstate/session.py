@@ -70,6 +70,7 @@ class Runtime:
             endpoints=self.transport.endpoints,
             profile=options.profile,
             config=options.core_config(),
+            joined_at=time.time(),  # shown to others only; the protocol never reads it
         )
         self.discovery = Discovery(self.addresses)
         self.stats: Counter[str] = Counter()

@@ -27,6 +27,7 @@ from .errors import (
     ValueTooLargeError,
 )
 from .events import Event, Peer
+from .messages import EPHEMERAL, OWNER_ONLY
 
 if TYPE_CHECKING:
     from _typeshed import SupportsKeysAndGetItem
@@ -94,12 +95,70 @@ class SharedState(MutableMapping[str, Any]):
         check_key(key)
         self._write((("del", key),), (("exists", key),), key=key)
 
-    def set(self, key: str, value: Any, *, wait: bool = True) -> None:
-        """Write one key. With ``wait=False`` return at once (for a game loop):
-        the write is still ordered, acknowledged and resent through failovers,
-        and ``flush()`` waits for every such write."""
+    def set(
+        self,
+        key: str,
+        value: Any,
+        *,
+        wait: bool = True,
+        ephemeral: bool = False,
+        owner_only: bool = False,
+        ttl: float | None = None,
+    ) -> None:
+        """Write one key.
+
+        ``wait=False`` returns at once (for a game loop): the write is still
+        ordered, acknowledged and resent through failovers, ``flush()`` waits
+        for it, and while one plain write of a key is on its way a newer one
+        replaces any older one still waiting (latest wins).
+
+        ``ephemeral=True``: the key is deleted (``KeyDeleted`` everywhere) when
+        this peer leaves, times out or crashes. ``owner_only=True``: from now
+        on only this peer may write or delete it; others get
+        PermissionDeniedError. ``ttl=seconds``: the host deletes it after that
+        long, by its own clock; a new host keeps the deadline. A later write
+        of the key sets its flags anew.
+        """
         check_key(key)
-        self._write((("set", key, self._checked(value)),), (), key=key, wait=wait)
+        flags = (EPHEMERAL if ephemeral else 0) | (OWNER_ONLY if owner_only else 0)
+        if ttl is not None and not 0 < ttl <= 10_000_000:
+            raise ValueError("ttl must be a number of seconds above 0")
+        op: tuple[Any, ...] = ("set", key, self._checked(value))
+        if flags or ttl:
+            op = (*op, flags, float(ttl or 0.0))
+        self._write((op,), (), key=key, wait=wait)
+
+    def set_profile(self, profile: dict[str, Any]) -> None:
+        """Replace this peer's profile (a small dict others see in ``peers``);
+        every peer gets a ``PeerUpdated`` event."""
+        if not isinstance(profile, dict):
+            raise TypeError("profile must be a dict")
+        self._write((("profile", self._checked(profile)),), ())
+
+    # ------------------------------------------------------------ messages
+
+    def broadcast(self, payload: Any, *, wait: bool = True) -> None:
+        """Send *payload* to every other peer, as a ``Message`` event.
+
+        Messages are not stored. They travel through the host, in order per
+        sender, exactly once, and go on through a failover: a blocking call
+        returns once the message is ordered and held by two peers, or raises."""
+        self._write((("msg", "", self._checked(payload)),), (), wait=wait)
+
+    def send(self, peer_id: str, payload: Any, *, wait: bool = True) -> None:
+        """Send *payload* to one peer, as a ``Message`` event there.
+        KeyError if no such peer is in the session."""
+        if not isinstance(peer_id, str):
+            raise TypeError("peer_id must be the str id of a peer (see .peers)")
+        self._write((("msg", peer_id, self._checked(payload)),), (), key=peer_id, wait=wait)
+
+    def transaction(self) -> Transaction:
+        """``with s.transaction() as t:`` reads through ``t`` from this
+        replica, buffers writes, and commits them as one change when the block
+        ends, on the condition that every key it read is unchanged at the host
+        (compare-and-swap on all of them). A conflict raises UpdateFailedError
+        and writes nothing; an exception in the block writes nothing."""
+        return Transaction(self)
 
     @overload
     def update(self, key: str, oldhash: str, new: Any, /) -> None: ...
@@ -320,6 +379,8 @@ def _copy(value: Any) -> Any:
 
 def _raise_for(outcome: Outcome, key: str | None) -> Any:
     status, detail = outcome.status, outcome.detail
+    if status == "no_peer":
+        raise KeyError(f"no peer {key!r} in this session")
     if status == "conflict":
         raise UpdateFailedError(f"{key!r} changed since you read it")
     if status == "missing":
@@ -331,3 +392,72 @@ def _raise_for(outcome: Outcome, key: str | None) -> Any:
     if status == "closed":
         raise SessionClosedError("the shared state is closed")
     raise P2PStateError(f"the host refused the write: {status}: {detail}")
+
+
+_ABSENT: Any = object()
+_DELETED: Any = object()
+
+
+class Transaction:
+    """Reads from a snapshot, buffered writes, one atomic commit. Make one
+    with :meth:`SharedState.transaction`; use it as a context manager."""
+
+    def __init__(self, state: SharedState) -> None:
+        self._state = state
+        self._read: dict[str, str | None] = {}  # key -> hash read, None: was absent
+        self._writes: dict[str, Any] = {}
+        self._done = False
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key, _ABSENT)
+        if value is _ABSENT:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        check_key(key)
+        if key in self._writes:
+            written = self._writes[key]
+            return default if written is _DELETED else _copy(written)
+        entry = self._state._entry(key)
+        if key not in self._read:
+            self._read[key] = None if entry is None else hash_value(entry.value)
+        if entry is None:
+            return default
+        return _read(entry)
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key, _ABSENT) is not _ABSENT
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        check_key(key)
+        self._writes[key] = self._state._checked(value)
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self._writes[key] = _DELETED
+
+    def commit(self) -> None:
+        """Write everything, if nothing read has changed; UpdateFailedError if not."""
+        if self._done:
+            raise P2PStateError("this transaction is already finished")
+        self._done = True
+        if not self._writes:
+            return
+        ops = tuple(("del", k) if v is _DELETED else ("set", k, v) for k, v in self._writes.items())
+        conds = tuple(("absent", k) if h is None else ("hash", k, h) for k, h in self._read.items())
+        outcome = self._state._send(ops, conds)
+        if outcome.status in ("conflict", "missing"):
+            raise UpdateFailedError("a key this transaction read changed before it committed")
+        if outcome.status != "ok":
+            _raise_for(outcome, None)
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self._done = True  # an error in the block: write nothing

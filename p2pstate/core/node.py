@@ -42,12 +42,14 @@ from __future__ import annotations
 
 import enum
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..codec import MAX_KEY_BYTES, encode, hash_value
 from ..events import Event, RolledBackWrite, WritesRolledBack
+from ..events import Message as MessageEvent
 from ..messages import (
+    OWNER_ONLY,
     Ack,
     Change,
     ChangeMsg,
@@ -60,6 +62,7 @@ from ..messages import (
     Message,
     Redirect,
     Result,
+    Snapshot,
     Welcome,
     Write,
 )
@@ -116,9 +119,16 @@ class Node:
         endpoints: tuple[str, ...],
         profile: dict[str, Any] | None = None,
         config: Config | None = None,
+        joined_at: float = 0.0,
     ) -> None:
         self.config = config or Config()
-        self.me = Member(id=node_id, name=name, endpoints=endpoints, profile=dict(profile or {}))
+        self.me = Member(
+            id=node_id,
+            name=name,
+            endpoints=endpoints,
+            profile=dict(profile or {}),
+            joined_at=joined_at,
+        )
         self.replica = Replica(log_keep=self.config.log_keep)
         self.writer = Writer()
         self.role = Role.IDLE
@@ -138,6 +148,9 @@ class Node:
         self._suspects: set[str] = set()
         self._failing_over = False
         self._leave_deadline = 0.0
+        # The caller's clock at the latest input: TTLs are kept by it.
+        self._clock = 0.0
+        self._expiry: dict[str, float] = {}  # key -> when it expires, by our clock
         self._sent_at: dict[int, float] = {}  # request -> when last sent to a host
         self._write_keys: dict[int, tuple[str, ...]] = {}  # request -> keys it writes
         # our acknowledged writes, where they sit in the history
@@ -152,6 +165,7 @@ class Node:
 
     def start_host(self, session_id: str, now: float) -> None:
         """Create a new session and host it at epoch 1."""
+        self._clock = now
         self._require_fresh("start_host")
         self.replica.session_id = session_id
         self.role, self.epoch, self.ready = Role.HOST, 1, True
@@ -166,11 +180,13 @@ class Node:
 
     def join(self, host_id: str, endpoints: tuple[str, ...], now: float) -> None:
         """Ask the host found by discovery to let us in."""
+        self._clock = now
         self._require_fresh("join")
         self._follow(Member(id=host_id, name="", endpoints=endpoints), now)
 
     def receive(self, msg: Message, now: float) -> None:
         """Handle one decoded message from the network."""
+        self._clock = now
         if msg.sender == self.me.id:
             self._drop("from myself")
             return
@@ -188,6 +204,7 @@ class Node:
         now: float,
     ) -> int:
         """Queue a write; its outcome appears in ``outcomes`` with the returned number."""
+        self._clock = now
         if self.role in (Role.LEAVING, Role.CLOSED):
             raise RuntimeError(f"can't write in role {self.role.name}")
         request = self.writer.new(ops, conds)
@@ -203,6 +220,7 @@ class Node:
 
     def leave(self, now: float) -> None:
         """Leave on purpose: a host hands over to its successor first."""
+        self._clock = now
         if self.role is Role.HOST:
             successor = self._synced_successor()
             self._close_host_side()
@@ -230,12 +248,14 @@ class Node:
         id), and the lower steps down. Ranks travel in messages rather than in
         the advertisement, so both sides compare fresh numbers; ``epoch`` (what
         discovery advertised) is not needed for the decision."""
+        self._clock = now
         if self.role is not Role.HOST or host_id == self.me.id:
             return
         self.outbox.append(Send(host_id, endpoints, self._announce("host")))
 
     def tick(self, now: float) -> None:
         """Run timers: heartbeats, liveness, hello retries, leave deadline."""
+        self._clock = now
         cfg = self.config
         if self.role is Role.HOST:
             if now - self._beat_at >= cfg.heartbeat_interval:
@@ -244,6 +264,8 @@ class Node:
                 for peer_id, conn in self._conns.items():
                     if conn.synced:
                         self._send_id(peer_id, beat)
+            if self._expiry:
+                self._expire(now)
             dead = [pid for pid, c in self._conns.items() if now - c.last_heard > cfg.peer_timeout]
             for peer_id in dead:
                 self._remove_member(peer_id, "timeout", now)
@@ -277,14 +299,8 @@ class Node:
     # ================================================================ views
 
     def me_at(self, seq: int) -> Member:
-        m = self.me
-        return Member(
-            id=m.id,
-            name=m.name,
-            endpoints=m.endpoints,
-            joined_seq=seq,
-            profile=m.profile,
-        )
+        """This node as a member that joined with change *seq*."""
+        return replace(self.me, joined_seq=seq)
 
     @property
     def host_id(self) -> str:
@@ -314,6 +330,14 @@ class Node:
 
     def take_events(self) -> list[Event]:
         out, self.events = self.events, []
+        if any(isinstance(e, MessageEvent) for e in out):
+            # Every replica applies every message; each peer reports its own.
+            me = self.me.id
+            out = [
+                e
+                for e in out
+                if not isinstance(e, MessageEvent) or (e.sender.id != me and e.to in (None, me))
+            ]
         return out
 
     def take_outcomes(self) -> list[Outcome]:
@@ -348,7 +372,7 @@ class Node:
             else:
                 self._answer(writer, req, kept[0], kept[1], kept[2])
             return
-        status, detail = self._check(ops, conds)
+        status, detail = self._check(writer, ops, conds)
         change = Change(
             seq=self.replica.seq + 1,
             epoch=self.epoch,
@@ -365,19 +389,34 @@ class Node:
         self._release_durable()
 
     def _check(
-        self, ops: tuple[tuple[Any, ...], ...], conds: tuple[tuple[Any, ...], ...]
+        self, writer: str, ops: tuple[tuple[Any, ...], ...], conds: tuple[tuple[Any, ...], ...]
     ) -> tuple[str, Any]:
         """The host's verdict on a write: ("ok", None) or a refusal with detail."""
         if not ops:
             return "invalid", "a write needs at least one operation"
+        data = self.replica.data
+        limit = self.config.max_value_size
         for op in ops:
-            if op[0] not in ("set", "del"):
-                return "invalid", f"operation {op[0]!r} is not allowed in a write"
+            kind = op[0]
+            if kind == "profile":
+                if len(encode(op[1])) > limit:
+                    return "too_large", {"key": "profile", "limit": limit}
+                continue
+            if kind == "msg":
+                if op[1] and self.replica.member(op[1]) is None:
+                    return "no_peer", {"peer": op[1]}
+                if len(encode(op[2])) > limit:
+                    return "too_large", {"key": "message", "limit": limit}
+                continue
+            if kind not in ("set", "del"):
+                return "invalid", f"operation {kind!r} is not allowed in a write"
             if len(op[1].encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
                 return "invalid", "key too long"
-            if op[0] == "set" and len(encode(op[2])) > self.config.max_value_size:
-                return "too_large", {"key": op[1], "limit": self.config.max_value_size}
-        data = self.replica.data
+            if kind == "set" and len(encode(op[2])) > limit:
+                return "too_large", {"key": op[1], "limit": limit}
+            entry = data.get(op[1])
+            if entry is not None and entry.flags & OWNER_ONLY and entry.owner != writer:
+                return "denied", {"key": op[1], "owner": entry.owner}
         for cond in conds:
             kind, key = cond[0], cond[1]
             entry = data.get(key)
@@ -399,6 +438,7 @@ class Node:
     def _apply(self, change: Change, *, report: bool = True) -> None:
         """Host: apply a change it made and send it to every synced peer."""
         self.replica.apply(change, events=self.events if report else None)
+        self._note_ttl(change)
         for peer_id, conn in self._conns.items():
             if conn.synced:
                 msg = ChangeMsg(
@@ -409,6 +449,34 @@ class Node:
                 )
                 self._send_id(peer_id, msg)
         self._release_own()
+
+    def _note_ttl(self, change: Change) -> None:
+        """Keep the expiry time of every key with a ttl, by our clock: whoever
+        hosts next expires them by its own."""
+        for op in change.ops:
+            if op[0] == "set":
+                if len(op) == 5 and op[4] > 0:
+                    self._expiry[op[1]] = self._clock + op[4]
+                else:
+                    self._expiry.pop(op[1], None)
+            elif op[0] == "del":
+                self._expiry.pop(op[1], None)
+
+    def _expire(self, now: float) -> None:
+        """Host: delete the keys whose ttl ran out, as one change."""
+        due = sorted(key for key, at in self._expiry.items() if at <= now)
+        for key in due:
+            del self._expiry[key]
+        ops = tuple(("del", key) for key in due if key in self.replica.data)
+        if ops:
+            self.stats["expired"] += len(ops)
+            self._apply(
+                Change(seq=self.replica.seq + 1, epoch=self.epoch, origin=self.me.id, ops=ops)
+            )
+
+    def _snapshot(self) -> Snapshot:
+        left = {key: max(0.001, at - self._clock) for key, at in self._expiry.items()}
+        return self.replica.snapshot(left)
 
     def _durable_point(self) -> int:
         """Highest seq that survives the loss of this host."""
@@ -584,6 +652,7 @@ class Node:
                 endpoints=msg.endpoints,
                 joined_seq=self.replica.seq + 1,
                 profile=msg.profile,
+                joined_at=msg.joined_at,
             )
             self._apply(
                 Change(
@@ -603,7 +672,7 @@ class Node:
             epoch=self.epoch,
             session_id=self.replica.session_id,
             host_id=self.me.id,
-            snapshot=self.replica.snapshot() if changes is None else None,
+            snapshot=self._snapshot() if changes is None else None,
             changes=tuple(changes or ()),
             resume_seq=msg.resume_seq,
             resume_epoch=msg.resume_epoch,
@@ -707,6 +776,7 @@ class Node:
             resume_origin=r.last_origin,
             prev_host=r.host_id if self._failing_over else None,
             suspects=tuple(sorted(self._suspects)),
+            joined_at=self.me.joined_at,
         )
         self._hello_at = now
         self._send(self._target, hello)
@@ -783,6 +853,7 @@ class Node:
         change = msg.change
         if change.seq == self.replica.seq + 1:
             self.replica.apply(change, events=self.events)
+            self._note_ttl(change)
             self._release_own()
         elif change.seq > self.replica.seq + 1:
             self.stats["gap"] += 1  # we missed changes: ask again from where we are
@@ -851,12 +922,16 @@ class Node:
             self.writer.held.clear()
             rolled = self._rolled_back(msg.snapshot.terms, msg.snapshot.seq)
             self.replica.load(msg.snapshot, events=self.events if report else None)
+            self._expiry = {
+                key: self._clock + ttl for key, _, _, _, _, ttl in msg.snapshot.data if ttl > 0
+            }
             if rolled:
                 self.events.append(WritesRolledBack(writes=rolled, mine=rolled))
         else:
             for change in msg.changes:
                 if change.seq == self.replica.seq + 1:
                     self.replica.apply(change, events=self.events)
+                    self._note_ttl(change)
         self.epoch = max(self.epoch, msg.epoch)
         self.role, self.ready = Role.PEER, True
         self._target = self.replica.member(msg.sender) or self._target

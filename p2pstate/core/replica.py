@@ -4,7 +4,7 @@ changes to it in sequence order. Pure data, no I/O."""
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..codec import encode
@@ -13,11 +13,13 @@ from ..events import (
     HostChanged,
     KeyChanged,
     KeyDeleted,
+    Message,
     Peer,
     PeerJoined,
     PeerLeft,
+    PeerUpdated,
 )
-from ..messages import Change, Member, Snapshot
+from ..messages import EPHEMERAL, Change, Member, Snapshot
 
 __all__ = ["Entry", "Replica", "WriterRecord", "history_contains"]
 
@@ -57,11 +59,16 @@ class Entry:
     value: Any
     version: int
     packed: bytes | None = None
+    owner: str = ""  # the writer, for ephemeral and owner-only keys
+    flags: int = 0  # EPHEMERAL | OWNER_ONLY
+    ttl: float = 0.0  # seconds to live from when it was written, 0 for ever
 
     @classmethod
-    def make(cls, value: Any, version: int) -> Entry:
+    def make(
+        cls, value: Any, version: int, owner: str = "", flags: int = 0, ttl: float = 0.0
+    ) -> Entry:
         packed = encode(value) if isinstance(value, _CONTAINERS) else None
-        return cls(value, version, packed)
+        return cls(value, version, packed, owner if flags else "", flags, ttl)
 
 
 @dataclass(slots=True)
@@ -105,6 +112,7 @@ class Replica:
             endpoint=m.endpoints[0] if m.endpoints else "",
             endpoints=m.endpoints,
             joined_seq=m.joined_seq,
+            joined_at=m.joined_at,
             is_host=m.id == self.host_id,
             profile=dict(m.profile),
         )
@@ -154,9 +162,23 @@ class Replica:
             kind = op[0]
             if kind == "set":
                 key, value = op[1], op[2]
-                self.data[key] = Entry.make(value, change.seq)
+                flags, ttl = (op[3], op[4]) if len(op) == 5 else (0, 0.0)
+                self.data[key] = Entry.make(value, change.seq, change.writer, flags, ttl)
                 if events is not None:
                     events.append(KeyChanged(key=key, value=value, version=change.seq))
+            elif kind == "msg":
+                sender = self.member(change.writer)
+                if events is not None and sender is not None:
+                    events.append(
+                        Message(sender=self.peer(sender), payload=op[2], to=op[1] or None)
+                    )
+            elif kind == "profile":
+                who = self.member(change.writer)
+                if who is not None:
+                    updated = replace(who, profile=op[1])
+                    self.members[self.members.index(who)] = updated
+                    if events is not None:
+                        events.append(PeerUpdated(peer=self.peer(updated)))
             elif kind == "del":
                 if self.data.pop(op[1], None) is not None and events is not None:
                     events.append(KeyDeleted(key=op[1], version=change.seq))
@@ -172,6 +194,13 @@ class Replica:
                     self.members.remove(gone)
                     if events is not None:
                         events.append(PeerLeft(peer=self.peer(gone), reason=op[2]))
+                    # Its ephemeral keys go with it, on every replica alike.
+                    for key in [
+                        k for k, e in self.data.items() if e.flags & EPHEMERAL and e.owner == op[1]
+                    ]:
+                        del self.data[key]
+                        if events is not None:
+                            events.append(KeyDeleted(key=key, version=change.seq))
             elif kind == "term":
                 old = self.member(op[3]) if op[3] else None
                 self.epoch, self.host_id = op[1], op[2]
@@ -209,7 +238,9 @@ class Replica:
 
     # ------------------------------------------------------------ snapshots
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, ttl_left: dict[str, float] | None = None) -> Snapshot:
+        """The whole state; *ttl_left* gives the seconds left of keys with a ttl."""
+        ttl_left = ttl_left or {}
         return Snapshot(
             session_id=self.session_id,
             seq=self.seq,
@@ -217,7 +248,10 @@ class Replica:
             last_origin=self.last_origin,
             host_id=self.host_id,
             epoch=self.epoch,
-            data=tuple((k, e.value, e.version) for k, e in self.data.items()),
+            data=tuple(
+                (k, e.value, e.version, e.owner, e.flags, ttl_left.get(k, e.ttl) if e.ttl else 0.0)
+                for k, e in self.data.items()
+            ),
             members=tuple(self.members),
             dedupe=tuple(
                 (
@@ -242,7 +276,9 @@ class Replica:
             snap.last_origin,
         )
         self.host_id, self.epoch = snap.host_id, snap.epoch
-        self.data = {k: Entry.make(v, ver) for k, v, ver in snap.data}
+        self.data = {
+            k: Entry.make(v, ver, owner, flags, ttl) for k, v, ver, owner, flags, ttl in snap.data
+        }
         self.members = list(snap.members)
         self.dedupe = {
             w: WriterRecord(last, acked, {req: (st, det, seq) for req, st, det, seq in results})

@@ -23,6 +23,8 @@ def main() -> None:
     s = p2pstate.join(app, session, name=name, timeout=10.0, **options)
     events: list[Any] = []
     s.on_change(events.append)
+    messages: list[p2pstate.Message] = []
+    s.on_change(lambda e: messages.append(e) if isinstance(e, p2pstate.Message) else None)
     jobs: dict[str, threading.Thread] = {}
     results: dict[str, Any] = {}
 
@@ -61,8 +63,14 @@ def main() -> None:
             if op == "info":
                 reply(info())
             elif op == "set":
-                s[cmd["key"]] = cmd["value"]
+                flags = {k: cmd[k] for k in ("ephemeral", "owner_only", "ttl") if k in cmd}
+                s.set(cmd["key"], cmd["value"], **flags)
                 reply({"ok": True})
+            elif op == "say":
+                s.broadcast(cmd["payload"])
+                reply({"ok": True})
+            elif op == "messages":
+                reply({"messages": [[e.sender.id, e.payload] for e in messages]})
             elif op == "get":
                 reply({"value": s.get(cmd["key"])})
             elif op == "dump":
