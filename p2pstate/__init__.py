@@ -34,14 +34,16 @@ from .events import (
     HostChanged,
     KeyChanged,
     KeyDeleted,
+    Message,
     Peer,
     PeerJoined,
     PeerLeft,
+    PeerUpdated,
     RolledBackWrite,
     WritesRolledBack,
 )
 from .options import Options
-from .state import SharedState
+from .state import SharedState, Transaction
 
 __all__ = [
     "DataUnchangedError",
@@ -49,17 +51,20 @@ __all__ = [
     "HostChanged",
     "KeyChanged",
     "KeyDeleted",
+    "Message",
     "Options",
     "P2PStateError",
     "Peer",
     "PeerJoined",
     "PeerLeft",
+    "PeerUpdated",
     "PermissionDeniedError",
     "ProtocolError",
     "RolledBackWrite",
     "SessionClosedError",
     "SessionLostError",
     "SharedState",
+    "Transaction",
     "UpdateFailedError",
     "ValueTooLargeError",
     "WritesRolledBack",
