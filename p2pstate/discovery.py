@@ -274,6 +274,32 @@ def _validate_spec(spec: _AdSpec) -> None:
             raise ValueError(f"addresses: {addr} cannot be connected to")
 
 
+def check_txt(
+    *,
+    app: str,
+    session: str,
+    node_id: str,
+    host_name: str,
+    session_id: str,
+    properties: Mapping[str, str],
+) -> None:
+    """Raise ValueError (or TypeError) if an advertisement with these
+    properties would not fit mDNS's TXT record limits, before anyone relies
+    on it being advertised."""
+    spec = _AdSpec(
+        app=app,
+        session=session,
+        node_id=node_id,
+        host_name=host_name,
+        port=1,
+        addresses=("127.0.0.1",),
+        epoch=1,
+        session_id=session_id or "-",
+        properties=tuple(properties.items()),
+    )
+    _build_txt(spec)
+
+
 def _build_txt(spec: _AdSpec) -> dict[str, str]:
     txt = {
         _KEY_APP: spec.app,

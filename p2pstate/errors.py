@@ -13,6 +13,7 @@ __all__ = [
     "PermissionDeniedError",
     "ProtocolError",
     "SessionClosedError",
+    "SessionFullError",
     "SessionLostError",
     "UpdateFailedError",
     "ValueTooLargeError",
@@ -41,6 +42,10 @@ class PermissionDeniedError(P2PStateError, PermissionError):
 
 class SessionLostError(P2PStateError, ConnectionError):
     """No host could be reached within the call's timeout."""
+
+
+class SessionFullError(P2PStateError):
+    """The session has ``max_players`` players already, or is not joinable."""
 
 
 class SessionClosedError(P2PStateError):

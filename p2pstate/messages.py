@@ -29,6 +29,7 @@ __all__ = [
     "Member",
     "Message",
     "Redirect",
+    "Refused",
     "Result",
     "Rollback",
     "Snapshot",
@@ -172,6 +173,25 @@ def _profile(v: Any) -> dict[str, Any]:
     return _dict(v)
 
 
+def session_info(v: Any) -> dict[str, Any]:
+    """The session's settings as a write or a snapshot carries them: only the
+    known keys, each of its type. Raises ProtocolError (a ValueError)."""
+    info = _dict(v)
+    for key, value in info.items():
+        ok = {
+            "max_players": lambda x: x is None or (isinstance(x, int) and 1 <= x <= 10_000),
+            "joinable": lambda x: isinstance(x, bool),
+            "version": lambda x: x is None or (isinstance(x, str) and len(x) <= 100),
+            "metadata": lambda x: (
+                isinstance(x, dict)
+                and all(isinstance(k, str) and isinstance(w, str) for k, w in x.items())
+            ),
+        }.get(key)
+        if ok is None or not ok(value):
+            raise ProtocolError(f"bad session setting {key!r}: {value!r}")
+    return info
+
+
 def _op(v: Any) -> tuple[Any, ...]:
     """One operation of a change. Shapes:
     ("set", key, value) ("set", key, value, flags, ttl) ("del", key)
@@ -192,6 +212,8 @@ def _op(v: Any) -> tuple[Any, ...]:
         return ("msg", _str(v[1]), _value(v[2]))
     if kind == "profile" and len(v) == 2:
         return ("profile", _profile(v[1]))
+    if kind == "info" and len(v) == 2:
+        return ("info", session_info(v[1]))
     if kind == "del" and len(v) == 2:
         return ("del", _key(v[1]))
     if kind == "join" and len(v) == 2:
@@ -286,6 +308,8 @@ class Snapshot:
     dedupe: tuple[tuple[str, int, int, tuple[tuple[int, str, Any, int], ...]], ...]
     # (first seq, epoch, origin) of every host term in this state's history
     terms: tuple[tuple[int, int, str], ...] = ()
+    # The session's own settings: max_players, joinable, version, metadata.
+    info: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def to_wire(self) -> list[Any]:
         return [
@@ -302,6 +326,7 @@ class Snapshot:
                 for w, last, acked, results in self.dedupe
             ],
             [list(t) for t in self.terms],
+            self.info,
         ]
 
     @classmethod
@@ -318,6 +343,7 @@ class Snapshot:
             _list(Member.from_wire),
             _list(_tuple(_str, _nat, _nat, _list(result))),
             _list(_tuple(_nat, _nat, _str)),
+            session_info,
         )(v)
         return cls(
             session_id=t[0],
@@ -330,6 +356,7 @@ class Snapshot:
             members=t[7],
             dedupe=t[8],
             terms=t[9],
+            info=t[10],
         )
 
 
@@ -458,6 +485,14 @@ class Handoff(Message):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Refused(Message):
+    """The host will not let a new peer in: ``reason`` is "full" or "closed"."""
+
+    TYPE: ClassVar[int] = 13
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Gone(Message):
     """You are not a member (any more): say hello again."""
 
@@ -505,6 +540,7 @@ _SPECS: dict[type[Message], tuple[Callable[[Any], Any], ...]] = {
     Leave: (),
     Handoff: (),
     Gone: (),
+    Refused: (_str,),
     Rollback: (_list(_rollback_item),),
 }
 _BY_TYPE: dict[int, type[Message]] = {cls.TYPE: cls for cls in _SPECS}

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .core.config import Config
+from .errors import ProtocolError
+from .messages import session_info
 
 __all__ = ["Options"]
 
@@ -38,6 +40,13 @@ class Options:
     log_keep: int = 4096
     #: A small dict describing this player, shown to the others in ``peers``.
     profile: dict[str, Any] = field(default_factory=dict)
+    #: Settings of a session this peer creates (ignored when joining one):
+    #: at most this many players; whether newcomers may join; the game's version
+    #: and small str-to-str metadata, all shown in the lobby (``p2pstate.browse``).
+    max_players: int | None = None
+    joinable: bool = True
+    version: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> Options:
@@ -56,6 +65,19 @@ class Options:
         if not isinstance(self.profile, dict):
             raise TypeError("profile must be a dict")
         self.core_config()  # validates the timing options
+        try:
+            session_info(self.session_info())
+        except ProtocolError as exc:
+            raise ValueError(str(exc)) from None
+
+    def session_info(self) -> dict[str, Any]:
+        """The settings a session created by this peer starts with."""
+        return {
+            "max_players": self.max_players,
+            "joinable": self.joinable,
+            "version": self.version,
+            "metadata": dict(self.metadata),
+        }
 
     def core_config(self) -> Config:
         return Config(

@@ -23,8 +23,8 @@ import zmq
 
 from .core.node import Node, Role
 from .core.writer import Outcome
-from .discovery import Discovery, HostRecord, resolve_interfaces
-from .errors import SessionClosedError, SessionLostError
+from .discovery import Discovery, HostRecord, check_txt, resolve_interfaces
+from .errors import SessionClosedError, SessionFullError, SessionLostError
 from .events import Event, KeyChanged
 from .options import Options
 from .transport import Transport
@@ -97,7 +97,8 @@ class Runtime:
         self._hosts_lock = threading.Lock()
         self._tried: set[str] = set()
         self._join_at = 0.0
-        self._advertised: tuple[int, int] | None = None  # (epoch, players) in our record
+        # (epoch, players, settings) in our record
+        self._advertised: tuple[int, int, str] | None = None
         self._closing = False
         self._unwatch: Callable[[], None] | None = None
         self._thread = threading.Thread(
@@ -137,11 +138,21 @@ class Runtime:
         # leaving its peers to time it out.
         atexit.register(self.close)
         self.call(lambda: self._begin_io(time.monotonic()))
-        if not self.ready.wait(max(0.0, deadline - time.monotonic())):
+        if not self.wait_for_io(
+            lambda: self.node.ready or self.node.refused is not None,
+            max(0.0, deadline - time.monotonic()),
+        ):
             self.close(timeout=0.5)
             raise SessionLostError(
                 f"could not join or host session {self.session!r} of {self.app!r} "
                 f"within {timeout} s"
+            )
+        if self.node.refused is not None:
+            reason = self.node.refused
+            self.close(timeout=0.5)
+            raise SessionFullError(
+                f"session {self.session!r} of {self.app!r} is "
+                + ("full" if reason == "full" else "not taking new players")
             )
 
     def call(self, command: Callable[[], None]) -> None:
@@ -233,6 +244,18 @@ class Runtime:
         except SessionClosedError:
             return True
         return done.wait(timeout)
+
+    def check_session_info(self, info: dict[str, Any]) -> None:
+        """Raise ValueError if the session's settings would not fit its mDNS record."""
+        merged = {**self.node.replica.info, **info}
+        check_txt(
+            app=self.app,
+            session=self.session,
+            node_id=self.node_id,
+            host_name=self.node.me.name,
+            session_id=self.node.replica.session_id,
+            properties=txt_properties(merged, 10_000),
+        )
 
     def poll(self) -> list[Event]:
         out: list[Event] = []
@@ -349,7 +372,7 @@ class Runtime:
         record = self._choose()
         self._join_at = now
         if record is None:
-            self.node.start_host(secrets.token_hex(8), now)
+            self.node.start_host(secrets.token_hex(8), now, self.options.session_info())
         else:
             self._tried.add(record.node_id)
             self.node.join(record.node_id, record.endpoints, now)
@@ -459,16 +482,18 @@ class Runtime:
         current; withdraw the record once we follow another host."""
         node = self.node
         if node.role is Role.HOST:
-            wanted = (node.epoch, len(node.replica.members))
+            players = len(node.replica.members)
+            wanted = (node.epoch, players, repr(sorted(node.replica.info.items())))
             if wanted != self._advertised:
-                self._advertise_io(epoch=wanted[0], players=wanted[1])
+                self._advertise_io(epoch=node.epoch, players=players)
         elif self._advertised is not None and node.ready:
             self.discovery.withdraw()
             self._advertised = None
 
     def _advertise_io(self, *, epoch: int, players: int = 1) -> None:
         port = int(self.transport.endpoints[0].rsplit(":", 1)[1])
-        properties = {"players": str(players)}
+        info = self.node.replica.info
+        properties = txt_properties(info, players)
         if self._advertised is None or self._advertised[0] == 0:
             # New, or a candidate turning host: register the full record again.
             self.discovery.advertise(
@@ -484,7 +509,7 @@ class Runtime:
             )
         else:
             self.discovery.update(epoch=epoch, properties=properties)
-        self._advertised = (epoch, players)
+        self._advertised = (epoch, players, repr(sorted(info.items())))
 
     def _finish_io(self) -> None:
         if self._advertised is not None:
@@ -498,6 +523,20 @@ class Runtime:
             pending.done.set()
         for _, done in self._waiters:
             done.set()
+
+
+def txt_properties(info: dict[str, Any], players: int) -> dict[str, str]:
+    """The session's settings as the TXT properties the lobby reads (see lobby.py)."""
+    properties = {"players": str(players)}
+    if info.get("max_players") is not None:
+        properties["max_players"] = str(info["max_players"])
+    if info.get("joinable") is False:
+        properties["joinable"] = "0"
+    if info.get("version") is not None:
+        properties["version"] = str(info["version"])
+    for key, value in (info.get("metadata") or {}).items():
+        properties[f"m.{key}"] = value
+    return properties
 
 
 def _players(record: HostRecord) -> int:

@@ -7,6 +7,7 @@ and by then the new value is readable here too.
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, overload
@@ -21,20 +22,30 @@ from .errors import (
     DataUnchangedError,
     P2PStateError,
     PermissionDeniedError,
+    ProtocolError,
     SessionClosedError,
     SessionLostError,
     UpdateFailedError,
     ValueTooLargeError,
 )
 from .events import Event, Peer
-from .messages import EPHEMERAL, OWNER_ONLY
+from .messages import EPHEMERAL, OWNER_ONLY, session_info
 
 if TYPE_CHECKING:
     from _typeshed import SupportsKeysAndGetItem
 
     from .session import Runtime
 
-__all__ = ["SharedState"]
+__all__ = ["SharedState", "Transaction"]
+
+
+class _Unset(enum.Enum):
+    """A setting the caller left as it is."""
+
+    UNSET = 0
+
+
+_UNSET = _Unset.UNSET
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +145,39 @@ class SharedState(MutableMapping[str, Any]):
         if not isinstance(profile, dict):
             raise TypeError("profile must be a dict")
         self._write((("profile", self._checked(profile)),), ())
+
+    @property
+    def session_info(self) -> dict[str, Any]:
+        """The session's settings: max_players, joinable, version, metadata."""
+        info: dict[str, Any] = _copy(dict(self._rt.node.replica.info))
+        return info
+
+    def set_session_info(
+        self,
+        *,
+        max_players: int | _Unset | None = _UNSET,
+        joinable: bool | _Unset = _UNSET,
+        version: str | _Unset | None = _UNSET,
+        metadata: dict[str, str] | _Unset = _UNSET,
+    ) -> None:
+        """Change the session's settings, which the host advertises for the
+        lobby (``p2pstate.browse``) and every later host keeps. ``metadata``
+        (small str to str) replaces the previous one. ValueError if the
+        settings would not fit the mDNS record (255 bytes an entry, about
+        1300 in all)."""
+        given = {
+            "max_players": max_players,
+            "joinable": joinable,
+            "version": version,
+            "metadata": metadata,
+        }
+        info = {k: v for k, v in given.items() if v is not _UNSET}
+        try:
+            session_info(info)
+        except ProtocolError as exc:  # the wire's check, an API caller's ValueError
+            raise ValueError(str(exc)) from None
+        self._rt.check_session_info(info)
+        self._write((("info", info),), ())
 
     # ------------------------------------------------------------ messages
 

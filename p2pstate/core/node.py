@@ -61,6 +61,7 @@ from ..messages import (
     Member,
     Message,
     Redirect,
+    Refused,
     Result,
     Snapshot,
     Welcome,
@@ -139,6 +140,8 @@ class Node:
         self.stats: Counter[str] = Counter()
         #: True once this node has been welcomed or hosts: its state is usable.
         self.ready = False
+        #: Why the host refused to let us in ("full", "closed"), if it did.
+        self.refused: str | None = None
         # peer side
         self._target: Member | None = None  # the host we follow or are joining
         self._heard = 0.0  # last time the target spoke
@@ -163,18 +166,20 @@ class Node:
 
     # ================================================================ inputs
 
-    def start_host(self, session_id: str, now: float) -> None:
-        """Create a new session and host it at epoch 1."""
+    def start_host(self, session_id: str, now: float, info: dict[str, Any] | None = None) -> None:
+        """Create a new session and host it at epoch 1, with settings *info*
+        (max_players, joinable, version, metadata)."""
         self._clock = now
         self._require_fresh("start_host")
         self.replica.session_id = session_id
         self.role, self.epoch, self.ready = Role.HOST, 1, True
-        change = Change(
-            seq=1,
-            epoch=1,
-            origin=self.me.id,
-            ops=(("join", self.me_at(1)), ("term", 1, self.me.id, None, "created")),
-        )
+        ops: list[tuple[Any, ...]] = [
+            ("join", self.me_at(1)),
+            ("term", 1, self.me.id, None, "created"),
+        ]
+        if info:
+            ops.append(("info", dict(info)))
+        change = Change(seq=1, epoch=1, origin=self.me.id, ops=tuple(ops))
         self._apply(change, report=False)
         self._beat_at = now
 
@@ -398,9 +403,9 @@ class Node:
         limit = self.config.max_value_size
         for op in ops:
             kind = op[0]
-            if kind == "profile":
+            if kind in ("profile", "info"):
                 if len(encode(op[1])) > limit:
-                    return "too_large", {"key": "profile", "limit": limit}
+                    return "too_large", {"key": kind, "limit": limit}
                 continue
             if kind == "msg":
                 if op[1] and self.replica.member(op[1]) is None:
@@ -645,6 +650,18 @@ class Node:
                     ops=(("term", self.epoch, self.me.id, self.me.id, "merge"),),
                 )
             )
+        if self.replica.member(msg.sender) is None and msg.session_id is None:
+            # A newcomer (a member coming back names our session): is there room?
+            info = self.replica.info
+            limit = info.get("max_players")
+            reason = "closed" if info.get("joinable") is False else None
+            if limit is not None and len(self.replica.members) >= limit:
+                reason = "full"
+            if reason is not None:
+                self.stats[f"refused_{reason}"] += 1
+                refusal = Refused(sender=self.me.id, epoch=self.epoch, reason=reason)
+                self.outbox.append(Send(msg.sender, msg.endpoints, refusal))
+                return
         if self.replica.member(msg.sender) is None:
             member = Member(
                 id=msg.sender,
@@ -971,6 +988,15 @@ class Node:
         self._acked = deque(kept, maxlen=self.config.log_keep)
         return tuple(out)
 
+    def _joining_refused(self, msg: Refused, now: float) -> None:
+        """The host we ask to join is full or closed: a first join ends here
+        (the adapter tells the user); a member coming back asks again."""
+        if self.ready or self._target is None or msg.sender != self._target.id:
+            self._drop("refusal we did not ask for")
+            return
+        self.refused = msg.reason
+        self.role = Role.CLOSED
+
     def _leaving_gone(self, msg: Gone, now: float) -> None:
         self.role = Role.CLOSED
 
@@ -1064,6 +1090,7 @@ _HANDLERS: dict[tuple[Role, type[Message]], Any] = {
     (Role.PEER, Handoff): Node._peer_handoff,
     (Role.JOINING, Hello): Node._peer_hello,
     (Role.JOINING, Welcome): Node._joining_welcome,
+    (Role.JOINING, Refused): Node._joining_refused,
     (Role.JOINING, Redirect): Node._peer_redirect,
     (Role.LEAVING, Gone): Node._leaving_gone,
     (Role.LEAVING, Redirect): Node._leaving_redirect,

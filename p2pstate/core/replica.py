@@ -95,6 +95,8 @@ class Replica:
         self.members: list[Member] = []
         self.dedupe: dict[str, WriterRecord] = {}
         self.terms: list[tuple[int, int, str]] = []
+        #: The session's settings (max_players, joinable, version, metadata).
+        self.info: dict[str, Any] = {}
         self.log: deque[Change] = deque(maxlen=log_keep)
 
     # ------------------------------------------------------------ queries
@@ -172,6 +174,8 @@ class Replica:
                     events.append(
                         Message(sender=self.peer(sender), payload=op[2], to=op[1] or None)
                     )
+            elif kind == "info":
+                self.info = {**self.info, **op[1]}
             elif kind == "profile":
                 who = self.member(change.writer)
                 if who is not None:
@@ -263,6 +267,7 @@ class Replica:
                 for w, r in self.dedupe.items()
             ),
             terms=tuple(self.terms),
+            info=dict(self.info),
         )
 
     def load(self, snap: Snapshot, *, events: list[Event] | None = None) -> None:
@@ -285,6 +290,7 @@ class Replica:
             for w, last, acked, results in snap.dedupe
         }
         self.terms = list(snap.terms)
+        self.info = dict(snap.info)
         self.log.clear()
         if events is None:
             return

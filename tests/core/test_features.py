@@ -149,3 +149,22 @@ def test_a_transaction_is_all_or_nothing(session: Session) -> None:
     assert _done(session, b, buy, conds).status == "ok"
     assert session.settle()
     assert session.values(a) == {"gold": 3, "sword": "b"}
+
+
+def test_a_full_session_refuses_newcomers_but_not_returning_members() -> None:
+    session = Session()
+    host = session.net.add_node("host")
+    session.net.run(0.05)
+    _done(session, host, (("info", {"max_players": 2}),))
+    a = session.net.add_node("a")
+    assert session.settle()
+    late = session.net.add_node("late")
+    assert session.run_until(lambda: late.refused is not None), session.tail()
+    assert late.refused == "full" and late.role is Role.CLOSED
+    assert len(host.replica.members) == 2
+    # A member cut off long enough to be dropped still comes back in.
+    session.net.partition({a.me.id})
+    session.net.run(1.5)
+    session.net.heal()
+    assert session.run_until(lambda: host.replica.member(a.me.id) is not None, 5.0)
+    assert a.refused is None
