@@ -402,12 +402,14 @@ class Runtime:
                 self._run_commands_io()
                 if self.transport.router in ready:
                     now = time.monotonic()
+                    # Handle all that arrived, then send once: the successor
+                    # acknowledges a batch of changes with one Ack.
                     for msg in self.transport.receive_io():
                         try:
                             node.receive(msg, now)
-                            self._flush_io()
                         except Exception:  # noqa: BLE001 (one message must not end the session)
                             self._internal_error_io(msg)
+                    self._flush_io()
                 now = time.monotonic()
                 node.tick(now)
                 self._retry_join_io(now)

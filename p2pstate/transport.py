@@ -33,6 +33,7 @@ class _Link:
     endpoints: tuple[str, ...]
     index: int
     heard: bool = False  # has X said anything since we last rotated?
+    given: tuple[str, ...] = ()  # the endpoints as the protocol gave them, unchecked
 
 
 class Transport:
@@ -51,6 +52,8 @@ class Transport:
         self._send_hwm = send_hwm
         self.stats: Counter[str] = Counter()
         self._links: dict[str, _Link] = {}
+        self._last_msg: Message | None = None
+        self._last_frame = b""
         self._local_nets = [_network(a) for a in addresses]
         self.router: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
@@ -105,8 +108,11 @@ class Transport:
     # ------------------------------------------------------------ sending
 
     def send_io(self, send: Send) -> None:
-        endpoints = tuple(e for e in send.endpoints if valid_endpoint(e))
         link = self._links.get(send.to)
+        if link is not None and send.endpoints == link.given:
+            endpoints = link.endpoints  # checked when the link was made
+        else:
+            endpoints = tuple(e for e in send.endpoints if valid_endpoint(e))
         if link is None or (endpoints and set(endpoints) != set(link.endpoints)):
             if not endpoints:
                 # Endpoints come from the network: a hostile or broken peer may
@@ -115,13 +121,16 @@ class Transport:
                 return
             self.forget_io(send.to)  # new, or the node restarted elsewhere
             link = self._connect(send.to, endpoints)
+            link.given = send.endpoints
         if isinstance(send.msg, Hello) and not link.heard and len(link.endpoints) > 1:
             # Still no word from X on this address: its first address may be on an
             # interface we can't reach (VPN, container bridge). Try the next one.
             self._rotate(link)
         link.heard = False if isinstance(send.msg, Hello) else link.heard
+        if send.msg is not self._last_msg:  # one change for many peers: encode it once
+            self._last_msg, self._last_frame = send.msg, to_frame(send.msg)
         try:
-            link.socket.send(to_frame(send.msg), zmq.NOBLOCK)
+            link.socket.send(self._last_frame, zmq.NOBLOCK)
         except zmq.Again:
             self.stats["send_queue_full"] += 1
 

@@ -111,6 +111,9 @@ class _Conn:
     synced: bool = False
 
 
+_UNSYNCED = _Conn(last_heard=0.0)
+
+
 class Node:
     def __init__(
         self,
@@ -444,15 +447,16 @@ class Node:
         """Host: apply a change it made and send it to every synced peer."""
         self.replica.apply(change, events=self.events if report else None)
         self._note_ttl(change)
+        # The successor first: its acknowledgement is what the writer waits for.
+        successor = self._successor
+        if successor is not None and self._conns.get(successor, _UNSYNCED).synced:
+            self._send_id(
+                successor, ChangeMsg(sender=self.me.id, epoch=self.epoch, change=change, ack=True)
+            )
+        others = ChangeMsg(sender=self.me.id, epoch=self.epoch, change=change, ack=False)
         for peer_id, conn in self._conns.items():
-            if conn.synced:
-                msg = ChangeMsg(
-                    sender=self.me.id,
-                    epoch=self.epoch,
-                    change=change,
-                    ack=peer_id == self._successor,
-                )
-                self._send_id(peer_id, msg)
+            if conn.synced and peer_id != successor:
+                self._send_id(peer_id, others)  # one message: the adapter encodes it once
         self._release_own()
 
     def _note_ttl(self, change: Change) -> None:
@@ -877,9 +881,16 @@ class Node:
             self._follow(self._target or self.me, now)
             return
         if msg.ack:
-            self._send_id(
-                msg.sender, Ack(sender=self.me.id, epoch=self.epoch, seq=self.replica.seq)
+            ack = Send(
+                msg.sender,
+                self._endpoints_of(msg.sender),
+                Ack(sender=self.me.id, epoch=self.epoch, seq=self.replica.seq),
             )
+            last = self.outbox[-1] if self.outbox else None
+            if last is not None and isinstance(last.msg, Ack) and last.to == msg.sender:
+                self.outbox[-1] = ack  # acks are cumulative: one for all that came at once
+            else:
+                self.outbox.append(ack)
 
     def _peer_result(self, msg: Result, now: float) -> None:
         if not self._from_target(msg):

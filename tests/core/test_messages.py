@@ -24,6 +24,7 @@ from p2pstate.messages import (
     Member,
     Message,
     Redirect,
+    Refused,
     Result,
     Rollback,
     Snapshot,
@@ -136,6 +137,7 @@ SAMPLES: list[Message] = [
     Leave(sender=B.id, epoch=2),
     Handoff(sender=A.id, epoch=2),
     Gone(sender=A.id, epoch=2),
+    Refused(sender=A.id, epoch=2, reason="full"),
     Rollback(sender=A.id, epoch=2, writes=((B.id, 4, ("score", "name")),)),
 ]
 
