@@ -43,6 +43,7 @@ from .events import (
     RolledBackWrite,
     WritesRolledBack,
 )
+from .lobby import Lobby, SessionInfo, browse
 from .options import Options
 from .state import SharedState, Transaction
 
@@ -52,6 +53,7 @@ __all__ = [
     "HostChanged",
     "KeyChanged",
     "KeyDeleted",
+    "Lobby",
     "Message",
     "Options",
     "P2PStateError",
@@ -64,6 +66,7 @@ __all__ = [
     "RolledBackWrite",
     "SessionClosedError",
     "SessionFullError",
+    "SessionInfo",
     "SessionLostError",
     "SharedState",
     "Transaction",
@@ -71,6 +74,7 @@ __all__ = [
     "ValueTooLargeError",
     "WritesRolledBack",
     "__version__",
+    "browse",
     "hash_value",
     "join",
     "length_data",

@@ -99,6 +99,7 @@ class Runtime:
         self._join_at = 0.0
         # (epoch, players, settings) in our record
         self._advertised: tuple[int, int, str] | None = None
+        self._rev = 0
         self._closing = False
         self._unwatch: Callable[[], None] | None = None
         self._thread = threading.Thread(
@@ -254,7 +255,7 @@ class Runtime:
             node_id=self.node_id,
             host_name=self.node.me.name,
             session_id=self.node.replica.session_id,
-            properties=txt_properties(merged, 10_000),
+            properties={**txt_properties(merged, 10_000), "rev": "9" * 9},
         )
 
     def poll(self) -> list[Event]:
@@ -496,6 +497,10 @@ class Runtime:
         port = int(self.transport.endpoints[0].rsplit(":", 1)[1])
         info = self.node.replica.info
         properties = txt_properties(info, players)
+        # mDNS can deliver an answer built before our last change: readers
+        # order our records by (epoch, rev) and keep the newest.
+        self._rev += 1
+        properties["rev"] = str(self._rev)
         if self._advertised is None or self._advertised[0] == 0:
             # New, or a candidate turning host: register the full record again.
             self.discovery.advertise(
