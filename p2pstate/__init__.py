@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from .codec import hash_value, length_data
@@ -78,6 +80,7 @@ __all__ = [
     "hash_value",
     "join",
     "length_data",
+    "quick_join",
 ]
 
 __version__ = "0.1.0"
@@ -125,3 +128,49 @@ def join(
     runtime = Runtime(app, session, name=name, interfaces=interfaces, options=opts)
     runtime.start(timeout)
     return SharedState(runtime)
+
+
+def quick_join(
+    app: str,
+    *,
+    version: str | None = None,
+    metadata: dict[str, str] | None = None,
+    where: Callable[[SessionInfo], bool] | None = None,
+    browse_timeout: float = 1.0,
+    timeout: float = 5.0,
+    interfaces: list[str] | None = None,
+    **options: Any,
+) -> SharedState:
+    """Join an open session of *app* that matches, or create one.
+
+    Matching means: joinable and not full, of that *version* if given, with
+    every *metadata* key equal, and *where(info)* true if given. The session
+    with the most players is tried first; one that fills up meanwhile is
+    skipped. With none left, a new session is made (named after a random id)
+    carrying *version* and *metadata*, so the next quick_join finds it.
+    Other keyword options are :func:`join`'s (``name``, ``max_players``...).
+    """
+    wanted = dict(metadata or {})
+
+    def matches(info: SessionInfo) -> bool:
+        if any(info.metadata.get(k) != v for k, v in wanted.items()):
+            return False
+        return where is None or where(info)
+
+    found = browse(
+        app, browse_timeout, version=version, open_slots=True, where=matches, interfaces=interfaces
+    )
+    for info in sorted(found, key=lambda i: (-i.players, i.session)):
+        try:
+            return join(app, info.session, timeout=timeout, interfaces=interfaces, **options)
+        except SessionFullError:
+            continue  # it filled up since it was advertised: the next one
+    return join(
+        app,
+        f"quick-{secrets.token_hex(4)}",
+        timeout=timeout,
+        interfaces=interfaces,
+        version=version,
+        metadata=wanted,
+        **options,
+    )

@@ -45,9 +45,11 @@ from .events import (
     HostChanged,
     KeyChanged,
     KeyDeleted,
+    Message,
     Peer,
     PeerJoined,
     PeerLeft,
+    PeerUpdated,
     WritesRolledBack,
 )
 from .lobby import (
@@ -133,6 +135,12 @@ _DESCRIBE: dict[type[Any], Callable[[Any], str]] = {
     PeerLeft: lambda e: f"# {e.peer.name} left ({e.reason})",
     HostChanged: _host_changed,
     WritesRolledBack: _rolled_back,
+    Message: lambda e: (
+        f"# <{e.sender.name}> "
+        + (e.payload if isinstance(e.payload, str) else format_value(e.payload))
+        + (" (to you)" if e.to else "")
+    ),
+    PeerUpdated: lambda e: f"# {e.peer.name} is now {format_value(e.peer.profile)}",
 }
 
 
@@ -583,6 +591,13 @@ class Shell(cmd.Cmd):
         if settings:
             shown = ", ".join(f"{k}={format_value(v)}" for k, v in sorted(settings.items()))
             self.say(f"settings: {shown}")
+        return False
+
+    def do_say(self, arg: str) -> bool:
+        """say TEXT: send TEXT to every other peer (a message, not state)."""
+        if not arg.strip():
+            raise ValueError("usage: say TEXT")
+        self.s.broadcast(arg.strip())
         return False
 
     def do_watch(self, arg: str) -> bool:

@@ -511,6 +511,20 @@ def test_the_shell_reads_commands_from_a_pipe(spawn: Callable[..., Any], app_nam
     assert done.stdout.splitlines() == ["[1, 2]", "a", "error: no key 'missing'"]
 
 
+def test_say_sends_a_message_to_the_others(spawn: Callable[..., Any], app_name: str) -> None:
+    listener = spawn()
+    listener.wait_ready()
+    done = cli("join", app_name, stdin="say hello, lan\n")
+    assert done.returncode == 0, done.stderr
+    got = listener.cmd("messages")["messages"]
+    assert [payload for _, payload in got] == ["hello, lan"]
+    from p2pstate.cli import describe
+    from p2pstate.events import Message, Peer
+
+    line = describe(Message(sender=Peer(id="x", name="bob", endpoint=""), payload="hi"))
+    assert line == "# <bob> hi"
+
+
 # --------------------------------------------------------------------------- demo
 
 

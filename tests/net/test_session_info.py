@@ -70,3 +70,38 @@ def test_session_info_is_advertised_and_survives_a_failover() -> None:
     finally:
         b.close()
         a.close()
+
+
+def test_quick_join_fills_an_open_session_then_makes_a_new_one() -> None:
+    app = f"quick-{secrets.token_hex(4)}"
+    opened: list[p2pstate.SharedState] = []
+    try:
+        for _ in range(3):
+            opened.append(
+                p2pstate.quick_join(
+                    app,
+                    metadata={"mode": "ctf"},
+                    max_players=2,
+                    browse_timeout=0.5,
+                    interfaces=["127.0.0.1"],
+                    discovery_window=0.3,
+                )
+            )
+            time.sleep(0.3)  # let the new session's record be seen
+        first, second, third = opened
+        assert first.session == second.session, "the second joins the open one"
+        assert third.session != first.session, "the first is full: a new one is made"
+        assert first.session_info["metadata"] == {"mode": "ctf"}
+        assert third.is_host and third.session_info["metadata"] == {"mode": "ctf"}
+        other = p2pstate.quick_join(
+            app,
+            metadata={"mode": "dm"},
+            browse_timeout=0.5,
+            interfaces=["127.0.0.1"],
+            discovery_window=0.3,
+        )
+        opened.append(other)
+        assert other.session not in {first.session, third.session}, "metadata must match"
+    finally:
+        for s in reversed(opened):
+            s.close()
