@@ -10,11 +10,15 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+import p2pstate
+from p2pstate import SharedState
 
 WORKER = Path(__file__).with_name("worker.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,3 +99,31 @@ def spawn(app_name: str) -> Iterator[Callable[..., PeerProcess]]:
     yield start
     for peer in procs:
         peer.stop()
+
+
+Join = Callable[..., SharedState]
+
+
+@pytest.fixture
+def join(app_name: str) -> Iterator[Join]:
+    """Join peers of one fresh session in this process (each with its own
+    sockets, I/O thread and mDNS), all closed at the end of the test."""
+    opened: list[SharedState] = []
+
+    def make(**options: Any) -> SharedState:
+        options.setdefault("discovery_window", 0.3)
+        s = p2pstate.join(app_name, interfaces=["127.0.0.1"], **options)
+        opened.append(s)
+        return s
+
+    yield make
+    for s in reversed(opened):
+        s.close()
+
+
+def eventually(pred: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until *pred* holds; fail the test after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)

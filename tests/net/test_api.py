@@ -6,37 +6,12 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
 
 import pytest
+from conftest import Join, eventually
 
 import p2pstate
 from p2pstate import SharedState
-
-Join = Callable[..., SharedState]
-
-
-@pytest.fixture
-def join() -> Iterator[Join]:
-    app = f"api-{secrets.token_hex(4)}"
-    opened: list[SharedState] = []
-
-    def make(**options: object) -> SharedState:
-        options.setdefault("discovery_window", 0.3)
-        s = p2pstate.join(app, interfaces=["127.0.0.1"], **options)  # type: ignore[arg-type]
-        opened.append(s)
-        return s
-
-    yield make
-    for s in reversed(opened):
-        s.close()
-
-
-def _eventually(pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
 
 
 def test_mapping_basics(join: Join) -> None:
@@ -47,13 +22,13 @@ def test_mapping_basics(join: Join) -> None:
     a["d"] = {"k": [1.5, b"raw", True]}
     assert a["n"] == 1  # a blocking write is visible everywhere it is acknowledged...
     assert b["t"] == [1, "x", None]  # tuples come back as lists
-    _eventually(lambda: "d" in b)
+    eventually(lambda: "d" in b)
     assert b["d"] == {"k": [1.5, b"raw", True]}
     assert sorted(b) == sorted(a.keys()) == ["d", "n", "t"]
     assert len(a) == 3 and "n" in a and "zz" not in a and 5 not in a
     assert b.get("missing", "dflt") == "dflt"
     del b["n"]
-    _eventually(lambda: "n" not in a)
+    eventually(lambda: "n" not in a)
     with pytest.raises(KeyError):
         del b["n"]
     with pytest.raises(KeyError):
@@ -89,7 +64,7 @@ def test_reads_are_copies(join: Join) -> None:
     events: list[p2pstate.Event] = []
     b.on_change(events.append)
     a["l2"] = {"x": [1]}
-    _eventually(lambda: any(isinstance(e, p2pstate.KeyChanged) and e.key == "l2" for e in events))
+    eventually(lambda: any(isinstance(e, p2pstate.KeyChanged) and e.key == "l2" for e in events))
     changed = next(e for e in events if isinstance(e, p2pstate.KeyChanged) and e.key == "l2")
     changed.value["x"].append(2)
     assert b["l2"] == {"x": [1]}
@@ -103,7 +78,7 @@ def test_compare_and_swap_and_get_if_changed(join: Join) -> None:
     with pytest.raises(p2pstate.DataUnchangedError):
         b.get_if_changed("motd", h)
     b.update("motd", h, "welcome")
-    assert a["motd"] == "welcome" or (_eventually(lambda: a["motd"] == "welcome") is None)
+    assert a["motd"] == "welcome" or (eventually(lambda: a["motd"] == "welcome") is None)
     with pytest.raises(p2pstate.UpdateFailedError):
         a.update("motd", h, "stale write")  # the value no longer hashes to h
     assert b["motd"] == "welcome"
@@ -119,7 +94,7 @@ def test_update_many_keys_is_one_change(join: Join) -> None:
         lambda e: versions.append(e.version) if isinstance(e, p2pstate.KeyChanged) else None
     )
     a.update({"x": 1, "y": 2}, z=3)
-    _eventually(lambda: len(versions) == 3)
+    eventually(lambda: len(versions) == 3)
     assert len(set(versions)) == 1, "an update() is one atomic change with one version"
     assert a.version("x") == a.version("z")
 
@@ -141,25 +116,25 @@ def test_apply_op(join: Join) -> None:
     for t in threads:
         t.join()
     assert a["c"] == 411
-    _eventually(lambda: b["c"] == 411)
+    eventually(lambda: b["c"] == 411)
 
 
 def test_events_poll_and_presence(join: Join) -> None:
     a = join(name="alice")
     b = join(name="bob")
-    _eventually(lambda: any(isinstance(e, p2pstate.PeerJoined) for e in a.poll()))
+    eventually(lambda: any(isinstance(e, p2pstate.PeerJoined) for e in a.poll()))
     assert [p.name for p in a.peers] == ["alice", "bob"]
     assert a.host is not None and a.host.id == a.me.id == b.host.id  # type: ignore[union-attr]
     assert a.me.endpoint.startswith("tcp://127.0.0.1:")
     b["k"] = 1
     got: list[p2pstate.Event] = []
-    _eventually(
+    eventually(
         lambda: bool(got.extend(a.poll()) or any(isinstance(e, p2pstate.KeyChanged) for e in got))
     )
     assert p2pstate.KeyChanged(key="k", value=1, version=b.version("k")) in got
     assert a.poll() == []  # drained, never blocks
     b.close()
-    _eventually(lambda: any(isinstance(e, p2pstate.PeerLeft) for e in a.poll()))
+    eventually(lambda: any(isinstance(e, p2pstate.PeerLeft) for e in a.poll()))
     assert [p.name for p in a.peers] == ["alice"]
 
 
@@ -170,7 +145,7 @@ def test_close_releases_everything(join: Join) -> None:
     b["x"] = 1
     assert b.closed is False
     a.close()  # the host hands over to b
-    _eventually(lambda: b.is_host)
+    eventually(lambda: b.is_host)
     assert b["x"] == 1
     b.close()
     b.close()  # idempotent
@@ -202,7 +177,7 @@ def test_many_non_blocking_writes_then_flush(join: Join) -> None:
         b.set(f"k{i % 50}", i, wait=False)
     b.flush()
     assert b["k49"] == 19_999
-    assert a["k49"] == 19_999 or (_eventually(lambda: a["k49"] == 19_999) is None)
+    assert a["k49"] == 19_999 or (eventually(lambda: a["k49"] == 19_999) is None)
     assert b.stats.get("coalesced_writes", 0) > 0, "a frame-rate writer must not pile up writes"
 
 
@@ -213,8 +188,8 @@ def test_non_blocking_writes_keep_per_key_order(join: Join) -> None:
     for i in range(2000):
         b.set("pos", i, wait=False)
     b["pos"] = -1  # a blocking write after them wins
-    assert a["pos"] == -1 or (_eventually(lambda: a["pos"] == -1) is None)
-    _eventually(lambda: bool(seen) and seen[-1] == -1)
+    assert a["pos"] == -1 or (eventually(lambda: a["pos"] == -1) is None)
+    eventually(lambda: bool(seen) and seen[-1] == -1)
     values = seen[:-1]
     assert values == sorted(values), "a key's writes were applied out of order"
     assert values[-1] == 1999, "the newest non-blocking value must not be dropped"
@@ -241,7 +216,7 @@ def test_copies_started_together_make_one_session_and_lose_nothing() -> None:
         try:
             assert sum(s.is_host for s in states.values()) == 1
             for s in states.values():
-                _eventually(lambda s=s: sorted(s) == ["w0", "w1", "w2"])
+                eventually(lambda s=s: sorted(s) == ["w0", "w1", "w2"])
                 assert s.stats.get("stepped_down", 0) == 0
                 assert not [e for e in s.poll() if isinstance(e, p2pstate.WritesRolledBack)]
         finally:

@@ -3,40 +3,13 @@ with real peers on loopback."""
 
 from __future__ import annotations
 
-import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from conftest import PeerProcess
+from conftest import Join, PeerProcess, eventually
 
 import p2pstate
-from p2pstate import SharedState
-
-Join = Callable[..., SharedState]
-
-
-@pytest.fixture
-def join() -> Iterator[Join]:
-    app = f"feat-{secrets.token_hex(4)}"
-    opened: list[SharedState] = []
-
-    def make(**options: object) -> SharedState:
-        options.setdefault("discovery_window", 0.3)
-        s = p2pstate.join(app, interfaces=["127.0.0.1"], **options)  # type: ignore[arg-type]
-        opened.append(s)
-        return s
-
-    yield make
-    for s in reversed(opened):
-        s.close()
-
-
-def _eventually(pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
 
 
 def test_ephemeral_key_of_a_killed_owner_is_deleted(spawn: Callable[..., PeerProcess]) -> None:
@@ -64,10 +37,10 @@ def test_owner_only_and_ttl(join: Join) -> None:
     with pytest.raises(PermissionError):
         del a["b:name"]
     b["b:name"] = "bobby"
-    assert a["b:name"] == "bobby" or _eventually(lambda: a["b:name"] == "bobby") is None
+    assert a["b:name"] == "bobby" or eventually(lambda: a["b:name"] == "bobby") is None
     start = time.monotonic()
     a.set("flash", "boom", ttl=0.4)
-    _eventually(lambda: "flash" not in b, 5.0)
+    eventually(lambda: "flash" not in b, 5.0)
     assert time.monotonic() - start >= 0.35
     with pytest.raises(ValueError, match="ttl"):
         a.set("x", 1, ttl=-1)
@@ -86,7 +59,7 @@ def test_broadcast_send_and_profile(join: Join) -> None:
         a.broadcast({"chat": f"hi {i}"})
     b.send(c.me.id, "just for you")
     for label in ("b", "c"):
-        _eventually(
+        eventually(
             lambda label=label: (
                 len([e for e in got[label] if isinstance(e, p2pstate.Message)])
                 >= (5 if label == "b" else 6)
@@ -104,25 +77,25 @@ def test_broadcast_send_and_profile(join: Join) -> None:
     with pytest.raises(p2pstate.ValueTooLargeError):
         a.broadcast("x" * 100_000)
     b.set_profile({"color": "blue", "ready": True})
-    _eventually(lambda: any(isinstance(e, p2pstate.PeerUpdated) for e in got["a"]))
+    eventually(lambda: any(isinstance(e, p2pstate.PeerUpdated) for e in got["a"]))
     assert next(p for p in a.peers if p.id == b.me.id).profile == {"color": "blue", "ready": True}
 
 
 def test_transactions(join: Join) -> None:
     a, b = join(), join()
     a.update({"gold": 10, "inventory": []})
-    _eventually(lambda: "inventory" in b)
+    eventually(lambda: "inventory" in b)
     with b.transaction() as t:
         t["gold"] = t["gold"] - 7
         t["inventory"] = [*t["inventory"], "sword"]
-    assert a["gold"] == 3 or _eventually(lambda: a["gold"] == 3) is None
+    assert a["gold"] == 3 or eventually(lambda: a["gold"] == 3) is None
     assert a["inventory"] == ["sword"]
     with pytest.raises(p2pstate.UpdateFailedError), b.transaction() as t:
         gold = t["gold"]
         a["gold"] = 100  # someone else spends or earns meanwhile
         t["gold"] = gold - 1
         t["inventory"] = [*t["inventory"], "shield"]
-    _eventually(lambda: b["gold"] == 100)
+    eventually(lambda: b["gold"] == 100)
     assert b["inventory"] == ["sword"], "a failed transaction writes nothing"
     with pytest.raises(RuntimeError), b.transaction() as t:
         t["gold"] = 0
@@ -131,4 +104,4 @@ def test_transactions(join: Join) -> None:
     with b.transaction() as t:  # reading a missing key makes "still missing" a condition
         assert "shop" not in t
         t["shop"] = "open"
-    assert a.get("shop") == "open" or _eventually(lambda: a.get("shop") == "open") is None
+    assert a.get("shop") == "open" or eventually(lambda: a.get("shop") == "open") is None
