@@ -245,9 +245,21 @@ class _Advert:
     info: ServiceInfo
 
 
-def _instance_name(app: str, node_id: str) -> str:
+#: Ends the instance name of a candidate's record (a node still looking for a
+#: host, epoch 0). It must differ from the name the node uses once it hosts:
+#: the goodbyes of a withdrawn candidate record go on for a while, and one for
+#: a shared name would delete the host record that replaced it from caches.
+CANDIDATE_SUFFIX: Final = "-c"
+
+
+def is_candidate_name(name: str) -> bool:
+    """Whether service *name* (as a watch reports it) is a candidate's record."""
+    return name.split(".", 1)[0].lower().endswith(CANDIDATE_SUFFIX)
+
+
+def _instance_name(app: str, node_id: str, *, candidate: bool = False) -> str:
     prefix = _NON_LABEL_CHARS_RE.sub("-", app.lower()).strip("-")[:_APP_PREFIX_CHARS].strip("-")
-    label = f"{prefix or 'p2p'}-{node_id[:16]}"
+    label = f"{prefix or 'p2p'}-{node_id[:16]}" + (CANDIDATE_SUFFIX if candidate else "")
     assert len(label.encode()) <= _MAX_LABEL_BYTES
     return label
 
@@ -339,7 +351,7 @@ def _build_txt(spec: _AdSpec) -> dict[str, str]:
 
 def _build_info(spec: _AdSpec) -> ServiceInfo:
     _validate_spec(spec)
-    instance = _instance_name(spec.app, spec.node_id)
+    instance = _instance_name(spec.app, spec.node_id, candidate=spec.epoch == 0)
     return ServiceInfo(
         SERVICE_TYPE,
         f"{instance}.{SERVICE_TYPE}",

@@ -637,6 +637,8 @@ class Lobby:
             if node is not None:
                 self._remove(node, now)
             return
+        if record.epoch == 0:
+            return  # a node still starting: no session yet (its record has its own name)
         self._names[name] = record.node_id
         self._put(record, now)
 

@@ -23,7 +23,13 @@ import zmq
 
 from .core.node import Node, Role
 from .core.writer import Outcome
-from .discovery import Discovery, HostRecord, check_txt, resolve_interfaces
+from .discovery import (
+    Discovery,
+    HostRecord,
+    check_txt,
+    is_candidate_name,
+    resolve_interfaces,
+)
 from .errors import SessionClosedError, SessionFullError, SessionLostError
 from .events import Event, KeyChanged
 from .options import Options
@@ -93,7 +99,7 @@ class Runtime:
         self._events: deque[Event] = deque()
         self.poll_events = options.poll_events
         self._callbacks: list[Callable[[Event], None]] = []
-        self._hosts: dict[str, HostRecord] = {}
+        self._hosts: dict[tuple[str, bool], HostRecord] = {}
         self._hosts_lock = threading.Lock()
         self._tried: set[str] = set()
         self._join_at = 0.0
@@ -315,10 +321,11 @@ class Runtime:
     def _on_record(self, kind: str, record: HostRecord | None, name: str) -> None:
         """Zeroconf's thread: keep the host list, and let a host meet its rivals."""
         if record is None:
+            candidate = is_candidate_name(name)
             with self._hosts_lock:
-                for node_id, known in list(self._hosts.items()):
-                    if _service_name_matches(name, known):
-                        del self._hosts[node_id]
+                for key, known in list(self._hosts.items()):
+                    if _service_name_matches(name, known) and (known.epoch == 0) == candidate:
+                        del self._hosts[key]
             return
         if record.node_id == self.node_id:
             return
@@ -328,9 +335,10 @@ class Runtime:
                 self.call(lambda: self._observe_io(record))
 
     def _remember(self, record: HostRecord) -> None:
+        # A node's candidate record and its host record are two adverts.
         if record.node_id != self.node_id:
             with self._hosts_lock:
-                self._hosts[record.node_id] = record
+                self._hosts[(record.node_id, record.epoch > 0)] = record
 
     def _observe_io(self, record: HostRecord) -> None:
         self.node.observe_host(record.node_id, record.endpoints, record.epoch, time.monotonic())

@@ -250,6 +250,30 @@ def test_withdraw_is_seen_as_removed(make_discovery: Callable[[], Discovery], ap
     stop()
 
 
+def test_a_withdrawn_candidate_record_never_removes_the_host_record(
+    make_discovery: Callable[[], Discovery], app: str
+) -> None:
+    """Regression: a node withdrew its candidate record (epoch 0) when it
+    joined someone, then took over as host under the same instance name while
+    the candidate's goodbyes were still going out; a late goodbye deleted the
+    new host record from listeners' caches. The two records have two names."""
+    host, peer = make_discovery(), make_discovery()
+    recorder = _Recorder()
+    stop = peer.watch(app, "lobby", recorder)
+    fields = _advertise(host, app, epoch=0)
+    assert _wait_for(lambda: recorder.kinds() == ["added"])
+    candidate_name = recorder.last()[2]
+    host.withdraw()  # it joined someone: goodbyes for the candidate record go out...
+    _advertise(host, app, node_id=fields["node_id"], epoch=2)  # ... while it takes over
+    time.sleep(1.5)  # past every goodbye
+    live = {name for kind, record, name in recorder.events if record is not None}
+    removed = {name for kind, record, name in recorder.events if kind == "removed"}
+    host_names = live - {candidate_name}
+    assert host_names, recorder.events
+    assert not host_names & removed, "the host record was removed by the candidate's goodbye"
+    stop()
+
+
 def test_watch_callback_exception_does_not_break_watch(
     make_discovery: Callable[[], Discovery], app: str
 ) -> None:
