@@ -18,6 +18,7 @@ __all__ = [
     "check_key",
     "decode",
     "encode",
+    "fresh_copy",
     "hash_value",
     "length_data",
     "normalize",
@@ -106,6 +107,14 @@ def decode(data: bytes, *, max_size: int) -> Any:
         raise ValueError(f"malformed msgpack: {exc}") from None
     except Exception as exc:  # noqa: BLE001 (msgpack raises odd types on hostile input)
         raise ValueError(f"malformed msgpack: {type(exc).__name__}: {exc}") from None
+
+
+def fresh_copy(value: Any) -> Any:
+    """A copy of a normalised value that shares nothing with it (lists and
+    dicts are rebuilt; decoding is much faster than deepcopy)."""
+    if isinstance(value, (list, dict)):
+        return msgpack.unpackb(encode(value), raw=False)
+    return value
 
 
 def _canonical(value: Any) -> Any:

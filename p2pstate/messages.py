@@ -31,7 +31,6 @@ __all__ = [
     "Redirect",
     "Refused",
     "Result",
-    "Rollback",
     "Snapshot",
     "Welcome",
     "WireMember",
@@ -499,16 +498,6 @@ class Gone(Message):
     TYPE: ClassVar[int] = 11
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Rollback(Message):
-    """This host gave way to another; these acknowledged writes are undone."""
-
-    TYPE: ClassVar[int] = 12
-    writes: tuple[tuple[str, int, tuple[str, ...]], ...]
-
-
-_rollback_item = _tuple(_str, _nat, _list(_key))
-
 _SPECS: dict[type[Message], tuple[Callable[[Any], Any], ...]] = {
     Hello: (
         _str,
@@ -541,7 +530,6 @@ _SPECS: dict[type[Message], tuple[Callable[[Any], Any], ...]] = {
     Handoff: (),
     Gone: (),
     Refused: (_str,),
-    Rollback: (_list(_rollback_item),),
 }
 _BY_TYPE: dict[int, type[Message]] = {cls.TYPE: cls for cls in _SPECS}
 _FIELD_NAMES: dict[type[Message], tuple[str, ...]] = {

@@ -18,9 +18,9 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
 import zmq
 
+from .codec import fresh_copy
 from .core.node import Node, Role
 from .core.writer import Outcome
 from .discovery import (
@@ -103,8 +103,9 @@ class Runtime:
         self._hosts_lock = threading.Lock()
         self._tried: set[str] = set()
         self._join_at = 0.0
-        # (epoch, players, settings) in our record
-        self._advertised: tuple[int, int, str] | None = None
+        # (epoch, players) in our record
+        self._advertised: tuple[int, int] | None = None
+        self._info: dict[str, Any] | None = None  # the settings in our record
         self._rev = 0
         self._closing = False
         self._unwatch: Callable[[], None] | None = None
@@ -473,7 +474,7 @@ class Runtime:
     def _emit_io(self, event: Event) -> None:
         if isinstance(event, KeyChanged) and isinstance(event.value, (list, dict)):
             # The replica holds this object: hand out a copy nobody else shares.
-            event = KeyChanged(key=event.key, value=_copy(event.value), version=event.version)
+            event = KeyChanged(key=event.key, value=fresh_copy(event.value), version=event.version)
         for callback in list(self._callbacks):
             try:
                 callback(event)
@@ -494,8 +495,8 @@ class Runtime:
         node = self.node
         if node.role is Role.HOST:
             players = len(node.replica.members)
-            wanted = (node.epoch, players, repr(sorted(node.replica.info.items())))
-            if wanted != self._advertised:
+            # The replica replaces its info dict on every change: identity says it all.
+            if (node.epoch, players) != self._advertised or node.replica.info is not self._info:
                 self._advertise_io(epoch=node.epoch, players=players)
         elif self._advertised is not None and node.ready:
             self.discovery.withdraw()
@@ -524,7 +525,7 @@ class Runtime:
             )
         else:
             self.discovery.update(epoch=epoch, properties=properties)
-        self._advertised = (epoch, players, repr(sorted(info.items())))
+        self._advertised, self._info = (epoch, players), info
 
     def _finish_io(self) -> None:
         if self._advertised is not None:
@@ -559,10 +560,6 @@ def _players(record: HostRecord) -> int:
         return int(record.properties.get("players", "1"))
     except ValueError:
         return 1
-
-
-def _copy(value: Any) -> Any:
-    return msgpack.unpackb(msgpack.packb(value, use_bin_type=True), raw=False)
 
 
 def _service_name_matches(name: str, record: HostRecord) -> bool:

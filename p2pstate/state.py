@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import msgpack
 
-from .codec import check_key, encode, hash_value, normalize
+from .codec import check_key, encode, fresh_copy, hash_value, normalize
 from .core.node import Role
 from .core.replica import Entry
 from .core.writer import Outcome
@@ -149,7 +149,7 @@ class SharedState(MutableMapping[str, Any]):
     @property
     def session_info(self) -> dict[str, Any]:
         """The session's settings: max_players, joinable, version, metadata."""
-        info: dict[str, Any] = _copy(dict(self._rt.node.replica.info))
+        info: dict[str, Any] = fresh_copy(dict(self._rt.node.replica.info))
         return info
 
     def set_session_info(
@@ -256,15 +256,15 @@ class SharedState(MutableMapping[str, Any]):
             default = self._checked(defaultvalue)
             outcome = self._send((("set", key, default),), (("absent", key),))
             if outcome.status == "ok":
-                return _copy(default)
+                return fresh_copy(default)
             current = self._current_from(outcome, key)
         else:
             current = entry.value
         while True:
-            new = self._checked(fn(_copy(current)))
+            new = self._checked(fn(fresh_copy(current)))
             outcome = self._send((("set", key, new),), (("hash", key, hash_value(current)),))
             if outcome.status == "ok":
-                return _copy(new)
+                return fresh_copy(new)
             current = self._current_from(outcome, key)
 
     def _current_from(self, outcome: Outcome, key: str) -> Any:
@@ -415,12 +415,6 @@ def _read(entry: Entry) -> Any:
     return entry.value
 
 
-def _copy(value: Any) -> Any:
-    if isinstance(value, (list, dict)):
-        return msgpack.unpackb(encode(value), raw=False)
-    return value
-
-
 def _raise_for(outcome: Outcome, key: str | None) -> Any:
     status, detail = outcome.status, outcome.detail
     if status == "no_peer":
@@ -462,7 +456,7 @@ class Transaction:
         check_key(key)
         if key in self._writes:
             written = self._writes[key]
-            return default if written is _DELETED else _copy(written)
+            return default if written is _DELETED else fresh_copy(written)
         entry = self._state._entry(key)
         if key not in self._read:
             self._read[key] = None if entry is None else hash_value(entry.value)

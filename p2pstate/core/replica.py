@@ -236,10 +236,6 @@ class Replica:
         )
         self.log.append(change)
 
-    def forget_writer(self, writer: str) -> None:
-        """Drop a departed writer's exactly-once record (it will never resend)."""
-        self.dedupe.pop(writer, None)
-
     # ------------------------------------------------------------ snapshots
 
     def snapshot(self, ttl_left: dict[str, float] | None = None) -> Snapshot:

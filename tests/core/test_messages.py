@@ -26,7 +26,6 @@ from p2pstate.messages import (
     Redirect,
     Refused,
     Result,
-    Rollback,
     Snapshot,
     Welcome,
     Write,
@@ -138,7 +137,6 @@ SAMPLES: list[Message] = [
     Handoff(sender=A.id, epoch=2),
     Gone(sender=A.id, epoch=2),
     Refused(sender=A.id, epoch=2, reason="full"),
-    Rollback(sender=A.id, epoch=2, writes=((B.id, 4, ("score", "name")),)),
 ]
 
 

@@ -214,9 +214,3 @@ def test_history_contains_matches_replay(
         assert not r.in_history(c.seq, c.epoch + 1000, c.origin)
         got = r.changes_after(c.seq, c.epoch, c.origin)
         assert got is not None and [x.seq for x in got] == list(range(c.seq + 1, r.seq + 1))
-
-
-def test_forget_writer() -> None:
-    r = replay(history())
-    r.forget_writer("b")
-    assert "b" not in r.dedupe
