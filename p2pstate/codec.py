@@ -9,6 +9,7 @@ equally on every machine and Python version.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -107,6 +108,35 @@ def decode(data: bytes, *, max_size: int) -> Any:
         raise ValueError(f"malformed msgpack: {exc}") from None
     except Exception as exc:  # noqa: BLE001 (msgpack raises odd types on hostile input)
         raise ValueError(f"malformed msgpack: {type(exc).__name__}: {exc}") from None
+
+
+def decode_all(data: bytes, *, max_size: int, max_objects: int) -> Iterator[Any]:
+    """Decode the msgpack objects laid end to end in *data*, one at a time.
+
+    Raises ValueError on anything malformed, on a truncated last object, and
+    past *max_objects*, so a small frame cannot expand into millions of them.
+    Objects before the fault have been yielded already."""
+    if len(data) > max_size:
+        raise ValueError(f"frame of {len(data)} bytes is over the {max_size} byte limit")
+    unpacker = msgpack.Unpacker(
+        raw=False, strict_map_key=True, use_list=True, max_buffer_size=max(len(data), 1)
+    )
+    unpacker.feed(data)
+    count = 0
+    while True:
+        start = unpacker.tell()
+        try:
+            obj = unpacker.unpack()
+        except msgpack.OutOfData:
+            if start != len(data):
+                raise ValueError("malformed msgpack: truncated") from None
+            return
+        except Exception as exc:  # noqa: BLE001 (msgpack raises odd types on hostile input)
+            raise ValueError(f"malformed msgpack: {type(exc).__name__}: {exc}") from None
+        count += 1
+        if count > max_objects:
+            raise ValueError(f"more than {max_objects} messages in one frame")
+        yield obj
 
 
 def fresh_copy(value: Any) -> Any:

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from .codec import MAX_KEY_BYTES, decode, encode, normalize
+from .codec import MAX_KEY_BYTES, decode, decode_all, encode, normalize
 from .errors import ProtocolError
 
 __all__ = [
+    "MAX_BATCH",
     "Ack",
     "Change",
     "ChangeMsg",
@@ -35,9 +36,15 @@ __all__ = [
     "Welcome",
     "WireMember",
     "Write",
+    "from_batch",
     "from_frame",
     "to_frame",
 ]
+
+#: Most messages one frame may carry (a sender batches what it has for one
+#: peer; see transport.py). More is refused, so a frame cannot expand into
+#: millions of tiny messages.
+MAX_BATCH = 1024
 
 # ---------------------------------------------------------------- field checks
 
@@ -565,6 +572,24 @@ def from_frame(frame: bytes, *, max_size: int) -> Message:
         body = decode(frame, max_size=max_size)
     except ValueError as exc:
         raise ProtocolError(str(exc)) from None
+    return _from_body(body)
+
+
+def from_batch(frame: bytes, *, max_size: int) -> list[Message]:
+    """Decode and validate a frame of one or more messages laid end to end.
+
+    All or nothing: one bad message makes the whole frame a ProtocolError."""
+    try:
+        bodies = decode_all(frame, max_size=max_size, max_objects=MAX_BATCH)
+        msgs = [_from_body(body) for body in bodies]
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
+    if not msgs:
+        raise ProtocolError("empty frame")
+    return msgs
+
+
+def _from_body(body: Any) -> Message:
     if not isinstance(body, list) or len(body) < 3:
         raise ProtocolError("a message is an array [type, sender, epoch, ...]")
     kind = body[0]

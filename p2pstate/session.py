@@ -424,6 +424,7 @@ class Runtime:
                 node.tick(now)
                 self._retry_join_io(now)
                 self._flush_io()
+                self.transport.flush_io()  # one frame per peer for this whole pass
         except Exception:  # a bug must not leave user threads waiting forever
             log.exception("p2pstate I/O thread failed")
             self.stopped.set()
@@ -528,6 +529,7 @@ class Runtime:
         self._advertised, self._info = (epoch, players), info
 
     def _finish_io(self) -> None:
+        self.transport.flush_io()
         if self._advertised is not None:
             try:
                 self.discovery.withdraw()

@@ -14,15 +14,21 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import zmq
 
 from .core.node import Send
 from .errors import ProtocolError
-from .messages import Hello, Message, from_frame, to_frame
+from .messages import MAX_BATCH, Hello, Message, from_batch, to_frame
 
-__all__ = ["Transport", "valid_endpoint"]
+__all__ = ["BATCH_BYTES", "BATCH_MESSAGES", "Transport", "valid_endpoint"]
+
+#: What one link sends as one frame at most (a bigger message goes alone).
+#: Messages for one peer made in one pass of the I/O loop travel together:
+#: one zmq send, one wake-up of the receiver, instead of one per message.
+BATCH_BYTES = 256 * 1024
+BATCH_MESSAGES = MAX_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,8 @@ class _Link:
     index: int
     heard: bool = False  # has X said anything since we last rotated?
     given: tuple[str, ...] = ()  # the endpoints as the protocol gave them, unchecked
+    queued: list[bytes] = field(default_factory=list)  # encoded, not yet sent
+    queued_bytes: int = 0
 
 
 class Transport:
@@ -52,6 +60,7 @@ class Transport:
         self._send_hwm = send_hwm
         self.stats: Counter[str] = Counter()
         self._links: dict[str, _Link] = {}
+        self._queued: list[_Link] = []  # links with messages to send in flush_io
         self._last_msg: Message | None = None
         self._last_frame = b""
         self._local_nets = [_network(a) for a in addresses]
@@ -88,15 +97,17 @@ class Transport:
             if len(frames) != 2:
                 self._bad("wrong frame count")
                 continue
+            self.stats["frames"] += 1
             try:
-                msg = from_frame(frames[1], max_size=self.max_frame_size)
+                msgs = from_batch(frames[1], max_size=self.max_frame_size)
             except ProtocolError as exc:
                 self._bad(str(exc))
                 continue
-            link = self._links.get(msg.sender)
-            if link is not None:
-                link.heard = True
-            out.append(msg)
+            for msg in msgs:
+                link = self._links.get(msg.sender)
+                if link is not None:
+                    link.heard = True
+            out.extend(msgs)
         return out
 
     def _bad(self, why: str) -> None:
@@ -129,14 +140,38 @@ class Transport:
         link.heard = False if isinstance(send.msg, Hello) else link.heard
         if send.msg is not self._last_msg:  # one change for many peers: encode it once
             self._last_msg, self._last_frame = send.msg, to_frame(send.msg)
+        frame = self._last_frame
+        if link.queued and (
+            link.queued_bytes + len(frame) > BATCH_BYTES or len(link.queued) >= BATCH_MESSAGES
+        ):
+            self._send_queued(link)
+        if not link.queued:
+            self._queued.append(link)
+        link.queued.append(frame)
+        link.queued_bytes += len(frame)
+
+    def flush_io(self) -> None:
+        """Send what ``send_io`` queued: one frame per peer, in order."""
+        for link in self._queued:
+            if link.queued:
+                self._send_queued(link)
+        self._queued.clear()
+
+    def _send_queued(self, link: _Link) -> None:
+        # msgpack objects laid end to end: a batch of one is a plain message.
+        frame = link.queued[0] if len(link.queued) == 1 else b"".join(link.queued)
+        link.queued.clear()
+        link.queued_bytes = 0
         try:
-            link.socket.send(self._last_frame, zmq.NOBLOCK)
+            link.socket.send(frame, zmq.NOBLOCK)
         except zmq.Again:
             self.stats["send_queue_full"] += 1
 
     def forget_io(self, node_id: str) -> None:
         link = self._links.pop(node_id, None)
         if link is not None:
+            if link.queued:
+                self._send_queued(link)
             link.socket.close(linger=0)
 
     def _connect(self, node_id: str, endpoints: tuple[str, ...]) -> _Link:

@@ -41,6 +41,7 @@ The protocol (see the README's design section for why):
 from __future__ import annotations
 
 import enum
+import heapq
 from collections import Counter, deque
 from dataclasses import dataclass, replace
 from typing import Any
@@ -164,6 +165,7 @@ class Node:
         # host side
         self._conns: dict[str, _Conn] = {}
         self._awaiting: dict[int, tuple[str, int]] = {}  # seq -> (writer, req) to answer
+        self._awaiting_seqs: list[int] = []  # a heap of the seqs above, lowest first
         self._durable = 0  # highest seq the successor holds
         self._successor: str | None = None
 
@@ -376,7 +378,7 @@ class Node:
                 self.stats["duplicate_without_result"] += 1
                 self._answer(writer, req, "invalid", "request already applied", 0)
             elif kept[2] > self._durable_point():
-                self._awaiting[kept[2]] = (writer, req)
+                self._await(kept[2], writer, req)
             else:
                 self._answer(writer, req, kept[0], kept[1], kept[2])
             return
@@ -393,7 +395,7 @@ class Node:
             ops=ops if status == "ok" else (),
         )
         self._apply(change)
-        self._awaiting[change.seq] = (writer, req)
+        self._await(change.seq, writer, req)
         self._release_durable()
 
     def _check(
@@ -493,10 +495,20 @@ class Node:
             return self.replica.seq  # alone: nobody else could hold it
         return self._durable if self._successor is not None else 0
 
+    def _await(self, seq: int, writer: str, req: int) -> None:
+        self._awaiting[seq] = (writer, req)
+        heapq.heappush(self._awaiting_seqs, seq)
+
     def _release_durable(self) -> None:
+        # A heap, not a scan: with thousands of writes in flight, a scan per
+        # write made the host quadratic.
         point = self._durable_point()
-        for seq in sorted(s for s in self._awaiting if s <= point):
-            writer, req = self._awaiting.pop(seq)
+        seqs = self._awaiting_seqs
+        while seqs and seqs[0] <= point:
+            entry = self._awaiting.pop(heapq.heappop(seqs), None)
+            if entry is None:
+                continue  # the same seq was awaited twice
+            writer, req = entry
             record = self.replica.dedupe.get(writer)
             kept = record.results.get(req) if record else None
             if kept is not None:
@@ -573,6 +585,7 @@ class Node:
     def _close_host_side(self) -> None:
         self._conns.clear()
         self._awaiting.clear()
+        self._awaiting_seqs.clear()
         self._successor, self._durable = None, 0
 
     def _take_over(self, reason: str, now: float) -> None:
@@ -597,6 +610,7 @@ class Node:
             if m.id not in gone and m.id != self.me.id
         }
         self._successor, self._durable, self._awaiting = None, 0, {}
+        self._awaiting_seqs = []
         leave_reason = "left" if reason == "handoff" else "failed"
         ops: list[tuple[Any, ...]] = [("term", self.epoch, self.me.id, old or None, reason)]
         ops.extend(("leave", mid, leave_reason) for mid in gone)

@@ -13,6 +13,7 @@ from p2pstate.codec import encode, normalize
 from p2pstate.errors import ProtocolError
 from p2pstate.messages import (
     _BY_TYPE,
+    MAX_BATCH,
     Ack,
     Change,
     ChangeMsg,
@@ -29,6 +30,7 @@ from p2pstate.messages import (
     Snapshot,
     Welcome,
     Write,
+    from_batch,
     from_frame,
     to_frame,
 )
@@ -399,3 +401,48 @@ def test_decoded_values_are_normalised() -> None:
     msg = from_frame(to_frame(SAMPLES[5]), max_size=MAX)
     assert isinstance(msg, Write)
     assert msg.ops[0][2] == normalize([1, {"x": None}])
+
+
+# ---------------------------------------------------------------- batches
+
+
+def test_a_batch_is_messages_end_to_end_and_decodes_in_order() -> None:
+    frame = b"".join(to_frame(m) for m in SAMPLES)
+    assert from_batch(frame, max_size=MAX) == SAMPLES
+    assert from_batch(to_frame(SAMPLES[0]), max_size=MAX) == [SAMPLES[0]]
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.99])
+def test_a_truncated_last_message_refuses_the_whole_batch(keep: float) -> None:
+    last = to_frame(SAMPLES[-1])
+    frame = b"".join(to_frame(m) for m in SAMPLES[:-1]) + last[: int(len(last) * keep)]
+    with pytest.raises(ProtocolError):
+        from_batch(frame, max_size=MAX)
+
+
+def test_one_bad_message_refuses_the_whole_batch() -> None:
+    good = to_frame(SAMPLES[0])
+    bad = encode([8, "x", -1, 0])  # a Heartbeat with a negative epoch
+    with pytest.raises(ProtocolError):
+        from_batch(good + bad + good, max_size=MAX)
+
+
+def test_batches_are_bounded_in_count_and_size() -> None:
+    beat = to_frame(Heartbeat(sender="s", epoch=1, seq=0))
+    assert len(from_batch(beat * MAX_BATCH, max_size=MAX)) == MAX_BATCH
+    with pytest.raises(ProtocolError, match="more than"):
+        from_batch(beat * (MAX_BATCH + 1), max_size=MAX)
+    with pytest.raises(ProtocolError, match="limit"):
+        from_batch(beat * 10, max_size=len(beat) * 10 - 1)
+    with pytest.raises(ProtocolError, match="empty"):
+        from_batch(b"", max_size=MAX)
+
+
+@given(st.binary(max_size=300))
+def test_random_batches_only_raise_protocol_error(tail: bytes) -> None:
+    try:
+        msgs = from_batch(to_frame(SAMPLES[0]) + tail, max_size=MAX)
+    except ProtocolError:
+        return
+    assert msgs[0] == SAMPLES[0]
+    assert all(isinstance(m, Message) for m in msgs)

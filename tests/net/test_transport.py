@@ -9,7 +9,7 @@ import zmq
 
 from p2pstate.core.node import Send
 from p2pstate.messages import Heartbeat, Hello, to_frame
-from p2pstate.transport import Transport
+from p2pstate.transport import BATCH_MESSAGES, Transport
 
 
 def _hello(sender: str) -> Hello:
@@ -53,9 +53,11 @@ def test_unreachable_first_endpoint_is_rotated_past() -> None:
         # b advertises a dead address first (a VPN or container bridge, say).
         endpoints = (dead, b.endpoints[0])
         a.send_io(Send("bbbb", endpoints, _hello("aaaa")))
+        a.flush_io()
         first = _receive(b, 0.3)
         if not first:  # the first hello went to the dead address; the retry rotates
             a.send_io(Send("bbbb", endpoints, _hello("aaaa")))
+            a.flush_io()
             first = _receive(b)
         assert first and first[0] == _hello("aaaa")
         assert a.stats["endpoint_rotations"] <= 1
@@ -88,4 +90,43 @@ def test_bad_frames_are_dropped_and_counted() -> None:
     finally:
         raw.close()
         t.close_io()
+        ctx.term()
+
+
+def test_messages_for_one_peer_in_one_pass_travel_as_one_frame_in_order() -> None:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    a = Transport(ctx, "aaaa", ["127.0.0.1"], max_frame_size=1 << 20)
+    b = Transport(ctx, "bbbb", ["127.0.0.1"], max_frame_size=1 << 20)
+    raw = ctx.socket(zmq.ROUTER)  # sees frames as they are on the wire
+    raw.setsockopt(zmq.LINGER, 0)
+    port = raw.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        beats = [Heartbeat(sender="aaaa", epoch=1, seq=i) for i in range(2 * BATCH_MESSAGES + 500)]
+        for beat in beats:
+            a.send_io(Send("bbbb", b.endpoints, beat))
+        a.send_io(Send("raw", (f"tcp://127.0.0.1:{port}",), beats[0]))
+        a.send_io(Send("raw", (f"tcp://127.0.0.1:{port}",), beats[1]))
+        got: list[object] = []
+
+        def receive_until(count: int) -> None:
+            deadline = time.monotonic() + 5
+            while len(got) < count and time.monotonic() < deadline:
+                got.extend(_receive(b, 0.1))
+
+        # A full batch leaves at once; the rest waits for the flush.
+        receive_until(2 * BATCH_MESSAGES + 1)
+        assert got == beats[: 2 * BATCH_MESSAGES]
+        assert not raw.poll(100)
+        a.flush_io()
+        receive_until(len(beats))
+        assert got == beats
+        assert b.stats["frames"] == 3
+        assert raw.poll(2000)
+        frames = raw.recv_multipart()
+        assert frames[1] == to_frame(beats[0]) + to_frame(beats[1])
+        assert not raw.poll(100)
+    finally:
+        raw.close(linger=0)
+        a.close_io()
+        b.close_io()
         ctx.term()
