@@ -283,6 +283,32 @@ class Change:
 
     @classmethod
     def from_wire(cls, v: Any) -> Change:
+        # Every peer decodes every change: the usual shape is checked inline,
+        # and anything else goes through the checks below, which name the fault.
+        if type(v) is list and len(v) == 9:
+            seq, epoch, origin, writer, req, acked, status, detail, ops = v
+            if (
+                type(seq) is int
+                and type(epoch) is int
+                and type(req) is int
+                and type(acked) is int
+                and min(seq, epoch, req, acked) >= 0
+                and type(origin) is str
+                and type(writer) is str
+                and type(status) is str
+                and type(ops) is list
+            ):
+                return cls(
+                    seq=seq,
+                    epoch=epoch,
+                    origin=origin,
+                    writer=writer,
+                    req=req,
+                    acked_upto=acked,
+                    status=status,
+                    detail=_value(detail),
+                    ops=tuple([_op(op) for op in ops]),
+                )
         t = _tuple(_nat, _nat, _str, _str, _nat, _nat, _str, _value, _list(_op))(v)
         return cls(
             seq=t[0],
