@@ -22,7 +22,9 @@ from typing import Any
 
 from .codec import hash_value, length_data
 from .errors import (
+    AuthenticationError,
     DataUnchangedError,
+    IdentityError,
     P2PStateError,
     PermissionDeniedError,
     ProtocolError,
@@ -50,9 +52,11 @@ from .options import Options
 from .state import SharedState, Transaction
 
 __all__ = [
+    "AuthenticationError",
     "DataUnchangedError",
     "Event",
     "HostChanged",
+    "IdentityError",
     "KeyChanged",
     "KeyDeleted",
     "Lobby",

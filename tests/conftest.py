@@ -18,6 +18,20 @@ LOOPBACK = ["127.0.0.1"]
 FAST = {"discovery_window": 0.3}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def identity_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every identity a test makes, in this process or in the processes it
+    starts (they inherit the environment), lives in a temporary directory:
+    a test run never writes to the real config directory."""
+    before = os.environ.get("P2PSTATE_HOME")
+    os.environ["P2PSTATE_HOME"] = str(tmp_path_factory.mktemp("p2pstate-home"))
+    yield
+    if before is None:
+        del os.environ["P2PSTATE_HOME"]
+    else:
+        os.environ["P2PSTATE_HOME"] = before
+
+
 @pytest.fixture(autouse=True)
 def no_thread_left_behind() -> Iterator[None]:
     """Fail a test that leaves a thread of its own running, as zeroconf's tests do."""
