@@ -119,6 +119,8 @@ class Runtime:
         # Hosts a first join found but could not talk to securely, and why;
         # with nobody else to try, join() raises rather than host a rival session.
         self._unauthenticated: dict[str, str] = {}
+        # ... and first, until when it waits for others to appear.
+        self._others_until: float | None = None
         self.auth_failure: str | None = None
         self._join_at = 0.0
         # (epoch, players) in our record
@@ -407,6 +409,7 @@ class Runtime:
             self._tried.add(record.node_id)
             secured = advertised_secured(record.properties)
             if secured == self.secured:
+                self._others_until = None
                 self.node.join(record.node_id, record.endpoints, now)
                 return
             # CURVE and plaintext cannot talk: don't even try.
@@ -417,11 +420,16 @@ class Runtime:
                 "or use another session name"
             )
         if self._unauthenticated:
+            # Browsing stops at the first host found: give the others (a rogue
+            # may advertise a better rank than the real host) time to appear.
+            if self._others_until is None:
+                self._others_until = now + self.options.discovery_window
+            if now < self._others_until:
+                return
             # Someone holds this session and we can't talk to them: hosting a
             # second one of the same name would only split the players.
-            self.auth_failure = f"could not join session {self.session!r} of {self.app!r}: " + next(
-                iter(self._unauthenticated.values())
-            )
+            why = next(iter(self._unauthenticated.values()))
+            self.auth_failure = f"could not join session {self.session!r} of {self.app!r}: {why}"
             return
         self.node.start_host(secrets.token_hex(8), now, self.options.session_info())
 
@@ -442,7 +450,13 @@ class Runtime:
 
     def _retry_join_io(self, now: float) -> None:
         """A first join that got no welcome: another host, or host ourselves."""
-        if self.node.ready or self.node.role is not Role.JOINING or self.auth_failure:
+        if self.node.ready or self.auth_failure:
+            return
+        if self._others_until is not None:  # see _begin_io
+            if now >= self._others_until or self._choose() is not None:
+                self._begin_io(now)
+            return
+        if self.node.role is not Role.JOINING:
             return
         if now - self._join_at < _JOIN_RETRY:
             return

@@ -4,6 +4,8 @@ and a test that leaves a thread running fails."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -13,23 +15,21 @@ import pytest
 # Set before anything imports p2pstate: join() with no interfaces reads it.
 os.environ["P2PSTATE_INTERFACES"] = "127.0.0.1"
 LOOPBACK = ["127.0.0.1"]
+# Every identity a test makes, in this process or in the processes it starts
+# (they inherit the environment, also where a module copied it at import),
+# lives here: a test run never writes to the real config directory.
+IDENTITY_HOME = tempfile.mkdtemp(prefix="p2pstate-test-home-")
+os.environ["P2PSTATE_HOME"] = IDENTITY_HOME
 
 #: Short timings for tests that join real sessions.
 FAST = {"discovery_window": 0.3}
 
 
 @pytest.fixture(scope="session", autouse=True)
-def identity_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Every identity a test makes, in this process or in the processes it
-    starts (they inherit the environment), lives in a temporary directory:
-    a test run never writes to the real config directory."""
-    before = os.environ.get("P2PSTATE_HOME")
-    os.environ["P2PSTATE_HOME"] = str(tmp_path_factory.mktemp("p2pstate-home"))
+def identity_home() -> Iterator[None]:
+    """Remove the test run's identity directory (see IDENTITY_HOME) at the end."""
     yield
-    if before is None:
-        del os.environ["P2PSTATE_HOME"]
-    else:
-        os.environ["P2PSTATE_HOME"] = before
+    shutil.rmtree(IDENTITY_HOME, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
