@@ -367,6 +367,8 @@ class Runtime:
                 self._hosts[(record.node_id, record.epoch > 0)] = record
 
     def _observe_io(self, record: HostRecord) -> None:
+        if advertised_secured(record.properties) != self.secured:
+            return  # an open and a secured session of one name can't talk, let alone merge
         self.node.observe_host(record.node_id, record.endpoints, record.epoch, time.monotonic())
 
     def _choose(self) -> HostRecord | None:
