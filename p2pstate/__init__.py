@@ -147,16 +147,20 @@ def quick_join(
 ) -> SharedState:
     """Join an open session of *app* that matches, or create one.
 
-    Matching means: joinable and not full, of that *version* if given, with
-    every *metadata* key equal, and *where(info)* true if given. The session
+    Matching means: joinable and not full, secured if and only if a ``secret``
+    is given, of that *version* if given, with every *metadata* key equal, and
+    *where(info)* true if given. The session
     with the most players is tried first; one that fills up meanwhile is
     skipped. With none left, a new session is made (named after a random id)
     carrying *version* and *metadata*, so the next quick_join finds it.
     Other keyword options are :func:`join`'s (``name``, ``max_players``...).
     """
     wanted = dict(metadata or {})
+    secured = options.get("secret") is not None
 
     def matches(info: SessionInfo) -> bool:
+        if info.secured != secured:  # a secret joins only secured sessions, and vice versa
+            return False
         if any(info.metadata.get(k) != v for k, v in wanted.items()):
             return False
         return where is None or where(info)

@@ -97,6 +97,27 @@ def test_a_secret_does_not_join_an_open_session(join: Join, app_name: str) -> No
     assert listed.host_id == host.me.id and not listed.secured
 
 
+def test_quick_join_picks_sessions_of_its_kind(join: Join, app_name: str) -> None:
+    """quick_join with a secret passes open sessions by, and one without a
+    secret passes secured sessions by, instead of failing on them."""
+    opened: list[p2pstate.SharedState] = []
+    quick = {"browse_timeout": 0.5, "interfaces": ["127.0.0.1"], "discovery_window": 0.3}
+    try:
+        open_host = join()
+        eventually(lambda: len(p2pstate.browse(app_name, 0.3)) == 1)
+        opened.append(p2pstate.quick_join(app_name, secret=SECRET, **quick))
+        secured = opened[-1]
+        assert secured.is_host and secured.session != open_host.session
+        eventually(lambda: len(p2pstate.browse(app_name, 0.3)) == 2)
+        opened.append(p2pstate.quick_join(app_name, **quick))
+        assert opened[-1].session == open_host.session and not opened[-1].is_host
+        opened.append(p2pstate.quick_join(app_name, secret=SECRET, **quick))
+        assert opened[-1].session == secured.session and not opened[-1].is_host
+    finally:
+        for s in reversed(opened):
+            s.close()
+
+
 # --------------------------------------------------------------------------- raw attackers
 
 
