@@ -112,7 +112,10 @@ def join(
 
     *interfaces* (or the environment variable ``P2PSTATE_INTERFACES``, comma
     separated) restricts mDNS and the sockets to those IPv4 addresses.
-    Other keyword options are those of :class:`p2pstate.Options`.
+    Other keyword options are those of :class:`p2pstate.Options`; with
+    ``secret=...`` the session is encrypted and closed to those who do not
+    know it, and joining one with no or the wrong secret raises
+    AuthenticationError (see the README's Security section).
     """
     # Imported here so that `import p2pstate` (and the core) never loads zmq.
     from .session import Runtime  # noqa: PLC0415

@@ -120,7 +120,10 @@ def _read(path: Path) -> Identity:
 
 def _create(path: Path) -> None:
     """Write a new keypair to *path* unless another process got there first."""
-    public, secret = zmq.curve_keypair()
+    try:
+        public, secret = zmq.curve_keypair()
+    except zmq.ZMQError as exc:  # a libzmq built without CURVE
+        raise IdentityError(f"can't make an identity for {path}: {exc}") from exc
     text = json.dumps(
         {"format": _FORMAT, "public_key": public.decode(), "secret_key": secret.decode()}
     )

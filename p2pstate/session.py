@@ -476,7 +476,10 @@ class Runtime:
         try:
             while not self.stopped.is_set():
                 now = time.monotonic()
-                wait_ms = max(0, int((node.next_deadline(now) - now) * 1000))
+                deadline = node.next_deadline(now)
+                if self._others_until is not None:  # a join waiting for other hosts
+                    deadline = min(deadline, self._others_until)
+                wait_ms = max(0, int((deadline - now) * 1000))
                 ready = dict(poller.poll(wait_ms))
                 if self._wake_in in ready:
                     self._drain_wake_io()
