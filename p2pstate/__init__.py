@@ -22,7 +22,9 @@ from typing import Any
 
 from .codec import hash_value, length_data
 from .errors import (
+    AuthenticationError,
     DataUnchangedError,
+    IdentityError,
     P2PStateError,
     PermissionDeniedError,
     ProtocolError,
@@ -50,9 +52,11 @@ from .options import Options
 from .state import SharedState, Transaction
 
 __all__ = [
+    "AuthenticationError",
     "DataUnchangedError",
     "Event",
     "HostChanged",
+    "IdentityError",
     "KeyChanged",
     "KeyDeleted",
     "Lobby",
@@ -108,7 +112,10 @@ def join(
 
     *interfaces* (or the environment variable ``P2PSTATE_INTERFACES``, comma
     separated) restricts mDNS and the sockets to those IPv4 addresses.
-    Other keyword options are those of :class:`p2pstate.Options`.
+    Other keyword options are those of :class:`p2pstate.Options`; with
+    ``secret=...`` the session is encrypted and closed to those who do not
+    know it, and joining one with no or the wrong secret raises
+    AuthenticationError (see the README's Security section).
     """
     # Imported here so that `import p2pstate` (and the core) never loads zmq.
     from .session import Runtime  # noqa: PLC0415
@@ -143,16 +150,20 @@ def quick_join(
 ) -> SharedState:
     """Join an open session of *app* that matches, or create one.
 
-    Matching means: joinable and not full, of that *version* if given, with
-    every *metadata* key equal, and *where(info)* true if given. The session
+    Matching means: joinable and not full, secured if and only if a ``secret``
+    is given, of that *version* if given, with every *metadata* key equal, and
+    *where(info)* true if given. The session
     with the most players is tried first; one that fills up meanwhile is
     skipped. With none left, a new session is made (named after a random id)
     carrying *version* and *metadata*, so the next quick_join finds it.
     Other keyword options are :func:`join`'s (``name``, ``max_players``...).
     """
     wanted = dict(metadata or {})
+    secured = options.get("secret") is not None
 
     def matches(info: SessionInfo) -> bool:
+        if info.secured != secured:  # a secret joins only secured sessions, and vice versa
+            return False
         if any(info.metadata.get(k) != v for k, v in wanted.items()):
             return False
         return where is None or where(info)

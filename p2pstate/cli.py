@@ -9,8 +9,11 @@
     p2pstate host APP                 start a session and type commands in it
     p2pstate join APP                 join a session and type commands in it
     p2pstate demo                     three local peers, a kill -9 of the host, failover
+    p2pstate id                       this installation's identity and where it is kept
 
-``--session NAME`` picks a session of the app (default "default"). The tools
+``--session NAME`` picks a session of the app (default "default"); ``--secret``
+(or $P2PSTATE_SECRET, which other users can't see in ``ps``) is the secret of a
+secured session. The tools
 that read or write an existing session never start one: they look for it
 first and fail with exit status 1 if nobody hosts it. Exit status: 0 done
 (also when Ctrl-C ends lobby, watch or a shell), 1 failed (message on
@@ -75,6 +78,8 @@ DEFAULT_LOBBY_TIMEOUT = 1.0
 #: Seconds join() may take once the host is found.
 JOIN_TIMEOUT = 10.0
 _MAX_NAME_BYTES = 100
+#: The session secret for the commands that join, if --secret is not given.
+ENV_SECRET = "P2PSTATE_SECRET"
 _CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 
@@ -184,6 +189,16 @@ def _default_name() -> str:
     return name.encode()[:_MAX_NAME_BYTES].decode(errors="ignore")
 
 
+def _secret(args: argparse.Namespace) -> dict[str, str]:
+    """join()'s secret option, from --secret or $P2PSTATE_SECRET."""
+    secret: str | None = args.secret if args.secret is not None else os.environ.get(ENV_SECRET)
+    if secret is None or secret == "":
+        if args.secret == "":
+            raise CliError("--secret must not be empty")
+        return {}
+    return {"secret": secret}
+
+
 def find_session(args: argparse.Namespace) -> SessionInfo | None:
     """The host of the chosen session, if one answers within ``--timeout``."""
     found = browse(
@@ -210,6 +225,7 @@ def connect(args: argparse.Namespace) -> SharedState:
         name=args.name or _default_name(),
         timeout=JOIN_TIMEOUT,
         interfaces=_interfaces(args),
+        **_secret(args),
     )
     if s.is_host:  # the host left between our look and our join
         s.close()
@@ -670,6 +686,7 @@ def cmd_host(args: argparse.Namespace) -> int:
         timeout=JOIN_TIMEOUT,
         interfaces=_interfaces(args),
         **settings,
+        **_secret(args),
     ) as s:
         # Another copy may have started it at the same instant: then we joined it.
         _banner(s, args, "hosting")
@@ -681,6 +698,21 @@ def cmd_join(args: argparse.Namespace) -> int:
     with connect(args) as s:
         _banner(s, args, "joined")
         run_shell(s, stdin=sys.stdin, stdout=sys.stdout)
+    return 0
+
+
+# =============================================================================
+# The identity
+# =============================================================================
+
+
+def cmd_id(args: argparse.Namespace) -> int:
+    from .identity import load_identity  # noqa: PLC0415 (zmq: only when used)
+
+    identity = load_identity(args.identity_dir)
+    print(f"identity:   {identity.fingerprint}")
+    print(f"public key: {identity.public_key.decode()}")
+    print(f"file:       {identity.path}")
     return 0
 
 
@@ -739,6 +771,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     app.add_argument(
         "--name", metavar="NAME", help="your name in the session (default: cli-HOST-PID)"
+    )
+    app.add_argument(
+        "--secret",
+        metavar="SECRET",
+        help=f"the session's secret, if it is secured (default: ${ENV_SECRET}; "
+        "prefer it: a command line is visible to other users)",
     )
 
     parser = argparse.ArgumentParser(
@@ -863,6 +901,23 @@ def build_parser() -> argparse.ArgumentParser:
         "and show the session carrying on.",
     )
     p.add_argument("--fast", action="store_true", help="no pauses")
+
+    p = add(
+        "id",
+        cmd_id,
+        "show this installation's identity",
+        description="Print this installation's identity (peer ids start with it), its "
+        "public key and the file that holds its keypair, making one on first use.",
+    )
+    p.add_argument(
+        "--identity-dir",
+        metavar="DIR",
+        help="where the identity is kept (default: $P2PSTATE_HOME, else the user's "
+        "config directory)",
+    )
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log more (-vv: debug) on stderr"
+    )
     return parser
 
 

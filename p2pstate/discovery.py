@@ -55,6 +55,7 @@ __all__ = [
     "Discovery",
     "HostRecord",
     "WatchCallback",
+    "node_label",
     "resolve_interfaces",
 ]
 
@@ -112,7 +113,8 @@ _LEGACY_MAX_NAMES: Final = 256
 _MAX_ADDRESSES_PER_HOST: Final = 16
 _LEGACY_MAX_PACKETS_PER_WAKE: Final = 64
 
-_NODE_ID_RE: Final = re.compile(r"[0-9a-fA-F]+")
+# "<identity>.<instance>" (see core/ids.py); plain hex is accepted from older peers.
+_NODE_ID_RE: Final = re.compile(r"[0-9a-fA-F]+(\.[0-9a-fA-F]+)?")
 _EPOCH_RE: Final = re.compile(r"[0-9]+")
 _NON_LABEL_CHARS_RE: Final = re.compile(r"[^a-z0-9]+")
 _APP_PREFIX_CHARS: Final = 24
@@ -257,9 +259,17 @@ def is_candidate_name(name: str) -> bool:
     return name.split(".", 1)[0].lower().endswith(CANDIDATE_SUFFIX)
 
 
+def node_label(node_id: str) -> str:
+    """The part of a record's instance name that names its node: up to 16
+    characters of the identity and 8 of the instance (at most 25), so that two
+    copies run from one installation advertise under different names."""
+    identity, _, instance = node_id.partition(".")
+    return identity[:16] + (f"-{instance[:8]}" if instance else "")
+
+
 def _instance_name(app: str, node_id: str, *, candidate: bool = False) -> str:
     prefix = _NON_LABEL_CHARS_RE.sub("-", app.lower()).strip("-")[:_APP_PREFIX_CHARS].strip("-")
-    label = f"{prefix or 'p2p'}-{node_id[:16]}" + (CANDIDATE_SUFFIX if candidate else "")
+    label = f"{prefix or 'p2p'}-{node_label(node_id)}" + (CANDIDATE_SUFFIX if candidate else "")
     assert len(label.encode()) <= _MAX_LABEL_BYTES
     return label
 

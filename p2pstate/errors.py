@@ -8,7 +8,9 @@ written against a plain dict.
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "DataUnchangedError",
+    "IdentityError",
     "P2PStateError",
     "PermissionDeniedError",
     "ProtocolError",
@@ -58,3 +60,13 @@ class ProtocolError(P2PStateError):
     Raised inside the library only; a peer or host drops such a message, counts
     it and keeps serving. It never reaches user code.
     """
+
+
+class AuthenticationError(P2PStateError, ConnectionError):
+    """The session could not be joined securely: it needs a secret and none
+    (or a wrong one) was given, or it has none and a secret was given."""
+
+
+class IdentityError(P2PStateError):
+    """This installation's identity file is unreadable or corrupt (the message
+    names the file)."""

@@ -65,6 +65,7 @@ __all__ = [
     "SessionChanged",
     "SessionInfo",
     "SessionVanished",
+    "advertised_secured",
     "browse",
 ]
 
@@ -204,6 +205,11 @@ def _parse_int(text: str | None, default: int | None, *, minimum: int, what: str
         log.debug("ignoring %s: %r", what, text)
         return default
     return int(text)
+
+
+def advertised_secured(properties: Mapping[str, str]) -> bool:
+    """Whether a host's TXT properties say its session needs a secret."""
+    return _parse_bool(properties.get(TXT_SECURED), False, what="secured")
 
 
 def _parse_bool(text: str | None, default: bool, *, what: str) -> bool:

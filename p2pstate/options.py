@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -48,6 +49,15 @@ class Options:
     version: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
 
+    # ---- security (issue 7, part 1)
+    #: The session's secret: all traffic is encrypted and authenticated
+    #: (CurveZMQ), and only peers that know it can join, read or host.
+    #: Never logged nor shown in repr.
+    secret: str | None = field(default=None, repr=False)
+    #: Where this installation's identity keypair lives (default: $P2PSTATE_HOME,
+    #: else the user's config directory; see ``p2pstate.identity``).
+    identity_dir: str | os.PathLike[str] | None = None
+
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> Options:
         known = {f.name for f in fields(cls)}
@@ -62,6 +72,10 @@ class Options:
                 raise ValueError(f"{name} must be positive")
         if self.max_frame_size < 2 * self.max_value_size:
             raise ValueError("max_frame_size must be at least twice max_value_size")
+        if self.secret is not None and (not isinstance(self.secret, str) or not self.secret):
+            raise ValueError("secret must be a non-empty str (or None: no secret)")
+        if self.identity_dir is not None and not isinstance(self.identity_dir, (str, os.PathLike)):
+            raise TypeError("identity_dir must be a path")
         if not isinstance(self.profile, dict):
             raise TypeError("profile must be a dict")
         self.core_config()  # validates the timing options

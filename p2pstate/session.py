@@ -28,11 +28,15 @@ from .discovery import (
     HostRecord,
     check_txt,
     is_candidate_name,
+    node_label,
     resolve_interfaces,
 )
-from .errors import SessionClosedError, SessionFullError, SessionLostError
+from .errors import AuthenticationError, SessionClosedError, SessionFullError, SessionLostError
 from .events import Event, KeyChanged
+from .identity import load_identity
+from .lobby import TXT_SECURED, advertised_secured
 from .options import Options
+from .session_key import derive_session_key
 from .transport import Transport
 
 __all__ = ["Runtime"]
@@ -64,11 +68,21 @@ class Runtime:
         options: Options,
     ) -> None:
         self.app, self.session, self.options = app, session, options
-        self.node_id = secrets.token_hex(8)
+        self.identity = load_identity(options.identity_dir)
+        self.node_id = self.identity.new_peer_id()
+        self.secured = options.secret is not None
+        session_key = (
+            derive_session_key(options.secret, app, session) if options.secret is not None else None
+        )
         self.addresses = resolve_interfaces(interfaces)
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.transport = Transport(
-            self._ctx, self.node_id, self.addresses, max_frame_size=options.max_frame_size
+            self._ctx,
+            self.node_id,
+            self.addresses,
+            max_frame_size=options.max_frame_size,
+            session_key=session_key,
+            identity=self.identity,
         )
         self.node = Node(
             node_id=self.node_id,
@@ -102,6 +116,12 @@ class Runtime:
         self._hosts: dict[tuple[str, bool], HostRecord] = {}
         self._hosts_lock = threading.Lock()
         self._tried: set[str] = set()
+        # Hosts a first join found but could not talk to securely, and why;
+        # with nobody else to try, join() raises rather than host a rival session.
+        self._unauthenticated: dict[str, str] = {}
+        # ... and first, until when it waits for others to appear.
+        self._others_until: float | None = None
+        self.auth_failure: str | None = None
         self._join_at = 0.0
         # (epoch, players) in our record
         self._advertised: tuple[int, int] | None = None
@@ -110,10 +130,10 @@ class Runtime:
         self._closing = False
         self._unwatch: Callable[[], None] | None = None
         self._thread = threading.Thread(
-            target=self._run_io, name=f"p2pstate-io-{self.node_id[:6]}", daemon=True
+            target=self._run_io, name=f"p2pstate-io-{self.node_id}", daemon=True
         )
         self._rediscovery = threading.Thread(
-            target=self._rediscover, name=f"p2pstate-mdns-{self.node_id[:6]}", daemon=True
+            target=self._rediscover, name=f"p2pstate-mdns-{self.node_id}", daemon=True
         )
 
     # ================================================================ user side
@@ -146,8 +166,9 @@ class Runtime:
         # leaving its peers to time it out.
         atexit.register(self.close)
         self.call(lambda: self._begin_io(time.monotonic()))
+        node = self.node
         if not self.wait_for_io(
-            lambda: self.node.ready or self.node.refused is not None,
+            lambda: node.ready or node.refused is not None or self.auth_failure is not None,
             max(0.0, deadline - time.monotonic()),
         ):
             self.close(timeout=0.5)
@@ -155,6 +176,10 @@ class Runtime:
                 f"could not join or host session {self.session!r} of {self.app!r} "
                 f"within {timeout} s"
             )
+        if self.auth_failure is not None:
+            why = self.auth_failure
+            self.close(timeout=0.5)
+            raise AuthenticationError(why)
         if self.node.refused is not None:
             reason = self.node.refused
             self.close(timeout=0.5)
@@ -262,7 +287,7 @@ class Runtime:
             node_id=self.node_id,
             host_name=self.node.me.name,
             session_id=self.node.replica.session_id,
-            properties={**txt_properties(merged, 10_000), "rev": "9" * 9},
+            properties={**self._txt_properties(merged, 10_000), "rev": "9" * 9},
         )
 
     def poll(self) -> list[Event]:
@@ -342,6 +367,8 @@ class Runtime:
                 self._hosts[(record.node_id, record.epoch > 0)] = record
 
     def _observe_io(self, record: HostRecord) -> None:
+        if advertised_secured(record.properties) != self.secured:
+            return  # an open and a secured session of one name can't talk, let alone merge
         self.node.observe_host(record.node_id, record.endpoints, record.epoch, time.monotonic())
 
     def _choose(self) -> HostRecord | None:
@@ -379,17 +406,59 @@ class Runtime:
     # ================================================================ I/O thread
 
     def _begin_io(self, now: float) -> None:
-        record = self._choose()
         self._join_at = now
-        if record is None:
-            self.node.start_host(secrets.token_hex(8), now, self.options.session_info())
-        else:
+        while (record := self._choose()) is not None:
             self._tried.add(record.node_id)
-            self.node.join(record.node_id, record.endpoints, now)
+            secured = advertised_secured(record.properties)
+            if secured == self.secured:
+                self._others_until = None
+                self.node.join(record.node_id, record.endpoints, now)
+                return
+            # CURVE and plaintext cannot talk: don't even try.
+            self._unauthenticated[record.node_id] = (
+                "it is secured: join it with the session's secret (secret=...)"
+                if secured
+                else "it has no secret, and one was given: join it without secret=, "
+                "or use another session name"
+            )
+        if self._unauthenticated:
+            # Browsing stops at the first host found: give the others (a rogue
+            # may advertise a better rank than the real host) time to appear.
+            if self._others_until is None:
+                self._others_until = now + self.options.discovery_window
+            if now < self._others_until:
+                return
+            # Someone holds this session and we can't talk to them: hosting a
+            # second one of the same name would only split the players.
+            why = next(iter(self._unauthenticated.values()))
+            self.auth_failure = f"could not join session {self.session!r} of {self.app!r}: {why}"
+            return
+        self.node.start_host(secrets.token_hex(8), now, self.options.session_info())
+
+    def _handshake_failed_io(self, node_id: str, now: float) -> None:
+        """A CURVE handshake with *node_id* failed: one of us lacks the secret."""
+        self.transport.forget_io(node_id)  # stop its reconnect loop
+        node = self.node
+        if not node.ready and node.role is Role.JOINING and node.target_id == node_id:
+            self._unauthenticated[node_id] = (
+                "its host did not accept our secret (a wrong secret, or a host that "
+                "does not know it)"
+            )
+            self._begin_io(now)
+            return
+        self.stats["unauthenticated_nodes"] += 1
+        level = logging.WARNING if self.stats["unauthenticated_nodes"] == 1 else logging.DEBUG
+        log.log(level, "node %s failed the handshake: it does not know the secret", node_id)
 
     def _retry_join_io(self, now: float) -> None:
         """A first join that got no welcome: another host, or host ourselves."""
-        if self.node.ready or self.node.role is not Role.JOINING:
+        if self.node.ready or self.auth_failure:
+            return
+        if self._others_until is not None:  # see _begin_io
+            if now >= self._others_until or self._choose() is not None:
+                self._begin_io(now)
+            return
+        if self.node.role is not Role.JOINING:
             return
         if now - self._join_at < _JOIN_RETRY:
             return
@@ -400,16 +469,24 @@ class Runtime:
         poller = zmq.Poller()
         poller.register(self.transport.router, zmq.POLLIN)
         poller.register(self._wake_in, zmq.POLLIN)
+        zap = self.transport.zap
+        if zap is not None:
+            poller.register(zap, zmq.POLLIN)
         node = self.node
         try:
             while not self.stopped.is_set():
                 now = time.monotonic()
-                wait_ms = max(0, int((node.next_deadline(now) - now) * 1000))
+                deadline = node.next_deadline(now)
+                if self._others_until is not None:  # a join waiting for other hosts
+                    deadline = min(deadline, self._others_until)
+                wait_ms = max(0, int((deadline - now) * 1000))
                 ready = dict(poller.poll(wait_ms))
                 if self._wake_in in ready:
                     self._drain_wake_io()
                     self._wake_pending = False
                 self._run_commands_io()
+                if zap is not None:
+                    self._secure_io(zap in ready, time.monotonic())
                 if self.transport.router in ready:
                     now = time.monotonic()
                     # Handle all that arrived, then send once: the successor
@@ -430,6 +507,12 @@ class Runtime:
             self.stopped.set()
         finally:
             self._finish_io()
+
+    def _secure_io(self, zap_ready: bool, now: float) -> None:
+        if zap_ready:
+            self.transport.serve_zap_io()
+        for node_id in self.transport.handshake_failures_io():
+            self._handshake_failed_io(node_id, now)
 
     def _internal_error_io(self, msg: object) -> None:
         """A message made the core or an adapter raise: a bug, or input we did
@@ -505,8 +588,7 @@ class Runtime:
 
     def _advertise_io(self, *, epoch: int, players: int = 1) -> None:
         port = int(self.transport.endpoints[0].rsplit(":", 1)[1])
-        info = self.node.replica.info
-        properties = txt_properties(info, players)
+        properties = self._txt_properties(self.node.replica.info, players)
         # mDNS can deliver an answer built before our last change: readers
         # order our records by (epoch, rev) and keep the newest.
         self._rev += 1
@@ -526,7 +608,13 @@ class Runtime:
             )
         else:
             self.discovery.update(epoch=epoch, properties=properties)
-        self._advertised, self._info = (epoch, players), info
+        self._advertised, self._info = (epoch, players), self.node.replica.info
+
+    def _txt_properties(self, info: dict[str, Any], players: int) -> dict[str, str]:
+        properties = txt_properties(info, players)
+        if self.secured:
+            properties[TXT_SECURED] = "1"  # the lobby shows it; joiners without a secret stop
+        return properties
 
     def _finish_io(self) -> None:
         self.transport.flush_io()
@@ -565,4 +653,4 @@ def _players(record: HostRecord) -> int:
 
 
 def _service_name_matches(name: str, record: HostRecord) -> bool:
-    return record.node_id[:16] in name
+    return node_label(record.node_id) in name

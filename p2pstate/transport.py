@@ -6,6 +6,13 @@ one of X's endpoints. One TCP connection per direction keeps each sender's
 messages in order, which the protocol relies on; replies never travel back on
 the same socket, so no routing ids need tracking.
 
+With a session secret, every ROUTER is a CURVE server with the session's
+keypair and every DEALER a CURVE client with this installation's identity
+keypair. A ZAP handler (RFC 27), served on the I/O thread, tells libzmq each
+client's proven identity; every message whose sender id claims another
+identity is dropped. Handshakes of new links are watched (socket monitors)
+so a join can tell "wrong secret" from "no answer".
+
 Only the I/O thread may call a Transport (``*_io`` in the names of its callers).
 """
 
@@ -17,10 +24,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
+from .core.ids import identity_of
 from .core.node import Send
 from .errors import ProtocolError
+from .identity import Identity, fingerprint
 from .messages import MAX_BATCH, Hello, Message, from_batch, to_frame
+from .session_key import SessionKey
 
 __all__ = ["BATCH_BYTES", "BATCH_MESSAGES", "Transport", "valid_endpoint"]
 
@@ -42,6 +53,18 @@ class _Link:
     given: tuple[str, ...] = ()  # the endpoints as the protocol gave them, unchecked
     queued: list[bytes] = field(default_factory=list)  # encoded, not yet sent
     queued_bytes: int = 0
+    # Secured links only: handshake events, until the first handshake succeeds.
+    monitor: zmq.Socket[bytes] | None = None
+
+
+# RFC 27: where libzmq asks who may connect, in each context.
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+_HANDSHAKE_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 class Transport:
@@ -53,6 +76,8 @@ class Transport:
         *,
         max_frame_size: int,
         send_hwm: int = 10_000,
+        session_key: SessionKey | None = None,
+        identity: Identity | None = None,
     ) -> None:
         self._ctx = context
         self.node_id = node_id
@@ -64,7 +89,23 @@ class Transport:
         self._last_msg: Message | None = None
         self._last_frame = b""
         self._local_nets = [_network(a) for a in addresses]
+        if session_key is not None and identity is None:
+            raise ValueError("a secured transport needs this installation's identity")
+        self._session_key, self._identity = session_key, identity
+        self.secured = session_key is not None
+        self._unproven: dict[str, _Link] = {}  # links whose handshake we watch
+        self._failed_handshakes: list[str] = []
+        self.zap: zmq.Socket[bytes] | None = None
+        if session_key is not None:
+            # Bound before the ROUTER: with no handler there, libzmq would let
+            # clients in without telling us who they are.
+            self.zap = context.socket(zmq.REP)
+            self.zap.setsockopt(zmq.LINGER, 0)
+            self.zap.bind(ZAP_ENDPOINT)
         self.router: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
+        if session_key is not None:
+            self.router.setsockopt(zmq.CURVE_SERVER, 1)
+            self.router.setsockopt(zmq.CURVE_SECRETKEY, session_key.secret_key)
         self.router.setsockopt(zmq.LINGER, 0)
         # A stranger can't make us allocate more than this for one frame.
         self.router.setsockopt(zmq.MAXMSGSIZE, max_frame_size)
@@ -88,6 +129,8 @@ class Transport:
 
     def receive_io(self, limit: int = 1000) -> list[Message]:
         """Decode up to *limit* waiting messages; bad frames are dropped and counted."""
+        if self.secured:
+            return self._receive_proven_io(limit)
         out: list[Message] = []
         for _ in range(limit):
             try:
@@ -109,6 +152,63 @@ class Transport:
                     link.heard = True
             out.extend(msgs)
         return out
+
+    def _receive_proven_io(self, limit: int) -> list[Message]:
+        """receive_io with a secret: also drop what a sender sends in another's name."""
+        out: list[Message] = []
+        for _ in range(limit):
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            if len(frames) != 2:
+                self._bad("wrong frame count")
+                continue
+            body = frames[1]
+            try:
+                msgs = from_batch(body.bytes, max_size=self.max_frame_size)
+            except ProtocolError as exc:
+                self._bad(str(exc))
+                continue
+            self.stats["frames"] += 1
+            try:
+                # Set by our ZAP handler from the key the client's handshake proved.
+                proven = body.get("User-Id")
+            except zmq.ZMQError:
+                proven = None
+            for msg in msgs:
+                if not proven or identity_of(msg.sender) != proven:
+                    self._forged(msg.sender, proven)
+                    continue
+                link = self._links.get(msg.sender)
+                if link is not None:
+                    link.heard = True
+                out.append(msg)
+        return out
+
+    def _forged(self, claimed: str, proven: object) -> None:
+        self.stats["forged_senders"] += 1
+        level = logging.WARNING if self.stats["forged_senders"] == 1 else logging.DEBUG
+        log.log(
+            level,
+            "dropped a message from identity %s in the name of %.40r; %d so far",
+            proven,
+            claimed,
+            self.stats["forged_senders"],
+        )
+
+    def serve_zap_io(self) -> None:
+        """Answer libzmq's pending ZAP requests: any client that completed the
+        CURVE handshake knows the secret and may connect; its user id is the
+        identity of the key it proved."""
+        if self.zap is None:
+            return
+        while True:
+            try:
+                request = self.zap.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.zap.send_multipart(_zap_reply(request))
 
     def _bad(self, why: str) -> None:
         self.stats["bad_frames"] += 1
@@ -172,6 +272,7 @@ class Transport:
         if link is not None:
             if link.queued:
                 self._send_queued(link)
+            self._stop_watching(node_id, link)
             link.socket.close(linger=0)
 
     def _connect(self, node_id: str, endpoints: tuple[str, ...]) -> _Link:
@@ -181,10 +282,46 @@ class Transport:
         sock.setsockopt(zmq.SNDHWM, self._send_hwm)
         sock.setsockopt(zmq.RECONNECT_IVL, 50)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        monitor = None
+        if self._session_key is not None and self._identity is not None:
+            sock.setsockopt(zmq.CURVE_SERVERKEY, self._session_key.public_key)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, self._identity.public_key)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self._identity.secret_key)
+            # Before connect, so no handshake event can come before we listen.
+            monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
         sock.connect(ordered[0])
-        link = _Link(sock, tuple(ordered), 0, heard=True)
+        link = _Link(sock, tuple(ordered), 0, heard=True, monitor=monitor)
         self._links[node_id] = link
+        if monitor is not None:
+            self._unproven[node_id] = link
         return link
+
+    def handshake_failures_io(self) -> list[str]:
+        """Node ids whose handshake failed since the last call: they do not
+        know the session's secret (or we don't). A link stops being watched
+        once a handshake succeeds."""
+        for node_id, link in list(self._unproven.items()):
+            assert link.monitor is not None
+            while True:
+                try:
+                    event = recv_monitor_message(link.monitor, zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self._stop_watching(node_id, link)
+                    break
+                self.stats["failed_handshakes"] += 1
+                if node_id not in self._failed_handshakes:
+                    self._failed_handshakes.append(node_id)
+        failed, self._failed_handshakes = self._failed_handshakes, []
+        return failed
+
+    def _stop_watching(self, node_id: str, link: _Link) -> None:
+        self._unproven.pop(node_id, None)
+        if link.monitor is not None:
+            link.socket.disable_monitor()
+            link.monitor.close(linger=0)
+            link.monitor = None
 
     def _rotate(self, link: _Link) -> None:
         link.socket.disconnect(link.endpoints[link.index])
@@ -204,6 +341,22 @@ class Transport:
         for node_id in list(self._links):
             self.forget_io(node_id)
         self.router.close(linger=0)
+        if self.zap is not None:
+            self.zap.close(linger=0)
+
+
+def _zap_reply(request: list[bytes]) -> list[bytes]:
+    """The ZAP reply (RFC 27) to *request*: 200 with the client's identity as
+    user id for a CURVE client, 400 for anything else."""
+    request_id = request[1] if len(request) > 1 else b""
+    if len(request) == 7 and request[0] == b"1.0" and request[5] == b"CURVE":
+        try:
+            identity = fingerprint(request[6])
+        except ValueError:
+            pass
+        else:
+            return [b"1.0", request_id, b"200", b"OK", identity.encode(), b""]
+    return [b"1.0", request_id, b"400", b"CURVE only", b"", b""]
 
 
 def valid_endpoint(endpoint: str) -> bool:

@@ -4,6 +4,8 @@ and a test that leaves a thread running fails."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -13,9 +15,21 @@ import pytest
 # Set before anything imports p2pstate: join() with no interfaces reads it.
 os.environ["P2PSTATE_INTERFACES"] = "127.0.0.1"
 LOOPBACK = ["127.0.0.1"]
+# Every identity a test makes, in this process or in the processes it starts
+# (they inherit the environment, also where a module copied it at import),
+# lives here: a test run never writes to the real config directory.
+IDENTITY_HOME = tempfile.mkdtemp(prefix="p2pstate-test-home-")
+os.environ["P2PSTATE_HOME"] = IDENTITY_HOME
 
 #: Short timings for tests that join real sessions.
 FAST = {"discovery_window": 0.3}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def identity_home() -> Iterator[None]:
+    """Remove the test run's identity directory (see IDENTITY_HOME) at the end."""
+    yield
+    shutil.rmtree(IDENTITY_HOME, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
