@@ -22,6 +22,7 @@ from typing import Any
 
 from .codec import hash_value, length_data
 from .errors import (
+    BackupError,
     DataUnchangedError,
     P2PStateError,
     PermissionDeniedError,
@@ -29,6 +30,7 @@ from .errors import (
     SessionClosedError,
     SessionFullError,
     SessionLostError,
+    StorageError,
     UpdateFailedError,
     ValueTooLargeError,
 )
@@ -48,14 +50,18 @@ from .events import (
 from .lobby import Lobby, SessionInfo, browse
 from .options import Options
 from .state import SharedState, Transaction
+from .storage import Batch, MemoryStorage, SqliteStorage, Storage, StoredEntry
 
 __all__ = [
+    "BackupError",
+    "Batch",
     "DataUnchangedError",
     "Event",
     "HostChanged",
     "KeyChanged",
     "KeyDeleted",
     "Lobby",
+    "MemoryStorage",
     "Message",
     "Options",
     "P2PStateError",
@@ -71,6 +77,10 @@ __all__ = [
     "SessionInfo",
     "SessionLostError",
     "SharedState",
+    "SqliteStorage",
+    "Storage",
+    "StorageError",
+    "StoredEntry",
     "Transaction",
     "UpdateFailedError",
     "ValueTooLargeError",

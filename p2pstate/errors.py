@@ -8,6 +8,7 @@ written against a plain dict.
 from __future__ import annotations
 
 __all__ = [
+    "BackupError",
     "DataUnchangedError",
     "P2PStateError",
     "PermissionDeniedError",
@@ -15,6 +16,7 @@ __all__ = [
     "SessionClosedError",
     "SessionFullError",
     "SessionLostError",
+    "StorageError",
     "UpdateFailedError",
     "ValueTooLargeError",
 ]
@@ -58,3 +60,16 @@ class ProtocolError(P2PStateError):
     Raised inside the library only; a peer or host drops such a message, counts
     it and keeps serving. It never reaches user code.
     """
+
+
+# Persistence (issue 8)
+
+
+class BackupError(P2PStateError, ValueError):
+    """A backup file is corrupt, truncated, of another format or version, or
+    of another app. Raised before anything is changed."""
+
+
+class StorageError(P2PStateError):
+    """The store (``join(store=...)``) cannot be opened, read or written: not
+    a p2pstate store, corrupt, or the disk failed."""
