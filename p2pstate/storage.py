@@ -124,7 +124,8 @@ CREATE TABLE IF NOT EXISTS p2pstate_entries (
 class SqliteStorage:
     """A store in an SQLite file (the standard library's sqlite3).
 
-    The file is in WAL mode, so a crash (kill -9, power loss) leaves it
+    The file is in WAL mode and held exclusively while open (another peer or
+    program cannot open it meanwhile), so a crash (kill -9, power loss) leaves it
     intact with every committed batch. ``synchronous="FULL"`` (the default)
     syncs the log on every commit, so a batch is on disk when ``apply``
     returns, power loss included: an acknowledged write must be there.
@@ -138,7 +139,9 @@ class SqliteStorage:
         self.path = os.fspath(path)
         try:
             # One thread at a time uses it (join's, then the I/O thread's).
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=1.0
+            )
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the store {self.path!r}: {exc}") from None
         try:
@@ -147,6 +150,11 @@ class SqliteStorage:
             self._db.close()
             if isinstance(exc, StorageError):
                 raise
+            if "locked" in str(exc):
+                raise StorageError(
+                    f"the store {self.path!r} is in use by another program "
+                    "(every peer needs a store file of its own)"
+                ) from None
             raise StorageError(f"{self.path!r} is not a usable p2pstate store: {exc}") from None
 
     def _open(self, synchronous: str) -> None:
@@ -157,11 +165,16 @@ class SqliteStorage:
                 f"{self.path!r} is an SQLite database of something else "
                 f"(tables: {', '.join(sorted(tables))}), not a p2pstate store"
             )
+        # Held from the first write until close: two peers writing one file
+        # would interleave their histories, so the second is refused at once.
+        db.execute("PRAGMA locking_mode=EXCLUSIVE")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={synchronous}")
         db.executescript(_SCHEMA)
         db.execute("INSERT OR IGNORE INTO p2pstate_meta VALUES ('format', ?)", (_FORMAT,))
         db.execute("INSERT OR IGNORE INTO p2pstate_meta VALUES ('last_seq', 0)")
+        db.execute("BEGIN IMMEDIATE")  # take the lock now, not at the first batch
+        db.execute("COMMIT")
         found = self._meta("format")
         if found != _FORMAT:
             raise StorageError(
