@@ -17,7 +17,7 @@ from .codec import decode, encode, normalize
 from .core.node import Node
 from .core.replica import Entry, Replica
 from .errors import StorageError
-from .messages import EPHEMERAL
+from .messages import EPHEMERAL, Change
 from .storage import Batch, Storage, StoredEntry
 
 __all__ = ["InitialState", "Persister"]
@@ -80,7 +80,7 @@ class Persister:
         point = (replica.seq, replica.last_epoch, replica.last_origin)
         if point == self._point or not node.ready:
             return False
-        changes = None if self._point is None else replica.changes_after(*self._point)
+        changes = self._changes_since(replica)
         ttl_left = node.ttl_left()
         if changes is None or any(op[0] == "restore" for c in changes for op in c.ops):
             # A snapshot (first welcome, a merge) or a restore: rewrite it all.
@@ -106,6 +106,20 @@ class Persister:
         self._point = point
         self.batches += 1
         return True
+
+    def _changes_since(self, replica: Replica) -> list[Change] | None:
+        """The changes after the last one stored, or None when that one is not
+        in the replica's history (a snapshot replaced it) or log."""
+        if self._point is None:
+            return None
+        recent = replica.log
+        n = replica.seq - self._point[0]
+        if 0 < n < len(recent):
+            # The usual case, a few changes: read the log's end, not all of it.
+            last = recent[-n - 1]
+            if (last.seq, last.epoch, last.origin) == self._point:
+                return [recent[i] for i in range(-n, 0)]
+        return replica.changes_after(*self._point)
 
     def close(self) -> None:
         self.storage.close()
