@@ -23,6 +23,7 @@ from typing import Any
 from .codec import hash_value, length_data
 from .errors import (
     AuthenticationError,
+    BackupError,
     DataUnchangedError,
     IdentityError,
     P2PStateError,
@@ -31,6 +32,7 @@ from .errors import (
     SessionClosedError,
     SessionFullError,
     SessionLostError,
+    StorageError,
     UpdateFailedError,
     ValueTooLargeError,
 )
@@ -50,9 +52,12 @@ from .events import (
 from .lobby import Lobby, SessionInfo, browse
 from .options import Options
 from .state import SharedState, Transaction
+from .storage import Batch, MemoryStorage, SqliteStorage, Storage, StoredEntry
 
 __all__ = [
     "AuthenticationError",
+    "BackupError",
+    "Batch",
     "DataUnchangedError",
     "Event",
     "HostChanged",
@@ -60,6 +65,7 @@ __all__ = [
     "KeyChanged",
     "KeyDeleted",
     "Lobby",
+    "MemoryStorage",
     "Message",
     "Options",
     "P2PStateError",
@@ -75,6 +81,10 @@ __all__ = [
     "SessionInfo",
     "SessionLostError",
     "SharedState",
+    "SqliteStorage",
+    "Storage",
+    "StorageError",
+    "StoredEntry",
     "Transaction",
     "UpdateFailedError",
     "ValueTooLargeError",

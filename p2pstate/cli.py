@@ -6,6 +6,8 @@
     p2pstate del APP KEY              delete one
     p2pstate keys APP                 list the keys
     p2pstate watch APP                print the changes as they happen
+    p2pstate backup APP FILE          write the session's lasting keys to a backup file
+    p2pstate restore APP FILE         replace the session's keys by a backup's, as one change
     p2pstate host APP                 start a session and type commands in it
     p2pstate join APP                 join a session and type commands in it
     p2pstate demo                     three local peers, a kill -9 of the host, failover
@@ -42,6 +44,7 @@ from types import FrameType
 from typing import IO, Any, TextIO
 
 from . import __version__, join
+from .backup import read_backup
 from .errors import P2PStateError
 from .events import (
     Event,
@@ -269,6 +272,21 @@ def cmd_keys(args: argparse.Namespace) -> int:
         keys = sorted(s)
     for key in keys:
         print(key)
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    with connect(args) as s:
+        count = s.backup(args.file)
+    print(f"wrote {count} keys of the {_where(args)} to {args.file}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    read_backup(args.file, app=args.app)  # a bad file fails here, before we join
+    with connect(args) as s:
+        count = s.restore(args.file)
+    print(f"restored {count} keys from {args.file} into the {_where(args)}")
     return 0
 
 
@@ -853,6 +871,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key", metavar="KEY", help="the key")
 
     add("keys", cmd_keys, "list the keys, sorted", parents=[app, net])
+
+    p = add(
+        "backup",
+        cmd_backup,
+        "write the session's keys to a backup file",
+        parents=[app, net],
+        description="Join the session and write its lasting keys (not ephemeral ones) to "
+        "FILE, a versioned p2pstate backup, whole or not at all.",
+    )
+    p.add_argument("file", metavar="FILE", help="the backup file to write (replaced if it exists)")
+
+    p = add(
+        "restore",
+        cmd_restore,
+        "replace the session's keys by a backup's",
+        parents=[app, net],
+        description="Check FILE, join the session and replace its lasting keys by the "
+        "backup's as one change every peer sees (the players' ephemeral keys stay). "
+        "Administrators only where the session sets permissions.",
+        epilog="A corrupt, truncated or foreign file, or a backup of another app, fails "
+        "(exit status 1) and changes nothing.",
+    )
+    p.add_argument("file", metavar="FILE", help="a backup written by 'p2pstate backup'")
 
     p = add(
         "watch",

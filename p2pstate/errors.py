@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "BackupError",
     "DataUnchangedError",
     "IdentityError",
     "P2PStateError",
@@ -17,6 +18,7 @@ __all__ = [
     "SessionClosedError",
     "SessionFullError",
     "SessionLostError",
+    "StorageError",
     "UpdateFailedError",
     "ValueTooLargeError",
 ]
@@ -70,3 +72,16 @@ class AuthenticationError(P2PStateError, ConnectionError):
 class IdentityError(P2PStateError):
     """This installation's identity file is unreadable or corrupt (the message
     names the file)."""
+
+
+# Persistence (issue 8)
+
+
+class BackupError(P2PStateError, ValueError):
+    """A backup file is corrupt, truncated, of another format or version, or
+    of another app. Raised before anything is changed."""
+
+
+class StorageError(P2PStateError):
+    """The store (``join(store=...)``) cannot be opened, read or written: not
+    a p2pstate store, corrupt, or the disk failed."""

@@ -38,6 +38,7 @@ __all__ = [
     "Write",
     "from_batch",
     "from_frame",
+    "restore_entries",
     "to_frame",
 ]
 
@@ -203,6 +204,7 @@ def _op(v: Any) -> tuple[Any, ...]:
     ("set", key, value) ("set", key, value, flags, ttl) ("del", key)
     ("msg", to_peer_id or "", payload) ("profile", dict)
     ("join", member) ("leave", id, reason) ("term", epoch, host_id, old_host_id|None, reason)
+    ("restore", [(key, value, owner, flags, ttl), ...]): the whole lasting state at once
     """
     if not isinstance(v, list) or not v:
         raise ProtocolError("op must be a non-empty array")
@@ -228,7 +230,25 @@ def _op(v: Any) -> tuple[Any, ...]:
         return ("leave", _str(v[1]), _str(v[2]))
     if kind == "term" and len(v) == 5:
         return ("term", _nat(v[1]), _str(v[2]), _opt_str(v[3]), _str(v[4]))
+    if kind == "restore" and len(v) == 2:
+        return ("restore", restore_entries(v[1]))
     raise ProtocolError(f"unknown op {kind!r}")
+
+
+def _restore_entry(v: Any) -> tuple[str, Any, str, int, float]:
+    key, value, owner, flags, ttl = _tuple(_key, _value, _str, _nat, _ttl)(v)
+    if flags not in (0, OWNER_ONLY):
+        raise ProtocolError("a restored key is plain or owner-only, never ephemeral")
+    return (key, value, owner, flags, ttl)
+
+
+def restore_entries(v: Any) -> tuple[tuple[str, Any, str, int, float], ...]:
+    """The keys of a ``("restore", entries)`` op, each (key, value, owner,
+    flags, seconds of ttl left or 0), every key once. Raises ProtocolError."""
+    entries = _list(_restore_entry)(v)
+    if len({e[0] for e in entries}) != len(entries):
+        raise ProtocolError("a restore names a key twice")
+    return entries
 
 
 def _op_to_wire(op: tuple[Any, ...]) -> list[Any]:

@@ -9,6 +9,7 @@ from typing import Any
 from .core.config import Config
 from .errors import ProtocolError
 from .messages import session_info
+from .storage import SqliteStorage, Storage
 
 __all__ = ["Options"]
 
@@ -48,6 +49,12 @@ class Options:
     joinable: bool = True
     version: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # ---- persistence (issue 8)
+    #: Durable storage for the session's lasting keys: a path (an SQLite file,
+    #: see SqliteStorage) or a Storage object, used as is and closed with the
+    #: state. A session created with a store starts from what it holds. None:
+    #: nothing outlives the session.
+    store: str | os.PathLike[str] | Storage | None = None
 
     # ---- security (issue 7, part 1)
     #: The session's secret: all traffic is encrypted and authenticated
@@ -79,6 +86,14 @@ class Options:
         if not isinstance(self.profile, dict):
             raise TypeError("profile must be a dict")
         self.core_config()  # validates the timing options
+        if isinstance(self.store, (str, os.PathLike)):
+            if not os.fspath(self.store):
+                raise ValueError("store must be a path or a Storage, not an empty string")
+        elif self.store is not None and not isinstance(self.store, Storage):
+            raise TypeError(
+                "store must be a path or a Storage (load, apply, last_seq, close), "
+                f"not {type(self.store).__name__}"
+            )
         try:
             session_info(self.session_info())
         except ProtocolError as exc:
@@ -102,3 +117,9 @@ class Options:
             max_value_size=self.max_value_size,
             log_keep=self.log_keep,
         )
+
+    def open_store(self) -> Storage | None:
+        """The store these options name, opened (None without one)."""
+        if isinstance(self.store, (str, os.PathLike)):
+            return SqliteStorage(self.store)
+        return self.store

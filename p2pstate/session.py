@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import zmq
 
@@ -36,6 +36,7 @@ from .events import Event, KeyChanged
 from .identity import load_identity
 from .lobby import TXT_SECURED, advertised_secured
 from .options import Options
+from .persist import InitialState, Persister
 from .session_key import derive_session_key
 from .transport import Transport
 
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 # How long a first join waits on one host before trying another or hosting.
 _JOIN_RETRY = 1.0
+
+_T = TypeVar("_T")
 
 
 class _Pending:
@@ -129,6 +132,9 @@ class Runtime:
         self._rev = 0
         self._closing = False
         self._unwatch: Callable[[], None] | None = None
+        # persistence (issue 8): opened by start(), closed by the I/O thread's end
+        self._persister: Persister | None = None
+        self._initial: tuple[InitialState, int] = ((), 0)
         self._thread = threading.Thread(
             target=self._run_io, name=f"p2pstate-io-{self.node_id}", daemon=True
         )
@@ -147,6 +153,7 @@ class Runtime:
         node id hosts, so they never make two sessions to merge later."""
         deadline = time.monotonic() + timeout
         try:
+            self._open_store()
             self._advertise_io(epoch=0)
             found = self.discovery.browse(
                 self.app,
@@ -187,6 +194,36 @@ class Runtime:
                 f"session {self.session!r} of {self.app!r} is "
                 + ("full" if reason == "full" else "not taking new players")
             )
+
+    def _open_store(self) -> None:
+        store = self.options.open_store()
+        if store is None:
+            return
+        self._persister = Persister(store)
+        self._initial = self._persister.initial(time.time())
+
+    def _close_store(self) -> None:
+        persister, self._persister = self._persister, None
+        if persister is not None:
+            try:
+                persister.close()
+            except Exception:  # closing must finish
+                log.exception("closing the store failed")
+
+    def run_on_io(self, fn: Callable[[], _T], timeout: float) -> _T:
+        """Run *fn* on the I/O thread and return what it returns (it must not
+        raise: it reads the core's state at one point between two steps)."""
+        done = threading.Event()
+        box: list[_T] = []
+
+        def command() -> None:
+            box.append(fn())
+            done.set()
+
+        self.call(command)
+        if not done.wait(timeout) or not box:
+            raise SessionClosedError("the shared state closed before it could answer")
+        return box[0]
 
     def call(self, command: Callable[[], None]) -> None:
         """Run *command* on the I/O thread, soon."""
@@ -333,6 +370,8 @@ class Runtime:
             self._unwatch()
             self._unwatch = None
         self.discovery.close()
+        if not self._thread.is_alive():
+            self._close_store()
         for pending in self._pending.values():
             pending.done.set()
         self._pending.clear()
@@ -433,7 +472,17 @@ class Runtime:
             why = next(iter(self._unauthenticated.values()))
             self.auth_failure = f"could not join session {self.session!r} of {self.app!r}: {why}"
             return
-        self.node.start_host(secrets.token_hex(8), now, self.options.session_info())
+        initial, initial_seq = self._initial
+        self.node.start_host(
+            secrets.token_hex(8),
+            now,
+            self.options.session_info(),
+            initial=initial,
+            initial_seq=initial_seq,
+        )
+        self._initial = ((), 0)
+        if self._persister is not None:
+            self._persister.started(self.node.replica)
 
     def _handshake_failed_io(self, node_id: str, now: float) -> None:
         """A CURVE handshake with *node_id* failed: one of us lacks the secret."""
@@ -536,6 +585,11 @@ class Runtime:
 
     def _flush_io(self) -> None:
         node = self.node
+        # Durable before anything leaves: no Result or Ack for a change that is
+        # not stored. A store that fails raises, which ends this peer (the
+        # others take over) rather than acknowledge unsaved writes.
+        if self._persister is not None and self._persister.persist(node, time.time()):
+            self.stats["store_batches"] += 1
         for send in node.take_outbox():
             self.transport.send_io(send)
         for outcome in node.take_outcomes():
@@ -549,6 +603,7 @@ class Runtime:
             self._emit_io(event)
         if node.ready and not self.ready.is_set():
             self.ready.set()
+            self._initial = ((), 0)  # a joiner took the session's state instead
         if self._waiters:
             for waiter in [w for w in self._waiters if w[0]()]:
                 self._waiters.remove(waiter)
@@ -618,6 +673,7 @@ class Runtime:
 
     def _finish_io(self) -> None:
         self.transport.flush_io()
+        self._close_store()  # the I/O thread was its last user
         if self._advertised is not None:
             try:
                 self.discovery.withdraw()

@@ -80,8 +80,16 @@ class SimNetwork:
 
     # ------------------------------------------------------------ population
 
-    def add_node(self, name: str | None = None, *, host: bool | None = None) -> Node:
-        """Start a node: it joins a visible host, or hosts a new session."""
+    def add_node(
+        self,
+        name: str | None = None,
+        *,
+        host: bool | None = None,
+        initial: tuple[tuple[str, Any, int, str, int, float], ...] = (),
+        initial_seq: int = 0,
+    ) -> Node:
+        """Start a node: it joins a visible host, or hosts a new session
+        (starting from *initial* at *initial_seq*, as from a store)."""
         node_id = f"{self.rng.getrandbits(64):016x}"
         node = Node(
             node_id=node_id,
@@ -95,7 +103,12 @@ class SimNetwork:
         self.events[node_id] = []
         visible = self._visible_hosts(node_id)
         if host is True or (host is None and not visible):
-            node.start_host(f"s{self.rng.getrandbits(32):08x}", self.now)
+            node.start_host(
+                f"s{self.rng.getrandbits(32):08x}",
+                self.now,
+                initial=initial,
+                initial_seq=initial_seq,
+            )
             self._log(node_id, "hosts a new session")
         else:
             best = max(visible, key=lambda n: n.epoch)

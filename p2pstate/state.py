@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
+import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, overload
 
 import msgpack
 
+from .backup import Backup, read_backup, write_backup
 from .codec import check_key, encode, fresh_copy, hash_value, normalize
 from .core.node import Role
 from .core.replica import Entry
@@ -311,6 +314,54 @@ class SharedState(MutableMapping[str, Any]):
         limit = self._rt.options.write_timeout if timeout is None else timeout
         if not self._rt.flush(limit):
             raise SessionLostError(f"writes still unacknowledged after {limit} s")
+
+    # ------------------------------------------------------------ backup and restore
+
+    def backup(self, path: str | os.PathLike[str]) -> int:
+        """Write every lasting key of this replica (not ephemeral ones) to the
+        backup file *path*, whole or not at all. Returns the number of keys."""
+        node = self._rt.node
+
+        def take() -> tuple[int, list[tuple[str, Entry]], dict[str, float]]:
+            return node.replica.seq, list(node.replica.data.items()), node.ttl_left()
+
+        seq, items, ttl_left = self._rt.run_on_io(take, self._rt.options.write_timeout)
+        now = time.time()
+        entries = tuple(
+            (key, e.value, e.owner, e.flags, now + ttl_left.get(key, e.ttl) if e.ttl else 0.0)
+            for key, e in items
+            if not e.flags & EPHEMERAL
+        )
+        write_backup(
+            path,
+            Backup(app=self.app, session=self.session, created=now, seq=seq, entries=entries),
+        )
+        return len(entries)
+
+    def restore(self, path: str | os.PathLike[str]) -> int:
+        """Replace the session's lasting keys by those of the backup file
+        *path*, as one change every peer sees (KeyChanged and KeyDeleted for
+        what differs); the players' ephemeral keys stay. The whole file is
+        checked first: a corrupt, truncated or foreign file, or a backup of
+        another app, raises BackupError and changes nothing. Keys whose ttl
+        ran out since the backup are left out. Returns the number of keys."""
+        backup = read_backup(path, app=self.app)
+        op = backup.restore_op(time.time())
+        limit = self._rt.options.max_value_size
+        for key, value, *_ in op[1]:
+            size = len(encode(value))
+            if size > limit:
+                raise ValueTooLargeError(
+                    f"the backup's value of {key!r} is {size} bytes; max_value_size is {limit}"
+                )
+        size, frame_limit = len(encode(op)), self._rt.options.max_frame_size // 2
+        if size > frame_limit:
+            raise ValueTooLargeError(
+                f"the backup is {size} bytes encoded; a restore travels as one message "
+                f"of at most half of max_frame_size ({frame_limit} bytes)"
+            )
+        self._write((op,), ())
+        return len(op[1])
 
     # ------------------------------------------------------------ push
 

@@ -50,6 +50,7 @@ from ..codec import MAX_KEY_BYTES, encode, hash_value
 from ..events import Event, RolledBackWrite, WritesRolledBack
 from ..events import Message as MessageEvent
 from ..messages import (
+    EPHEMERAL,
     OWNER_ONLY,
     Ack,
     Change,
@@ -171,20 +172,35 @@ class Node:
 
     # ================================================================ inputs
 
-    def start_host(self, session_id: str, now: float, info: dict[str, Any] | None = None) -> None:
+    def start_host(
+        self,
+        session_id: str,
+        now: float,
+        info: dict[str, Any] | None = None,
+        *,
+        initial: tuple[tuple[str, Any, int, str, int, float], ...] = (),
+        initial_seq: int = 0,
+    ) -> None:
         """Create a new session and host it at epoch 1, with settings *info*
-        (max_players, joinable, version, metadata)."""
+        (max_players, joinable, version, metadata).
+
+        A session created from a store starts with its keys, *initial*
+        (key, value, version, owner, flags, seconds of ttl left or 0), and
+        numbers its changes after *initial_seq*, so versions keep growing."""
         self._clock = now
         self._require_fresh("start_host")
         self.replica.session_id = session_id
+        if initial or initial_seq:
+            self.replica.seed(initial, initial_seq)
+            self._expiry = {key: now + ttl for key, _, _, _, _, ttl in initial if ttl > 0}
         self.role, self.epoch, self.ready = Role.HOST, 1, True
         ops: list[tuple[Any, ...]] = [
-            ("join", self.me_at(1)),
+            ("join", self.me_at(self.replica.seq + 1)),
             ("term", 1, self.me.id, None, "created"),
         ]
         if info:
             ops.append(("info", dict(info)))
-        change = Change(seq=1, epoch=1, origin=self.me.id, ops=tuple(ops))
+        change = Change(seq=self.replica.seq + 1, epoch=1, origin=self.me.id, ops=tuple(ops))
         self._apply(change, report=False)
         self._beat_at = now
 
@@ -220,7 +236,7 @@ class Node:
         request = self.writer.new(ops, conds)
         self._write_keys[request.req] = tuple(
             op[1] for op in ops if op and op[0] in ("set", "del") and isinstance(op[1], str)
-        )
+        ) + tuple(entry[0] for op in ops if op and op[0] == "restore" for entry in op[1])
         if self.role is Role.HOST:
             self._order(self.me.id, request.req, self.writer.acked_upto, ops, conds)
         elif self.role is Role.PEER and self._target is not None:
@@ -418,6 +434,15 @@ class Node:
                 if len(encode(op[2])) > limit:
                     return "too_large", {"key": "message", "limit": limit}
                 continue
+            if kind == "restore":
+                # A backup replaces the lasting keys, owner-only ones too: it is
+                # an administrator's operation (see the permission modes).
+                for entry in op[1]:
+                    if len(entry[0].encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+                        return "invalid", "key too long"
+                    if len(encode(entry[1])) > limit:
+                        return "too_large", {"key": entry[0], "limit": limit}
+                continue
             if kind not in ("set", "del"):
                 return "invalid", f"operation {kind!r} is not allowed in a write"
             if len(op[1].encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
@@ -472,6 +497,16 @@ class Node:
                     self._expiry.pop(op[1], None)
             elif op[0] == "del":
                 self._expiry.pop(op[1], None)
+            elif op[0] == "restore":
+                data = self.replica.data
+                self._expiry = {
+                    key: at
+                    for key, at in self._expiry.items()
+                    if key in data and data[key].flags & EPHEMERAL
+                }
+                for key, _, _, _, ttl in op[1]:
+                    if ttl > 0:
+                        self._expiry[key] = self._clock + ttl
 
     def _expire(self, now: float) -> None:
         """Host: delete the keys whose ttl ran out, as one change."""
@@ -485,9 +520,12 @@ class Node:
                 Change(seq=self.replica.seq + 1, epoch=self.epoch, origin=self.me.id, ops=ops)
             )
 
+    def ttl_left(self) -> dict[str, float]:
+        """Seconds left of every key with a ttl, as of the latest input."""
+        return {key: max(0.001, at - self._clock) for key, at in self._expiry.items()}
+
     def _snapshot(self) -> Snapshot:
-        left = {key: max(0.001, at - self._clock) for key, at in self._expiry.items()}
-        return self.replica.snapshot(left)
+        return self.replica.snapshot(self.ttl_left())
 
     def _durable_point(self) -> int:
         """Highest seq that survives the loss of this host."""
@@ -702,6 +740,10 @@ class Node:
             changes = self.replica.changes_after(
                 msg.resume_seq, msg.resume_epoch, msg.resume_origin
             )
+            if changes and any(op[0] == "restore" for c in changes for op in c.ops):
+                # A restore is as big as the state: one snapshot rather than the
+                # restore plus every change around it in one message.
+                changes = None
         welcome = Welcome(
             sender=self.me.id,
             epoch=self.epoch,

@@ -205,6 +205,8 @@ class Replica:
                         del self.data[key]
                         if events is not None:
                             events.append(KeyDeleted(key=key, version=change.seq))
+            elif kind == "restore":
+                self._restore(op[1], change.seq, change.writer, events)
             elif kind == "term":
                 old = self.member(op[3]) if op[3] else None
                 self.epoch, self.host_id = op[1], op[2]
@@ -235,6 +237,48 @@ class Replica:
             change.origin,
         )
         self.log.append(change)
+
+    def _restore(
+        self,
+        entries: tuple[tuple[str, Any, str, int, float], ...],
+        seq: int,
+        writer: str,
+        events: list[Event] | None,
+    ) -> None:
+        """A backup replaces every lasting key; the ephemeral keys of the
+        players here stay (a backup never holds any). A key whose value,
+        owner and flags are unchanged keeps its version and makes no event."""
+        data: dict[str, Entry] = {}
+        for key, value, owner, flags, ttl in entries:
+            before = self.data.get(key)
+            if (
+                before is not None
+                and not ttl
+                and not before.ttl
+                and (before.owner, before.flags) == (owner if flags else "", flags)
+                and encode(before.value) == encode(value)  # 1, 1.0 and True differ
+            ):
+                data[key] = before
+                continue
+            data[key] = Entry.make(value, seq, owner or writer, flags, ttl)
+            if events is not None:
+                events.append(KeyChanged(key=key, value=value, version=seq))
+        for key, entry in self.data.items():
+            if key in data:
+                continue
+            if entry.flags & EPHEMERAL:
+                data[key] = entry
+            elif events is not None:
+                events.append(KeyDeleted(key=key, version=seq))
+        self.data = data
+
+    def seed(self, entries: tuple[tuple[str, Any, int, str, int, float], ...], seq: int) -> None:
+        """Start from stored keys (key, value, version, owner, flags, ttl) at
+        sequence number *seq*: a session created from a store."""
+        self.data = {
+            k: Entry.make(v, ver, owner, flags, ttl) for k, v, ver, owner, flags, ttl in entries
+        }
+        self.seq = seq
 
     # ------------------------------------------------------------ snapshots
 

@@ -34,7 +34,19 @@ ENV = dict(
     COLUMNS="160",
 )
 COMMAND = [sys.executable, "-m", "p2pstate"]
-SUBCOMMANDS = ("lobby", "get", "set", "del", "keys", "watch", "host", "join", "demo")
+SUBCOMMANDS = (
+    "lobby",
+    "get",
+    "set",
+    "del",
+    "keys",
+    "watch",
+    "backup",
+    "restore",
+    "host",
+    "join",
+    "demo",
+)
 
 
 def cli(

@@ -1,0 +1,240 @@
+"""Durable storage for a session's keys: the :class:`Storage` protocol and two
+backends, :class:`MemoryStorage` and :class:`SqliteStorage`.
+
+A store holds the session's lasting keys (not ephemeral ones) as
+:class:`StoredEntry` records and the sequence number of the last change it
+holds. The runtime drives it from its I/O thread (see ``persist.py``): one
+:class:`Batch` per step, written before any acknowledgement of the changes in
+it leaves the node. The format is independent of the wire format: a value is
+kept as its msgpack encoding, with the version, owner, flags and the wall
+clock time it expires (0 for never).
+
+To write a backend of your own, implement the four methods of
+:class:`Storage`; ``apply`` must be atomic (all of a batch or nothing) and
+durable by the time it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from .errors import StorageError
+
+__all__ = ["Batch", "MemoryStorage", "SqliteStorage", "Storage", "StoredEntry"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """One key as a store keeps it."""
+
+    #: The value's msgpack encoding (``p2pstate.codec.encode``).
+    value: bytes
+    #: Sequence number of the change that last wrote the key.
+    version: int
+    #: The peer that wrote it, for owner-only keys ("" otherwise).
+    owner: str = ""
+    #: 0, or OWNER_ONLY (2). Ephemeral keys are never stored.
+    flags: int = 0
+    #: When the key expires, in seconds since the Unix epoch; 0 for never.
+    expires_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The changes of one step, to apply as one transaction.
+
+    With ``replace`` the store's keys become exactly ``put`` (``delete`` is
+    then empty). ``seq`` is the sequence number of the last change included."""
+
+    seq: int
+    put: Mapping[str, StoredEntry] = field(default_factory=dict)
+    delete: tuple[str, ...] = ()
+    replace: bool = False
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """What the runtime needs from a store. Called from one thread at a time."""
+
+    def load(self) -> dict[str, StoredEntry]:
+        """Every stored key."""
+        ...
+
+    def apply(self, batch: Batch) -> None:
+        """Apply *batch* atomically and durably; raise on failure."""
+        ...
+
+    def last_seq(self) -> int:
+        """The ``seq`` of the last batch applied (0 for an empty store)."""
+        ...
+
+    def close(self) -> None:
+        """Release the store. ``join`` closes it when the state closes."""
+        ...
+
+
+class MemoryStorage:
+    """A store in this process's memory: it outlives the SharedState that used
+    it (pass the same object to the next ``join``), not the process."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, StoredEntry] = {}
+        self._seq = 0
+
+    def load(self) -> dict[str, StoredEntry]:
+        return dict(self._entries)
+
+    def apply(self, batch: Batch) -> None:
+        if batch.replace:
+            self._entries = dict(batch.put)
+        else:
+            self._entries.update(batch.put)
+            for key in batch.delete:
+                self._entries.pop(key, None)
+        self._seq = batch.seq
+
+    def last_seq(self) -> int:
+        return self._seq
+
+    def close(self) -> None:
+        """Nothing to release: the contents stay for the next user."""
+
+
+_FORMAT = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS p2pstate_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS p2pstate_entries (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    flags INTEGER NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+
+
+class SqliteStorage:
+    """A store in an SQLite file (the standard library's sqlite3).
+
+    The file is in WAL mode and held exclusively while open (another peer or
+    program cannot open it meanwhile), so a crash (kill -9, power loss) leaves it
+    intact with every committed batch. ``synchronous="FULL"`` (the default)
+    syncs the log on every commit, so a batch is on disk when ``apply``
+    returns, power loss included: an acknowledged write must be there.
+    ``"NORMAL"`` skips that sync, which keeps everything through a crash of
+    the program but may lose the last batches to a power cut.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError('synchronous must be "FULL" or "NORMAL"')
+        self.path = os.fspath(path)
+        try:
+            # One thread at a time uses it (join's, then the I/O thread's).
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=1.0
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the store {self.path!r}: {exc}") from None
+        try:
+            self._open(synchronous)
+        except (sqlite3.Error, StorageError) as exc:
+            self._db.close()
+            if isinstance(exc, StorageError):
+                raise
+            if "locked" in str(exc):
+                raise StorageError(
+                    f"the store {self.path!r} is in use by another program "
+                    "(every peer needs a store file of its own)"
+                ) from None
+            raise StorageError(f"{self.path!r} is not a usable p2pstate store: {exc}") from None
+
+    def _open(self, synchronous: str) -> None:
+        db = self._db
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "p2pstate_meta" not in tables:
+            raise StorageError(
+                f"{self.path!r} is an SQLite database of something else "
+                f"(tables: {', '.join(sorted(tables))}), not a p2pstate store"
+            )
+        # Held from the first write until close: two peers writing one file
+        # would interleave their histories, so the second is refused at once.
+        db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.executescript(_SCHEMA)
+        db.execute("INSERT OR IGNORE INTO p2pstate_meta VALUES ('format', ?)", (_FORMAT,))
+        db.execute("INSERT OR IGNORE INTO p2pstate_meta VALUES ('last_seq', 0)")
+        db.execute("BEGIN IMMEDIATE")  # take the lock now, not at the first batch
+        db.execute("COMMIT")
+        found = self._meta("format")
+        if found != _FORMAT:
+            raise StorageError(
+                f"{self.path!r} is a p2pstate store of format {found}; "
+                f"this version reads format {_FORMAT}"
+            )
+
+    def _meta(self, name: str) -> int:
+        row = self._db.execute("SELECT value FROM p2pstate_meta WHERE name=?", (name,)).fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def load(self) -> dict[str, StoredEntry]:
+        try:
+            rows = self._db.execute(
+                "SELECT key, value, version, owner, flags, expires_at FROM p2pstate_entries"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read the store {self.path!r}: {exc}") from None
+        out: dict[str, StoredEntry] = {}
+        for key, value, version, owner, flags, expires_at in rows:
+            if not (
+                isinstance(key, str)
+                and isinstance(value, bytes)
+                and isinstance(version, int)
+                and isinstance(owner, str)
+                and isinstance(flags, int)
+                and isinstance(expires_at, (int, float))
+            ):
+                raise StorageError(f"the store {self.path!r} holds a malformed row for {key!r}")
+            out[key] = StoredEntry(value, version, owner, flags, float(expires_at))
+        return out
+
+    def apply(self, batch: Batch) -> None:
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if batch.replace:
+                    db.execute("DELETE FROM p2pstate_entries")
+                elif batch.delete:
+                    db.executemany(
+                        "DELETE FROM p2pstate_entries WHERE key=?", ((k,) for k in batch.delete)
+                    )
+                db.executemany(
+                    "INSERT OR REPLACE INTO p2pstate_entries VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        (k, e.value, e.version, e.owner, e.flags, e.expires_at)
+                        for k, e in batch.put.items()
+                    ),
+                )
+                db.execute("UPDATE p2pstate_meta SET value=? WHERE name='last_seq'", (batch.seq,))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot write the store {self.path!r}: {exc}") from None
+
+    def last_seq(self) -> int:
+        return self._meta("last_seq")
+
+    def close(self) -> None:
+        self._db.close()
