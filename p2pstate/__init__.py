@@ -21,11 +21,15 @@ from collections.abc import Callable
 from typing import Any
 
 from .codec import hash_value, length_data
+from .core.access import ADMIN_ONLY, ANY, AUTHORIZED_ONLY, UNBANNED_ONLY
 from .errors import (
+    BannedError,
     DataUnchangedError,
     P2PStateError,
     PermissionDeniedError,
     ProtocolError,
+    QuotaExceededError,
+    RateLimitedError,
     SessionClosedError,
     SessionFullError,
     SessionLostError,
@@ -34,6 +38,7 @@ from .errors import (
 )
 from .events import (
     Event,
+    Expelled,
     HostChanged,
     KeyChanged,
     KeyDeleted,
@@ -50,8 +55,14 @@ from .options import Options
 from .state import SharedState, Transaction
 
 __all__ = [
+    "ADMIN_ONLY",
+    "ANY",
+    "AUTHORIZED_ONLY",
+    "UNBANNED_ONLY",
+    "BannedError",
     "DataUnchangedError",
     "Event",
+    "Expelled",
     "HostChanged",
     "KeyChanged",
     "KeyDeleted",
@@ -65,6 +76,8 @@ __all__ = [
     "PeerUpdated",
     "PermissionDeniedError",
     "ProtocolError",
+    "QuotaExceededError",
+    "RateLimitedError",
     "RolledBackWrite",
     "SessionClosedError",
     "SessionFullError",

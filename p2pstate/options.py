@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .core.access import MODES, Access
 from .core.config import Config
 from .errors import ProtocolError
 from .messages import session_info
@@ -47,6 +48,20 @@ class Options:
     joinable: bool = True
     version: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # -- Permissions and limits (README, Security): settings of a session this
+    # peer creates, kept by every later host; ignored when joining one.
+    #: Who may join (and so read): p2pstate.ANY, ADMIN_ONLY, AUTHORIZED_ONLY
+    #: or UNBANNED_ONLY. The admin is the identity that created the session.
+    readmode: str = "any"
+    #: Who may set, delete and send messages: one of the same modes.
+    writemode: str = "any"
+    #: Most keys the session holds; a write that would add more is refused.
+    max_keys: int = 100_000
+    #: Most bytes of values the session holds (see ``p2pstate.length_data``).
+    max_total_bytes: int = 256 * 1024 * 1024
+    #: Writes a second each peer may make, after a burst of ``write_burst``.
+    write_rate: float = 5_000.0
+    write_burst: int = 20_000
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> Options:
@@ -65,6 +80,20 @@ class Options:
         if not isinstance(self.profile, dict):
             raise TypeError("profile must be a dict")
         self.core_config()  # validates the timing options
+        for name in ("readmode", "writemode"):
+            if getattr(self, name) not in MODES:
+                raise ValueError(
+                    f"{name} must be one of p2pstate.ANY, ADMIN_ONLY, AUTHORIZED_ONLY, "
+                    f"UNBANNED_ONLY; got {getattr(self, name)!r}"
+                )
+        for name in ("max_keys", "max_total_bytes", "write_burst"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        rate = self.write_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1e9:
+            raise ValueError(f"write_rate must be writes a second above 0, got {rate!r}")
+        Access.from_wire(self.access().to_wire())  # the wire's bounds too
         try:
             session_info(self.session_info())
         except ProtocolError as exc:
@@ -78,6 +107,18 @@ class Options:
             "version": self.version,
             "metadata": dict(self.metadata),
         }
+
+    def access(self) -> Access:
+        """The access state a session created by this peer starts with (the
+        core makes its identity the admin)."""
+        return Access(
+            readmode=self.readmode,
+            writemode=self.writemode,
+            max_keys=self.max_keys,
+            max_total_bytes=self.max_total_bytes,
+            write_rate=float(self.write_rate),
+            write_burst=self.write_burst,
+        )
 
     def core_config(self) -> Config:
         return Config(

@@ -21,6 +21,7 @@ from typing import Any
 import zmq
 
 from .codec import fresh_copy
+from .core.ids import identity_of
 from .core.node import Node, Role
 from .core.writer import Outcome
 from .discovery import (
@@ -30,7 +31,13 @@ from .discovery import (
     is_candidate_name,
     resolve_interfaces,
 )
-from .errors import SessionClosedError, SessionFullError, SessionLostError
+from .errors import (
+    BannedError,
+    PermissionDeniedError,
+    SessionClosedError,
+    SessionFullError,
+    SessionLostError,
+)
 from .events import Event, KeyChanged
 from .options import Options
 from .transport import Transport
@@ -158,6 +165,8 @@ class Runtime:
         if self.node.refused is not None:
             reason = self.node.refused
             self.close(timeout=0.5)
+            if reason in ("banned", "not_authorized"):
+                raise _access_error(reason, self.session, self.node_id)
             raise SessionFullError(
                 f"session {self.session!r} of {self.app!r} is "
                 + ("full" if reason == "full" else "not taking new players")
@@ -178,6 +187,7 @@ class Runtime:
     def submit(
         self, ops: tuple[tuple[Any, ...], ...], conds: tuple[tuple[Any, ...], ...], *, wait: bool
     ) -> _Pending | None:
+        self.check_expelled()
         pending = _Pending() if wait else None
         if not wait and len(ops) == 1 and ops[0][0] == "set" and not conds:
             self.call(functools.partial(self._set_latest_io, ops[0][1], ops))
@@ -231,15 +241,24 @@ class Runtime:
         if ops is not None:
             self._submit_latest_io(key, ops)
 
+    def check_expelled(self) -> None:
+        """Raise BannedError (or PermissionDeniedError) once the session
+        removed this peer for good."""
+        reason = self.node.refused
+        if reason in ("banned", "not_authorized") and self.node.ready:
+            raise _access_error(reason, self.session, self.node_id)
+
     def wait(self, pending: _Pending, timeout: float) -> Outcome:
         if not pending.done.wait(timeout):
             raise SessionLostError(f"no host answered within {timeout} s")
         if pending.outcome is None:
+            self.check_expelled()
             raise SessionClosedError("the shared state was closed before the write completed")
         return pending.outcome
 
     def flush(self, timeout: float) -> bool:
         """Wait until every write of ours has its answer; False on timeout."""
+        self.check_expelled()
         return self.wait_for_io(
             lambda: not self.node.writer.pending and not self._latest_waiting, timeout
         )
@@ -382,7 +401,9 @@ class Runtime:
         record = self._choose()
         self._join_at = now
         if record is None:
-            self.node.start_host(secrets.token_hex(8), now, self.options.session_info())
+            self.node.start_host(
+                secrets.token_hex(8), now, self.options.session_info(), self.options.access()
+            )
         else:
             self._tried.add(record.node_id)
             self.node.join(record.node_id, record.endpoints, now)
@@ -539,6 +560,16 @@ class Runtime:
             pending.done.set()
         for _, done in self._waiters:
             done.set()
+
+
+def _access_error(reason: str, session: str, node_id: str) -> PermissionDeniedError:
+    identity = identity_of(node_id)
+    if reason == "banned":
+        return BannedError(f"the admin of session {session!r} banned this identity ({identity})")
+    return PermissionDeniedError(
+        f"session {session!r} lets only identities its admin authorized in (readmode); "
+        f"ask the admin to authorize {identity}"
+    )
 
 
 def txt_properties(info: dict[str, Any], players: int) -> dict[str, str]:

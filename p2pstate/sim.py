@@ -319,6 +319,7 @@ class SimNetwork:
                 "members": [m.id for m in r.members],
                 "host": r.host_id,
                 "seq": r.seq,
+                "access": r.access.to_wire(),
             }
         )
 

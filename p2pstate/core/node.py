@@ -46,7 +46,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..codec import MAX_KEY_BYTES, encode, hash_value
-from ..events import Event, RolledBackWrite, WritesRolledBack
+from ..events import Event, Expelled, RolledBackWrite, WritesRolledBack
 from ..events import Message as MessageEvent
 from ..messages import (
     OWNER_ONLY,
@@ -67,8 +67,10 @@ from ..messages import (
     Welcome,
     Write,
 )
+from .access import Access
 from .config import Config
-from .replica import Replica, history_contains
+from .ids import identity_of
+from .replica import Replica, history_contains, scalar_size, value_size
 from .writer import Outcome, Writer
 
 __all__ = ["Node", "Role", "Send"]
@@ -166,19 +168,30 @@ class Node:
         self._awaiting: dict[int, tuple[str, int]] = {}  # seq -> (writer, req) to answer
         self._durable = 0  # highest seq the successor holds
         self._successor: str | None = None
+        # writer -> (tokens, when counted): the write-rate token buckets
+        self._buckets: dict[str, tuple[float, float]] = {}
 
     # ================================================================ inputs
 
-    def start_host(self, session_id: str, now: float, info: dict[str, Any] | None = None) -> None:
+    def start_host(
+        self,
+        session_id: str,
+        now: float,
+        info: dict[str, Any] | None = None,
+        access: Access | None = None,
+    ) -> None:
         """Create a new session and host it at epoch 1, with settings *info*
-        (max_players, joinable, version, metadata)."""
+        (max_players, joinable, version, metadata) and *access* (modes and
+        limits). This node's identity is the session's admin for good."""
         self._clock = now
         self._require_fresh("start_host")
         self.replica.session_id = session_id
         self.role, self.epoch, self.ready = Role.HOST, 1, True
+        admin = identity_of(self.me.id)
         ops: list[tuple[Any, ...]] = [
             ("join", self.me_at(1)),
             ("term", 1, self.me.id, None, "created"),
+            ("access", replace(access or Access(), admin=admin, banned=frozenset())),
         ]
         if info:
             ops.append(("info", dict(info)))
@@ -392,9 +405,45 @@ class Node:
             detail=detail,
             ops=ops if status == "ok" else (),
         )
+        if status == "ok" and any(op[0] == "acl" for op in ops):
+            # A member the new rules refuse leaves in the same change, so no
+            # replica ever holds the rule without its effect.
+            change = replace(change, ops=ops + self._expulsions(change.ops))
         self._apply(change)
         self._awaiting[change.seq] = (writer, req)
         self._release_durable()
+        if change.ops and any(op[0] == "acl" for op in change.ops):
+            self._after_expulsions(change)
+
+    def _expulsions(self, ops: tuple[tuple[Any, ...], ...]) -> tuple[tuple[Any, ...], ...]:
+        """Leave ops for the members (other than this host) that *ops*' access
+        changes refuse."""
+        access = self.replica.access
+        for op in ops:
+            if op[0] == "acl":
+                access = access.apply_acl(op[1], op[2])
+        return tuple(
+            ("leave", m.id, access.refusal(identity_of(m.id)))
+            for m in self.replica.members
+            if m.id != self.me.id and not access.may_read(identity_of(m.id))
+        )
+
+    def _after_expulsions(self, change: Change) -> None:
+        """Host: tell each member that *change* removed why, forget its
+        connection; leave ourselves if the change refuses us."""
+        for op in change.ops:
+            if op[0] != "leave":
+                continue
+            self._conns.pop(op[1], None)
+            self._buckets.pop(op[1], None)
+            endpoints = self._endpoints_of(op[1])
+            refusal = Refused(sender=self.me.id, epoch=self.epoch, reason=op[2])
+            self.outbox.append(Send(op[1], endpoints, refusal))
+        self._update_successor()
+        mine = identity_of(self.me.id)
+        if not self.replica.access.may_read(mine):
+            self.leave(self._clock)  # hand over first, as any host that leaves
+            self._expel(self.replica.access.refusal(mine))
 
     def _check(
         self, writer: str, ops: tuple[tuple[Any, ...], ...], conds: tuple[tuple[Any, ...], ...]
@@ -402,10 +451,31 @@ class Node:
         """The host's verdict on a write: ("ok", None) or a refusal with detail."""
         if not ops:
             return "invalid", "a write needs at least one operation"
+        kinds = {op[0] for op in ops}
+        if not kinds <= _WRITE_OPS:
+            # join/leave/term/access name a member or the host: only the host
+            # makes them, never on a writer's word.
+            self.stats["forged_ops"] += 1
+            return "invalid", f"operations {sorted(kinds - _WRITE_OPS)} are not allowed in a write"
+        access = self.replica.access
+        identity = identity_of(writer)
+        denied = access.check_write(identity, kinds)
+        if denied is not None:
+            self.stats["writes_denied"] += 1
+            return "denied", denied
+        if not self._take_token(writer, access):
+            self.stats["writes_rate_limited"] += 1
+            return "rate_limited", {"rate": access.write_rate, "burst": access.write_burst}
         data = self.replica.data
         limit = self.config.max_value_size
+        sizes: dict[str, int] = {}  # key -> its value's size after the write, -1: deleted
         for op in ops:
             kind = op[0]
+            if kind == "acl":
+                refused = access.check_acl(op[1], op[2])
+                if refused is not None:
+                    return "invalid", refused
+                continue
             if kind in ("profile", "info"):
                 if len(encode(op[1])) > limit:
                     return "too_large", {"key": kind, "limit": limit}
@@ -416,15 +486,23 @@ class Node:
                 if len(encode(op[2])) > limit:
                     return "too_large", {"key": "message", "limit": limit}
                 continue
-            if kind not in ("set", "del"):
-                return "invalid", f"operation {kind!r} is not allowed in a write"
             if len(op[1].encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
                 return "invalid", "key too long"
-            if kind == "set" and len(encode(op[2])) > limit:
-                return "too_large", {"key": op[1], "limit": limit}
+            if kind == "set":
+                size = len(encode(op[2]))
+                if size > limit:
+                    return "too_large", {"key": op[1], "limit": limit}
+                # as value_size counts it: containers by their encoding
+                sizes[op[1]] = size if isinstance(op[2], (list, dict)) else scalar_size(op[2])
+            else:
+                sizes[op[1]] = -1
             entry = data.get(op[1])
             if entry is not None and entry.flags & OWNER_ONLY and entry.owner != writer:
                 return "denied", {"key": op[1], "owner": entry.owner}
+        quota = self._quota(sizes, access) if sizes else None
+        if quota is not None:
+            self.stats["writes_over_quota"] += 1
+            return "quota", quota
         for cond in conds:
             kind, key = cond[0], cond[1]
             entry = data.get(key)
@@ -442,6 +520,35 @@ class Node:
                         "value": entry.value,
                     }
         return "ok", None
+
+    def _take_token(self, writer: str, access: Access) -> bool:
+        """The writer's token bucket: ``write_burst`` writes at once, refilled
+        at ``write_rate`` a second, by the caller's clock."""
+        now = self._clock
+        tokens, then = self._buckets.get(writer, (float(access.write_burst), now))
+        tokens = min(float(access.write_burst), tokens + (now - then) * access.write_rate)
+        if tokens < 1.0:
+            self._buckets[writer] = (tokens, now)
+            return False
+        self._buckets[writer] = (tokens - 1.0, now)
+        return True
+
+    def _quota(self, sizes: dict[str, int], access: Access) -> dict[str, Any] | None:
+        """None if the session stays within max_keys and max_total_bytes once
+        each key of *sizes* holds a value of that size (-1: deleted), else
+        what it would exceed. A write that does not grow the session is let
+        through, so one over its limits can still be cleaned up."""
+        data = self.replica.data
+        keys, total = len(data), self.replica.total_bytes
+        for key, size in sizes.items():
+            old = data.get(key)
+            keys += (size >= 0) - (old is not None)
+            total += max(size, 0) - (value_size(old) if old is not None else 0)
+        if keys > access.max_keys and keys > len(data):
+            return {"limit": "max_keys", "max": access.max_keys}
+        if total > access.max_total_bytes and total > self.replica.total_bytes:
+            return {"limit": "max_total_bytes", "max": access.max_total_bytes}
+        return None
 
     def _apply(self, change: Change, *, report: bool = True) -> None:
         """Host: apply a change it made and send it to every synced peer."""
@@ -552,6 +659,7 @@ class Node:
 
     def _remove_member(self, peer_id: str, reason: str, now: float) -> None:
         self._conns.pop(peer_id, None)
+        self._buckets.pop(peer_id, None)
         member = self.replica.member(peer_id)
         if member is not None:
             change = Change(
@@ -572,6 +680,7 @@ class Node:
 
     def _close_host_side(self) -> None:
         self._conns.clear()
+        self._buckets.clear()
         self._awaiting.clear()
         self._successor, self._durable = None, 0
 
@@ -583,10 +692,12 @@ class Node:
             # lost that one before it welcomed us. There is no old host to drop.
             old = ""
         old_endpoints = self._endpoints_of(old) if old else ()
+        access = self.replica.access
         gone = [
             m.id
             for m in self.replica.members
-            if m.id != self.me.id and (m.id == old or m.id in self._suspects)
+            if m.id != self.me.id
+            and (m.id == old or m.id in self._suspects or not access.may_read(identity_of(m.id)))
         ]
         self.role, self.ready = Role.HOST, True
         self.epoch = max(self.epoch, self.replica.epoch) + 1
@@ -654,6 +765,17 @@ class Node:
                     ops=(("term", self.epoch, self.me.id, self.me.id, "merge"),),
                 )
             )
+        identity = identity_of(msg.sender)
+        if not self.replica.access.may_read(identity):
+            # readmode, or a ban: checked on every hello, a member's too, so a
+            # new host refuses what the old one did
+            why = self.replica.access.refusal(identity)
+            self.stats[f"refused_{why}"] += 1
+            refused = Refused(sender=self.me.id, epoch=self.epoch, reason=why)
+            self.outbox.append(Send(msg.sender, msg.endpoints, refused))
+            if self.replica.member(msg.sender) is not None:
+                self._remove_member(msg.sender, why, now)
+            return
         if self.replica.member(msg.sender) is None and msg.session_id is None:
             # A newcomer (a member coming back names our session): is there room?
             info = self.replica.info
@@ -840,6 +962,9 @@ class Node:
         return False
 
     def _peer_hello(self, msg: Hello, now: float) -> None:
+        if not self.replica.access.may_read(identity_of(msg.sender)):
+            self._drop("hello from a refused identity")  # it may not make us host either
+            return
         if self.ready and self._should_take_over(msg, now):
             self._suspects |= set(msg.suspects) | {msg.prev_host or ""}
             self._suspects.discard("")
@@ -876,6 +1001,8 @@ class Node:
             self.replica.apply(change, events=self.events)
             self._note_ttl(change)
             self._release_own()
+            if self._refused_here():
+                return
         elif change.seq > self.replica.seq + 1:
             self.stats["gap"] += 1  # we missed changes: ask again from where we are
             self._follow(self._target or self.me, now)
@@ -962,6 +1089,8 @@ class Node:
                     self._note_ttl(change)
         self.epoch = max(self.epoch, msg.epoch)
         self.role, self.ready = Role.PEER, True
+        if self._refused_here():
+            return
         self._target = self.replica.member(msg.sender) or self._target
         self._suspects.clear()
         self._failing_over = False
@@ -1001,12 +1130,51 @@ class Node:
 
     def _joining_refused(self, msg: Refused, now: float) -> None:
         """The host we ask to join is full or closed: a first join ends here
-        (the adapter tells the user); a member coming back asks again."""
-        if self.ready or self._target is None or msg.sender != self._target.id:
+        (the adapter tells the user); a member coming back asks again. A
+        refusal by access (banned, not authorized) ends a member's session."""
+        if self._target is None or msg.sender != self._target.id:
             self._drop("refusal we did not ask for")
             return
-        self.refused = msg.reason
-        self.role = Role.CLOSED
+        if msg.reason in _ACCESS_REFUSALS:
+            self._expel(msg.reason)
+        elif self.ready:
+            self._drop("full or closed, to a member")
+        else:
+            self.refused = msg.reason
+            self.role = Role.CLOSED
+
+    def _peer_refused(self, msg: Refused, now: float) -> None:
+        if self._from_target(msg) and msg.reason in _ACCESS_REFUSALS:
+            self._expel(msg.reason)
+        else:
+            self._drop("refusal that is not about access, to a member")
+
+    def _refused_here(self) -> bool:
+        """Peer: expel ourselves if the state we now hold refuses our identity
+        (a ban reached us before, or instead of, the host's Refused)."""
+        mine = identity_of(self.me.id)
+        if self.replica.access.may_read(mine):
+            return False
+        self._expel(self.replica.access.refusal(mine))
+        return True
+
+    def _expel(self, reason: str) -> None:
+        """We may no longer be in this session: stop, fail our writes still
+        waiting, tell the user. We never take over after this."""
+        self.refused = reason
+        if self.role is not Role.LEAVING:
+            self.role = Role.CLOSED
+        self._target, self._failing_over = None, False
+        detail = {"reason": reason}
+        failed = [
+            Outcome(req=r.req, status="denied", detail=detail, seq=0) for r in self.writer.unacked()
+        ]
+        self.writer.pending.clear()
+        self.writer.held.clear()
+        self._write_keys.clear()
+        self.outcomes.extend(failed)
+        self.stats[f"expelled_{reason}"] += 1
+        self.events.append(Expelled(reason=reason))
 
     def _leaving_gone(self, msg: Gone, now: float) -> None:
         self.role = Role.CLOSED
@@ -1080,6 +1248,11 @@ class Node:
             raise RuntimeError(f"can't {what} in role {self.role.name}")
 
 
+#: Ops a writer may send; the rest are the host's own bookkeeping.
+_ACCESS_REFUSALS = ("banned", "not_authorized")
+_WRITE_OPS = frozenset({"set", "del", "msg", "profile", "info", "acl"})
+
+
 def _neg(node_id: str) -> tuple[int, ...]:
     """Order key under which a *lower* node id ranks higher."""
     return tuple(-b for b in node_id.encode())
@@ -1099,6 +1272,7 @@ _HANDLERS: dict[tuple[Role, type[Message]], Any] = {
     (Role.PEER, Redirect): Node._peer_redirect,
     (Role.PEER, Gone): Node._peer_gone,
     (Role.PEER, Handoff): Node._peer_handoff,
+    (Role.PEER, Refused): Node._peer_refused,
     (Role.JOINING, Hello): Node._peer_hello,
     (Role.JOINING, Welcome): Node._joining_welcome,
     (Role.JOINING, Refused): Node._joining_refused,

@@ -20,8 +20,9 @@ from ..events import (
     PeerUpdated,
 )
 from ..messages import EPHEMERAL, Change, Member, Snapshot
+from .access import Access
 
-__all__ = ["Entry", "Replica", "WriterRecord", "history_contains"]
+__all__ = ["Entry", "Replica", "WriterRecord", "history_contains", "scalar_size", "value_size"]
 
 
 def history_contains(
@@ -71,6 +72,22 @@ class Entry:
         return cls(value, version, packed, owner if flags else "", flags, ttl)
 
 
+def value_size(entry: Entry) -> int:
+    """Bytes a stored value counts for against ``max_total_bytes``: its
+    encoding for containers (kept anyway), a close estimate for scalars that
+    costs no encoding. Every replica computes the same."""
+    if entry.packed is not None:
+        return len(entry.packed)
+    return scalar_size(entry.value)
+
+
+def scalar_size(value: Any) -> int:
+    """``value_size`` of a value that is not a container."""
+    if isinstance(value, (str, bytes)):
+        return len(value) + 1
+    return 9
+
+
 @dataclass(slots=True)
 class WriterRecord:
     """What exactly-once needs to know about one writer."""
@@ -97,6 +114,10 @@ class Replica:
         self.terms: list[tuple[int, int, str]] = []
         #: The session's settings (max_players, joinable, version, metadata).
         self.info: dict[str, Any] = {}
+        #: Who may read and write, and the host's limits.
+        self.access = Access()
+        #: Sum of ``value_size`` over ``data``, kept as changes apply.
+        self.total_bytes = 0
         self.log: deque[Change] = deque(maxlen=log_keep)
 
     # ------------------------------------------------------------ queries
@@ -165,7 +186,10 @@ class Replica:
             if kind == "set":
                 key, value = op[1], op[2]
                 flags, ttl = (op[3], op[4]) if len(op) == 5 else (0, 0.0)
-                self.data[key] = Entry.make(value, change.seq, change.writer, flags, ttl)
+                entry = Entry.make(value, change.seq, change.writer, flags, ttl)
+                before = self.data.get(key)
+                self.total_bytes += value_size(entry) - (value_size(before) if before else 0)
+                self.data[key] = entry
                 if events is not None:
                     events.append(KeyChanged(key=key, value=value, version=change.seq))
             elif kind == "msg":
@@ -184,8 +208,11 @@ class Replica:
                     if events is not None:
                         events.append(PeerUpdated(peer=self.peer(updated)))
             elif kind == "del":
-                if self.data.pop(op[1], None) is not None and events is not None:
-                    events.append(KeyDeleted(key=op[1], version=change.seq))
+                gone_entry = self.data.pop(op[1], None)
+                if gone_entry is not None:
+                    self.total_bytes -= value_size(gone_entry)
+                    if events is not None:
+                        events.append(KeyDeleted(key=op[1], version=change.seq))
             elif kind == "join":
                 member: Member = op[1]
                 self.members = [m for m in self.members if m.id != member.id]
@@ -202,9 +229,13 @@ class Replica:
                     for key in [
                         k for k, e in self.data.items() if e.flags & EPHEMERAL and e.owner == op[1]
                     ]:
-                        del self.data[key]
+                        self.total_bytes -= value_size(self.data.pop(key))
                         if events is not None:
                             events.append(KeyDeleted(key=key, version=change.seq))
+            elif kind == "acl":
+                self.access = self.access.apply_acl(op[1], op[2])
+            elif kind == "access":
+                self.access = op[1]
             elif kind == "term":
                 old = self.member(op[3]) if op[3] else None
                 self.epoch, self.host_id = op[1], op[2]
@@ -264,6 +295,7 @@ class Replica:
             ),
             terms=tuple(self.terms),
             info=dict(self.info),
+            access=self.access,
         )
 
     def load(self, snap: Snapshot, *, events: list[Event] | None = None) -> None:
@@ -287,6 +319,8 @@ class Replica:
         }
         self.terms = list(snap.terms)
         self.info = dict(snap.info)
+        self.access = snap.access
+        self.total_bytes = sum(value_size(e) for e in self.data.values())
         self.log.clear()
         if events is None:
             return
