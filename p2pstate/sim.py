@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .codec import hash_value
+from .core.access import Access
 from .core.config import Config
 from .core.node import Node, Role
 from .core.writer import Outcome
@@ -41,10 +42,13 @@ class SimNetwork:
         tick: float = 0.01,
         discovery_interval: float = 0.2,
         trace_messages: bool = False,
+        access: Access | None = None,
     ) -> None:
         self.rng = random.Random(seed)
         self.seed = seed
         self.config = config or Config()
+        #: Modes and limits of every session a node here creates.
+        self.access = access
         self.min_delay, self.max_delay = min_delay, max_delay
         self.tick_interval = tick
         self.discovery_interval = discovery_interval
@@ -80,9 +84,14 @@ class SimNetwork:
 
     # ------------------------------------------------------------ population
 
-    def add_node(self, name: str | None = None, *, host: bool | None = None) -> Node:
-        """Start a node: it joins a visible host, or hosts a new session."""
-        node_id = f"{self.rng.getrandbits(64):016x}"
+    def add_node(
+        self, name: str | None = None, *, host: bool | None = None, node_id: str | None = None
+    ) -> Node:
+        """Start a node: it joins a visible host, or hosts a new session.
+        *node_id* (``"<identity>.<instance>"``) restarts an identity."""
+        node_id = node_id or f"{self.rng.getrandbits(64):016x}"
+        if node_id in self.nodes:
+            raise ValueError(f"node id {node_id!r} is taken")
         node = Node(
             node_id=node_id,
             name=name or f"n{len(self.nodes)}",
@@ -95,7 +104,7 @@ class SimNetwork:
         self.events[node_id] = []
         visible = self._visible_hosts(node_id)
         if host is True or (host is None and not visible):
-            node.start_host(f"s{self.rng.getrandbits(32):08x}", self.now)
+            node.start_host(f"s{self.rng.getrandbits(32):08x}", self.now, access=self.access)
             self._log(node_id, "hosts a new session")
         else:
             best = max(visible, key=lambda n: n.epoch)
@@ -288,7 +297,8 @@ class SimNetwork:
                         best = max(visible, key=lambda n: n.epoch)
                         node.join(best.me.id, best.me.endpoints, self.now)
                     else:
-                        node.start_host(f"s{self.rng.getrandbits(32):08x}", self.now)
+                        sid = f"s{self.rng.getrandbits(32):08x}"
+                        node.start_host(sid, self.now, access=self.access)
                     self._flush(node)
 
     # ------------------------------------------------------------ checks

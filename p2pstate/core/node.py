@@ -692,12 +692,10 @@ class Node:
             # lost that one before it welcomed us. There is no old host to drop.
             old = ""
         old_endpoints = self._endpoints_of(old) if old else ()
-        access = self.replica.access
         gone = [
             m.id
             for m in self.replica.members
-            if m.id != self.me.id
-            and (m.id == old or m.id in self._suspects or not access.may_read(identity_of(m.id)))
+            if m.id != self.me.id and (m.id == old or m.id in self._suspects)
         ]
         self.role, self.ready = Role.HOST, True
         self.epoch = max(self.epoch, self.replica.epoch) + 1
@@ -1062,6 +1060,9 @@ class Node:
     def _joining_welcome(self, msg: Welcome, now: float) -> None:
         if self._target is None or msg.sender != self._target.id:
             self._drop("welcome from a node we did not ask")
+            return
+        if msg.host_id != msg.sender:
+            self._drop("welcome naming another node as host")
             return
         r = self.replica
         resume = (msg.resume_seq, msg.resume_epoch, msg.resume_origin)
