@@ -259,6 +259,9 @@ class Runtime:
     def flush(self, timeout: float) -> bool:
         """Wait until every write of ours has its answer; False on timeout."""
         self.check_expelled()
+        return self._writes_answered(timeout)
+
+    def _writes_answered(self, timeout: float) -> bool:
         return self.wait_for_io(
             lambda: not self.node.writer.pending and not self._latest_waiting, timeout
         )
@@ -309,7 +312,7 @@ class Runtime:
         atexit.unregister(self.close)
         if self._thread.is_alive():
             if self.ready.is_set():
-                self.flush(timeout / 2)
+                self._writes_answered(timeout / 2)
             self.call(lambda: self.node.leave(time.monotonic()))
             self.wait_for_io(lambda: self.node.role is Role.CLOSED, timeout)
             self.stopped.set()
