@@ -41,6 +41,7 @@ The protocol (see the README's design section for why):
 from __future__ import annotations
 
 import enum
+import logging
 from collections import Counter, deque
 from dataclasses import dataclass, replace
 from typing import Any
@@ -74,6 +75,8 @@ from .replica import Replica, history_contains, scalar_size, value_size
 from .writer import Outcome, Writer
 
 __all__ = ["Node", "Role", "Send"]
+
+log = logging.getLogger(__name__)
 
 
 class Role(enum.Enum):
@@ -455,16 +458,16 @@ class Node:
         if not kinds <= _WRITE_OPS:
             # join/leave/term/access name a member or the host: only the host
             # makes them, never on a writer's word.
-            self.stats["forged_ops"] += 1
+            self._refusal("forged_ops", writer)
             return "invalid", f"operations {sorted(kinds - _WRITE_OPS)} are not allowed in a write"
         access = self.replica.access
         identity = identity_of(writer)
         denied = access.check_write(identity, kinds)
         if denied is not None:
-            self.stats["writes_denied"] += 1
+            self._refusal("writes_denied", writer)
             return "denied", denied
         if not self._take_token(writer, access):
-            self.stats["writes_rate_limited"] += 1
+            self._refusal("writes_rate_limited", writer)
             return "rate_limited", {"rate": access.write_rate, "burst": access.write_burst}
         data = self.replica.data
         limit = self.config.max_value_size
@@ -501,7 +504,7 @@ class Node:
                 return "denied", {"key": op[1], "owner": entry.owner}
         quota = self._quota(sizes, access) if sizes else None
         if quota is not None:
-            self.stats["writes_over_quota"] += 1
+            self._refusal("writes_over_quota", writer)
             return "quota", quota
         for cond in conds:
             kind, key = cond[0], cond[1]
@@ -768,7 +771,7 @@ class Node:
             # readmode, or a ban: checked on every hello, a member's too, so a
             # new host refuses what the old one did
             why = self.replica.access.refusal(identity)
-            self.stats[f"refused_{why}"] += 1
+            self._refusal(f"refused_{why}", msg.sender)
             refused = Refused(sender=self.me.id, epoch=self.epoch, reason=why)
             self.outbox.append(Send(msg.sender, msg.endpoints, refused))
             if self.replica.member(msg.sender) is not None:
@@ -1238,6 +1241,13 @@ class Node:
         if self._target is not None and self._target.id == node_id:
             return self._target.endpoints
         return ()
+
+    def _refusal(self, what: str, who: str) -> None:
+        """Count a refusal; a peer can repeat one endlessly, so warn once of
+        each kind, then log at debug level."""
+        self.stats[what] += 1
+        level = logging.WARNING if self.stats[what] == 1 else logging.DEBUG
+        log.log(level, "%s: %s from %s (%d so far)", self.me.id, what, who, self.stats[what])
 
     def _drop(self, why: str) -> None:
         self.stats["dropped"] += 1

@@ -4,6 +4,7 @@ so ``"bob.2"`` is player bob restarted."""
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -492,3 +493,19 @@ def test_random_acl_changes_and_faults_keep_every_replica_agreed(seed: int) -> N
         assert access.may_read(node.me.id.split(".")[0]), (node.me.id, access)
         assert [m.id for m in node.replica.members] == _ids(live[0])
     assert len(session.digests()) == 1
+
+
+def test_refusals_are_counted_and_warned_of_once(caplog: pytest.LogCaptureFixture) -> None:
+    session, (_, bob) = _start("h.1", "bob.1", access=Access(writemode=ADMIN_ONLY))
+    with caplog.at_level(logging.DEBUG, logger="p2pstate.core.node"):
+        for _ in range(5):
+            assert _done(session, bob, ("set", "k", 1)).status == "denied"
+    assert session.host().stats["writes_denied"] == 5
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "writes_denied from bob.1" in warnings[0].getMessage()
+    assert (
+        sum(
+            r.levelno == logging.DEBUG and "writes_denied" in r.getMessage() for r in caplog.records
+        )
+        == 4
+    )
