@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .core.access import MODES, Access
+from .core.access import ANY, MODES, Access
 from .core.config import Config
 from .errors import ProtocolError
 from .messages import session_info
@@ -52,9 +52,9 @@ class Options:
     # peer creates, kept by every later host; ignored when joining one.
     #: Who may join (and so read): p2pstate.ANY, ADMIN_ONLY, AUTHORIZED_ONLY
     #: or UNBANNED_ONLY. The admin is the identity that created the session.
-    readmode: str = "any"
+    readmode: str = ANY
     #: Who may set, delete and send messages: one of the same modes.
-    writemode: str = "any"
+    writemode: str = ANY
     #: Most keys the session holds; a write that would add more is refused.
     max_keys: int = 100_000
     #: Most bytes of values the session holds (see ``p2pstate.length_data``).

@@ -1064,7 +1064,7 @@ class Node:
         if self._target is None or msg.sender != self._target.id:
             self._drop("welcome from a node we did not ask")
             return
-        if msg.host_id != msg.sender:
+        if msg.host_id != msg.sender or (msg.snapshot and msg.snapshot.host_id != msg.sender):
             self._drop("welcome naming another node as host")
             return
         r = self.replica

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import random
+from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -391,8 +392,12 @@ def test_a_welcome_naming_another_host_is_dropped() -> None:
         changes=(),
     )
     joiner.receive(from_frame(to_frame(fake), max_size=1 << 20), session.net.now)
+    # ...and one whose snapshot names another host.
+    snap = replace(host.replica.snapshot(), host_id="mallory.1")
+    fake = replace(fake, host_id="h.1", snapshot=snap)
+    joiner.receive(from_frame(to_frame(fake), max_size=1 << 20), session.net.now)
     assert not joiner.ready
-    assert joiner.stats["dropped: welcome naming another node as host"] == 1
+    assert joiner.stats["dropped: welcome naming another node as host"] == 2
     assert session.settle()
     assert joiner.ready
 
