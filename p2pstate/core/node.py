@@ -408,15 +408,18 @@ class Node:
             detail=detail,
             ops=ops if status == "ok" else (),
         )
+        expelled: dict[str, tuple[str, ...]] = {}  # member -> its endpoints
         if status == "ok" and any(op[0] == "acl" for op in ops):
             # A member the new rules refuse leaves in the same change, so no
             # replica ever holds the rule without its effect.
-            change = replace(change, ops=ops + self._expulsions(change.ops))
+            leaves = self._expulsions(ops)
+            expelled = {op[1]: self._endpoints_of(op[1]) for op in leaves}
+            change = replace(change, ops=ops + leaves)
         self._apply(change)
         self._awaiting[change.seq] = (writer, req)
         self._release_durable()
         if change.ops and any(op[0] == "acl" for op in change.ops):
-            self._after_expulsions(change)
+            self._after_expulsions(change, expelled)
 
     def _expulsions(self, ops: tuple[tuple[Any, ...], ...]) -> tuple[tuple[Any, ...], ...]:
         """Leave ops for the members (other than this host) that *ops*' access
@@ -431,17 +434,17 @@ class Node:
             if m.id != self.me.id and not access.may_read(identity_of(m.id))
         )
 
-    def _after_expulsions(self, change: Change) -> None:
-        """Host: tell each member that *change* removed why, forget its
-        connection; leave ourselves if the change refuses us."""
+    def _after_expulsions(self, change: Change, expelled: dict[str, tuple[str, ...]]) -> None:
+        """Host: tell each member that *change* removed why (at *expelled*, its
+        endpoints), forget its connection; leave ourselves if the change
+        refuses us."""
         for op in change.ops:
             if op[0] != "leave":
                 continue
             self._conns.pop(op[1], None)
             self._buckets.pop(op[1], None)
-            endpoints = self._endpoints_of(op[1])
             refusal = Refused(sender=self.me.id, epoch=self.epoch, reason=op[2])
-            self.outbox.append(Send(op[1], endpoints, refusal))
+            self.outbox.append(Send(op[1], expelled.get(op[1], ()), refusal))
         self._update_successor()
         mine = identity_of(self.me.id)
         if not self.replica.access.may_read(mine):
@@ -1148,10 +1151,13 @@ class Node:
             self.role = Role.CLOSED
 
     def _peer_refused(self, msg: Refused, now: float) -> None:
-        if self._from_target(msg) and msg.reason in _ACCESS_REFUSALS:
-            self._expel(msg.reason)
-        else:
-            self._drop("refusal that is not about access, to a member")
+        """A member learns of its own ban from the change that holds it, which
+        its host sent first; a Refused it did not see coming (a forged one,
+        or one that overtook a change we missed) only makes it ask again: a
+        host that means it refuses that hello too."""
+        if self._from_target(msg):
+            self.stats["refused_as_member"] += 1
+            self._follow(self._target or self.me, now)
 
     def _refused_here(self) -> bool:
         """Peer: expel ourselves if the state we now hold refuses our identity
@@ -1259,8 +1265,8 @@ class Node:
             raise RuntimeError(f"can't {what} in role {self.role.name}")
 
 
-#: Ops a writer may send; the rest are the host's own bookkeeping.
 _ACCESS_REFUSALS = ("banned", "not_authorized")
+#: Ops a writer may send; the rest are the host's own bookkeeping.
 _WRITE_OPS = frozenset({"set", "del", "msg", "profile", "info", "acl"})
 
 

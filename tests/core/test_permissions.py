@@ -31,6 +31,7 @@ from p2pstate.messages import (
     Change,
     ChangeMsg,
     Member,
+    Refused,
     Welcome,
     Write,
     from_frame,
@@ -514,3 +515,15 @@ def test_refusals_are_counted_and_warned_of_once(caplog: pytest.LogCaptureFixtur
         )
         == 4
     )
+
+
+def test_a_forged_refusal_does_not_expel_a_member() -> None:
+    """Anyone can send a Refused in the host's name (ids are claimed without a
+    secret): a member only asks its host again, and stays."""
+    session, (host, bob) = _start("h.1", "bob.1")
+    forged = Refused(sender="h.1", epoch=host.epoch, reason="banned")
+    session.net.send_raw("bob.1", to_frame(forged))
+    assert session.run_until(lambda: bob.stats["refused_as_member"] == 1), session.tail()
+    assert session.settle(), session.tail()
+    assert bob.role is Role.PEER and bob.refused is None
+    assert _done(session, bob, ("set", "k", 1)).status == "ok"
