@@ -11,6 +11,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from chaos import Kind, run_schedule
 from simsession import Session
 
 from p2pstate.core.access import (
@@ -527,3 +528,31 @@ def test_a_forged_refusal_does_not_expel_a_member() -> None:
     assert session.settle(), session.tail()
     assert bob.role is Role.PEER and bob.refused is None
     assert _done(session, bob, ("set", "k", 1)).status == "ok"
+
+
+# ------------------------------------------------------------------ chaos
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_acl_changes_under_single_faults(seed: int) -> None:
+    """Every guarantee of chaos.py holds with ACL changes among the faults,
+    and every replica ends with the same access state."""
+    run_schedule(500_000 + seed, Kind.SINGLE, acl=True)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_acl_changes_under_double_crashes(seed: int) -> None:
+    run_schedule(600_000 + seed, Kind.DOUBLE, acl=True)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_acl_changes_under_partitions(seed: int) -> None:
+    run_schedule(700_000 + seed, Kind.PARTITION, acl=True)
+
+
+def test_the_chaos_schedules_do_change_acls() -> None:
+    """The parametrized runs above are not vacuous: ACL changes land."""
+    reports = [run_schedule(500_000 + seed, Kind.SINGLE, acl=True) for seed in range(10)]
+    assert sum(r.acl_outcomes.count("ok") for r in reports) >= 10
+    accesses = [n.replica.access for r in reports for n in r.net.live_nodes()]
+    assert any(a.banned or a.authorized for a in accesses)
