@@ -93,8 +93,8 @@ class Options:
         rate = self.write_rate
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1e9:
             raise ValueError(f"write_rate must be writes a second above 0, got {rate!r}")
-        Access.from_wire(self.access().to_wire())  # the wire's bounds too
         try:
+            Access.from_wire(self.access().to_wire())  # the wire's upper bounds too
             session_info(self.session_info())
         except ProtocolError as exc:
             raise ValueError(str(exc)) from None

@@ -60,7 +60,7 @@ MAX_LIST = 10_000
 
 
 def check_identity(v: Any) -> str:
-    """An identity as the wire carries it. Raises ProtocolError (a ValueError)."""
+    """An identity as the wire carries it; raises ProtocolError."""
     if not isinstance(v, str) or not 0 < len(v) <= MAX_IDENTITY_CHARS or "." in v:
         raise ProtocolError(f"bad identity {v!r}")
     return v

@@ -177,6 +177,7 @@ def test_limits_give_clear_errors(join: Join) -> None:
         ("write_rate", 0),
         ("write_rate", float("inf")),
         ("write_burst", 1.5),
+        ("max_keys", 10**12),
     ],
 )
 def test_bad_permission_options_are_refused_before_any_network(option: str, value: Any) -> None:
