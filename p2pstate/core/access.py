@@ -111,14 +111,17 @@ class Access:
     def check_write(self, identity: str, kinds: set[str]) -> dict[str, Any] | None:
         """None if *identity* may make a write of these op kinds, else the
         detail of a "denied" result."""
-        if identity != self.admin and identity in self.banned:
+        if identity == self.admin:
+            return None  # who cannot be banned either
+        if identity in self.banned:
             return {"reason": "banned"}
-        if "acl" in kinds and identity != self.admin:
+        if "acl" in kinds:
             return {"reason": "admin", "op": "acl"}
-        if self.restricted and identity != self.admin:
+        if self.restricted:
             for kind in sorted(kinds & ADMIN_OPS):
                 return {"reason": "admin", "op": kind}
-        if kinds & GATED_OPS and not self.allows(self.writemode, identity):
+        mode = self.writemode
+        if mode != ANY and kinds & GATED_OPS and not self.allows(mode, identity):
             return {"reason": "writemode", "mode": self.writemode}
         return None
 

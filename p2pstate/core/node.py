@@ -71,7 +71,7 @@ from ..messages import (
 from .access import Access
 from .config import Config
 from .ids import identity_of
-from .replica import Replica, history_contains, scalar_size, value_size
+from .replica import Replica, history_contains, scalar_size
 from .writer import Outcome, Writer
 
 __all__ = ["Node", "Role", "Send"]
@@ -409,7 +409,8 @@ class Node:
             ops=ops if status == "ok" else (),
         )
         expelled: dict[str, tuple[str, ...]] = {}  # member -> its endpoints
-        if status == "ok" and any(op[0] == "acl" for op in ops):
+        acl = status == "ok" and any(op[0] == "acl" for op in ops)
+        if acl:
             # A member the new rules refuse leaves in the same change, so no
             # replica ever holds the rule without its effect.
             leaves = self._expulsions(ops)
@@ -418,7 +419,7 @@ class Node:
         self._apply(change)
         self._awaiting[change.seq] = (writer, req)
         self._release_durable()
-        if change.ops and any(op[0] == "acl" for op in change.ops):
+        if acl:
             self._after_expulsions(change, expelled)
 
     def _expulsions(self, ops: tuple[tuple[Any, ...], ...]) -> tuple[tuple[Any, ...], ...]:
@@ -498,7 +499,7 @@ class Node:
                 size = len(encode(op[2]))
                 if size > limit:
                     return "too_large", {"key": op[1], "limit": limit}
-                # as value_size counts it: containers by their encoding
+                # as Entry.size counts it: containers by their encoding
                 sizes[op[1]] = size if isinstance(op[2], (list, dict)) else scalar_size(op[2])
             else:
                 sizes[op[1]] = -1
@@ -546,10 +547,13 @@ class Node:
         through, so one over its limits can still be cleaned up."""
         data = self.replica.data
         keys, total = len(data), self.replica.total_bytes
+        grow = sum(size for size in sizes.values() if size > 0)
+        if keys + len(sizes) <= access.max_keys and total + grow <= access.max_total_bytes:
+            return None  # fits even if every key were new: the common case, found cheaply
         for key, size in sizes.items():
             old = data.get(key)
             keys += (size >= 0) - (old is not None)
-            total += max(size, 0) - (value_size(old) if old is not None else 0)
+            total += max(size, 0) - (old.size if old is not None else 0)
         if keys > access.max_keys and keys > len(data):
             return {"limit": "max_keys", "max": access.max_keys}
         if total > access.max_total_bytes and total > self.replica.total_bytes:

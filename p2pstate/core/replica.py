@@ -22,7 +22,7 @@ from ..events import (
 from ..messages import EPHEMERAL, Change, Member, Snapshot
 from .access import Access
 
-__all__ = ["Entry", "Replica", "WriterRecord", "history_contains", "scalar_size", "value_size"]
+__all__ = ["Entry", "Replica", "WriterRecord", "history_contains", "scalar_size"]
 
 
 def history_contains(
@@ -63,26 +63,25 @@ class Entry:
     owner: str = ""  # the writer, for ephemeral and owner-only keys
     flags: int = 0  # EPHEMERAL | OWNER_ONLY
     ttl: float = 0.0  # seconds to live from when it was written, 0 for ever
+    size: int = 0  # what it counts for against max_total_bytes (see scalar_size)
 
     @classmethod
     def make(
         cls, value: Any, version: int, owner: str = "", flags: int = 0, ttl: float = 0.0
     ) -> Entry:
-        packed = encode(value) if isinstance(value, _CONTAINERS) else None
-        return cls(value, version, packed, owner if flags else "", flags, ttl)
-
-
-def value_size(entry: Entry) -> int:
-    """Bytes a stored value counts for against ``max_total_bytes``: its
-    encoding for containers (kept anyway), a close estimate for scalars that
-    costs no encoding. Every replica computes the same."""
-    if entry.packed is not None:
-        return len(entry.packed)
-    return scalar_size(entry.value)
+        if isinstance(value, _CONTAINERS):
+            packed = encode(value)
+            size = len(packed)
+        else:
+            packed, size = None, scalar_size(value)
+        return cls(value, version, packed, owner if flags else "", flags, ttl, size)
 
 
 def scalar_size(value: Any) -> int:
-    """``value_size`` of a value that is not a container."""
+    """What a value that is not a container counts for against
+    ``max_total_bytes``: a close estimate of its encoding that costs no
+    encoding (a container counts its encoding, which its Entry keeps anyway).
+    Every replica computes the same."""
     if isinstance(value, (str, bytes)):
         return len(value) + 1
     return 9
@@ -116,7 +115,7 @@ class Replica:
         self.info: dict[str, Any] = {}
         #: Who may read and write, and the host's limits.
         self.access = Access()
-        #: Sum of ``value_size`` over ``data``, kept as changes apply.
+        #: Sum of ``Entry.size`` over ``data``, kept as changes apply.
         self.total_bytes = 0
         self.log: deque[Change] = deque(maxlen=log_keep)
 
@@ -188,7 +187,7 @@ class Replica:
                 flags, ttl = (op[3], op[4]) if len(op) == 5 else (0, 0.0)
                 entry = Entry.make(value, change.seq, change.writer, flags, ttl)
                 before = self.data.get(key)
-                self.total_bytes += value_size(entry) - (value_size(before) if before else 0)
+                self.total_bytes += entry.size - (before.size if before else 0)
                 self.data[key] = entry
                 if events is not None:
                     events.append(KeyChanged(key=key, value=value, version=change.seq))
@@ -210,7 +209,7 @@ class Replica:
             elif kind == "del":
                 gone_entry = self.data.pop(op[1], None)
                 if gone_entry is not None:
-                    self.total_bytes -= value_size(gone_entry)
+                    self.total_bytes -= gone_entry.size
                     if events is not None:
                         events.append(KeyDeleted(key=op[1], version=change.seq))
             elif kind == "join":
@@ -229,7 +228,7 @@ class Replica:
                     for key in [
                         k for k, e in self.data.items() if e.flags & EPHEMERAL and e.owner == op[1]
                     ]:
-                        self.total_bytes -= value_size(self.data.pop(key))
+                        self.total_bytes -= self.data.pop(key).size
                         if events is not None:
                             events.append(KeyDeleted(key=key, version=change.seq))
             elif kind == "acl":
@@ -320,7 +319,7 @@ class Replica:
         self.terms = list(snap.terms)
         self.info = dict(snap.info)
         self.access = snap.access
-        self.total_bytes = sum(value_size(e) for e in self.data.values())
+        self.total_bytes = sum(e.size for e in self.data.values())
         self.log.clear()
         if events is None:
             return
