@@ -21,14 +21,18 @@ from collections.abc import Callable
 from typing import Any
 
 from .codec import hash_value, length_data
+from .core.access import ADMIN_ONLY, ANY, AUTHORIZED_ONLY, UNBANNED_ONLY
 from .errors import (
     AuthenticationError,
     BackupError,
+    BannedError,
     DataUnchangedError,
     IdentityError,
     P2PStateError,
     PermissionDeniedError,
     ProtocolError,
+    QuotaExceededError,
+    RateLimitedError,
     SessionClosedError,
     SessionFullError,
     SessionLostError,
@@ -38,6 +42,7 @@ from .errors import (
 )
 from .events import (
     Event,
+    Expelled,
     HostChanged,
     KeyChanged,
     KeyDeleted,
@@ -55,11 +60,17 @@ from .state import SharedState, Transaction
 from .storage import Batch, MemoryStorage, SqliteStorage, Storage, StoredEntry
 
 __all__ = [
+    "ADMIN_ONLY",
+    "ANY",
+    "AUTHORIZED_ONLY",
+    "UNBANNED_ONLY",
     "AuthenticationError",
     "BackupError",
+    "BannedError",
     "Batch",
     "DataUnchangedError",
     "Event",
+    "Expelled",
     "HostChanged",
     "IdentityError",
     "KeyChanged",
@@ -75,6 +86,8 @@ __all__ = [
     "PeerUpdated",
     "PermissionDeniedError",
     "ProtocolError",
+    "QuotaExceededError",
+    "RateLimitedError",
     "RolledBackWrite",
     "SessionClosedError",
     "SessionFullError",

@@ -10,11 +10,14 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "BackupError",
+    "BannedError",
     "DataUnchangedError",
     "IdentityError",
     "P2PStateError",
     "PermissionDeniedError",
     "ProtocolError",
+    "QuotaExceededError",
+    "RateLimitedError",
     "SessionClosedError",
     "SessionFullError",
     "SessionLostError",
@@ -42,6 +45,21 @@ class DataUnchangedError(P2PStateError):
 
 class PermissionDeniedError(P2PStateError, PermissionError):
     """The host refused a write this peer is not allowed to make."""
+
+
+class BannedError(PermissionDeniedError):
+    """The session's admin banned this peer's identity: it was removed from
+    the session and may not join it again."""
+
+
+class RateLimitedError(P2PStateError):
+    """This peer wrote faster than the session's ``write_rate`` allows (after
+    a burst of ``write_burst``): the host refused the write. Try again later."""
+
+
+class QuotaExceededError(P2PStateError):
+    """The write would take the session past ``max_keys`` keys or
+    ``max_total_bytes`` bytes of values: the host refused it."""
 
 
 class SessionLostError(P2PStateError, ConnectionError):

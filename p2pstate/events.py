@@ -8,6 +8,7 @@ from typing import Any
 
 __all__ = [
     "Event",
+    "Expelled",
     "HostChanged",
     "KeyChanged",
     "KeyDeleted",
@@ -101,6 +102,17 @@ class WritesRolledBack:
     mine: tuple[RolledBackWrite, ...]
 
 
+@dataclass(frozen=True, kw_only=True)
+class Expelled:
+    """This peer may no longer be in the session and was removed from it:
+    ``reason`` is "banned" (the admin banned its identity) or
+    "not_authorized" (the session's readmode no longer lets it in). Later
+    writes raise BannedError or PermissionDeniedError; reads show the state
+    as it was."""
+
+    reason: str
+
+
 Event = (
     KeyChanged
     | KeyDeleted
@@ -110,4 +122,5 @@ Event = (
     | HostChanged
     | Message
     | WritesRolledBack
+    | Expelled
 )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from .codec import MAX_KEY_BYTES, decode, decode_all, encode, normalize
+from .core.access import ACL_ACTIONS, Access, check_identity
 from .errors import ProtocolError
 
 __all__ = [
@@ -205,6 +206,7 @@ def _op(v: Any) -> tuple[Any, ...]:
     ("msg", to_peer_id or "", payload) ("profile", dict)
     ("join", member) ("leave", id, reason) ("term", epoch, host_id, old_host_id|None, reason)
     ("restore", [(key, value, owner, flags, ttl), ...]): the whole lasting state at once
+    ("acl", "authorize"|"unauthorize"|"ban"|"unban", identity) ("access", access state)
     """
     if not isinstance(v, list) or not v:
         raise ProtocolError("op must be a non-empty array")
@@ -232,6 +234,10 @@ def _op(v: Any) -> tuple[Any, ...]:
         return ("term", _nat(v[1]), _str(v[2]), _opt_str(v[3]), _str(v[4]))
     if kind == "restore" and len(v) == 2:
         return ("restore", restore_entries(v[1]))
+    if kind == "acl" and len(v) == 3 and v[1] in ACL_ACTIONS:
+        return ("acl", v[1], check_identity(v[2]))
+    if kind == "access" and len(v) == 2:
+        return ("access", Access.from_wire(v[1]))
     raise ProtocolError(f"unknown op {kind!r}")
 
 
@@ -254,6 +260,8 @@ def restore_entries(v: Any) -> tuple[tuple[str, Any, str, int, float], ...]:
 def _op_to_wire(op: tuple[Any, ...]) -> list[Any]:
     if op[0] == "join":
         return ["join", op[1].to_wire()]
+    if op[0] == "access":
+        return ["access", op[1].to_wire()]
     return list(op)
 
 
@@ -362,6 +370,8 @@ class Snapshot:
     terms: tuple[tuple[int, int, str], ...] = ()
     # The session's own settings: max_players, joinable, version, metadata.
     info: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # Who may read and write, and the host's limits (core/access.py).
+    access: Access = field(default_factory=Access)
 
     def to_wire(self) -> list[Any]:
         return [
@@ -379,6 +389,7 @@ class Snapshot:
             ],
             [list(t) for t in self.terms],
             self.info,
+            self.access.to_wire(),
         ]
 
     @classmethod
@@ -396,6 +407,7 @@ class Snapshot:
             _list(_tuple(_str, _nat, _nat, _list(result))),
             _list(_tuple(_nat, _nat, _str)),
             session_info,
+            Access.from_wire,
         )(v)
         return cls(
             session_id=t[0],
@@ -409,6 +421,7 @@ class Snapshot:
             dedupe=t[8],
             terms=t[9],
             info=t[10],
+            access=t[11],
         )
 
 
@@ -538,7 +551,8 @@ class Handoff(Message):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Refused(Message):
-    """The host will not let a new peer in: ``reason`` is "full" or "closed"."""
+    """The host will not let a peer in: ``reason`` is "full" or "closed" (for
+    a newcomer), "banned" or "not_authorized" (the session's readmode)."""
 
     TYPE: ClassVar[int] = 13
     reason: str

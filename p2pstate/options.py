@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .core.access import ANY, MODES, Access
 from .core.config import Config
 from .errors import ProtocolError
 from .messages import session_info
@@ -49,14 +50,15 @@ class Options:
     joinable: bool = True
     version: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
-    # ---- persistence (issue 8)
+
+    # Persistence (README: Persistence).
     #: Durable storage for the session's lasting keys: a path (an SQLite file,
     #: see SqliteStorage) or a Storage object, used as is and closed with the
     #: state. A session created with a store starts from what it holds. None:
     #: nothing outlives the session.
     store: str | os.PathLike[str] | Storage | None = None
 
-    # ---- security (issue 7, part 1)
+    # Security: the secret and this installation's identity (README: Security).
     #: The session's secret: all traffic is encrypted and authenticated
     #: (CurveZMQ), and only peers that know it can join, read or host.
     #: Never logged nor shown in repr.
@@ -64,6 +66,21 @@ class Options:
     #: Where this installation's identity keypair lives (default: $P2PSTATE_HOME,
     #: else the user's config directory; see ``p2pstate.identity``).
     identity_dir: str | os.PathLike[str] | None = None
+
+    # Security: permissions and limits (README: Security). Settings of a session
+    # this peer creates, kept by every later host; ignored when joining one.
+    #: Who may join (and so read): p2pstate.ANY, ADMIN_ONLY, AUTHORIZED_ONLY
+    #: or UNBANNED_ONLY. The admin is the identity that created the session.
+    readmode: str = ANY
+    #: Who may set, delete and send messages: one of the same modes.
+    writemode: str = ANY
+    #: Most keys the session holds; a write that would add more is refused.
+    max_keys: int = 100_000
+    #: Most bytes of values the session holds (see ``p2pstate.length_data``).
+    max_total_bytes: int = 256 * 1024 * 1024
+    #: Writes a second each peer may make, after a burst of ``write_burst``.
+    write_rate: float = 5_000.0
+    write_burst: int = 20_000
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> Options:
@@ -94,7 +111,22 @@ class Options:
                 "store must be a path or a Storage (load, apply, last_seq, close), "
                 f"not {type(self.store).__name__}"
             )
+
+        for name in ("readmode", "writemode"):
+            if getattr(self, name) not in MODES:
+                raise ValueError(
+                    f"{name} must be one of p2pstate.ANY, ADMIN_ONLY, AUTHORIZED_ONLY, "
+                    f"UNBANNED_ONLY; got {getattr(self, name)!r}"
+                )
+        for name in ("max_keys", "max_total_bytes", "write_burst"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        rate = self.write_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1e9:
+            raise ValueError(f"write_rate must be writes a second above 0, got {rate!r}")
         try:
+            Access.from_wire(self.access().to_wire())  # the wire's upper bounds too
             session_info(self.session_info())
         except ProtocolError as exc:
             raise ValueError(str(exc)) from None
@@ -107,6 +139,18 @@ class Options:
             "version": self.version,
             "metadata": dict(self.metadata),
         }
+
+    def access(self) -> Access:
+        """The access state a session created by this peer starts with (the
+        core makes its identity the admin)."""
+        return Access(
+            readmode=self.readmode,
+            writemode=self.writemode,
+            max_keys=self.max_keys,
+            max_total_bytes=self.max_total_bytes,
+            write_rate=float(self.write_rate),
+            write_burst=self.write_burst,
+        )
 
     def core_config(self) -> Config:
         return Config(

@@ -20,7 +20,8 @@ loop, on its own thread. The event carries the fields of the p2pstate event
 under the same names: ``KEY_CHANGED`` has ``key``, ``value`` and ``version``;
 ``KEY_DELETED`` has ``key`` and ``version``; ``PEER_JOINED`` has ``peer``;
 ``PEER_LEFT`` has ``peer`` and ``reason``; ``HOST_CHANGED`` has ``old``,
-``new`` and ``epoch``; ``WRITES_ROLLED_BACK`` has ``writes`` and ``mine``.
+``new`` and ``epoch``; ``WRITES_ROLLED_BACK`` has ``writes`` and ``mine``;
+``EXPELLED`` (this peer was banned or is no longer authorized) has ``reason``.
 
 ``MESSAGE`` is reserved for the messages a later version of p2pstate sends
 (``s.broadcast(...)``). No p2pstate event is a message yet: this module maps any
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EVENT_TYPES",
+    "EXPELLED",
     "HOST_CHANGED",
     "KEY_CHANGED",
     "KEY_DELETED",
@@ -86,6 +88,7 @@ PEER_LEFT: int = pygame.event.custom_type()
 HOST_CHANGED: int = pygame.event.custom_type()
 MESSAGE: int = pygame.event.custom_type()
 WRITES_ROLLED_BACK: int = pygame.event.custom_type()
+EXPELLED: int = pygame.event.custom_type()
 
 #: The pygame event type of each p2pstate event class, by class name (so that a
 #: class added later, such as Message, needs no import here).
@@ -97,6 +100,7 @@ EVENT_TYPES: dict[str, int] = {
     "HostChanged": HOST_CHANGED,
     "Message": MESSAGE,
     "WritesRolledBack": WRITES_ROLLED_BACK,
+    "Expelled": EXPELLED,
 }
 
 

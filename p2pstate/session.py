@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import zmq
 
 from .codec import fresh_copy
+from .core.ids import identity_of
 from .core.node import Node, Role
 from .core.writer import Outcome
 from .discovery import (
@@ -31,7 +32,14 @@ from .discovery import (
     node_label,
     resolve_interfaces,
 )
-from .errors import AuthenticationError, SessionClosedError, SessionFullError, SessionLostError
+from .errors import (
+    AuthenticationError,
+    BannedError,
+    PermissionDeniedError,
+    SessionClosedError,
+    SessionFullError,
+    SessionLostError,
+)
 from .events import Event, KeyChanged
 from .identity import load_identity
 from .lobby import TXT_SECURED, advertised_secured
@@ -190,6 +198,8 @@ class Runtime:
         if self.node.refused is not None:
             reason = self.node.refused
             self.close(timeout=0.5)
+            if reason in ("banned", "not_authorized"):
+                raise _access_error(reason, self.session, self.node_id)
             raise SessionFullError(
                 f"session {self.session!r} of {self.app!r} is "
                 + ("full" if reason == "full" else "not taking new players")
@@ -240,6 +250,7 @@ class Runtime:
     def submit(
         self, ops: tuple[tuple[Any, ...], ...], conds: tuple[tuple[Any, ...], ...], *, wait: bool
     ) -> _Pending | None:
+        self.check_expelled()
         pending = _Pending() if wait else None
         if not wait and len(ops) == 1 and ops[0][0] == "set" and not conds:
             self.call(functools.partial(self._set_latest_io, ops[0][1], ops))
@@ -293,15 +304,27 @@ class Runtime:
         if ops is not None:
             self._submit_latest_io(key, ops)
 
+    def check_expelled(self) -> None:
+        """Raise BannedError (or PermissionDeniedError) once the session
+        removed this peer for good."""
+        reason = self.node.refused
+        if reason in ("banned", "not_authorized") and self.node.ready:
+            raise _access_error(reason, self.session, self.node_id)
+
     def wait(self, pending: _Pending, timeout: float) -> Outcome:
         if not pending.done.wait(timeout):
             raise SessionLostError(f"no host answered within {timeout} s")
         if pending.outcome is None:
+            self.check_expelled()
             raise SessionClosedError("the shared state was closed before the write completed")
         return pending.outcome
 
     def flush(self, timeout: float) -> bool:
         """Wait until every write of ours has its answer; False on timeout."""
+        self.check_expelled()
+        return self._writes_answered(timeout)
+
+    def _writes_answered(self, timeout: float) -> bool:
         return self.wait_for_io(
             lambda: not self.node.writer.pending and not self._latest_waiting, timeout
         )
@@ -352,7 +375,7 @@ class Runtime:
         atexit.unregister(self.close)
         if self._thread.is_alive():
             if self.ready.is_set():
-                self.flush(timeout / 2)
+                self._writes_answered(timeout / 2)
             self.call(lambda: self.node.leave(time.monotonic()))
             self.wait_for_io(lambda: self.node.role is Role.CLOSED, timeout)
             self.stopped.set()
@@ -477,6 +500,7 @@ class Runtime:
             secrets.token_hex(8),
             now,
             self.options.session_info(),
+            self.options.access(),
             initial=initial,
             initial_seq=initial_seq,
         )
@@ -685,6 +709,16 @@ class Runtime:
             pending.done.set()
         for _, done in self._waiters:
             done.set()
+
+
+def _access_error(reason: str, session: str, node_id: str) -> PermissionDeniedError:
+    identity = identity_of(node_id)
+    if reason == "banned":
+        return BannedError(f"the admin of session {session!r} banned this identity ({identity})")
+    return PermissionDeniedError(
+        f"session {session!r} lets only identities its admin authorized in (readmode); "
+        f"ask the admin to authorize {identity}"
+    )
 
 
 def txt_properties(info: dict[str, Any], players: int) -> dict[str, str]:

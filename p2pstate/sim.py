@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .codec import hash_value
+from .core.access import Access
 from .core.config import Config
 from .core.node import Node, Role
 from .core.writer import Outcome
@@ -41,10 +42,13 @@ class SimNetwork:
         tick: float = 0.01,
         discovery_interval: float = 0.2,
         trace_messages: bool = False,
+        access: Access | None = None,
     ) -> None:
         self.rng = random.Random(seed)
         self.seed = seed
         self.config = config or Config()
+        #: Modes and limits of every session a node here creates.
+        self.access = access
         self.min_delay, self.max_delay = min_delay, max_delay
         self.tick_interval = tick
         self.discovery_interval = discovery_interval
@@ -85,12 +89,16 @@ class SimNetwork:
         name: str | None = None,
         *,
         host: bool | None = None,
+        node_id: str | None = None,
         initial: tuple[tuple[str, Any, int, str, int, float], ...] = (),
         initial_seq: int = 0,
     ) -> Node:
         """Start a node: it joins a visible host, or hosts a new session
-        (starting from *initial* at *initial_seq*, as from a store)."""
-        node_id = f"{self.rng.getrandbits(64):016x}"
+        (starting from *initial* at *initial_seq*, as from a store).
+        *node_id* (``"<identity>.<instance>"``) restarts an identity."""
+        node_id = node_id or f"{self.rng.getrandbits(64):016x}"
+        if node_id in self.nodes:
+            raise ValueError(f"node id {node_id!r} is taken")
         node = Node(
             node_id=node_id,
             name=name or f"n{len(self.nodes)}",
@@ -106,6 +114,7 @@ class SimNetwork:
             node.start_host(
                 f"s{self.rng.getrandbits(32):08x}",
                 self.now,
+                access=self.access,
                 initial=initial,
                 initial_seq=initial_seq,
             )
@@ -301,7 +310,8 @@ class SimNetwork:
                         best = max(visible, key=lambda n: n.epoch)
                         node.join(best.me.id, best.me.endpoints, self.now)
                     else:
-                        node.start_host(f"s{self.rng.getrandbits(32):08x}", self.now)
+                        sid = f"s{self.rng.getrandbits(32):08x}"
+                        node.start_host(sid, self.now, access=self.access)
                     self._flush(node)
 
     # ------------------------------------------------------------ checks
@@ -332,6 +342,7 @@ class SimNetwork:
                 "members": [m.id for m in r.members],
                 "host": r.host_id,
                 "seq": r.seq,
+                "access": r.access.to_wire(),
             }
         )
 

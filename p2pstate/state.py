@@ -18,14 +18,19 @@ import msgpack
 
 from .backup import Backup, read_backup, write_backup
 from .codec import check_key, encode, fresh_copy, hash_value, normalize
+from .core.access import check_identity
+from .core.ids import identity_of
 from .core.node import Role
 from .core.replica import Entry
 from .core.writer import Outcome
 from .errors import (
+    BannedError,
     DataUnchangedError,
     P2PStateError,
     PermissionDeniedError,
     ProtocolError,
+    QuotaExceededError,
+    RateLimitedError,
     SessionClosedError,
     SessionLostError,
     UpdateFailedError,
@@ -181,6 +186,76 @@ class SharedState(MutableMapping[str, Any]):
             raise ValueError(str(exc)) from None
         self._rt.check_session_info(info)
         self._write((("info", info),), ())
+
+    # ------------------------------------------------------------ permissions
+
+    def authorize(self, peer_id: str) -> None:
+        """Admin only: let this identity (or the identity of this peer id) in
+        where ``readmode`` or ``writemode`` is AUTHORIZED_ONLY."""
+        self._acl("authorize", peer_id)
+
+    def unauthorize(self, peer_id: str) -> None:
+        """Admin only: take the authorization back; under an AUTHORIZED_ONLY
+        readmode its peers are removed from the session."""
+        self._acl("unauthorize", peer_id)
+
+    def ban(self, peer_id: str) -> None:
+        """Admin only: ban this identity (or the identity of this peer id).
+        Its peers are removed from the session at once and refused from then
+        on, by this host and every later one. The admin cannot be banned."""
+        identity = self._identity(peer_id)
+        if identity == self.admin:
+            raise ValueError("the admin cannot be banned")
+        self._acl("ban", identity)
+
+    def unban(self, peer_id: str) -> None:
+        """Admin only: lift a ban; that player may join again."""
+        self._acl("unban", peer_id)
+
+    def _acl(self, action: str, peer_id: str) -> None:
+        identity = self._identity(peer_id)
+        admin = self.admin
+        if identity_of(self._rt.node_id) != admin:
+            raise PermissionDeniedError(
+                f"only the session's admin ({admin}) may {action}; this peer is "
+                f"{identity_of(self._rt.node_id)}"
+            )
+        self._write((("acl", action, identity),), ())
+
+    @staticmethod
+    def _identity(peer_id: str) -> str:
+        if not isinstance(peer_id, str):
+            raise TypeError("give the str id of a peer (see .peers) or its identity")
+        try:
+            return check_identity(identity_of(peer_id))
+        except ProtocolError:
+            raise ValueError(f"{peer_id!r} is not a peer id or an identity") from None
+
+    @property
+    def admin(self) -> str:
+        """The identity of the session's admin: the one that created it."""
+        return self._rt.node.replica.access.admin
+
+    @property
+    def readmode(self) -> str:
+        """Who may join (and so read): one of p2pstate.ANY, ADMIN_ONLY,
+        AUTHORIZED_ONLY, UNBANNED_ONLY."""
+        return self._rt.node.replica.access.readmode
+
+    @property
+    def writemode(self) -> str:
+        """Who may set, delete and send messages: one of the same modes."""
+        return self._rt.node.replica.access.writemode
+
+    @property
+    def banned(self) -> frozenset[str]:
+        """The banned identities."""
+        return self._rt.node.replica.access.banned
+
+    @property
+    def authorized(self) -> frozenset[str]:
+        """The identities the admin authorized."""
+        return self._rt.node.replica.access.authorized
 
     # ------------------------------------------------------------ messages
 
@@ -477,10 +552,41 @@ def _raise_for(outcome: Outcome, key: str | None) -> Any:
     if status == "too_large":
         raise ValueTooLargeError(f"the host refused a value for {key!r} as too large: {detail}")
     if status == "denied":
-        raise PermissionDeniedError(f"the host refused the write to {key!r}: {detail}")
+        _raise_denied(detail, key)
+    if status == "rate_limited":
+        raise RateLimitedError(
+            f"writing faster than the session allows ({detail['rate']:g} writes/s after a "
+            f"burst of {detail['burst']}); the host refused the write"
+        )
+    if status == "quota":
+        raise QuotaExceededError(
+            f"the write would take the session past {detail['limit']} ({detail['max']})"
+        )
     if status == "closed":
         raise SessionClosedError("the shared state is closed")
     raise P2PStateError(f"the host refused the write: {status}: {detail}")
+
+
+def _raise_denied(detail: Any, key: str | None) -> None:
+    reason = detail.get("reason") if isinstance(detail, dict) else None
+    if reason == "banned":
+        raise BannedError("this peer's identity is banned from the session")
+    if reason == "not_authorized":
+        raise PermissionDeniedError("this peer is no longer authorized in the session (readmode)")
+    if reason == "writemode":
+        mode = detail.get("mode")
+        raise PermissionDeniedError(
+            f"the session's writemode is {mode}: "
+            + (
+                "only the admin may write"
+                if mode == "admin_only"
+                else "only the admin and authorized identities may write"
+            )
+        )
+    if reason == "admin":
+        op = detail.get("op")
+        raise PermissionDeniedError(f"only the session's admin may make a {op!r} change")
+    raise PermissionDeniedError(f"the host refused the write to {key!r}: {detail}")
 
 
 _ABSENT: Any = object()

@@ -42,12 +42,13 @@ from __future__ import annotations
 
 import enum
 import heapq
+import logging
 from collections import Counter, deque
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ..codec import MAX_KEY_BYTES, encode, hash_value
-from ..events import Event, RolledBackWrite, WritesRolledBack
+from ..events import Event, Expelled, RolledBackWrite, WritesRolledBack
 from ..events import Message as MessageEvent
 from ..messages import (
     EPHEMERAL,
@@ -69,11 +70,15 @@ from ..messages import (
     Welcome,
     Write,
 )
+from .access import Access
 from .config import Config
-from .replica import Replica, history_contains
+from .ids import identity_of
+from .replica import Replica, history_contains, scalar_size
 from .writer import Outcome, Writer
 
 __all__ = ["Node", "Role", "Send"]
+
+log = logging.getLogger(__name__)
 
 
 class Role(enum.Enum):
@@ -169,6 +174,8 @@ class Node:
         self._awaiting_seqs: list[int] = []  # a heap of the seqs above, lowest first
         self._durable = 0  # highest seq the successor holds
         self._successor: str | None = None
+        # writer -> (tokens, when counted): the write-rate token buckets
+        self._buckets: dict[str, tuple[float, float]] = {}
 
     # ================================================================ inputs
 
@@ -177,12 +184,14 @@ class Node:
         session_id: str,
         now: float,
         info: dict[str, Any] | None = None,
+        access: Access | None = None,
         *,
         initial: tuple[tuple[str, Any, int, str, int, float], ...] = (),
         initial_seq: int = 0,
     ) -> None:
         """Create a new session and host it at epoch 1, with settings *info*
-        (max_players, joinable, version, metadata).
+        (max_players, joinable, version, metadata) and *access* (modes and
+        limits). This node's identity is the session's admin for good.
 
         A session created from a store starts with its keys, *initial*
         (key, value, version, owner, flags, seconds of ttl left or 0), and
@@ -194,9 +203,11 @@ class Node:
             self.replica.seed(initial, initial_seq)
             self._expiry = {key: now + ttl for key, _, _, _, _, ttl in initial if ttl > 0}
         self.role, self.epoch, self.ready = Role.HOST, 1, True
+        admin = identity_of(self.me.id)
         ops: list[tuple[Any, ...]] = [
             ("join", self.me_at(self.replica.seq + 1)),
             ("term", 1, self.me.id, None, "created"),
+            ("access", replace(access or Access(), admin=admin, banned=frozenset())),
         ]
         if info:
             ops.append(("info", dict(info)))
@@ -410,9 +421,49 @@ class Node:
             detail=detail,
             ops=ops if status == "ok" else (),
         )
+        expelled: dict[str, tuple[str, ...]] = {}  # member -> its endpoints
+        acl = status == "ok" and any(op[0] == "acl" for op in ops)
+        if acl:
+            # A member the new rules refuse leaves in the same change, so no
+            # replica ever holds the rule without its effect.
+            leaves = self._expulsions(ops)
+            expelled = {op[1]: self._endpoints_of(op[1]) for op in leaves}
+            change = replace(change, ops=ops + leaves)
         self._apply(change)
         self._await(change.seq, writer, req)
         self._release_durable()
+        if acl:
+            self._after_expulsions(change, expelled)
+
+    def _expulsions(self, ops: tuple[tuple[Any, ...], ...]) -> tuple[tuple[Any, ...], ...]:
+        """Leave ops for the members (other than this host) that *ops*' access
+        changes refuse."""
+        access = self.replica.access
+        for op in ops:
+            if op[0] == "acl":
+                access = access.apply_acl(op[1], op[2])
+        return tuple(
+            ("leave", m.id, access.refusal(identity_of(m.id)))
+            for m in self.replica.members
+            if m.id != self.me.id and not access.may_read(identity_of(m.id))
+        )
+
+    def _after_expulsions(self, change: Change, expelled: dict[str, tuple[str, ...]]) -> None:
+        """Host: tell each member that *change* removed why (at *expelled*, its
+        endpoints), forget its connection; leave ourselves if the change
+        refuses us."""
+        for op in change.ops:
+            if op[0] != "leave":
+                continue
+            self._conns.pop(op[1], None)
+            self._buckets.pop(op[1], None)
+            refusal = Refused(sender=self.me.id, epoch=self.epoch, reason=op[2])
+            self.outbox.append(Send(op[1], expelled.get(op[1], ()), refusal))
+        self._update_successor()
+        mine = identity_of(self.me.id)
+        if not self.replica.access.may_read(mine):
+            self.leave(self._clock)  # hand over first, as any host that leaves
+            self._expel(self.replica.access.refusal(mine))
 
     def _check(
         self, writer: str, ops: tuple[tuple[Any, ...], ...], conds: tuple[tuple[Any, ...], ...]
@@ -420,10 +471,31 @@ class Node:
         """The host's verdict on a write: ("ok", None) or a refusal with detail."""
         if not ops:
             return "invalid", "a write needs at least one operation"
+        kinds = {op[0] for op in ops}
+        if not kinds <= _WRITE_OPS:
+            # join/leave/term/access name a member or the host: only the host
+            # makes them, never on a writer's word.
+            self._refusal("forged_ops", writer)
+            return "invalid", f"operations {sorted(kinds - _WRITE_OPS)} are not allowed in a write"
+        access = self.replica.access
+        identity = identity_of(writer)
+        denied = access.check_write(identity, kinds)
+        if denied is not None:
+            self._refusal("writes_denied", writer)
+            return "denied", denied
+        if not self._take_token(writer, access):
+            self._refusal("writes_rate_limited", writer)
+            return "rate_limited", {"rate": access.write_rate, "burst": access.write_burst}
         data = self.replica.data
         limit = self.config.max_value_size
+        sizes: dict[str, int] = {}  # key -> its value's size after the write, -1: deleted
         for op in ops:
             kind = op[0]
+            if kind == "acl":
+                refused = access.check_acl(op[1], op[2])
+                if refused is not None:
+                    return "invalid", refused
+                continue
             if kind in ("profile", "info"):
                 if len(encode(op[1])) > limit:
                     return "too_large", {"key": kind, "limit": limit}
@@ -435,23 +507,37 @@ class Node:
                     return "too_large", {"key": "message", "limit": limit}
                 continue
             if kind == "restore":
-                # A backup replaces the lasting keys, owner-only ones too: it is
-                # an administrator's operation (see the permission modes).
+                # A backup replaces the lasting keys, owner-only ones too: where
+                # permissions are set, only the admin may (access.ADMIN_OPS).
+                kept: set[str] = set()
                 for entry in op[1]:
                     if len(entry[0].encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
                         return "invalid", "key too long"
-                    if len(encode(entry[1])) > limit:
+                    size = len(encode(entry[1]))
+                    if size > limit:
                         return "too_large", {"key": entry[0], "limit": limit}
+                    sizes[entry[0]] = _stored_size(entry[1], size)
+                    kept.add(entry[0])
+                for key, old in data.items():  # lasting keys not in the backup go
+                    if key not in kept and not old.flags & EPHEMERAL:
+                        sizes[key] = -1
                 continue
-            if kind not in ("set", "del"):
-                return "invalid", f"operation {kind!r} is not allowed in a write"
             if len(op[1].encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
                 return "invalid", "key too long"
-            if kind == "set" and len(encode(op[2])) > limit:
-                return "too_large", {"key": op[1], "limit": limit}
+            if kind == "set":
+                size = len(encode(op[2]))
+                if size > limit:
+                    return "too_large", {"key": op[1], "limit": limit}
+                sizes[op[1]] = _stored_size(op[2], size)
+            else:
+                sizes[op[1]] = -1
             entry = data.get(op[1])
             if entry is not None and entry.flags & OWNER_ONLY and entry.owner != writer:
                 return "denied", {"key": op[1], "owner": entry.owner}
+        quota = self._quota(sizes, access) if sizes else None
+        if quota is not None:
+            self._refusal("writes_over_quota", writer)
+            return "quota", quota
         for cond in conds:
             kind, key = cond[0], cond[1]
             entry = data.get(key)
@@ -469,6 +555,38 @@ class Node:
                         "value": entry.value,
                     }
         return "ok", None
+
+    def _take_token(self, writer: str, access: Access) -> bool:
+        """The writer's token bucket: ``write_burst`` writes at once, refilled
+        at ``write_rate`` a second, by the caller's clock."""
+        now = self._clock
+        tokens, then = self._buckets.get(writer, (float(access.write_burst), now))
+        tokens = min(float(access.write_burst), tokens + (now - then) * access.write_rate)
+        if tokens < 1.0:
+            self._buckets[writer] = (tokens, now)
+            return False
+        self._buckets[writer] = (tokens - 1.0, now)
+        return True
+
+    def _quota(self, sizes: dict[str, int], access: Access) -> dict[str, Any] | None:
+        """None if the session stays within max_keys and max_total_bytes once
+        each key of *sizes* holds a value of that size (-1: deleted), else
+        what it would exceed. A write that does not grow the session is let
+        through, so one over its limits can still be cleaned up."""
+        data = self.replica.data
+        keys, total = len(data), self.replica.total_bytes
+        grow = sum(size for size in sizes.values() if size > 0)
+        if keys + len(sizes) <= access.max_keys and total + grow <= access.max_total_bytes:
+            return None  # fits even if every key were new: the common case, found cheaply
+        for key, size in sizes.items():
+            old = data.get(key)
+            keys += (size >= 0) - (old is not None)
+            total += max(size, 0) - (old.size if old is not None else 0)
+        if keys > access.max_keys and keys > len(data):
+            return {"limit": "max_keys", "max": access.max_keys}
+        if total > access.max_total_bytes and total > self.replica.total_bytes:
+            return {"limit": "max_total_bytes", "max": access.max_total_bytes}
+        return None
 
     def _apply(self, change: Change, *, report: bool = True) -> None:
         """Host: apply a change it made and send it to every synced peer."""
@@ -602,6 +720,7 @@ class Node:
 
     def _remove_member(self, peer_id: str, reason: str, now: float) -> None:
         self._conns.pop(peer_id, None)
+        self._buckets.pop(peer_id, None)
         member = self.replica.member(peer_id)
         if member is not None:
             change = Change(
@@ -622,6 +741,7 @@ class Node:
 
     def _close_host_side(self) -> None:
         self._conns.clear()
+        self._buckets.clear()
         self._awaiting.clear()
         self._awaiting_seqs.clear()
         self._successor, self._durable = None, 0
@@ -706,6 +826,17 @@ class Node:
                     ops=(("term", self.epoch, self.me.id, self.me.id, "merge"),),
                 )
             )
+        identity = identity_of(msg.sender)
+        if not self.replica.access.may_read(identity):
+            # readmode, or a ban: checked on every hello, a member's too, so a
+            # new host refuses what the old one did
+            why = self.replica.access.refusal(identity)
+            self._refusal(f"refused_{why}", msg.sender)
+            refused = Refused(sender=self.me.id, epoch=self.epoch, reason=why)
+            self.outbox.append(Send(msg.sender, msg.endpoints, refused))
+            if self.replica.member(msg.sender) is not None:
+                self._remove_member(msg.sender, why, now)
+            return
         if self.replica.member(msg.sender) is None and msg.session_id is None:
             # A newcomer (a member coming back names our session): is there room?
             info = self.replica.info
@@ -896,6 +1027,9 @@ class Node:
         return False
 
     def _peer_hello(self, msg: Hello, now: float) -> None:
+        if not self.replica.access.may_read(identity_of(msg.sender)):
+            self._drop("hello from a refused identity")  # it may not make us host either
+            return
         if self.ready and self._should_take_over(msg, now):
             self._suspects |= set(msg.suspects) | {msg.prev_host or ""}
             self._suspects.discard("")
@@ -932,6 +1066,8 @@ class Node:
             self.replica.apply(change, events=self.events)
             self._note_ttl(change)
             self._release_own()
+            if self._refused_here():
+                return
         elif change.seq > self.replica.seq + 1:
             self.stats["gap"] += 1  # we missed changes: ask again from where we are
             self._follow(self._target or self.me, now)
@@ -992,6 +1128,9 @@ class Node:
         if self._target is None or msg.sender != self._target.id:
             self._drop("welcome from a node we did not ask")
             return
+        if msg.host_id != msg.sender or (msg.snapshot and msg.snapshot.host_id != msg.sender):
+            self._drop("welcome naming another node as host")
+            return
         r = self.replica
         resume = (msg.resume_seq, msg.resume_epoch, msg.resume_origin)
         if msg.snapshot is None and resume != (r.seq, r.last_epoch, r.last_origin):
@@ -1018,6 +1157,8 @@ class Node:
                     self._note_ttl(change)
         self.epoch = max(self.epoch, msg.epoch)
         self.role, self.ready = Role.PEER, True
+        if self._refused_here():
+            return
         self._target = self.replica.member(msg.sender) or self._target
         self._suspects.clear()
         self._failing_over = False
@@ -1057,12 +1198,54 @@ class Node:
 
     def _joining_refused(self, msg: Refused, now: float) -> None:
         """The host we ask to join is full or closed: a first join ends here
-        (the adapter tells the user); a member coming back asks again."""
-        if self.ready or self._target is None or msg.sender != self._target.id:
+        (the adapter tells the user); a member coming back asks again. A
+        refusal by access (banned, not authorized) ends a member's session."""
+        if self._target is None or msg.sender != self._target.id:
             self._drop("refusal we did not ask for")
             return
-        self.refused = msg.reason
-        self.role = Role.CLOSED
+        if msg.reason in _ACCESS_REFUSALS:
+            self._expel(msg.reason)
+        elif self.ready:
+            self._drop("full or closed, to a member")
+        else:
+            self.refused = msg.reason
+            self.role = Role.CLOSED
+
+    def _peer_refused(self, msg: Refused, now: float) -> None:
+        """A member learns of its own ban from the change that holds it, which
+        its host sent first; a Refused it did not see coming (a forged one,
+        or one that overtook a change we missed) only makes it ask again: a
+        host that means it refuses that hello too."""
+        if self._from_target(msg):
+            self.stats["refused_as_member"] += 1
+            self._follow(self._target or self.me, now)
+
+    def _refused_here(self) -> bool:
+        """Peer: expel ourselves if the state we now hold refuses our identity
+        (a ban reached us before, or instead of, the host's Refused)."""
+        mine = identity_of(self.me.id)
+        if self.replica.access.may_read(mine):
+            return False
+        self._expel(self.replica.access.refusal(mine))
+        return True
+
+    def _expel(self, reason: str) -> None:
+        """We may no longer be in this session: stop, fail our writes still
+        waiting, tell the user. We never take over after this."""
+        self.refused = reason
+        if self.role is not Role.LEAVING:
+            self.role = Role.CLOSED
+        self._target, self._failing_over = None, False
+        detail = {"reason": reason}
+        failed = [
+            Outcome(req=r.req, status="denied", detail=detail, seq=0) for r in self.writer.unacked()
+        ]
+        self.writer.pending.clear()
+        self.writer.held.clear()
+        self._write_keys.clear()
+        self.outcomes.extend(failed)
+        self.stats[f"expelled_{reason}"] += 1
+        self.events.append(Expelled(reason=reason))
 
     def _leaving_gone(self, msg: Gone, now: float) -> None:
         self.role = Role.CLOSED
@@ -1126,6 +1309,13 @@ class Node:
             return self._target.endpoints
         return ()
 
+    def _refusal(self, what: str, who: str) -> None:
+        """Count a refusal; a peer can repeat one endlessly, so warn once of
+        each kind, then log at debug level."""
+        self.stats[what] += 1
+        level = logging.WARNING if self.stats[what] == 1 else logging.DEBUG
+        log.log(level, "%s: %s from %s (%d so far)", self.me.id, what, who, self.stats[what])
+
     def _drop(self, why: str) -> None:
         self.stats["dropped"] += 1
         self.stats[f"dropped: {why}"] += 1
@@ -1134,6 +1324,18 @@ class Node:
         """Only a node that holds no session yet may start or join one."""
         if self.ready or self.role not in (Role.IDLE, Role.JOINING):
             raise RuntimeError(f"can't {what} in role {self.role.name}")
+
+
+_ACCESS_REFUSALS = ("banned", "not_authorized")
+#: Ops a writer may send; the rest are the host's own bookkeeping.
+
+
+def _stored_size(value: Any, encoded: int) -> int:
+    """A value's size as Entry.size counts it: containers by their encoding."""
+    return encoded if isinstance(value, (list, dict)) else scalar_size(value)
+
+
+_WRITE_OPS = frozenset({"set", "del", "msg", "profile", "info", "acl", "restore"})
 
 
 def _neg(node_id: str) -> tuple[int, ...]:
@@ -1155,6 +1357,7 @@ _HANDLERS: dict[tuple[Role, type[Message]], Any] = {
     (Role.PEER, Redirect): Node._peer_redirect,
     (Role.PEER, Gone): Node._peer_gone,
     (Role.PEER, Handoff): Node._peer_handoff,
+    (Role.PEER, Refused): Node._peer_refused,
     (Role.JOINING, Hello): Node._peer_hello,
     (Role.JOINING, Welcome): Node._joining_welcome,
     (Role.JOINING, Refused): Node._joining_refused,

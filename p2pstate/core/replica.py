@@ -20,8 +20,9 @@ from ..events import (
     PeerUpdated,
 )
 from ..messages import EPHEMERAL, Change, Member, Snapshot
+from .access import Access
 
-__all__ = ["Entry", "Replica", "WriterRecord", "history_contains"]
+__all__ = ["Entry", "Replica", "WriterRecord", "history_contains", "scalar_size"]
 
 
 def history_contains(
@@ -62,13 +63,28 @@ class Entry:
     owner: str = ""  # the writer, for ephemeral and owner-only keys
     flags: int = 0  # EPHEMERAL | OWNER_ONLY
     ttl: float = 0.0  # seconds to live from when it was written, 0 for ever
+    size: int = 0  # what it counts for against max_total_bytes (see scalar_size)
 
     @classmethod
     def make(
         cls, value: Any, version: int, owner: str = "", flags: int = 0, ttl: float = 0.0
     ) -> Entry:
-        packed = encode(value) if isinstance(value, _CONTAINERS) else None
-        return cls(value, version, packed, owner if flags else "", flags, ttl)
+        if isinstance(value, _CONTAINERS):
+            packed = encode(value)
+            size = len(packed)
+        else:
+            packed, size = None, scalar_size(value)
+        return cls(value, version, packed, owner if flags else "", flags, ttl, size)
+
+
+def scalar_size(value: Any) -> int:
+    """What a value that is not a container counts for against
+    ``max_total_bytes``: a close estimate of its encoding that costs no
+    encoding (a container counts its encoding, which its Entry keeps anyway).
+    Every replica computes the same."""
+    if isinstance(value, (str, bytes)):
+        return len(value) + 1
+    return 9
 
 
 @dataclass(slots=True)
@@ -97,6 +113,10 @@ class Replica:
         self.terms: list[tuple[int, int, str]] = []
         #: The session's settings (max_players, joinable, version, metadata).
         self.info: dict[str, Any] = {}
+        #: Who may read and write, and the host's limits.
+        self.access = Access()
+        #: Sum of ``Entry.size`` over ``data``, kept as changes apply.
+        self.total_bytes = 0
         self.log: deque[Change] = deque(maxlen=log_keep)
 
     # ------------------------------------------------------------ queries
@@ -165,7 +185,10 @@ class Replica:
             if kind == "set":
                 key, value = op[1], op[2]
                 flags, ttl = (op[3], op[4]) if len(op) == 5 else (0, 0.0)
-                self.data[key] = Entry.make(value, change.seq, change.writer, flags, ttl)
+                entry = Entry.make(value, change.seq, change.writer, flags, ttl)
+                before = self.data.get(key)
+                self.total_bytes += entry.size - (before.size if before else 0)
+                self.data[key] = entry
                 if events is not None:
                     events.append(KeyChanged(key=key, value=value, version=change.seq))
             elif kind == "msg":
@@ -184,8 +207,11 @@ class Replica:
                     if events is not None:
                         events.append(PeerUpdated(peer=self.peer(updated)))
             elif kind == "del":
-                if self.data.pop(op[1], None) is not None and events is not None:
-                    events.append(KeyDeleted(key=op[1], version=change.seq))
+                gone_entry = self.data.pop(op[1], None)
+                if gone_entry is not None:
+                    self.total_bytes -= gone_entry.size
+                    if events is not None:
+                        events.append(KeyDeleted(key=op[1], version=change.seq))
             elif kind == "join":
                 member: Member = op[1]
                 self.members = [m for m in self.members if m.id != member.id]
@@ -202,11 +228,15 @@ class Replica:
                     for key in [
                         k for k, e in self.data.items() if e.flags & EPHEMERAL and e.owner == op[1]
                     ]:
-                        del self.data[key]
+                        self.total_bytes -= self.data.pop(key).size
                         if events is not None:
                             events.append(KeyDeleted(key=key, version=change.seq))
             elif kind == "restore":
                 self._restore(op[1], change.seq, change.writer, events)
+            elif kind == "acl":
+                self.access = self.access.apply_acl(op[1], op[2])
+            elif kind == "access":
+                self.access = op[1]
             elif kind == "term":
                 old = self.member(op[3]) if op[3] else None
                 self.epoch, self.host_id = op[1], op[2]
@@ -271,6 +301,7 @@ class Replica:
             elif events is not None:
                 events.append(KeyDeleted(key=key, version=seq))
         self.data = data
+        self.total_bytes = sum(e.size for e in data.values())
 
     def seed(self, entries: tuple[tuple[str, Any, int, str, int, float], ...], seq: int) -> None:
         """Start from stored keys (key, value, version, owner, flags, ttl) at
@@ -278,6 +309,7 @@ class Replica:
         self.data = {
             k: Entry.make(v, ver, owner, flags, ttl) for k, v, ver, owner, flags, ttl in entries
         }
+        self.total_bytes = sum(e.size for e in self.data.values())
         self.seq = seq
 
     # ------------------------------------------------------------ snapshots
@@ -308,6 +340,7 @@ class Replica:
             ),
             terms=tuple(self.terms),
             info=dict(self.info),
+            access=self.access,
         )
 
     def load(self, snap: Snapshot, *, events: list[Event] | None = None) -> None:
@@ -331,6 +364,8 @@ class Replica:
         }
         self.terms = list(snap.terms)
         self.info = dict(snap.info)
+        self.access = snap.access
+        self.total_bytes = sum(e.size for e in self.data.values())
         self.log.clear()
         if events is None:
             return

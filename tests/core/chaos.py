@@ -147,6 +147,7 @@ class Report:
     uncovered: int = 0  # crashes that came before the session had recovered
     hot_faults: int = 0  # crashes and leaves that came while writes were in flight
     reported_losses: int = 0  # acknowledged writes a merge undid, and reported
+    acl_outcomes: list[str] = field(default_factory=list)  # statuses of the admin's ACL writes
 
     def fail(self, what: str) -> GuaranteeError:
         return GuaranteeError(
@@ -196,16 +197,22 @@ def run_schedule(
     *,
     scale: int = 1,
     trace_messages: bool = False,
+    acl: bool = False,
 ) -> Report:
     """Run the schedule of *seed* and check the guarantees; raise
     :class:`GuaranteeError` (with seed and trace) when one does not hold.
-    *scale* multiplies the work, the faults and the length of a run."""
+    *scale* multiplies the work, the faults and the length of a run. *acl*
+    adds the creator's ACL changes (about identities that never join, so the
+    workload's checks hold) at random instants among the faults; every
+    replica's access state must still agree (it is in the state digest)."""
     rng = random.Random(seed)
     max_delay = rng.choice((0.001, 0.003, 0.01, 0.03))
     net = SimNetwork(seed, config=CONFIG, max_delay=max_delay, trace_messages=trace_messages)
     report = Report(seed, kind, net, [], [])
     try:
-        _Schedule(rng, report, scale).run()
+        # A random source of their own, so schedules without ACL changes stay
+        # what they were (test_regressions pins seeds).
+        _Schedule(rng, report, scale, random.Random(~seed) if acl else None).run()
         check_quiet(report)
     except GuaranteeError:
         raise
@@ -224,8 +231,16 @@ class _Client:
 
 
 class _Schedule:
-    def __init__(self, rng: random.Random, report: Report, scale: int) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        report: Report,
+        scale: int,
+        acl_rng: random.Random | None = None,
+    ) -> None:
         self.rng, self.report, self.scale = rng, report, scale
+        self.acl_rng = acl_rng
+        self.admin: Node | None = None
         self.net = report.net
         self.clients: list[_Client] = []
         self.newcomers: list[Node] = []  # started, not yet welcomed
@@ -286,6 +301,7 @@ class _Schedule:
         if not net.run_until(lambda: recovered(net), 3.0):
             raise report.fail("the session did not form")
         assert first.role is Role.HOST
+        self.admin = first
         self.session_id = first.replica.session_id
         for node in live(net):
             self.start_workload(node)
@@ -312,6 +328,11 @@ class _Schedule:
             for _ in range(rng.randint(0, 2) * self.scale)
         ]
         plan += [(rng.uniform(0.0, self.horizon), "delay") for _ in range(rng.randint(0, 2))]
+        if self.acl_rng is not None:
+            plan += [
+                (self.acl_rng.uniform(0.0, self.horizon), "acl")
+                for _ in range(self.acl_rng.randint(2, 6))
+            ]
         if kind is Kind.DOUBLE:
             plan.append((rng.uniform(0.0, self.horizon), "crash_pair"))
         if kind is Kind.PARTITION:
@@ -355,6 +376,9 @@ class _Schedule:
                 f"{net.now:.3f} partition {[len(g) for g in groups]}/{len(nodes)}"
                 + (" (held)" if hold else "")
             )
+            return
+        if what == "acl":
+            self.change_acl()
             return
         if what == "heal":
             net.heal()
@@ -407,6 +431,23 @@ class _Schedule:
             else:
                 net.crash(victim.me.id, lose_in_flight=rng.random() < 0.3)
             report.faults.append(f"{net.now:.3f} {what} {victim.me.id[:6]}")
+
+    def change_acl(self) -> None:
+        """The creator authorizes, bans... an identity that never joins."""
+        rng, net, admin = self.acl_rng, self.net, self.admin
+        assert rng is not None and admin is not None
+        if admin.me.id not in net.alive or admin.role in (Role.LEAVING, Role.CLOSED):
+            return
+        action = rng.choice(("authorize", "unauthorize", "ban", "unban"))
+        op = ("acl", action, f"stranger{rng.randrange(4)}")
+        net.write(admin.me.id, (op,), (), self._acl_done)
+        self.report.faults.append(f"{net.now:.3f} acl {op[1]} {op[2]}")
+
+    def _acl_done(self, outcome: Outcome) -> None:
+        # "denied" once a merge made another session's creator the admin
+        if outcome.status not in ("ok", "denied"):
+            raise AssertionError(f"ACL change refused: {outcome}")
+        self.report.acl_outcomes.append(outcome.status)
 
     def quiet_down(self) -> None:
         """No more faults: heal, let the live writers finish, wait for quiet."""

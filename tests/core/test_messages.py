@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -10,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2pstate.codec import encode, normalize
+from p2pstate.core.access import Access
 from p2pstate.errors import ProtocolError
 from p2pstate.messages import (
     _BY_TYPE,
@@ -139,6 +141,34 @@ SAMPLES: list[Message] = [
     Handoff(sender=A.id, epoch=2),
     Gone(sender=A.id, epoch=2),
     Refused(sender=A.id, epoch=2, reason="full"),
+    # access: the session's first change, an admin's ACL write, a snapshot's state
+    ChangeMsg(
+        sender=A.id,
+        epoch=2,
+        change=Change(
+            seq=1,
+            epoch=1,
+            origin=A.id,
+            ops=(
+                ("access", Access(admin=A.id, writemode="authorized_only", max_keys=10)),
+                ("acl", "ban", "c" * 16),
+            ),
+        ),
+        ack=True,
+    ),
+    Write(sender=A.id, epoch=2, req=5, acked_upto=4, ops=(("acl", "authorize", B.id),), conds=()),
+    Welcome(
+        sender=A.id,
+        epoch=2,
+        session_id="s1",
+        host_id=A.id,
+        snapshot=replace(
+            SNAPSHOT,
+            access=Access(admin=A.id, authorized=frozenset({B.id}), banned=frozenset({"c" * 16})),
+        ),
+        changes=(),
+    ),
+    Refused(sender=A.id, epoch=2, reason="banned"),
 ]
 
 

@@ -89,6 +89,7 @@ def test_event_types_are_distinct_custom_types() -> None:
         p2pg.HOST_CHANGED,
         p2pg.MESSAGE,
         p2pg.WRITES_ROLLED_BACK,
+        p2pg.EXPELLED,
     ]
     assert len(set(kinds)) == len(kinds)
     assert all(pygame.USEREVENT < kind < pygame.NUMEVENTS for kind in kinds)

@@ -41,6 +41,8 @@ def main() -> None:
             "epoch": s.epoch,
             "host": host.id if host else None,
             "peers": [p.id for p in s.peers],
+            "admin": s.admin,
+            "endpoint": s.me.endpoint,
         }
 
     def incr(job: str, key: str, n: int) -> None:
@@ -90,6 +92,9 @@ def main() -> None:
                 while s.get(cmd["key"]) != cmd["value"] and time.monotonic() < deadline:
                     time.sleep(0.005)
                 reply({"value": s.get(cmd["key"])})
+            elif op == "acl":  # authorize, unauthorize, ban, unban (admin only)
+                getattr(s, cmd["action"])(cmd["id"])
+                reply({"ok": True})
             elif op == "stats":
                 reply({"stats": s.stats})
             elif op == "events":
