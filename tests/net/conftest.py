@@ -10,6 +10,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -80,6 +81,13 @@ class PeerProcess:
                 stream.close()
 
 
+def new_installation() -> str:
+    """An identity directory of its own: each peer a test starts is another
+    installation (another machine at the LAN party), unless the test says
+    otherwise. It lives under the test run's P2PSTATE_HOME, removed at the end."""
+    return tempfile.mkdtemp(prefix="install-", dir=os.environ["P2PSTATE_HOME"])
+
+
 @pytest.fixture
 def app_name() -> str:
     """A fresh app name per test, so sessions of other tests never match."""
@@ -92,6 +100,7 @@ def spawn(app_name: str) -> Iterator[Callable[..., PeerProcess]]:
 
     def start(session: str = "default", **options: Any) -> PeerProcess:
         options.setdefault("discovery_window", 0.3)
+        options.setdefault("identity_dir", new_installation())
         peer = PeerProcess(app_name, session, options)
         procs.append(peer)
         return peer
@@ -112,6 +121,7 @@ def join(app_name: str) -> Iterator[Join]:
 
     def make(**options: Any) -> SharedState:
         options.setdefault("discovery_window", 0.3)
+        options.setdefault("identity_dir", new_installation())
         s = p2pstate.join(app_name, interfaces=["127.0.0.1"], **options)
         opened.append(s)
         return s
