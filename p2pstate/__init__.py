@@ -28,6 +28,7 @@ from .errors import (
     BannedError,
     DataUnchangedError,
     IdentityError,
+    IncompatibleVersionError,
     P2PStateError,
     PermissionDeniedError,
     ProtocolError,
@@ -73,6 +74,7 @@ __all__ = [
     "Expelled",
     "HostChanged",
     "IdentityError",
+    "IncompatibleVersionError",
     "KeyChanged",
     "KeyDeleted",
     "Lobby",
@@ -185,6 +187,8 @@ def quick_join(
     secured = options.get("secret") is not None
 
     def matches(info: SessionInfo) -> bool:
+        if not info.compatible:
+            return False  # another p2pstate wire format: join() would refuse it
         if info.secured != secured:  # a secret joins only secured sessions, and vice versa
             return False
         if any(info.metadata.get(k) != v for k, v in wanted.items()):

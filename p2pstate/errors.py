@@ -13,6 +13,7 @@ __all__ = [
     "BannedError",
     "DataUnchangedError",
     "IdentityError",
+    "IncompatibleVersionError",
     "P2PStateError",
     "PermissionDeniedError",
     "ProtocolError",
@@ -85,6 +86,11 @@ class ProtocolError(P2PStateError):
 class AuthenticationError(P2PStateError, ConnectionError):
     """The session could not be joined securely: it needs a secret and none
     (or a wrong one) was given, or it has none and a secret was given."""
+
+
+class IncompatibleVersionError(P2PStateError):
+    """The session's host runs a p2pstate whose wire format differs from this
+    copy's: they could not understand each other. Run one version everywhere."""
 
 
 class IdentityError(P2PStateError):

@@ -21,6 +21,9 @@ name, epoch, sid). Whoever advertises them must use exactly these names:
 - ``max_players``: decimal, at least 1 -> ``max_players`` (absent: None, no limit);
 - ``joinable``: "1" or "0" (also true/false, yes/no) -> ``joinable`` (absent: True);
 - ``secured``: "1" or "0" (likewise) -> ``secured`` (absent: False);
+- ``wire``: decimal, the host's wire format (``p2pstate.messages.WIRE_VERSION``)
+  -> ``compatible``, whether this copy can join it (absent: a version from
+  before the field existed, so not compatible);
 - ``version``: any text, e.g. the game's version -> ``version`` (absent: None);
 - ``m.<name>``: any text -> ``metadata[<name>]``, the session's own small
   str-to-str information (map, mode...). Each TXT entry is at most 255 bytes
@@ -46,6 +49,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Final
 
+from .messages import WIRE_VERSION
+
 if TYPE_CHECKING:
     # The adapter is imported where it is used, so that `import p2pstate`
     # (which exports this module's names) loads neither zeroconf nor ifaddr.
@@ -59,6 +64,7 @@ __all__ = [
     "TXT_REVISION",
     "TXT_SECURED",
     "TXT_VERSION",
+    "TXT_WIRE",
     "Lobby",
     "LobbyEvent",
     "SessionAppeared",
@@ -66,6 +72,7 @@ __all__ = [
     "SessionInfo",
     "SessionVanished",
     "advertised_secured",
+    "advertised_wire",
     "browse",
 ]
 
@@ -75,6 +82,7 @@ TXT_PLAYERS: Final = "players"
 TXT_MAX_PLAYERS: Final = "max_players"
 TXT_JOINABLE: Final = "joinable"
 TXT_SECURED: Final = "secured"
+TXT_WIRE: Final = "wire"
 TXT_VERSION: Final = "version"
 TXT_METADATA_PREFIX: Final = "m."
 TXT_REVISION: Final = "rev"
@@ -107,6 +115,9 @@ class SessionInfo:
     joinable: bool = True
     #: True: joining needs a secret.
     secured: bool = False
+    #: False: the host runs a p2pstate whose wire format this copy cannot speak
+    #: (join() would raise IncompatibleVersionError).
+    compatible: bool = True
     #: The version the host advertises (its game's), if any.
     version: str | None = None
     #: The session's own small str-to-str information (map, mode, ...). Read only.
@@ -187,6 +198,7 @@ def _session_info(record: HostRecord) -> SessionInfo | None:
         max_players=max_players,
         joinable=_parse_bool(props.get(TXT_JOINABLE), True, what=f"joinable of {where}"),
         secured=_parse_bool(props.get(TXT_SECURED), False, what=f"secured of {where}"),
+        compatible=advertised_wire(props) == WIRE_VERSION,
         version=props.get(TXT_VERSION),
         metadata=metadata,
         endpoint=record.endpoints[0],
@@ -205,6 +217,11 @@ def _parse_int(text: str | None, default: int | None, *, minimum: int, what: str
         log.debug("ignoring %s: %r", what, text)
         return default
     return int(text)
+
+
+def advertised_wire(properties: Mapping[str, str]) -> int | None:
+    """The wire format a host's TXT properties name; None if they name none."""
+    return _parse_int(properties.get(TXT_WIRE), None, minimum=1, what="wire")
 
 
 def advertised_secured(properties: Mapping[str, str]) -> bool:

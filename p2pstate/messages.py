@@ -20,6 +20,7 @@ from .errors import ProtocolError
 
 __all__ = [
     "MAX_BATCH",
+    "WIRE_VERSION",
     "Ack",
     "Change",
     "ChangeMsg",
@@ -42,6 +43,12 @@ __all__ = [
     "restore_entries",
     "to_frame",
 ]
+
+#: The wire format. Raise it with any change to how a message is encoded:
+#: hosts advertise it, and a copy that speaks another refuses to join them
+#: (IncompatibleVersionError) instead of sending frames neither side can read.
+#: 1 was every version before the number was advertised.
+WIRE_VERSION = 2
 
 #: Most messages one frame may carry (a sender batches what it has for one
 #: peer; see transport.py). More is refused, so a frame cannot expand into

@@ -35,6 +35,8 @@ from .discovery import (
 from .errors import (
     AuthenticationError,
     BannedError,
+    IncompatibleVersionError,
+    P2PStateError,
     PermissionDeniedError,
     SessionClosedError,
     SessionFullError,
@@ -42,7 +44,8 @@ from .errors import (
 )
 from .events import Event, KeyChanged
 from .identity import load_identity
-from .lobby import TXT_SECURED, advertised_secured
+from .lobby import TXT_SECURED, TXT_WIRE, advertised_secured, advertised_wire
+from .messages import WIRE_VERSION
 from .options import Options
 from .persist import InitialState, Persister
 from .session_key import derive_session_key
@@ -127,12 +130,13 @@ class Runtime:
         self._hosts: dict[tuple[str, bool], HostRecord] = {}
         self._hosts_lock = threading.Lock()
         self._tried: set[str] = set()
-        # Hosts a first join found but could not talk to securely, and why;
-        # with nobody else to try, join() raises rather than host a rival session.
-        self._unauthenticated: dict[str, str] = {}
+        # Hosts a first join found but could not talk to (no common secret, or
+        # another wire format), and the error that says why; with nobody else
+        # to try, join() raises it rather than host a rival session.
+        self._unauthenticated: dict[str, P2PStateError] = {}
         # ... and first, until when it waits for others to appear.
         self._others_until: float | None = None
-        self.auth_failure: str | None = None
+        self.join_failure: P2PStateError | None = None
         self._join_at = 0.0
         # (epoch, players) in our record
         self._advertised: tuple[int, int] | None = None
@@ -183,7 +187,7 @@ class Runtime:
         self.call(lambda: self._begin_io(time.monotonic()))
         node = self.node
         if not self.wait_for_io(
-            lambda: node.ready or node.refused is not None or self.auth_failure is not None,
+            lambda: node.ready or node.refused is not None or self.join_failure is not None,
             max(0.0, deadline - time.monotonic()),
         ):
             self.close(timeout=0.5)
@@ -191,10 +195,10 @@ class Runtime:
                 f"could not join or host session {self.session!r} of {self.app!r} "
                 f"within {timeout} s"
             )
-        if self.auth_failure is not None:
-            why = self.auth_failure
+        if self.join_failure is not None:
+            error = self.join_failure
             self.close(timeout=0.5)
-            raise AuthenticationError(why)
+            raise error
         if self.node.refused is not None:
             reason = self.node.refused
             self.close(timeout=0.5)
@@ -431,6 +435,8 @@ class Runtime:
     def _observe_io(self, record: HostRecord) -> None:
         if advertised_secured(record.properties) != self.secured:
             return  # an open and a secured session of one name can't talk, let alone merge
+        if advertised_wire(record.properties) != WIRE_VERSION:
+            return  # nor can two wire formats
         self.node.observe_host(record.node_id, record.endpoints, record.epoch, time.monotonic())
 
     def _choose(self) -> HostRecord | None:
@@ -472,17 +478,27 @@ class Runtime:
         while (record := self._choose()) is not None:
             self._tried.add(record.node_id)
             secured = advertised_secured(record.properties)
-            if secured == self.secured:
+            wire = advertised_wire(record.properties)
+            where = f"could not join session {self.session!r} of {self.app!r}"
+            if wire != WIRE_VERSION:
+                # The other side could not decode a word we say, nor we its.
+                self._unauthenticated[record.node_id] = IncompatibleVersionError(
+                    f"{where}: its host speaks p2pstate wire format "
+                    f"{wire if wire is not None else 'of a version before 0.2'}, this copy "
+                    f"speaks {WIRE_VERSION}; run the same p2pstate version everywhere"
+                )
+            elif secured == self.secured:
                 self._others_until = None
                 self.node.join(record.node_id, record.endpoints, now)
                 return
-            # CURVE and plaintext cannot talk: don't even try.
-            self._unauthenticated[record.node_id] = (
-                "it is secured: join it with the session's secret (secret=...)"
-                if secured
-                else "it has no secret, and one was given: join it without secret=, "
-                "or use another session name"
-            )
+            else:
+                # CURVE and plaintext cannot talk: don't even try.
+                self._unauthenticated[record.node_id] = AuthenticationError(
+                    f"{where}: it is secured: join it with the session's secret (secret=...)"
+                    if secured
+                    else f"{where}: it has no secret, and one was given: join it without "
+                    "secret=, or use another session name"
+                )
         if self._unauthenticated:
             # Browsing stops at the first host found: give the others (a rogue
             # may advertise a better rank than the real host) time to appear.
@@ -492,8 +508,7 @@ class Runtime:
                 return
             # Someone holds this session and we can't talk to them: hosting a
             # second one of the same name would only split the players.
-            why = next(iter(self._unauthenticated.values()))
-            self.auth_failure = f"could not join session {self.session!r} of {self.app!r}: {why}"
+            self.join_failure = next(iter(self._unauthenticated.values()))
             return
         initial, initial_seq = self._initial
         self.node.start_host(
@@ -513,9 +528,9 @@ class Runtime:
         self.transport.forget_io(node_id)  # stop its reconnect loop
         node = self.node
         if not node.ready and node.role is Role.JOINING and node.target_id == node_id:
-            self._unauthenticated[node_id] = (
-                "its host did not accept our secret (a wrong secret, or a host that "
-                "does not know it)"
+            self._unauthenticated[node_id] = AuthenticationError(
+                f"could not join session {self.session!r} of {self.app!r}: its host did not "
+                "accept our secret (a wrong secret, or a host that does not know it)"
             )
             self._begin_io(now)
             return
@@ -525,7 +540,7 @@ class Runtime:
 
     def _retry_join_io(self, now: float) -> None:
         """A first join that got no welcome: another host, or host ourselves."""
-        if self.node.ready or self.auth_failure:
+        if self.node.ready or self.join_failure:
             return
         if self._others_until is not None:  # see _begin_io
             if now >= self._others_until or self._choose() is not None:
@@ -691,6 +706,7 @@ class Runtime:
 
     def _txt_properties(self, info: dict[str, Any], players: int) -> dict[str, str]:
         properties = txt_properties(info, players)
+        properties[TXT_WIRE] = str(WIRE_VERSION)
         if self.secured:
             properties[TXT_SECURED] = "1"  # the lobby shows it; joiners without a secret stop
         return properties

@@ -23,7 +23,7 @@ from conftest import ROOT, Join, PeerProcess, eventually
 import p2pstate
 from p2pstate.discovery import Discovery
 from p2pstate.identity import fingerprint
-from p2pstate.messages import Heartbeat, Hello, Message, Write, from_batch, to_frame
+from p2pstate.messages import WIRE_VERSION, Heartbeat, Hello, Message, Write, from_batch, to_frame
 from p2pstate.session_key import derive_session_key
 
 Spawn = Callable[..., PeerProcess]
@@ -285,7 +285,7 @@ class RogueHost:
             addresses=["127.0.0.1"],
             epoch=1000,
             session_id=secrets.token_hex(8),
-            properties={"players": "99", "secured": "1", "rev": "1"},
+            properties={"players": "99", "secured": "1", "rev": "1", "wire": str(WIRE_VERSION)},
         )
 
     def collect(self) -> list[Message]:
