@@ -23,7 +23,7 @@ from typing import Any
 
 from .codec import decode, encode
 from .errors import BackupError, ProtocolError
-from .messages import restore_entries
+from .messages import MAX_TTL, restore_entries
 
 __all__ = ["FORMAT", "MAGIC", "Backup", "dumps", "loads", "read_backup", "write_backup"]
 
@@ -56,6 +56,11 @@ class Backup:
                 left = expires_at - wall_now
                 if left <= 0:
                     continue
+                if left > MAX_TTL:  # a clock far off, or a crafted file
+                    raise BackupError(
+                        f"key {key!r} of the backup expires {left:.0f} s from now; "
+                        f"a ttl is at most {MAX_TTL:.0f} s"
+                    )
             entries.append((key, value, owner, flags, left))
         return ("restore", tuple(entries))
 

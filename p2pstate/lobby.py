@@ -213,10 +213,16 @@ def _parse_int(text: str | None, default: int | None, *, minimum: int, what: str
     if text is None:
         return default
     text = text.strip()
-    if not text.isdigit() or len(text) > _MAX_INT_DIGITS or int(text) < minimum:
+    # isdigit() alone takes "²", which int() refuses: ASCII digits only.
+    if not _is_decimal(text) or int(text) < minimum:
         log.debug("ignoring %s: %r", what, text)
         return default
     return int(text)
+
+
+def _is_decimal(text: str) -> bool:
+    """Whether *text* is a short run of ASCII digits, so int() takes it."""
+    return text.isascii() and text.isdigit() and len(text) <= _MAX_INT_DIGITS
 
 
 def advertised_wire(properties: Mapping[str, str]) -> int | None:
@@ -265,7 +271,7 @@ def _sessions(records: Iterable[HostRecord]) -> dict[_Key, SessionInfo]:
 def _revision(record: HostRecord) -> tuple[int, int]:
     """How recent a host's record is: (epoch, rev); rev is -1 when not advertised."""
     text = record.properties.get(TXT_REVISION, "")
-    rev = int(text) if text.isdigit() and len(text) <= _MAX_INT_DIGITS else -1
+    rev = int(text) if _is_decimal(text) else -1
     return (record.epoch, rev)
 
 

@@ -20,6 +20,8 @@ from .errors import ProtocolError
 
 __all__ = [
     "MAX_BATCH",
+    "MAX_COUNTER",
+    "MAX_TTL",
     "WIRE_VERSION",
     "Ack",
     "Change",
@@ -74,10 +76,16 @@ def _int(v: Any) -> int:
     return v
 
 
+#: Counters on the wire (epochs, sequence and request numbers) stay below
+#: this, so that one more (an epoch + 1) still encodes: a peer sending 2**64 - 1
+#: must not make its receiver fail to encode its next message.
+MAX_COUNTER = 2**62
+
+
 def _nat(v: Any) -> int:
     n = _int(v)
-    if n < 0:
-        raise ProtocolError("expected a non-negative int")
+    if not 0 <= n < MAX_COUNTER:
+        raise ProtocolError(f"expected an int from 0 to 2**62, got {n}")
     return n
 
 
@@ -174,12 +182,13 @@ WireMember = Member
 #: Flags of a "set": the key goes with its owner (ephemeral), only its owner
 #: may change it (owner_only).
 EPHEMERAL, OWNER_ONLY = 1, 2
-_MAX_TTL = 10_000_000.0
+#: The longest ttl a key may have, in seconds (about 115 days).
+MAX_TTL = 10_000_000.0
 
 
 def _ttl(v: Any) -> float:
     ttl = _float(v)
-    if not 0 <= ttl <= _MAX_TTL:
+    if not 0 <= ttl <= MAX_TTL:
         raise ProtocolError("ttl out of range")
     return ttl
 
@@ -328,6 +337,7 @@ class Change:
                 and type(req) is int
                 and type(acked) is int
                 and min(seq, epoch, req, acked) >= 0
+                and max(seq, epoch, req, acked) < MAX_COUNTER
                 and type(origin) is str
                 and type(writer) is str
                 and type(status) is str

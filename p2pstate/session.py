@@ -619,7 +619,10 @@ class Runtime:
     def _run_commands_io(self) -> None:
         for _ in range(len(self._commands)):
             command = self._commands.popleft()
-            command()
+            try:
+                command()
+            except Exception:  # noqa: BLE001 (as for a message: drop it, go on serving)
+                self._internal_error_io(command)
             self._flush_io()
 
     def _flush_io(self) -> None:

@@ -133,7 +133,8 @@ class SharedState(MutableMapping[str, Any]):
 
         ``ephemeral=True``: the key is deleted (``KeyDeleted`` everywhere) when
         this peer leaves, times out or crashes. ``owner_only=True``: from now
-        on only this peer may write or delete it; others get
+        on only this player (this peer's identity, so also the same game
+        started again) may write or delete it; others get
         PermissionDeniedError. ``ttl=seconds``: the host deletes it after that
         long, by its own clock; a new host keeps the deadline. A later write
         of the key sets its flags anew.

@@ -82,6 +82,9 @@ class Transport:
         self._ctx = context
         self.node_id = node_id
         self.max_frame_size = max_frame_size
+        # A batch must pass the receiver's MAXMSGSIZE (libzmq drops a bigger
+        # frame and the connection with it): peers of a session share options.
+        self._batch_bytes = min(BATCH_BYTES, max_frame_size)
         self._send_hwm = send_hwm
         self.stats: Counter[str] = Counter()
         self._links: dict[str, _Link] = {}
@@ -242,7 +245,7 @@ class Transport:
             self._last_msg, self._last_frame = send.msg, to_frame(send.msg)
         frame = self._last_frame
         if link.queued and (
-            link.queued_bytes + len(frame) > BATCH_BYTES or len(link.queued) >= BATCH_MESSAGES
+            link.queued_bytes + len(frame) > self._batch_bytes or len(link.queued) >= BATCH_MESSAGES
         ):
             self._send_queued(link)
         if not link.queued:
@@ -259,13 +262,14 @@ class Transport:
 
     def _send_queued(self, link: _Link) -> None:
         # msgpack objects laid end to end: a batch of one is a plain message.
-        frame = link.queued[0] if len(link.queued) == 1 else b"".join(link.queued)
+        count = len(link.queued)
+        frame = link.queued[0] if count == 1 else b"".join(link.queued)
         link.queued.clear()
         link.queued_bytes = 0
         try:
             link.socket.send(frame, zmq.NOBLOCK)
         except zmq.Again:
-            self.stats["send_queue_full"] += 1
+            self.stats["send_queue_full"] += count  # messages lost, not frames
 
     def forget_io(self, node_id: str) -> None:
         link = self._links.pop(node_id, None)

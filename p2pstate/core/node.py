@@ -48,6 +48,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..codec import MAX_KEY_BYTES, encode, hash_value
+from ..errors import ProtocolError
 from ..events import Event, Expelled, RolledBackWrite, WritesRolledBack
 from ..events import Message as MessageEvent
 from ..messages import (
@@ -69,11 +70,12 @@ from ..messages import (
     Snapshot,
     Welcome,
     Write,
+    restore_entries,
 )
 from .access import Access
 from .config import Config
 from .ids import identity_of
-from .replica import Replica, history_contains, scalar_size
+from .replica import Entry, Replica, history_contains, scalar_size
 from .writer import Outcome, Writer
 
 __all__ = ["Node", "Role", "Send"]
@@ -489,12 +491,14 @@ class Node:
         data = self.replica.data
         limit = self.config.max_value_size
         sizes: dict[str, int] = {}  # key -> its value's size after the write, -1: deleted
+        acl = access  # as the write's ACL ops leave it, one after another
         for op in ops:
             kind = op[0]
             if kind == "acl":
-                refused = access.check_acl(op[1], op[2])
+                refused = acl.check_acl(op[1], op[2])
                 if refused is not None:
                     return "invalid", refused
+                acl = acl.apply_acl(op[1], op[2])
                 continue
             if kind in ("profile", "info"):
                 if len(encode(op[1])) > limit:
@@ -507,20 +511,9 @@ class Node:
                     return "too_large", {"key": "message", "limit": limit}
                 continue
             if kind == "restore":
-                # A backup replaces the lasting keys, owner-only ones too: where
-                # permissions are set, only the admin may (access.ADMIN_OPS).
-                kept: set[str] = set()
-                for entry in op[1]:
-                    if len(entry[0].encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-                        return "invalid", "key too long"
-                    size = len(encode(entry[1]))
-                    if size > limit:
-                        return "too_large", {"key": entry[0], "limit": limit}
-                    sizes[entry[0]] = _stored_size(entry[1], size)
-                    kept.add(entry[0])
-                for key, old in data.items():  # lasting keys not in the backup go
-                    if key not in kept and not old.flags & EPHEMERAL:
-                        sizes[key] = -1
+                refusal = self._check_restore(op[1], identity, access, sizes)
+                if refusal is not None:
+                    return refusal
                 continue
             if len(op[1].encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
                 return "invalid", "key too long"
@@ -532,7 +525,12 @@ class Node:
             else:
                 sizes[op[1]] = -1
             entry = data.get(op[1])
-            if entry is not None and entry.flags & OWNER_ONLY and entry.owner != writer:
+            # Owned by the player (the identity), not by one run of the game.
+            if (
+                entry is not None
+                and entry.flags & OWNER_ONLY
+                and identity_of(entry.owner) != identity
+            ):
                 return "denied", {"key": op[1], "owner": entry.owner}
         quota = self._quota(sizes, access) if sizes else None
         if quota is not None:
@@ -555,6 +553,45 @@ class Node:
                         "value": entry.value,
                     }
         return "ok", None
+
+    def _check_restore(
+        self,
+        entries: tuple[tuple[str, Any, str, int, float], ...],
+        identity: str,
+        access: Access,
+        sizes: dict[str, int],
+    ) -> tuple[str, Any] | None:
+        """A restore replaces every lasting key: None if it may, else the
+        refusal. Notes in *sizes* what each key will hold, for the quotas."""
+        try:
+            # Our own restore comes from a file, not the wire: hold it to what
+            # every peer will accept (a ttl in range...), or they all drop it.
+            restore_entries([list(entry) for entry in entries])
+        except ProtocolError as exc:
+            return "invalid", f"restore: {exc}"
+        limit = self.config.max_value_size
+        new = {entry[0]: entry for entry in entries}
+        for key, value, *_ in entries:
+            if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+                return "invalid", "key too long"
+            size = len(encode(value))
+            if size > limit:
+                return "too_large", {"key": key, "limit": limit}
+            sizes[key] = _stored_size(value, size)
+        for key, old in self.replica.data.items():
+            if old.flags & EPHEMERAL:
+                continue  # the players' ephemeral keys stay
+            if key not in new:
+                sizes[key] = -1  # lasting keys not in the backup go
+            # Another player's owner-only key: only the admin may change it.
+            if old.flags & OWNER_ONLY and not _owns(old, identity) and identity != access.admin:
+                entry = new.get(key)
+                if entry is None or (
+                    (entry[2], entry[3]) != (old.owner, old.flags)
+                    or encode(entry[1]) != encode(old.value)
+                ):
+                    return "denied", {"key": key, "owner": old.owner}
+        return None
 
     def _take_token(self, writer: str, access: Access) -> bool:
         """The writer's token bucket: ``write_burst`` writes at once, refilled
@@ -814,6 +851,18 @@ class Node:
     # ---------------------------------------------------------------- host handlers
 
     def _host_hello(self, msg: Hello, now: float) -> None:
+        identity = identity_of(msg.sender)
+        if not self.replica.access.may_read(identity):
+            # readmode, or a ban: checked on every hello, a member's too, so a
+            # new host refuses what the old one did; before anything else, so
+            # a refused hello changes nothing here (not even our epoch)
+            why = self.replica.access.refusal(identity)
+            self._refusal(f"refused_{why}", msg.sender)
+            refused = Refused(sender=self.me.id, epoch=self.epoch, reason=why)
+            self.outbox.append(Send(msg.sender, msg.endpoints, refused))
+            if self.replica.member(msg.sender) is not None:
+                self._remove_member(msg.sender, why, now)
+            return
         if msg.epoch > self.epoch:
             # The newcomer knew a later epoch than ours: move past it so that
             # nothing from that other lineage can be taken for ours.
@@ -826,17 +875,6 @@ class Node:
                     ops=(("term", self.epoch, self.me.id, self.me.id, "merge"),),
                 )
             )
-        identity = identity_of(msg.sender)
-        if not self.replica.access.may_read(identity):
-            # readmode, or a ban: checked on every hello, a member's too, so a
-            # new host refuses what the old one did
-            why = self.replica.access.refusal(identity)
-            self._refusal(f"refused_{why}", msg.sender)
-            refused = Refused(sender=self.me.id, epoch=self.epoch, reason=why)
-            self.outbox.append(Send(msg.sender, msg.endpoints, refused))
-            if self.replica.member(msg.sender) is not None:
-                self._remove_member(msg.sender, why, now)
-            return
         if self.replica.member(msg.sender) is None and msg.session_id is None:
             # A newcomer (a member coming back names our session): is there room?
             info = self.replica.info
@@ -1328,6 +1366,12 @@ class Node:
 
 _ACCESS_REFUSALS = ("banned", "not_authorized")
 #: Ops a writer may send; the rest are the host's own bookkeeping.
+
+
+def _owns(entry: Entry, identity: str) -> bool:
+    """Whether the player *identity* owns *entry*: the identity, not one run
+    of the game, so a player who restarts keeps their owner-only keys."""
+    return identity_of(entry.owner) == identity
 
 
 def _stored_size(value: Any, encoded: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from dataclasses import replace
 
 import zmq
 
@@ -127,6 +128,31 @@ def test_messages_for_one_peer_in_one_pass_travel_as_one_frame_in_order() -> Non
         assert not raw.poll(100)
     finally:
         raw.close(linger=0)
+        a.close_io()
+        b.close_io()
+        ctx.term()
+
+
+def test_a_batch_never_exceeds_the_frame_limit() -> None:
+    """Regression: batches of up to 256 KiB went to peers whose MAXMSGSIZE
+    (max_frame_size) was smaller; libzmq dropped them, and the connection."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    a = Transport(ctx, "aaaa", ["127.0.0.1"], max_frame_size=4096)
+    b = Transport(ctx, "bbbb", ["127.0.0.1"], max_frame_size=4096)
+    try:
+        hellos = [
+            replace(_hello("aaaa"), name="x" * 1500, resume_seq=i) for i in range(5)
+        ]  # each about 1.6 KB: five are twice the limit together
+        for hello in hellos:
+            a.send_io(Send("bbbb", b.endpoints, hello))
+        a.flush_io()
+        got: list[object] = []
+        deadline = time.monotonic() + 5
+        while len(got) < len(hellos) and time.monotonic() < deadline:
+            got.extend(_receive(b, 0.1))
+        assert got == hellos
+        assert b.stats["frames"] >= 3
+    finally:
         a.close_io()
         b.close_io()
         ctx.term()

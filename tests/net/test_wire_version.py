@@ -5,6 +5,7 @@ neither can read (or hosting a rival session of the same name)."""
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -81,3 +82,35 @@ def test_advertised_wire_reads_what_the_network_says(
     properties: dict[str, str], wire: int | None
 ) -> None:
     assert advertised_wire(properties) == wire
+
+
+@pytest.mark.parametrize("text", ["²", "٣", "1" * 40, "-1"])
+def test_an_advert_with_odd_digits_is_ignored_not_fatal(
+    join: Join, app_name: str, text: str
+) -> None:
+    """Regression: "²".isdigit() is true and int("²") raises; one such advert
+    killed the I/O thread of every host that saw it."""
+    assert advertised_wire({TXT_WIRE: text}) is None
+    host = join()
+    host["before"] = 1
+    d = Discovery(LOOPBACK)
+    try:
+        d.advertise(
+            app=app_name,
+            session="default",
+            node_id=secrets.token_hex(8),
+            host_name="odd",
+            port=9,
+            addresses=LOOPBACK,
+            epoch=5,
+            session_id=secrets.token_hex(8),
+            properties={"wire": text, "rev": text, "players": text},
+        )
+        seen = {i.host_name for i in p2pstate.browse(app_name, timeout=1.0, interfaces=LOOPBACK)}
+        assert "odd" in seen
+        time.sleep(0.3)  # the host's own mDNS watch hears it too (no event to wait on)
+        host["after"] = 2  # the I/O thread is alive and serving
+        assert host["after"] == 2 and host.is_host
+        assert host.stats.get("internal_errors", 0) == 0
+    finally:
+        d.close()
