@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from conftest import Join, eventually
+from netkit import Join, eventually
 
 import p2pstate
 from p2pstate import SharedState

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 import pytest
-from conftest import Join
+from netkit import Join
 
 _ETH_P_ALL = 0x0003
 _ETH_P_IP = 0x0800

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from conftest import PeerProcess
+from netkit import PeerProcess
 
 Spawn = Callable[..., PeerProcess]
 

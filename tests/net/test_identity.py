@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, PeerProcess, eventually
+from netkit import ROOT, PeerProcess, eventually
 
 import p2pstate
 from p2pstate.core.ids import identity_of

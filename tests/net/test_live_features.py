@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import Join, PeerProcess, eventually
+from netkit import Join, PeerProcess, eventually
 
 import p2pstate
 

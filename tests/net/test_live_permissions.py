@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import zmq
-from conftest import Join, PeerProcess, eventually, new_installation
+from netkit import Join, PeerProcess, eventually, new_installation
 
 import p2pstate
 from p2pstate.core.ids import identity_of

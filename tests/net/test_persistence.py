@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Join, PeerProcess, eventually
+from netkit import Join, PeerProcess, eventually
 
 import p2pstate
 from p2pstate.backup import Backup, dumps, write_backup

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from conftest import PeerProcess
+from netkit import PeerProcess
 
 Spawn = Callable[..., PeerProcess]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import zmq
-from conftest import ROOT, Join, PeerProcess, eventually
+from netkit import ROOT, Join, PeerProcess, eventually
 
 import p2pstate
 from p2pstate.discovery import Discovery

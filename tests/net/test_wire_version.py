@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import Join, new_installation
+from netkit import Join, new_installation
 
 import p2pstate
 from p2pstate.discovery import Discovery
