@@ -58,7 +58,7 @@ from .events import (
 from .lobby import Lobby, SessionInfo, browse
 from .options import Options
 from .state import SharedState, Transaction
-from .storage import Batch, MemoryStorage, SqliteStorage, Storage, StoredEntry
+from .storage import Batch, MemoryStorage, MetaStorage, SqliteStorage, Storage, StoredEntry
 
 __all__ = [
     "ADMIN_ONLY",
@@ -80,6 +80,7 @@ __all__ = [
     "Lobby",
     "MemoryStorage",
     "Message",
+    "MetaStorage",
     "Options",
     "P2PStateError",
     "Peer",

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import zmq
 
 from .codec import fresh_copy
+from .core.access import Access
 from .core.ids import identity_of
 from .core.node import Node, Role
 from .core.writer import Outcome
@@ -511,6 +512,9 @@ class Runtime:
             self.join_failure = next(iter(self._unauthenticated.values()))
             return
         initial, initial_seq = self._initial
+        stored_access = self._stored_access_io()
+        if self.join_failure is not None:
+            return
         self.node.start_host(
             secrets.token_hex(8),
             now,
@@ -518,10 +522,31 @@ class Runtime:
             self.options.access(),
             initial=initial,
             initial_seq=initial_seq,
+            stored_access=stored_access,
         )
         self._initial = ((), 0)
         if self._persister is not None:
             self._persister.started(self.node.replica)
+
+    def _stored_access_io(self) -> Access | None:
+        """The access state of the store this session is created from: it is
+        the session's (its admin, lists, modes and limits), so it wins over
+        this peer's options. Sets ``join_failure`` if it refuses this peer."""
+        stored = self._persister.stored_access if self._persister is not None else None
+        if stored is None:
+            return None
+        identity = identity_of(self.node_id)
+        if not stored.may_read(identity):
+            reason = stored.refusal(identity)
+            self.join_failure = _access_error(reason, self.session, self.node_id)
+            return None
+        if stored.settings() != self.options.access().settings():
+            log.info(
+                "session %r starts with its store's modes and limits %s; join()'s are unused",
+                self.session,
+                stored.settings(),
+            )
+        return stored
 
     def _handshake_failed_io(self, node_id: str, now: float) -> None:
         """A CURVE handshake with *node_id* failed: one of us lacks the secret."""

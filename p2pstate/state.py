@@ -293,6 +293,12 @@ class SharedState(MutableMapping[str, Any]):
         """The identities the admin authorized."""
         return self._rt.node.replica.access.authorized
 
+    @property
+    def limits(self) -> dict[str, Any]:
+        """The host's limits: max_keys, max_total_bytes, write_rate, write_burst."""
+        settings = self._rt.node.replica.access.settings()
+        return {k: v for k, v in settings.items() if k not in ("readmode", "writemode")}
+
     # ------------------------------------------------------------ messages
 
     def broadcast(self, payload: Any, *, wait: bool = True) -> None:

@@ -1349,9 +1349,7 @@ def _stored_size(value: Any, encoded: int) -> int:
     return encoded if isinstance(value, (list, dict)) else scalar_size(value)
 
 
-_WRITE_OPS = frozenset(
-    {"set", "del", "msg", "profile", "info", "acl", "access_set", "restore"}
-)
+_WRITE_OPS = frozenset({"set", "del", "msg", "profile", "info", "acl", "access_set", "restore"})
 
 
 def _neg(node_id: str) -> tuple[int, ...]:
