@@ -340,10 +340,31 @@ def _status_word(info: SessionInfo) -> str:
     return word + (", secured" if info.secured else "")
 
 
+def _access_word(info: SessionInfo) -> str:
+    """Who may read and write, for the table: "-" (anyone), else e.g.
+    "read:authorized,write:admin" (the modes without "_only")."""
+    parts = [
+        f"{what}:{mode.removesuffix('_only')}"
+        for what, mode in (("read", info.readmode), ("write", info.writemode))
+        if mode != "any"
+    ]
+    return ",".join(parts) or "-"
+
+
 def session_table(sessions: Sequence[SessionInfo], width: int = 100) -> list[str]:
     """The lobby's table, one line per session, at most *width* columns wide
     (the metadata column is cut to fit)."""
-    header = ("APP", "SESSION", "HOST", "PLAYERS", "STATUS", "VERSION", "ENDPOINT", "METADATA")
+    header = (
+        "APP",
+        "SESSION",
+        "HOST",
+        "PLAYERS",
+        "STATUS",
+        "ACCESS",
+        "VERSION",
+        "ENDPOINT",
+        "METADATA",
+    )
     rows = [header]
     for info in sessions:
         meta = " ".join(f"{k}={v}" for k, v in sorted(info.metadata.items()))
@@ -354,6 +375,7 @@ def session_table(sessions: Sequence[SessionInfo], width: int = 100) -> list[str
                 info.host_name,
                 _players(info),
                 _status_word(info),
+                _access_word(info),
                 info.version if info.version is not None else "-",
                 info.endpoint,
                 meta or "-",

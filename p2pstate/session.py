@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import zmq
 
 from .codec import fresh_copy
-from .core.access import Access
+from .core.access import AUTHORIZED_ONLY, Access
 from .core.ids import identity_of
 from .core.node import Node, Role
 from .core.writer import Outcome
@@ -45,7 +45,7 @@ from .errors import (
 )
 from .events import Event, KeyChanged
 from .identity import load_identity
-from .lobby import TXT_SECURED, TXT_WIRE, advertised_secured, advertised_wire
+from .lobby import TXT_SECURED, TXT_WIRE, access_txt, advertised_secured, advertised_wire
 from .messages import WIRE_VERSION
 from .options import Options
 from .persist import InitialState, Persister
@@ -142,6 +142,7 @@ class Runtime:
         # (epoch, players) in our record
         self._advertised: tuple[int, int] | None = None
         self._info: dict[str, Any] | None = None  # the settings in our record
+        self._modes: dict[str, str] = {}  # the access TXT properties in our record
         self._rev = 0
         self._closing = False
         self._unwatch: Callable[[], None] | None = None
@@ -352,7 +353,11 @@ class Runtime:
             node_id=self.node_id,
             host_name=self.node.me.name,
             session_id=self.node.replica.session_id,
-            properties={**self._txt_properties(merged, 10_000), "rev": "9" * 9},
+            # The longest modes and an admin: a later set_access fits too.
+            properties={
+                **self._txt_properties(merged, 10_000, _WIDEST_ACCESS),
+                "rev": "9" * 9,
+            },
         )
 
     def poll(self) -> list[Event]:
@@ -699,7 +704,11 @@ class Runtime:
         if node.role is Role.HOST:
             players = len(node.replica.members)
             # The replica replaces its info dict on every change: identity says it all.
-            if (node.epoch, players) != self._advertised or node.replica.info is not self._info:
+            if (
+                (node.epoch, players) != self._advertised
+                or node.replica.info is not self._info
+                or access_txt(node.replica.access) != self._modes
+            ):
                 self._advertise_io(epoch=node.epoch, players=players)
         elif self._advertised is not None and node.ready:
             self.discovery.withdraw()
@@ -728,9 +737,13 @@ class Runtime:
         else:
             self.discovery.update(epoch=epoch, properties=properties)
         self._advertised, self._info = (epoch, players), self.node.replica.info
+        self._modes = access_txt(self.node.replica.access)
 
-    def _txt_properties(self, info: dict[str, Any], players: int) -> dict[str, str]:
+    def _txt_properties(
+        self, info: dict[str, Any], players: int, access: Access | None = None
+    ) -> dict[str, str]:
         properties = txt_properties(info, players)
+        properties.update(access_txt(access or self.node.replica.access))
         properties[TXT_WIRE] = str(WIRE_VERSION)
         if self.secured:
             properties[TXT_SECURED] = "1"  # the lobby shows it; joiners without a secret stop
@@ -750,6 +763,9 @@ class Runtime:
             pending.done.set()
         for _, done in self._waiters:
             done.set()
+
+
+_WIDEST_ACCESS = Access(admin="f" * 16, readmode=AUTHORIZED_ONLY, writemode=AUTHORIZED_ONLY)
 
 
 def _access_error(reason: str, session: str, node_id: str) -> PermissionDeniedError:

@@ -52,6 +52,12 @@ def test_the_admin_bans_and_authorizes_from_the_command_line(
     victim_identity = identity_of(victim_id)
     eventually(lambda: len(admin.cmd("info")["peers"]) == 2, 10)
 
+    # The lobby shows the modes that are not "any".
+    row = cli("lobby", app_name, "--once").stdout.splitlines()[1]
+    assert row.split()[5] == "write:authorized", row
+    (listed,) = json.loads(cli("lobby", app_name, "--once", "--json").stdout)
+    assert (listed["readmode"], listed["writemode"]) == ("any", "authorized_only")
+
     report = access(app_name, stranger_home)  # anyone may read it
     assert report == {
         "admin": admin_identity,
