@@ -167,6 +167,9 @@ class Runtime:
         node id hosts, so they never make two sessions to merge later."""
         deadline = time.monotonic() + timeout
         try:
+            # The settings this peer would advertise, and any modes: a record
+            # too big for mDNS is the caller's ValueError, not a dead I/O thread.
+            self.check_session_info(self.options.session_info())
             self._open_store()
             self._advertise_io(epoch=0)
             found = self.discovery.browse(

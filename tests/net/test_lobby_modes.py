@@ -155,3 +155,18 @@ def test_a_real_session_advertises_its_modes_and_quick_join_follows_them() -> No
     finally:
         for s in reversed(opened):
             s.close()
+
+
+def test_settings_too_big_for_the_record_with_modes_are_refused_by_join() -> None:
+    """Modes take room in the TXT record: join() checks the settings with the
+    widest modes at once (it used to fail later, in the I/O thread)."""
+    metadata = {f"k{i}": "x" * 100 for i in range(11)}  # fits without modes only
+    with pytest.raises(ValueError, match="TXT record is"):
+        p2pstate.join(
+            f"modes-{secrets.token_hex(4)}",
+            interfaces=LOOPBACK,
+            discovery_window=0.3,
+            identity_dir=new_installation(),
+            metadata=metadata,
+            timeout=3.0,
+        )
