@@ -192,7 +192,8 @@ class Node:
     ) -> None:
         """Create a new session and host it at epoch 1, with settings *info*
         (max_players, joinable, version, metadata) and *access* (modes and
-        limits). This node's identity is the session's admin for good.
+        limits). This node's identity is the session's admin for good,
+        unless the session comes from a store (below).
 
         A session created from a store starts with its keys, *initial*
         (key, value, version, owner, flags, seconds of ttl left or 0), and
