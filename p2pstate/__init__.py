@@ -58,7 +58,7 @@ from .events import (
 from .lobby import Lobby, SessionInfo, browse
 from .options import Options
 from .state import SharedState, Transaction
-from .storage import Batch, MemoryStorage, SqliteStorage, Storage, StoredEntry
+from .storage import Batch, MemoryStorage, MetaStorage, SqliteStorage, Storage, StoredEntry
 
 __all__ = [
     "ADMIN_ONLY",
@@ -80,6 +80,7 @@ __all__ = [
     "Lobby",
     "MemoryStorage",
     "Message",
+    "MetaStorage",
     "Options",
     "P2PStateError",
     "Peer",
@@ -177,7 +178,10 @@ def quick_join(
 
     Matching means: joinable and not full, secured if and only if a ``secret``
     is given, of that *version* if given, with every *metadata* key equal, and
-    *where(info)* true if given. The session
+    *where(info)* true if given. A session whose readmode is ADMIN_ONLY or
+    AUTHORIZED_ONLY matches only its admin (the lobby cannot know whom the
+    admin authorized: an authorized player joins such a session by name); one
+    that turns this identity away (a ban) is skipped. The session
     with the most players is tried first; one that fills up meanwhile is
     skipped. With none left, a new session is made (named after a random id)
     carrying *version* and *metadata*, so the next quick_join finds it.
@@ -186,9 +190,22 @@ def quick_join(
     wanted = dict(metadata or {})
     secured = options.get("secret") is not None
 
+    me: list[str] = []  # this installation's identity, read once if needed
+
+    def let_in(info: SessionInfo) -> bool:
+        if info.readmode not in (ADMIN_ONLY, AUTHORIZED_ONLY):
+            return True
+        if not me:
+            from .identity import load_identity  # noqa: PLC0415 (zmq: only when used)
+
+            me.append(load_identity(options.get("identity_dir")).fingerprint)
+        return info.admin == me[0]
+
     def matches(info: SessionInfo) -> bool:
         if not info.compatible:
             return False  # another p2pstate wire format: join() would refuse it
+        if not let_in(info):
+            return False
         if info.secured != secured:  # a secret joins only secured sessions, and vice versa
             return False
         if any(info.metadata.get(k) != v for k, v in wanted.items()):
@@ -201,8 +218,8 @@ def quick_join(
     for info in sorted(found, key=lambda i: (-i.players, i.session)):
         try:
             return join(app, info.session, timeout=timeout, interfaces=interfaces, **options)
-        except SessionFullError:
-            continue  # it filled up since it was advertised: the next one
+        except (SessionFullError, PermissionDeniedError):
+            continue  # it filled up since it was advertised, or bans us: the next one
     return join(
         app,
         f"quick-{secrets.token_hex(4)}",

@@ -12,6 +12,9 @@
     p2pstate join APP                 join a session and type commands in it
     p2pstate demo                     three local peers, a kill -9 of the host, failover
     p2pstate id                       this installation's identity and where it is kept
+    p2pstate ban|unban APP ID         ban an identity, or lift its ban (the admin only)
+    p2pstate authorize|unauthorize APP ID   let an identity in, or take that back (admin)
+    p2pstate access APP               the admin, modes, limits, authorized and banned
 
 ``--session NAME`` picks a session of the app (default "default"); ``--secret``
 (or $P2PSTATE_SECRET, which other users can't see in ``ps``) is the secret of a
@@ -45,6 +48,7 @@ from typing import IO, Any, TextIO
 
 from . import __version__, join
 from .backup import read_backup
+from .core.ids import identity_of
 from .errors import P2PStateError
 from .events import (
     Event,
@@ -228,6 +232,7 @@ def connect(args: argparse.Namespace) -> SharedState:
         name=args.name or _default_name(),
         timeout=JOIN_TIMEOUT,
         interfaces=_interfaces(args),
+        identity_dir=getattr(args, "identity_dir", None),
         **_secret(args),
     )
     if s.is_host:  # the host left between our look and our join
@@ -335,10 +340,31 @@ def _status_word(info: SessionInfo) -> str:
     return word + (", secured" if info.secured else "")
 
 
+def _access_word(info: SessionInfo) -> str:
+    """Who may read and write, for the table: "-" (anyone), else e.g.
+    "read:authorized,write:admin" (the modes without "_only")."""
+    parts = [
+        f"{what}:{mode.removesuffix('_only')}"
+        for what, mode in (("read", info.readmode), ("write", info.writemode))
+        if mode != "any"
+    ]
+    return ",".join(parts) or "-"
+
+
 def session_table(sessions: Sequence[SessionInfo], width: int = 100) -> list[str]:
     """The lobby's table, one line per session, at most *width* columns wide
     (the metadata column is cut to fit)."""
-    header = ("APP", "SESSION", "HOST", "PLAYERS", "STATUS", "VERSION", "ENDPOINT", "METADATA")
+    header = (
+        "APP",
+        "SESSION",
+        "HOST",
+        "PLAYERS",
+        "STATUS",
+        "ACCESS",
+        "VERSION",
+        "ENDPOINT",
+        "METADATA",
+    )
     rows = [header]
     for info in sessions:
         meta = " ".join(f"{k}={v}" for k, v in sorted(info.metadata.items()))
@@ -349,6 +375,7 @@ def session_table(sessions: Sequence[SessionInfo], width: int = 100) -> list[str
                 info.host_name,
                 _players(info),
                 _status_word(info),
+                _access_word(info),
                 info.version if info.version is not None else "-",
                 info.endpoint,
                 meta or "-",
@@ -735,6 +762,67 @@ def cmd_id(args: argparse.Namespace) -> int:
 
 
 # =============================================================================
+# Permissions: ban, unban, authorize, unauthorize, access
+# =============================================================================
+
+
+def cmd_acl(args: argparse.Namespace) -> int:
+    """ban/unban/authorize/unauthorize ID, as this installation's identity."""
+    action: str = args.command
+    identity = identity_of(args.id)
+    # An identity is 16 hex digits (identity.fingerprint): a typo must not ban
+    # or authorize nobody in particular and look done.
+    if len(identity) != 16 or identity.strip("0123456789abcdef"):
+        raise CliError(
+            f"{args.id!r} is not a peer id (IDENTITY.INSTANCE) or an identity (16 hex "
+            f"digits: see '{PROG} access' and '{PROG} id')"
+        )
+    with connect(args) as s:
+        me = identity_of(s.me.id)
+        if me != s.admin:
+            raise CliError(
+                f"only the admin of the {_where(args)} may {action}: that is identity "
+                f"{s.admin}, this installation is {me} (run this on the admin's machine, "
+                "or give its --identity-dir)"
+            )
+        getattr(s, action)(args.id)
+    done = {"ban": "banned", "unban": "unbanned"}.get(action, action + "d")
+    print(f"{done} {identity} in the {_where(args)}")
+    return 0
+
+
+def access_report(s: SharedState) -> dict[str, Any]:
+    """Who may do what in the session: what ``p2pstate access`` prints."""
+    return {
+        "admin": s.admin,
+        "readmode": s.readmode,
+        "writemode": s.writemode,
+        **s.limits,
+        "authorized": sorted(s.authorized),
+        "banned": sorted(s.banned),
+    }
+
+
+def cmd_access(args: argparse.Namespace) -> int:
+    with connect(args) as s:
+        report = access_report(s)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    for name, value in report.items():
+        print(f"{name + ':':<16} {_access_cell(value)}")
+    return 0
+
+
+def _access_cell(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(value) if value else "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+# =============================================================================
 # The demo
 # =============================================================================
 
@@ -931,6 +1019,41 @@ def build_parser() -> argparse.ArgumentParser:
         description="Join an existing session and open a shell in it (get, set, del, keys, "
         "peers, info, watch, quit). Fails if nobody hosts it: use host.",
     )
+
+    ident = argparse.ArgumentParser(add_help=False)
+    ident.add_argument(
+        "--identity-dir",
+        metavar="DIR",
+        help="the installation whose identity to act as (default: $P2PSTATE_HOME, else "
+        "the user's config directory); the admin's, to change permissions",
+    )
+    acl_help = {
+        "ban": "ban a player's identity: its peers leave at once and are refused after",
+        "unban": "lift a ban",
+        "authorize": "let an identity in where a mode is authorized_only",
+        "unauthorize": "take an authorization back",
+    }
+    for action, summary in acl_help.items():
+        p = add(
+            action,
+            cmd_acl,
+            summary,
+            parents=[app, ident, net],
+            description=f"Join the session as this installation's identity and {action} ID. "
+            "Only the session's admin (the identity that created it) may.",
+            epilog="Fails (exit status 1) if this installation is not the admin.",
+        )
+        p.add_argument("id", metavar="ID", help="a peer id (see 'info' in join) or an identity")
+
+    p = add(
+        "access",
+        cmd_access,
+        "show who may read and write the session, and its limits",
+        parents=[app, ident, net],
+        description="Print the session's admin, readmode and writemode, limits, and its "
+        "authorized and banned identities.",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object")
 
     p = add(
         "demo",

@@ -28,6 +28,12 @@ name, epoch, sid). Whoever advertises them must use exactly these names:
 - ``m.<name>``: any text -> ``metadata[<name>]``, the session's own small
   str-to-str information (map, mode...). Each TXT entry is at most 255 bytes
   and the whole record at most 1300 (see discovery.py);
+- ``readmode``, ``writemode``: the session's permission modes, "admin_only",
+  "authorized_only" or "unbanned_only" -> ``readmode``, ``writemode``
+  (absent, the usual case, or unknown: "any");
+- ``admin``: the admin's identity, only where the readmode is admin_only or
+  authorized_only -> ``admin`` (absent: None), so ``quick_join`` can tell
+  whether this installation would be let in;
 - ``rev``: decimal, a number the host raises with every change of its record.
   Not shown; it orders records of one epoch that arrive out of order (see
   _newer). Absent: such records cannot be ordered, and a lobby may show an
@@ -49,6 +55,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Final
 
+from .core.access import ADMIN_ONLY, ANY, AUTHORIZED_ONLY, MODES, Access
 from .messages import WIRE_VERSION
 
 if TYPE_CHECKING:
@@ -57,20 +64,24 @@ if TYPE_CHECKING:
     from .discovery import Discovery, HostRecord
 
 __all__ = [
+    "TXT_ADMIN",
     "TXT_JOINABLE",
     "TXT_MAX_PLAYERS",
     "TXT_METADATA_PREFIX",
     "TXT_PLAYERS",
+    "TXT_READMODE",
     "TXT_REVISION",
     "TXT_SECURED",
     "TXT_VERSION",
     "TXT_WIRE",
+    "TXT_WRITEMODE",
     "Lobby",
     "LobbyEvent",
     "SessionAppeared",
     "SessionChanged",
     "SessionInfo",
     "SessionVanished",
+    "access_txt",
     "advertised_secured",
     "advertised_wire",
     "browse",
@@ -86,6 +97,9 @@ TXT_WIRE: Final = "wire"
 TXT_VERSION: Final = "version"
 TXT_METADATA_PREFIX: Final = "m."
 TXT_REVISION: Final = "rev"
+TXT_READMODE: Final = "readmode"
+TXT_WRITEMODE: Final = "writemode"
+TXT_ADMIN: Final = "admin"
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
@@ -122,6 +136,13 @@ class SessionInfo:
     version: str | None = None
     #: The session's own small str-to-str information (map, mode, ...). Read only.
     metadata: dict[str, str] = field(default_factory=dict, hash=False)
+    #: Who may join (and so read) and who may write: p2pstate.ANY,
+    #: ADMIN_ONLY, AUTHORIZED_ONLY or UNBANNED_ONLY.
+    readmode: str = ANY
+    writemode: str = ANY
+    #: The admin's identity, where the readmode is ADMIN_ONLY or
+    #: AUTHORIZED_ONLY (else None: not advertised).
+    admin: str | None = None
     #: The host's first endpoint, and all of them ("tcp://ip:port").
     endpoint: str
     endpoints: tuple[str, ...] = ()
@@ -201,6 +222,9 @@ def _session_info(record: HostRecord) -> SessionInfo | None:
         compatible=advertised_wire(props) == WIRE_VERSION,
         version=props.get(TXT_VERSION),
         metadata=metadata,
+        readmode=_parse_mode(props.get(TXT_READMODE), what=f"readmode of {where}"),
+        writemode=_parse_mode(props.get(TXT_WRITEMODE), what=f"writemode of {where}"),
+        admin=_parse_admin(props.get(TXT_ADMIN), what=f"admin of {where}"),
         endpoint=record.endpoints[0],
         endpoints=record.endpoints,
         host_id=record.node_id,
@@ -223,6 +247,38 @@ def _parse_int(text: str | None, default: int | None, *, minimum: int, what: str
 def _is_decimal(text: str) -> bool:
     """Whether *text* is a short run of ASCII digits, so int() takes it."""
     return text.isascii() and text.isdigit() and len(text) <= _MAX_INT_DIGITS
+
+
+def _parse_mode(text: str | None, *, what: str) -> str:
+    if text is None:
+        return ANY
+    if text not in MODES:
+        log.debug("ignoring %s: %r", what, text)
+        return ANY
+    return text
+
+
+def _parse_admin(text: str | None, *, what: str) -> str | None:
+    if text is None:
+        return None
+    if not 0 < len(text) <= 64 or "." in text:  # an identity (core.access.check_identity)
+        log.debug("ignoring %s: %r", what, text)
+        return None
+    return text
+
+
+def access_txt(access: Access) -> dict[str, str]:
+    """The TXT properties that advertise *access*: the modes that are not ANY
+    (most sessions add nothing), and the admin where only it or those it
+    authorized may join."""
+    properties = {}
+    if access.readmode != ANY:
+        properties[TXT_READMODE] = access.readmode
+    if access.writemode != ANY:
+        properties[TXT_WRITEMODE] = access.writemode
+    if access.readmode in (ADMIN_ONLY, AUTHORIZED_ONLY) and access.admin:
+        properties[TXT_ADMIN] = access.admin
+    return properties
 
 
 def advertised_wire(properties: Mapping[str, str]) -> int | None:

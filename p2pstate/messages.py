@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from .codec import MAX_KEY_BYTES, decode, decode_all, encode, normalize
-from .core.access import ACL_ACTIONS, Access, check_identity
+from .core.access import ACL_ACTIONS, Access, check_identity, settings_from_wire
 from .errors import ProtocolError
 
 __all__ = [
@@ -223,6 +223,7 @@ def _op(v: Any) -> tuple[Any, ...]:
     ("join", member) ("leave", id, reason) ("term", epoch, host_id, old_host_id|None, reason)
     ("restore", [(key, value, owner, flags, ttl), ...]): the whole lasting state at once
     ("acl", "authorize"|"unauthorize"|"ban"|"unban", identity) ("access", access state)
+    ("access_set", {setting: value}): the admin changes some modes or limits
     """
     if not isinstance(v, list) or not v:
         raise ProtocolError("op must be a non-empty array")
@@ -254,6 +255,8 @@ def _op(v: Any) -> tuple[Any, ...]:
         return ("acl", v[1], check_identity(v[2]))
     if kind == "access" and len(v) == 2:
         return ("access", Access.from_wire(v[1]))
+    if kind == "access_set" and len(v) == 2:
+        return ("access_set", settings_from_wire(v[1]))
     raise ProtocolError(f"unknown op {kind!r}")
 
 

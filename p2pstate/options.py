@@ -6,13 +6,13 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .core.access import ANY, MODES, Access
+from .core.access import ANY, MODES, Access, settings_from_wire
 from .core.config import Config
 from .errors import ProtocolError
 from .messages import session_info
 from .storage import SqliteStorage, Storage
 
-__all__ = ["Options"]
+__all__ = ["Options", "check_access_settings"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,21 +112,8 @@ class Options:
                 f"not {type(self.store).__name__}"
             )
 
-        for name in ("readmode", "writemode"):
-            if getattr(self, name) not in MODES:
-                raise ValueError(
-                    f"{name} must be one of p2pstate.ANY, ADMIN_ONLY, AUTHORIZED_ONLY, "
-                    f"UNBANNED_ONLY; got {getattr(self, name)!r}"
-                )
-        for name in ("max_keys", "max_total_bytes", "write_burst"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        rate = self.write_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1e9:
-            raise ValueError(f"write_rate must be writes a second above 0, got {rate!r}")
+        check_access_settings(self.access().settings())
         try:
-            Access.from_wire(self.access().to_wire())  # the wire's upper bounds too
             session_info(self.session_info())
         except ProtocolError as exc:
             raise ValueError(str(exc)) from None
@@ -167,3 +154,25 @@ class Options:
         if isinstance(self.store, (str, os.PathLike)):
             return SqliteStorage(self.store)
         return self.store
+
+
+def check_access_settings(settings: dict[str, Any]) -> None:
+    """Check modes and limits (names of ``core.access.SETTINGS``) as ``join``
+    and ``SharedState.set_access`` take them; ValueError saying what is wrong."""
+    for name in ("readmode", "writemode"):
+        if name in settings and settings[name] not in MODES:
+            raise ValueError(
+                f"{name} must be one of p2pstate.ANY, ADMIN_ONLY, AUTHORIZED_ONLY, "
+                f"UNBANNED_ONLY; got {settings[name]!r}"
+            )
+    for name in ("max_keys", "max_total_bytes", "write_burst"):
+        value = settings.get(name, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    rate = settings.get("write_rate", 1.0)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1e9:
+        raise ValueError(f"write_rate must be writes a second above 0, got {rate!r}")
+    try:
+        settings_from_wire(settings)  # the wire's upper bounds too
+    except ProtocolError as exc:
+        raise ValueError(str(exc)) from None

@@ -5,7 +5,10 @@ before it sends what the step produced, so no acknowledgement leaves for a
 change that is not stored. What it stores: every key but ephemeral ones
 (they belong to players who are gone by the time a store is read again),
 with its version, owner and flags; a key with a ttl is stored with the wall
-clock time it expires, and is dropped on load once that has passed.
+clock time it expires, and is dropped on load once that has passed. The
+session's access state (admin, modes, lists, limits) goes to ``Batch.meta``
+as ``"access"`` whenever it changes, for a store that keeps it
+(``MetaStorage``).
 """
 
 from __future__ import annotations
@@ -14,16 +17,19 @@ import logging
 from typing import Any
 
 from .codec import decode, encode, normalize
+from .core.access import Access
 from .core.node import Node
 from .core.replica import Entry, Replica
-from .errors import StorageError
+from .errors import ProtocolError, StorageError
 from .messages import EPHEMERAL, Change
-from .storage import Batch, Storage, StoredEntry
+from .storage import Batch, MetaStorage, Storage, StoredEntry
 
-__all__ = ["InitialState", "Persister"]
+__all__ = ["ACCESS", "InitialState", "Persister"]
 
 log = logging.getLogger(__name__)
 
+#: The name of the access state in ``Batch.meta``.
+ACCESS = "access"
 #: (key, value, version, owner, flags, seconds of ttl left or 0), as Snapshot.data.
 InitialState = tuple[tuple[str, Any, int, str, int, float], ...]
 
@@ -38,6 +44,12 @@ class Persister:
         # next write replaces the store's contents with the replica's.
         self._point: tuple[int, int, str] | None = None
         self._expired: tuple[str, ...] = ()
+        # The access state last stored (None: not yet, or the store keeps none).
+        self._access: Access | None = None
+        self._keeps_meta = isinstance(storage, MetaStorage)
+        #: The access state the store held when opened (None: none, as in a
+        #: store written before access states were stored).
+        self.stored_access: Access | None = None
         self.batches = 0
 
     def initial(self, wall_now: float) -> tuple[InitialState, int]:
@@ -64,13 +76,34 @@ class Persister:
             out.append((key, value, entry.version, entry.owner, entry.flags, left))
             seq = max(seq, entry.version)
         self._expired = tuple(expired)
+        self.stored_access = self._load_access()
         return tuple(out), seq
+
+    def _load_access(self) -> Access | None:
+        if not self._keeps_meta:
+            return None
+        assert isinstance(self.storage, MetaStorage)
+        packed = self.storage.load_meta().get(ACCESS)
+        if packed is None:
+            return None
+        try:
+            access = Access.from_wire(decode(packed, max_size=_MAX_STORED_VALUE))
+        except (TypeError, ValueError, ProtocolError) as exc:
+            raise StorageError(f"the store holds a bad access state: {exc}") from None
+        return access if access.admin else None
+
+    def _meta(self, replica: Replica) -> dict[str, bytes]:
+        """The access state for the next batch, if it changed since the last."""
+        if not self._keeps_meta or replica.access == self._access:
+            return {}
+        return {ACCESS: encode(replica.access.to_wire())}
 
     def started(self, replica: Replica) -> None:
         """The replica was just started from :meth:`initial`: the store already
         holds its keys, so record the new sequence number and drop what expired."""
-        self.storage.apply(Batch(seq=replica.seq, delete=self._expired))
+        self.storage.apply(Batch(seq=replica.seq, delete=self._expired, meta=self._meta(replica)))
         self._expired = ()
+        self._access = replica.access
         self._point = (replica.seq, replica.last_epoch, replica.last_origin)
 
     def persist(self, node: Node, wall_now: float) -> bool:
@@ -89,7 +122,7 @@ class Persister:
                 for key, entry in replica.data.items()
                 if not entry.flags & EPHEMERAL
             }
-            batch = Batch(seq=replica.seq, put=put, replace=True)
+            batch = Batch(seq=replica.seq, put=put, replace=True, meta=self._meta(replica))
         else:
             touched = dict.fromkeys(
                 op[1] for c in changes for op in c.ops if op[0] in ("set", "del")
@@ -101,9 +134,10 @@ class Persister:
                     delete.append(key)
                 else:
                     put[key] = _record(key, entry, ttl_left, wall_now)
-            batch = Batch(seq=replica.seq, put=put, delete=tuple(delete))
+            batch = Batch(seq=replica.seq, put=put, delete=tuple(delete), meta=self._meta(replica))
         self.storage.apply(batch)
         self._point = point
+        self._access = replica.access
         self.batches += 1
         return True
 

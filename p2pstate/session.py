@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import zmq
 
 from .codec import fresh_copy
+from .core.access import AUTHORIZED_ONLY, Access
 from .core.ids import identity_of
 from .core.node import Node, Role
 from .core.writer import Outcome
@@ -44,7 +45,7 @@ from .errors import (
 )
 from .events import Event, KeyChanged
 from .identity import load_identity
-from .lobby import TXT_SECURED, TXT_WIRE, advertised_secured, advertised_wire
+from .lobby import TXT_SECURED, TXT_WIRE, access_txt, advertised_secured, advertised_wire
 from .messages import WIRE_VERSION
 from .options import Options
 from .persist import InitialState, Persister
@@ -141,6 +142,7 @@ class Runtime:
         # (epoch, players) in our record
         self._advertised: tuple[int, int] | None = None
         self._info: dict[str, Any] | None = None  # the settings in our record
+        self._modes: dict[str, str] = {}  # the access TXT properties in our record
         self._rev = 0
         self._closing = False
         self._unwatch: Callable[[], None] | None = None
@@ -165,6 +167,9 @@ class Runtime:
         node id hosts, so they never make two sessions to merge later."""
         deadline = time.monotonic() + timeout
         try:
+            # The settings this peer would advertise, and any modes: a record
+            # too big for mDNS is the caller's ValueError, not a dead I/O thread.
+            self.check_session_info(self.options.session_info())
             self._open_store()
             self._advertise_io(epoch=0)
             found = self.discovery.browse(
@@ -351,7 +356,11 @@ class Runtime:
             node_id=self.node_id,
             host_name=self.node.me.name,
             session_id=self.node.replica.session_id,
-            properties={**self._txt_properties(merged, 10_000), "rev": "9" * 9},
+            # The longest modes and an admin: a later set_access fits too.
+            properties={
+                **self._txt_properties(merged, 10_000, _WIDEST_ACCESS),
+                "rev": "9" * 9,
+            },
         )
 
     def poll(self) -> list[Event]:
@@ -511,6 +520,9 @@ class Runtime:
             self.join_failure = next(iter(self._unauthenticated.values()))
             return
         initial, initial_seq = self._initial
+        stored_access = self._stored_access_io()
+        if self.join_failure is not None:
+            return
         self.node.start_host(
             secrets.token_hex(8),
             now,
@@ -518,10 +530,31 @@ class Runtime:
             self.options.access(),
             initial=initial,
             initial_seq=initial_seq,
+            stored_access=stored_access,
         )
         self._initial = ((), 0)
         if self._persister is not None:
             self._persister.started(self.node.replica)
+
+    def _stored_access_io(self) -> Access | None:
+        """The access state of the store this session is created from: it is
+        the session's (its admin, lists, modes and limits), so it wins over
+        this peer's options. Sets ``join_failure`` if it refuses this peer."""
+        stored = self._persister.stored_access if self._persister is not None else None
+        if stored is None:
+            return None
+        identity = identity_of(self.node_id)
+        if not stored.may_read(identity):
+            reason = stored.refusal(identity)
+            self.join_failure = _access_error(reason, self.session, self.node_id)
+            return None
+        if stored.settings() != self.options.access().settings():
+            log.info(
+                "session %r starts with its store's modes and limits %s; join()'s are unused",
+                self.session,
+                stored.settings(),
+            )
+        return stored
 
     def _handshake_failed_io(self, node_id: str, now: float) -> None:
         """A CURVE handshake with *node_id* failed: one of us lacks the secret."""
@@ -677,7 +710,11 @@ class Runtime:
         if node.role is Role.HOST:
             players = len(node.replica.members)
             # The replica replaces its info dict on every change: identity says it all.
-            if (node.epoch, players) != self._advertised or node.replica.info is not self._info:
+            if (
+                (node.epoch, players) != self._advertised
+                or node.replica.info is not self._info
+                or access_txt(node.replica.access) != self._modes
+            ):
                 self._advertise_io(epoch=node.epoch, players=players)
         elif self._advertised is not None and node.ready:
             self.discovery.withdraw()
@@ -706,9 +743,13 @@ class Runtime:
         else:
             self.discovery.update(epoch=epoch, properties=properties)
         self._advertised, self._info = (epoch, players), self.node.replica.info
+        self._modes = access_txt(self.node.replica.access)
 
-    def _txt_properties(self, info: dict[str, Any], players: int) -> dict[str, str]:
+    def _txt_properties(
+        self, info: dict[str, Any], players: int, access: Access | None = None
+    ) -> dict[str, str]:
         properties = txt_properties(info, players)
+        properties.update(access_txt(access or self.node.replica.access))
         properties[TXT_WIRE] = str(WIRE_VERSION)
         if self.secured:
             properties[TXT_SECURED] = "1"  # the lobby shows it; joiners without a secret stop
@@ -728,6 +769,9 @@ class Runtime:
             pending.done.set()
         for _, done in self._waiters:
             done.set()
+
+
+_WIDEST_ACCESS = Access(admin="f" * 16, readmode=AUTHORIZED_ONLY, writemode=AUTHORIZED_ONLY)
 
 
 def _access_error(reason: str, session: str, node_id: str) -> PermissionDeniedError:

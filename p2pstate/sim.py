@@ -92,9 +92,11 @@ class SimNetwork:
         node_id: str | None = None,
         initial: tuple[tuple[str, Any, int, str, int, float], ...] = (),
         initial_seq: int = 0,
+        stored_access: Access | None = None,
     ) -> Node:
         """Start a node: it joins a visible host, or hosts a new session
-        (starting from *initial* at *initial_seq*, as from a store).
+        (starting from *initial* at *initial_seq* and *stored_access*, as
+        from a store).
         *node_id* (``"<identity>.<instance>"``) restarts an identity."""
         node_id = node_id or f"{self.rng.getrandbits(64):016x}"
         if node_id in self.nodes:
@@ -117,6 +119,7 @@ class SimNetwork:
                 access=self.access,
                 initial=initial,
                 initial_seq=initial_seq,
+                stored_access=stored_access,
             )
             self._log(node_id, "hosts a new session")
         else:

@@ -38,6 +38,7 @@ from .errors import (
 )
 from .events import Event, Peer
 from .messages import EPHEMERAL, OWNER_ONLY, session_info
+from .options import check_access_settings
 
 if TYPE_CHECKING:
     from _typeshed import SupportsKeysAndGetItem
@@ -215,13 +216,48 @@ class SharedState(MutableMapping[str, Any]):
 
     def _acl(self, action: str, peer_id: str) -> None:
         identity = self._identity(peer_id)
+        self._require_admin(action)
+        self._write((("acl", action, identity),), ())
+
+    def set_access(
+        self,
+        *,
+        readmode: str | _Unset = _UNSET,
+        writemode: str | _Unset = _UNSET,
+        max_keys: int | _Unset = _UNSET,
+        max_total_bytes: int | _Unset = _UNSET,
+        write_rate: float | _Unset = _UNSET,
+        write_burst: int | _Unset = _UNSET,
+    ) -> None:
+        """Admin only: change some of the session's modes and limits (the
+        others stay), checked as ``join`` checks them, in one ordered change
+        every replica and later host keeps. A readmode that no longer lets a
+        member in removes it, as a ban does. PermissionDeniedError from
+        anyone but the admin; limits act on later writes only."""
+        given = {
+            "readmode": readmode,
+            "writemode": writemode,
+            "max_keys": max_keys,
+            "max_total_bytes": max_total_bytes,
+            "write_rate": write_rate,
+            "write_burst": write_burst,
+        }
+        settings = {k: v for k, v in given.items() if v is not _UNSET}
+        if not settings:
+            raise TypeError("set_access() needs at least one setting to change")
+        check_access_settings(settings)
+        if "write_rate" in settings:
+            settings["write_rate"] = float(settings["write_rate"])
+        self._require_admin("set_access")
+        self._write((("access_set", settings),), ())
+
+    def _require_admin(self, action: str) -> None:
         admin = self.admin
         if identity_of(self._rt.node_id) != admin:
             raise PermissionDeniedError(
                 f"only the session's admin ({admin}) may {action}; this peer is "
                 f"{identity_of(self._rt.node_id)}"
             )
-        self._write((("acl", action, identity),), ())
 
     @staticmethod
     def _identity(peer_id: str) -> str:
@@ -257,6 +293,12 @@ class SharedState(MutableMapping[str, Any]):
     def authorized(self) -> frozenset[str]:
         """The identities the admin authorized."""
         return self._rt.node.replica.access.authorized
+
+    @property
+    def limits(self) -> dict[str, Any]:
+        """The host's limits: max_keys, max_total_bytes, write_rate, write_burst."""
+        settings = self._rt.node.replica.access.settings()
+        return {k: v for k, v in settings.items() if k not in ("readmode", "writemode")}
 
     # ------------------------------------------------------------ messages
 

@@ -11,7 +11,10 @@ clock time it expires (0 for never).
 
 To write a backend of your own, implement the four methods of
 :class:`Storage`; ``apply`` must be atomic (all of a batch or nothing) and
-durable by the time it returns.
+durable by the time it returns. A backend that also keeps ``Batch.meta`` and
+gives it back from ``load_meta`` (:class:`MetaStorage`) keeps the session's
+access state too (admin, modes, lists, limits); one without it keeps only
+the keys, and a session restarted from it takes the starting peer's options.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Protocol, runtime_checkable
 
 from .errors import StorageError
 
-__all__ = ["Batch", "MemoryStorage", "SqliteStorage", "Storage", "StoredEntry"]
+__all__ = ["Batch", "MemoryStorage", "MetaStorage", "SqliteStorage", "Storage", "StoredEntry"]
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +54,16 @@ class Batch:
     """The changes of one step, to apply as one transaction.
 
     With ``replace`` the store's keys become exactly ``put`` (``delete`` is
-    then empty). ``seq`` is the sequence number of the last change included."""
+    then empty). ``seq`` is the sequence number of the last change included.
+    ``meta`` holds session records by name, each replacing the one of that
+    name (``replace`` leaves them alone): today ``"access"``, the session's
+    access state as msgpack. A store without ``load_meta`` may ignore it."""
 
     seq: int
     put: Mapping[str, StoredEntry] = field(default_factory=dict)
     delete: tuple[str, ...] = ()
     replace: bool = False
+    meta: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -80,16 +87,30 @@ class Storage(Protocol):
         ...
 
 
+@runtime_checkable
+class MetaStorage(Storage, Protocol):
+    """A store that keeps ``Batch.meta`` too: a session restarted from it keeps
+    its admin, modes, authorized and banned lists and limits."""
+
+    def load_meta(self) -> dict[str, bytes]:
+        """The last record of each name ``Batch.meta`` gave (empty at first)."""
+        ...
+
+
 class MemoryStorage:
     """A store in this process's memory: it outlives the SharedState that used
     it (pass the same object to the next ``join``), not the process."""
 
     def __init__(self) -> None:
         self._entries: dict[str, StoredEntry] = {}
+        self._meta: dict[str, bytes] = {}
         self._seq = 0
 
     def load(self) -> dict[str, StoredEntry]:
         return dict(self._entries)
+
+    def load_meta(self) -> dict[str, bytes]:
+        return dict(self._meta)
 
     def apply(self, batch: Batch) -> None:
         if batch.replace:
@@ -98,6 +119,7 @@ class MemoryStorage:
             self._entries.update(batch.put)
             for key in batch.delete:
                 self._entries.pop(key, None)
+        self._meta.update(batch.meta)
         self._seq = batch.seq
 
     def last_seq(self) -> int:
@@ -118,7 +140,10 @@ CREATE TABLE IF NOT EXISTS p2pstate_entries (
     flags INTEGER NOT NULL,
     expires_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS p2pstate_session (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
+# p2pstate_session (Batch.meta) came later within format 1: a file without it
+# gets it on open, and an older version reading a newer file ignores it.
 
 
 class SqliteStorage:
@@ -207,6 +232,15 @@ class SqliteStorage:
             out[key] = StoredEntry(value, version, owner, flags, float(expires_at))
         return out
 
+    def load_meta(self) -> dict[str, bytes]:
+        try:
+            rows = self._db.execute("SELECT name, value FROM p2pstate_session").fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read the store {self.path!r}: {exc}") from None
+        if not all(isinstance(n, str) and isinstance(v, bytes) for n, v in rows):
+            raise StorageError(f"the store {self.path!r} holds a malformed session record")
+        return dict(rows)
+
     def apply(self, batch: Batch) -> None:
         db = self._db
         try:
@@ -225,6 +259,11 @@ class SqliteStorage:
                         for k, e in batch.put.items()
                     ),
                 )
+                if batch.meta:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO p2pstate_session VALUES (?, ?)",
+                        batch.meta.items(),
+                    )
                 db.execute("UPDATE p2pstate_meta SET value=? WHERE name='last_seq'", (batch.seq,))
             except BaseException:
                 db.execute("ROLLBACK")

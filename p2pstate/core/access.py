@@ -2,7 +2,8 @@
 
 Pure data and pure functions. Every replica holds one :class:`Access`; it
 changes only through ordered changes (the ``("access", ...)`` op of the
-session's first change, then ``("acl", action, identity)`` ops), so every
+session's first change, then the admin's ``("acl", action, identity)`` and
+``("access_set", settings)`` ops), so every
 replica and every future host agrees on it. Rules act on *identities* (see
 ``ids.py``), so a ban holds when the player restarts the game.
 
@@ -28,15 +29,18 @@ __all__ = [
     "ACL_ACTIONS",
     "ADMIN_ONLY",
     "ADMIN_OPS",
+    "ALWAYS_ADMIN_OPS",
     "ANY",
     "AUTHORIZED_ONLY",
     "GATED_OPS",
     "MAX_IDENTITY_CHARS",
     "MAX_LIST",
     "MODES",
+    "SETTINGS",
     "UNBANNED_ONLY",
     "Access",
     "check_identity",
+    "settings_from_wire",
 ]
 
 ANY = "any"
@@ -52,7 +56,13 @@ GATED_OPS = frozenset({"set", "del", "msg"})
 #: mode other than ANY): settings, and a restore from a backup, which replaces
 #: every lasting key. ACL ops are the admin's in every session.
 ADMIN_OPS = frozenset({"acl", "info", "restore"})
+#: Ops only the admin may make in every session: the ACL and changes of the
+#: modes and limits.
+ALWAYS_ADMIN_OPS = frozenset({"acl", "access_set"})
 ACL_ACTIONS = ("authorize", "unauthorize", "ban", "unban")
+#: The fields an ``("access_set", settings)`` op may change (never the admin
+#: nor the lists, which have their own ops).
+SETTINGS = ("readmode", "writemode", "max_keys", "max_total_bytes", "write_rate", "write_burst")
 
 #: Identities are 16 hex digits for real peers; this bounds what the wire carries.
 MAX_IDENTITY_CHARS = 64
@@ -116,8 +126,8 @@ class Access:
             return None  # who cannot be banned either
         if identity in self.banned:
             return {"reason": "banned"}
-        if "acl" in kinds:
-            return {"reason": "admin", "op": "acl"}
+        for kind in sorted(kinds & ALWAYS_ADMIN_OPS):
+            return {"reason": "admin", "op": kind}
         if self.restricted:
             for kind in sorted(kinds & ADMIN_OPS):
                 return {"reason": "admin", "op": kind}
@@ -148,6 +158,17 @@ class Access:
         if action == "ban":
             return replace(self, banned=self.banned | {identity})
         return replace(self, banned=self.banned - {identity})  # unban
+
+    def with_settings(self, settings: dict[str, Any]) -> Access:
+        """This state with the fields of *settings* (a subset of SETTINGS) changed."""
+        changed = dict(settings)
+        if "write_rate" in changed:
+            changed["write_rate"] = float(changed["write_rate"])
+        return replace(self, **changed)
+
+    def settings(self) -> dict[str, Any]:
+        """The modes and limits, as ``access_set`` and ``set_access`` name them."""
+        return {name: getattr(self, name) for name in SETTINGS}
 
     # ------------------------------------------------------------ wire
 
@@ -183,6 +204,17 @@ class Access:
             write_rate=float(v["write_rate"]),
             write_burst=v["write_burst"],
         )
+
+
+def settings_from_wire(v: Any) -> dict[str, Any]:
+    """The settings of an ``("access_set", settings)`` op: a map of one or more
+    of SETTINGS, each valid as in a whole access state; raises ProtocolError."""
+    if not isinstance(v, dict) or not v or not set(v) <= set(SETTINGS):
+        raise ProtocolError(f"bad access settings {v!r:.100}")
+    for name, value in v.items():
+        if not _FIELDS[name](value):
+            raise ProtocolError(f"bad access setting {name!r}: {value!r:.100}")
+    return dict(v)
 
 
 def _is_identity(v: Any) -> bool:

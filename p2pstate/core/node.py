@@ -72,7 +72,7 @@ from ..messages import (
     Write,
     restore_entries,
 )
-from .access import Access
+from .access import ALWAYS_ADMIN_OPS, Access
 from .config import Config
 from .ids import identity_of
 from .replica import Entry, Replica, history_contains, scalar_size
@@ -190,14 +190,26 @@ class Node:
         *,
         initial: tuple[tuple[str, Any, int, str, int, float], ...] = (),
         initial_seq: int = 0,
+        stored_access: Access | None = None,
     ) -> None:
         """Create a new session and host it at epoch 1, with settings *info*
         (max_players, joinable, version, metadata) and *access* (modes and
-        limits). This node's identity is the session's admin for good.
+        limits). This node's identity is the session's admin for good,
+        unless the session comes from a store (below).
 
         A session created from a store starts with its keys, *initial*
         (key, value, version, owner, flags, seconds of ttl left or 0), and
-        numbers its changes after *initial_seq*, so versions keep growing."""
+        numbers its changes after *initial_seq*, so versions keep growing,
+        and with the access state it kept, *stored_access*, whole: its admin,
+        lists, modes and limits (*access* is then unused). ValueError if
+        that state refuses this node's identity."""
+        admin = identity_of(self.me.id)
+        if stored_access is not None:
+            first = stored_access
+            if not first.may_read(admin):
+                raise ValueError(f"the stored access state refuses {admin}")
+        else:
+            first = replace(access or Access(), admin=admin, banned=frozenset())
         self._clock = now
         self._require_fresh("start_host")
         self.replica.session_id = session_id
@@ -205,11 +217,10 @@ class Node:
             self.replica.seed(initial, initial_seq)
             self._expiry = {key: now + ttl for key, _, _, _, _, ttl in initial if ttl > 0}
         self.role, self.epoch, self.ready = Role.HOST, 1, True
-        admin = identity_of(self.me.id)
         ops: list[tuple[Any, ...]] = [
             ("join", self.me_at(self.replica.seq + 1)),
             ("term", 1, self.me.id, None, "created"),
-            ("access", replace(access or Access(), admin=admin, banned=frozenset())),
+            ("access", first),
         ]
         if info:
             ops.append(("info", dict(info)))
@@ -424,7 +435,7 @@ class Node:
             ops=ops if status == "ok" else (),
         )
         expelled: dict[str, tuple[str, ...]] = {}  # member -> its endpoints
-        acl = status == "ok" and any(op[0] == "acl" for op in ops)
+        acl = status == "ok" and any(op[0] in ALWAYS_ADMIN_OPS for op in ops)
         if acl:
             # A member the new rules refuse leaves in the same change, so no
             # replica ever holds the rule without its effect.
@@ -444,6 +455,8 @@ class Node:
         for op in ops:
             if op[0] == "acl":
                 access = access.apply_acl(op[1], op[2])
+            elif op[0] == "access_set":
+                access = access.with_settings(op[1])
         return tuple(
             ("leave", m.id, access.refusal(identity_of(m.id)))
             for m in self.replica.members
@@ -500,6 +513,8 @@ class Node:
                     return "invalid", refused
                 acl = acl.apply_acl(op[1], op[2])
                 continue
+            if kind == "access_set":
+                continue  # checked whole on the wire and by check_write (admin)
             if kind in ("profile", "info"):
                 if len(encode(op[1])) > limit:
                     return "too_large", {"key": kind, "limit": limit}
@@ -1379,7 +1394,7 @@ def _stored_size(value: Any, encoded: int) -> int:
     return encoded if isinstance(value, (list, dict)) else scalar_size(value)
 
 
-_WRITE_OPS = frozenset({"set", "del", "msg", "profile", "info", "acl", "restore"})
+_WRITE_OPS = frozenset({"set", "del", "msg", "profile", "info", "acl", "access_set", "restore"})
 
 
 def _neg(node_id: str) -> tuple[int, ...]:

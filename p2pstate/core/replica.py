@@ -237,6 +237,8 @@ class Replica:
                 self.access = self.access.apply_acl(op[1], op[2])
             elif kind == "access":
                 self.access = op[1]
+            elif kind == "access_set":
+                self.access = self.access.with_settings(op[1])
             elif kind == "term":
                 old = self.member(op[3]) if op[3] else None
                 self.epoch, self.host_id = op[1], op[2]

@@ -152,6 +152,7 @@ SAMPLES: list[Message] = [
             ops=(
                 ("access", Access(admin=A.id, writemode="authorized_only", max_keys=10)),
                 ("acl", "ban", "c" * 16),
+                ("access_set", {"readmode": "admin_only", "write_rate": 2.5}),
             ),
         ),
         ack=True,

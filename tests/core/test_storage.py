@@ -14,11 +14,19 @@ from hypothesis import strategies as st
 from simsession import Session
 
 from p2pstate.codec import decode, encode
+from p2pstate.core.access import Access
 from p2pstate.core.node import Node
 from p2pstate.errors import StorageError
 from p2pstate.messages import EPHEMERAL, OWNER_ONLY
-from p2pstate.persist import Persister
-from p2pstate.storage import Batch, MemoryStorage, SqliteStorage, Storage, StoredEntry
+from p2pstate.persist import ACCESS, Persister
+from p2pstate.storage import (
+    Batch,
+    MemoryStorage,
+    MetaStorage,
+    SqliteStorage,
+    Storage,
+    StoredEntry,
+)
 
 
 def entry(value: Any, version: int = 1, **kw: Any) -> StoredEntry:
@@ -111,6 +119,11 @@ def stored_values(storage: Storage) -> dict[str, Any]:
     return {k: decode(e.value, max_size=1 << 20) for k, e in storage.load().items()}
 
 
+def stored_access(storage: Storage) -> Access:
+    assert isinstance(storage, MetaStorage)
+    return Access.from_wire(decode(storage.load_meta()[ACCESS], max_size=1 << 20))
+
+
 def lasting(node: Node) -> dict[str, Any]:
     """What a store must hold: every key but ephemeral ones."""
     return {k: e.value for k, e in node.replica.data.items() if not e.flags & EPHEMERAL}
@@ -179,7 +192,9 @@ def test_a_session_created_from_a_store_starts_from_it(session: Session) -> None
 @given(
     steps=st.lists(
         st.tuples(
-            st.sampled_from(["set", "eph", "ttl", "del", "restore", "persist", "join", "crash"]),
+            st.sampled_from(
+                ["set", "eph", "ttl", "del", "restore", "persist", "join", "crash", "acl"]
+            ),
             st.integers(0, 5),
             st.integers(0, 3),
         ),
@@ -190,8 +205,9 @@ def test_a_session_created_from_a_store_starts_from_it(session: Session) -> None
 )
 def test_stores_equal_the_replica_after_any_history(steps: list[Any], seed: int) -> None:
     """load() after every batch the persister wrote equals the replica's lasting
-    keys, for both backends, through writes, restores, joins (snapshots) and a
-    host crash (failover), persisting at arbitrary points."""
+    keys and access state, for both backends, through writes, restores, ACL and
+    access changes, joins (snapshots) and a host crash (failover), persisting
+    at arbitrary points."""
     session = Session(seed)
     net = session.net
     nodes = session.start(3)
@@ -216,6 +232,12 @@ def test_stores_equal_the_replica_after_any_history(steps: list[Any], seed: int)
                 ops = (("del", key),)
             elif kind == "restore":
                 ops = (("restore", tuple((f"k{i}", i, "", 0, 0.0) for i in range(key_no))),)
+            elif kind == "acl" and nodes[0] in live:  # the admin bans, or changes a limit
+                node = nodes[0]
+                if who % 2:
+                    ops = (("acl", "ban" if who == 1 else "unban", f"x{key_no}"),)
+                else:
+                    ops = (("access_set", {"max_keys": 1000 + key_no}),)
             elif kind == "persist":
                 for p in persisters[node.me.id]:
                     p.persist(node, 0.0)
@@ -238,6 +260,7 @@ def test_stores_equal_the_replica_after_any_history(steps: list[Any], seed: int)
                 persister.persist(node, 0.0)
                 assert stored_values(store) == lasting(node), session.tail()
                 assert store.last_seq() == node.replica.seq
+                assert stored_access(store) == node.replica.access
                 versions = {k: e.version for k, e in store.load().items()}
                 assert versions == {
                     k: e.version for k, e in node.replica.data.items() if not e.flags & EPHEMERAL

@@ -327,6 +327,7 @@ def test_lobby_once(spawn: Callable[..., Any], app_name: str) -> None:
         "HOST",
         "PLAYERS",
         "STATUS",
+        "ACCESS",
         "VERSION",
         "ENDPOINT",
         "METADATA",
