@@ -666,7 +666,10 @@ class Runtime:
         if self._persister is not None and self._persister.persist(node, time.time()):
             self.stats["store_batches"] += 1
         for send in node.take_outbox():
-            self.transport.send_io(send)
+            try:
+                self.transport.send_io(send)
+            except Exception:  # noqa: BLE001 (endpoints come from the network: drop that send)
+                self._internal_error_io(send)
         for outcome in node.take_outcomes():
             if self._latest_by_req:
                 self._latest_done_io(outcome.req)

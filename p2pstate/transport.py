@@ -369,7 +369,8 @@ def valid_endpoint(endpoint: str) -> bool:
     if not endpoint.startswith("tcp://"):
         return False
     host, _, port = endpoint[6:].rpartition(":")
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    # isdigit() alone takes "²", which int() refuses: ASCII digits only.
+    if not (port.isascii() and port.isdigit() and len(port) <= 5) or not 0 < int(port) < 65536:
         return False
     try:
         ipaddress.ip_address(host.strip("[]"))

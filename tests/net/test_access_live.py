@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Join, eventually, new_installation
+from netkit import Join, eventually, new_installation
 
 import p2pstate
 from p2pstate.core.ids import identity_of

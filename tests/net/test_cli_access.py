@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import eventually, new_installation
+from netkit import eventually, new_installation
 
 import p2pstate
 from p2pstate.core.ids import identity_of

@@ -32,7 +32,11 @@ def _junk(rng: random.Random, victim: str, epoch: int) -> bytes:
             sender=secrets.token_hex(8),
             epoch=epoch,
             name="x" * rng.randrange(0, 300),
-            endpoints=(rng.choice(["garbage", "tcp://", "tcp://999.1.1.1:1", "ipc:///x"]),),
+            endpoints=(
+                rng.choice(
+                    ["garbage", "tcp://", "tcp://999.1.1.1:1", "ipc:///x", "tcp://127.0.0.1:²"]
+                ),
+            ),
             profile={"k": "v" * rng.randrange(0, 100)},
             session_id=None,
             resume_seq=rng.randrange(0, 2**40),
@@ -104,4 +108,39 @@ def test_host_survives_100k_hostile_frames() -> None:
             sock.close()
         ctx.term()
         peer.close()
+        host.close()
+
+
+def test_a_hello_with_a_superscript_port_does_not_end_the_host() -> None:
+    """Regression: "²".isdigit() is true and int("²") raises. One Hello with
+    the endpoint tcp://127.0.0.1:² ended the host's I/O thread."""
+    app = f"hostile-{secrets.token_hex(4)}"
+    host = p2pstate.join(app, interfaces=["127.0.0.1"], discovery_window=0.3)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    raw = ctx.socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    try:
+        raw.connect(host.me.endpoint)
+        for port in ("²", "٣", "9" * 30):
+            hello = Hello(
+                sender=secrets.token_hex(8),
+                epoch=host.epoch,
+                name="odd",
+                endpoints=(f"tcp://127.0.0.1:{port}",),
+                profile={},
+                session_id=None,
+                resume_seq=0,
+                resume_epoch=0,
+                resume_origin="",
+                prev_host=None,
+                suspects=(),
+            )
+            raw.send(to_frame(hello))
+        time.sleep(0.3)  # no event tells when the host has handled them
+        host["still"] = "serving"
+        assert host["still"] == "serving" and host.is_host
+        assert host.stats.get("internal_errors", 0) == 0
+    finally:
+        raw.close()
+        ctx.term()
         host.close()

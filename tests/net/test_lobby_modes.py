@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import eventually, new_installation
+from netkit import eventually, new_installation
 
 import p2pstate
 from p2pstate.core.access import Access

@@ -6,11 +6,12 @@ import socket
 import time
 from dataclasses import replace
 
+import pytest
 import zmq
 
 from p2pstate.core.node import Send
 from p2pstate.messages import Heartbeat, Hello, to_frame
-from p2pstate.transport import BATCH_MESSAGES, Transport
+from p2pstate.transport import BATCH_MESSAGES, Transport, valid_endpoint
 
 
 def _hello(sender: str) -> Hello:
@@ -156,3 +157,11 @@ def test_a_batch_never_exceeds_the_frame_limit() -> None:
         a.close_io()
         b.close_io()
         ctx.term()
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["tcp://127.0.0.1:²", "tcp://127.0.0.1:٣", "tcp://127.0.0.1:" + "9" * 30, "tcp://127.0.0.1:0"],
+)
+def test_odd_ports_are_not_valid_endpoints(endpoint: str) -> None:
+    assert valid_endpoint(endpoint) is False
