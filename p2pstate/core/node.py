@@ -1110,6 +1110,16 @@ class Node:
             return False
         return True
 
+    def _from_successor(self, msg: Message) -> bool:
+        """Our host's successor may answer writes it holds (_answer_writer)."""
+        succession = self.replica.succession()
+        if msg.epoch != self.epoch or not succession or succession[0].id != msg.sender:
+            self._drop(
+                f"{type(msg).__name__} from a node that is neither our host nor its successor"
+            )
+            return False
+        return True
+
     def _peer_change(self, msg: ChangeMsg, now: float) -> None:
         if not self._from_target(msg):
             return
@@ -1136,11 +1146,41 @@ class Node:
                 self.outbox[-1] = ack  # acks are cumulative: one for all that came at once
             else:
                 self.outbox.append(ack)
+            self._answer_writer(change)
+
+    def _answer_writer(self, change: Change) -> None:
+        """As the host's successor we now hold *change*, so its write is
+        acknowledged (guarantee 2): tell the writer ourselves, one hop before
+        the host could (it hears our Ack first). The host answers too, in case
+        we die first; the writer takes whichever comes first, once."""
+        writer = change.writer
+        if not writer or writer == change.origin:
+            return  # not a write, or the host's own: the host answers itself
+        outcome = Outcome(
+            req=change.req, status=change.status, detail=change.detail, seq=change.seq
+        )
+        if writer == self.me.id:
+            self._deliver(self.writer.result(outcome, self.replica.seq))
+            return
+        member = self.replica.member(writer)
+        if member is not None:
+            result = Result(
+                sender=self.me.id,
+                epoch=self.epoch,
+                req=change.req,
+                status=change.status,
+                detail=change.detail,
+                seq=change.seq,
+            )
+            self._send(member, result)
 
     def _peer_result(self, msg: Result, now: float) -> None:
-        if not self._from_target(msg):
+        if self._target is not None and msg.sender == self._target.id:
+            if not self._from_target(msg):
+                return
+            self._heard = now
+        elif not self._from_successor(msg):
             return
-        self._heard = now
         outcome = Outcome(req=msg.req, status=msg.status, detail=msg.detail, seq=msg.seq)
         self._deliver(self.writer.result(outcome, self.replica.seq))
 
