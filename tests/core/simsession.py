@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from p2pstate.core.access import Access
 from p2pstate.core.config import Config
 from p2pstate.core.node import Node, Role
 from p2pstate.core.writer import Outcome
@@ -76,3 +77,41 @@ class Session:
 
     def tail(self, lines: int = 40) -> str:
         return f"seed {self.net.seed}\n{self.net.trace_tail(lines)}"
+
+
+# ---------------------------------------------------------------- players by id
+# Node ids of the form "<identity>.<instance>" ("bob.2" is player bob started
+# again), for the tests of permissions, bans and owner-only keys.
+
+
+def start_players(
+    *ids: str, access: Access | None = None, seed: int = 1
+) -> tuple[Session, list[Node]]:
+    """A session created by ``ids[0]`` (its admin) that the others then join, in order."""
+    session = Session(seed, access=access)
+    nodes = [session.net.add_node(ids[0], node_id=ids[0])]
+    for node_id in ids[1:]:
+        session.net.run(0.02)
+        nodes.append(session.net.add_node(node_id, node_id=node_id))
+    assert session.settle(), session.tail()
+    return session, nodes
+
+
+def done(session: Session, node: Node, *ops: tuple[Any, ...]) -> Outcome:
+    """Write *ops* from *node* and wait for the outcome."""
+    out = session.write(node, ops)
+    assert session.run_until(lambda: bool(out)), session.tail()
+    return out[0]
+
+
+def join_player(session: Session, node_id: str) -> Node:
+    """Start *node_id* and run until it is in, or refused."""
+    node = session.net.add_node(node_id, node_id=node_id)
+    assert session.run_until(lambda: node.ready or node.refused is not None), session.tail()
+    if node.ready:
+        assert session.settle(), session.tail()
+    return node
+
+
+def member_ids(node: Node) -> list[str]:
+    return [m.id for m in node.replica.members]

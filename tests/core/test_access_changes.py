@@ -10,7 +10,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from simsession import Session
+from simsession import Session, done, join_player, member_ids, start_players
 
 from p2pstate.core.access import (
     ADMIN_ONLY,
@@ -22,58 +22,29 @@ from p2pstate.core.access import (
     settings_from_wire,
 )
 from p2pstate.core.node import Node, Role
-from p2pstate.core.writer import Outcome
 from p2pstate.errors import ProtocolError
 from p2pstate.events import Expelled, PeerLeft
 from p2pstate.messages import from_frame
 
 
-def _start(*ids: str, access: Access | None = None, seed: int = 1) -> tuple[Session, list[Node]]:
-    session = Session(seed, access=access)
-    nodes = [session.net.add_node(ids[0], node_id=ids[0])]
-    for node_id in ids[1:]:
-        session.net.run(0.02)
-        nodes.append(session.net.add_node(node_id, node_id=node_id))
-    assert session.settle(), session.tail()
-    return session, nodes
-
-
-def _done(session: Session, node: Node, *ops: tuple[Any, ...]) -> Outcome:
-    out = session.write(node, ops)
-    assert session.run_until(lambda: bool(out)), session.tail()
-    return out[0]
-
-
-def _join(session: Session, node_id: str) -> Node:
-    node = session.net.add_node(node_id, node_id=node_id)
-    assert session.run_until(lambda: node.ready or node.refused is not None), session.tail()
-    if node.ready:
-        assert session.settle(), session.tail()
-    return node
-
-
-def _ids(node: Node) -> list[str]:
-    return [m.id for m in node.replica.members]
-
-
 def test_only_the_admin_may_change_modes_and_limits() -> None:
-    session, (admin, bob) = _start("admin.1", "bob.1")
-    outcome = _done(session, bob, ("access_set", {"writemode": ADMIN_ONLY}))
+    session, (admin, bob) = start_players("admin.1", "bob.1")
+    outcome = done(session, bob, ("access_set", {"writemode": ADMIN_ONLY}))
     assert outcome.status == "denied"
     assert outcome.detail == {"reason": "admin", "op": "access_set"}
     assert session.settle()
     assert admin.replica.access.writemode == ANY and bob.replica.access.writemode == ANY
-    assert _done(session, admin, ("access_set", {"writemode": ADMIN_ONLY})).status == "ok"
+    assert done(session, admin, ("access_set", {"writemode": ADMIN_ONLY})).status == "ok"
     assert session.settle()
     assert bob.replica.access.writemode == ADMIN_ONLY
-    assert _done(session, bob, ("set", "k", 1)).status == "denied"
+    assert done(session, bob, ("set", "k", 1)).status == "denied"
 
 
 def test_a_change_of_settings_changes_only_the_fields_it_names() -> None:
     start = Access(readmode=UNBANNED_ONLY, max_keys=50, write_rate=100.0, write_burst=10)
-    session, (admin, bob) = _start("admin.1", "bob.1", access=start)
-    assert _done(session, admin, ("acl", "ban", "eve")).status == "ok"
-    assert _done(session, admin, ("access_set", {"max_keys": 2, "write_rate": 5})).status == "ok"
+    session, (admin, bob) = start_players("admin.1", "bob.1", access=start)
+    assert done(session, admin, ("acl", "ban", "eve")).status == "ok"
+    assert done(session, admin, ("access_set", {"max_keys": 2, "write_rate": 5})).status == "ok"
     assert session.settle()
     for node in (admin, bob):
         access = node.replica.access
@@ -82,47 +53,47 @@ def test_a_change_of_settings_changes_only_the_fields_it_names() -> None:
         assert (access.readmode, access.write_burst) == (UNBANNED_ONLY, 10)
         assert (access.admin, access.banned) == ("admin", frozenset({"eve"}))
     # The new limit acts on the next write.
-    assert _done(session, bob, ("set", "a", 1)).status == "ok"
-    assert _done(session, bob, ("set", "b", 1)).status == "ok"
-    assert _done(session, bob, ("set", "c", 1)).status == "quota"
+    assert done(session, bob, ("set", "a", 1)).status == "ok"
+    assert done(session, bob, ("set", "b", 1)).status == "ok"
+    assert done(session, bob, ("set", "c", 1)).status == "quota"
 
 
 def test_changed_settings_survive_a_host_crash() -> None:
-    session, (admin, succ, other) = _start("admin.1", "succ.1", "other.1")
+    session, (admin, succ, other) = start_players("admin.1", "succ.1", "other.1")
     change = {"writemode": AUTHORIZED_ONLY, "max_keys": 1}
-    assert _done(session, admin, ("acl", "authorize", "succ")).status == "ok"
-    assert _done(session, admin, ("access_set", change)).status == "ok"
+    assert done(session, admin, ("acl", "authorize", "succ")).status == "ok"
+    assert done(session, admin, ("access_set", change)).status == "ok"
     session.net.crash(admin.me.id)
     assert session.run_until(lambda: succ.role is Role.HOST), session.tail()
     assert session.settle(), session.tail()
     for node in (succ, other):
         assert node.replica.access.settings() == {**Access().settings(), **change}
         assert node.replica.access.admin == "admin"
-    refused = _done(session, other, ("set", "k", 1))
+    refused = done(session, other, ("set", "k", 1))
     assert refused.status == "denied" and refused.detail["mode"] == AUTHORIZED_ONLY
-    assert _done(session, succ, ("set", "k", 1)).status == "ok"
-    assert _done(session, succ, ("set", "k2", 1)).status == "quota"
+    assert done(session, succ, ("set", "k", 1)).status == "ok"
+    assert done(session, succ, ("set", "k2", 1)).status == "quota"
     # The new host is not the admin: it may not change them back.
-    assert _done(session, succ, ("access_set", {"writemode": ANY})).status == "denied"
+    assert done(session, succ, ("access_set", {"writemode": ANY})).status == "denied"
     # The admin restarted may.
-    back = _join(session, "admin.2")
+    back = join_player(session, "admin.2")
     assert back.ready
-    assert _done(session, back, ("access_set", {"writemode": ANY})).status == "ok"
-    assert _done(session, other, ("set", "k", 2)).status == "ok"
+    assert done(session, back, ("access_set", {"writemode": ANY})).status == "ok"
+    assert done(session, other, ("set", "k", 2)).status == "ok"
     assert session.settle()
     assert len(session.digests()) == 1
 
 
 def test_tightening_readmode_expels_who_may_no_longer_read() -> None:
-    session, (admin, friend, stranger, villain) = _start("admin.1", "friend.1", "s.1", "v.1")
-    assert _done(session, admin, ("acl", "authorize", "friend")).status == "ok"
-    outcome = _done(session, admin, ("access_set", {"readmode": AUTHORIZED_ONLY}))
+    session, (admin, friend, stranger, villain) = start_players("admin.1", "friend.1", "s.1", "v.1")
+    assert done(session, admin, ("acl", "authorize", "friend")).status == "ok"
+    outcome = done(session, admin, ("access_set", {"readmode": AUTHORIZED_ONLY}))
     assert outcome.status == "ok"
     # The change and the removals are one change: no replica holds one alone.
-    assert _ids(admin) == ["admin.1", "friend.1"]
+    assert member_ids(admin) == ["admin.1", "friend.1"]
     assert session.run_until(lambda: stranger.role is Role.CLOSED and villain.role is Role.CLOSED)
     assert session.settle(), session.tail()
-    assert _ids(friend) == ["admin.1", "friend.1"]
+    assert member_ids(friend) == ["admin.1", "friend.1"]
     for gone in (stranger, villain):
         assert gone.refused == "not_authorized"
         assert [e.reason for e in session.net.events[gone.me.id] if isinstance(e, Expelled)] == [
@@ -133,21 +104,21 @@ def test_tightening_readmode_expels_who_may_no_longer_read() -> None:
         ("s.1", "not_authorized"),
         ("v.1", "not_authorized"),
     ]
-    assert _join(session, "s.2").refused == "not_authorized"
+    assert join_player(session, "s.2").refused == "not_authorized"
     # Loosening it lets them back in; ADMIN_ONLY then removes the friend too.
-    assert _done(session, admin, ("access_set", {"readmode": ANY})).status == "ok"
-    assert _join(session, "s.3").ready
-    assert _done(session, admin, ("access_set", {"readmode": ADMIN_ONLY})).status == "ok"
+    assert done(session, admin, ("access_set", {"readmode": ANY})).status == "ok"
+    assert join_player(session, "s.3").ready
+    assert done(session, admin, ("access_set", {"readmode": ADMIN_ONLY})).status == "ok"
     assert session.settle(), session.tail()
-    assert _ids(admin) == ["admin.1"]
+    assert member_ids(admin) == ["admin.1"]
 
 
 def test_a_readmode_that_refuses_the_host_hands_hosting_over() -> None:
     """After a handoff the admin is a peer; ADMIN_ONLY refuses the host it follows."""
-    session, (first, b) = _start("admin.1", "b.1")
+    session, (first, b) = start_players("admin.1", "b.1")
     session.net.leave(first.me.id)
     assert session.run_until(lambda: b.role is Role.HOST), session.tail()
-    admin = _join(session, "admin.2")
+    admin = join_player(session, "admin.2")
     assert admin.ready and admin.role is Role.PEER
     outcome = session.write(admin, (("access_set", {"readmode": ADMIN_ONLY}),))
     assert session.run_until(lambda: bool(outcome), 5.0), session.tail()
@@ -155,7 +126,7 @@ def test_a_readmode_that_refuses_the_host_hands_hosting_over() -> None:
     assert session.run_until(lambda: admin.role is Role.HOST), session.tail()
     assert session.settle(), session.tail()
     assert b.refused == "not_authorized" and b.role in (Role.LEAVING, Role.CLOSED)
-    assert _ids(admin) == ["admin.2"]
+    assert member_ids(admin) == ["admin.2"]
 
 
 def test_access_settings_are_validated_on_the_wire() -> None:
@@ -194,14 +165,14 @@ def test_a_session_from_a_stored_access_state_keeps_its_admin_and_bans() -> None
     session = Session(1, access=Access(readmode=ANY))  # the starter's options: unused
     host = session.net.add_node("friend.1", node_id="friend.1", stored_access=stored)
     assert host.replica.access == stored
-    assert _join(session, "eve.1").refused == "banned"
-    plain = _join(session, "plain.1")
+    assert join_player(session, "eve.1").refused == "banned"
+    plain = join_player(session, "plain.1")
     assert plain.ready and plain.replica.access == stored
-    assert _done(session, plain, ("set", "k", 1)).status == "denied"
-    assert _done(session, plain, ("access_set", {"writemode": ANY})).status == "denied"
-    admin = _join(session, "admin.7")
-    assert _done(session, admin, ("access_set", {"writemode": ANY})).status == "ok"
-    assert _done(session, plain, ("set", "k", 1)).status == "ok"
+    assert done(session, plain, ("set", "k", 1)).status == "denied"
+    assert done(session, plain, ("access_set", {"writemode": ANY})).status == "denied"
+    admin = join_player(session, "admin.7")
+    assert done(session, admin, ("access_set", {"writemode": ANY})).status == "ok"
+    assert done(session, plain, ("set", "k", 1)).status == "ok"
 
 
 def test_a_stored_access_state_that_refuses_the_starter_is_an_error() -> None:
@@ -214,7 +185,7 @@ def test_a_stored_access_state_that_refuses_the_starter_is_an_error() -> None:
 @pytest.mark.parametrize("seed", range(12))
 def test_random_setting_changes_and_crashes_keep_every_replica_agreed(seed: int) -> None:
     rng = random.Random(seed)
-    session, nodes = _start("admin.1", "p1.1", "p2.1", "p3.1", seed=seed)
+    session, nodes = start_players("admin.1", "p1.1", "p2.1", "p3.1", seed=seed)
     admin = nodes[0]
     players = ["p1", "p2", "p3"]
     instance = 1
@@ -245,5 +216,5 @@ def test_random_setting_changes_and_crashes_keep_every_replica_agreed(seed: int)
     access = accesses.pop()
     for node in live:
         assert access.may_read(node.me.id.split(".")[0]), (node.me.id, access)
-    assert len({tuple(_ids(n)) for n in live}) == 1
+    assert len({tuple(member_ids(n)) for n in live}) == 1
     assert len(session.digests()) == 1

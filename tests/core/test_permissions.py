@@ -12,7 +12,7 @@ from typing import Any
 import msgpack
 import pytest
 from chaos import Kind, run_schedule
-from simsession import Session
+from simsession import Session, done, join_player, member_ids, start_players
 
 from p2pstate.core.access import (
     ACL_ACTIONS as ACTIONS,
@@ -25,7 +25,6 @@ from p2pstate.core.access import (
     Access,
 )
 from p2pstate.core.node import Node, Role
-from p2pstate.core.writer import Outcome
 from p2pstate.errors import ProtocolError
 from p2pstate.events import Expelled, PeerLeft
 from p2pstate.messages import (
@@ -38,36 +37,6 @@ from p2pstate.messages import (
     from_frame,
     to_frame,
 )
-
-
-def _start(*ids: str, access: Access | None = None, seed: int = 1) -> tuple[Session, list[Node]]:
-    """A session created by ``ids[0]`` that the others then join, in order."""
-    session = Session(seed, access=access)
-    nodes = [session.net.add_node(ids[0], node_id=ids[0])]
-    for node_id in ids[1:]:
-        session.net.run(0.02)
-        nodes.append(session.net.add_node(node_id, node_id=node_id))
-    assert session.settle(), session.tail()
-    return session, nodes
-
-
-def _done(session: Session, node: Node, *ops: tuple[Any, ...]) -> Outcome:
-    out = session.write(node, ops)
-    assert session.run_until(lambda: bool(out)), session.tail()
-    return out[0]
-
-
-def _join(session: Session, node_id: str) -> Node:
-    """Start *node_id* and run until it is in, or refused."""
-    node = session.net.add_node(node_id, node_id=node_id)
-    assert session.run_until(lambda: node.ready or node.refused is not None), session.tail()
-    if node.ready:
-        assert session.settle(), session.tail()
-    return node
-
-
-def _ids(node: Node) -> list[str]:
-    return [m.id for m in node.replica.members]
 
 
 def _expelled(session: Session, node: Node) -> list[str]:
@@ -100,13 +69,13 @@ OPS: dict[str, tuple[Any, ...]] = {
 
 @pytest.mark.parametrize("mode", MODES)
 def test_every_writemode_against_every_op(mode: str) -> None:
-    session, (admin, auth, plain) = _start(
+    session, (admin, auth, plain) = start_players(
         "admin.1", "auth.1", "plain.1", access=Access(writemode=mode)
     )
-    assert _done(session, admin, ("acl", "authorize", "auth")).status == "ok"
+    assert done(session, admin, ("acl", "authorize", "auth")).status == "ok"
     for who, node in (("admin", admin), ("auth", auth), ("plain", plain)):
         for name, op in OPS.items():
-            outcome = _done(session, node, op)
+            outcome = done(session, node, op)
             if name == "acl":
                 allowed = who == "admin"
             elif name == "info":
@@ -125,30 +94,30 @@ def test_every_writemode_against_every_op(mode: str) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_readmode_decides_who_may_join(mode: str) -> None:
-    session, (admin,) = _start("admin.1", access=Access(readmode=mode))
-    assert _done(session, admin, ("acl", "authorize", "auth")).status == "ok"
-    assert _done(session, admin, ("acl", "ban", "villain")).status == "ok"
-    joined = {who: _join(session, f"{who}.1") for who in ("auth", "plain", "villain")}
+    session, (admin,) = start_players("admin.1", access=Access(readmode=mode))
+    assert done(session, admin, ("acl", "authorize", "auth")).status == "ok"
+    assert done(session, admin, ("acl", "ban", "villain")).status == "ok"
+    joined = {who: join_player(session, f"{who}.1") for who in ("auth", "plain", "villain")}
     for who, node in joined.items():
         allowed = who != "villain" and _may_write(mode, who)
         assert node.ready is allowed, (mode, who)
         if not allowed:
             assert node.role is Role.CLOSED
             assert node.refused == ("banned" if who == "villain" else "not_authorized")
-            assert node.me.id not in _ids(admin)
+            assert node.me.id not in member_ids(admin)
     # A mode other than ANY makes the settings the admin's too.
     if joined["auth"].ready:
-        outcome = _done(session, joined["auth"], ("info", {"joinable": True}))
+        outcome = done(session, joined["auth"], ("info", {"joinable": True}))
         assert outcome.status == ("ok" if mode == ANY else "denied"), (mode, outcome)
 
 
 def test_the_admin_is_the_creators_identity_on_every_replica() -> None:
-    session, nodes = _start("admin.1", "b.1", "c.1")
+    session, nodes = start_players("admin.1", "b.1", "c.1")
     for node in nodes:
         assert node.replica.access.admin == "admin"
     # A player who is not the admin cannot make itself admin by any write.
     forged = Access(admin="b", readmode=ANY)
-    assert _done(session, nodes[1], ("access", forged)).status == "invalid"
+    assert done(session, nodes[1], ("access", forged)).status == "invalid"
     assert nodes[0].replica.access.admin == "admin"
 
 
@@ -156,15 +125,15 @@ def test_the_admin_is_the_creators_identity_on_every_replica() -> None:
 
 
 def test_a_ban_removes_every_instance_of_the_identity_and_refuses_it_after() -> None:
-    session, (admin, bob1, bob2, carol) = _start("admin.1", "bob.1", "bob.2", "carol.1")
+    session, (admin, bob1, bob2, carol) = start_players("admin.1", "bob.1", "bob.2", "carol.1")
     pending = session.write(bob1, (("set", "late", 1),))  # still in flight when the ban lands
-    assert _done(session, admin, ("acl", "ban", "bob")).status == "ok"
+    assert done(session, admin, ("acl", "ban", "bob")).status == "ok"
     # The ban and the removal of bob's peers are one change: no replica has one alone.
-    assert _ids(admin) == ["admin.1", "carol.1"]
+    assert member_ids(admin) == ["admin.1", "carol.1"]
     assert session.run_until(lambda: bob1.role is Role.CLOSED and bob2.role is Role.CLOSED)
     assert session.settle(), session.tail()
     for node in (admin, carol):
-        assert _ids(node) == ["admin.1", "carol.1"]
+        assert member_ids(node) == ["admin.1", "carol.1"]
         assert node.replica.access.banned == {"bob"}
     left = [e for e in session.net.events[carol.me.id] if isinstance(e, PeerLeft)]
     assert sorted((e.peer.id, e.reason) for e in left) == [("bob.1", "banned"), ("bob.2", "banned")]
@@ -173,31 +142,31 @@ def test_a_ban_removes_every_instance_of_the_identity_and_refuses_it_after() -> 
         assert _expelled(session, bob) == ["banned"]
     assert pending and pending[0].status in ("ok", "denied")  # answered, not left hanging
     # Restarted, bob is refused at once; a different player is not.
-    again = _join(session, "bob.3")
+    again = join_player(session, "bob.3")
     assert again.refused == "banned" and not again.ready
-    assert _join(session, "dave.1").ready
+    assert join_player(session, "dave.1").ready
     # Unbanned, bob may come back.
-    assert _done(session, admin, ("acl", "unban", "bob")).status == "ok"
-    assert _join(session, "bob.4").ready
+    assert done(session, admin, ("acl", "unban", "bob")).status == "ok"
+    assert join_player(session, "bob.4").ready
 
 
 def test_only_the_admin_may_ban_and_the_admin_cannot_be_banned() -> None:
-    session, (admin, bob) = _start("admin.1", "bob.1")
-    outcome = _done(session, bob, ("acl", "ban", "admin"))
+    session, (admin, bob) = start_players("admin.1", "bob.1")
+    outcome = done(session, bob, ("acl", "ban", "admin"))
     assert outcome.status == "denied" and outcome.detail["reason"] == "admin"
-    outcome = _done(session, admin, ("acl", "ban", "admin"))
+    outcome = done(session, admin, ("acl", "ban", "admin"))
     assert outcome.status == "invalid"
     assert admin.replica.access.banned == frozenset()
     assert session.settle()
-    assert _ids(bob) == ["admin.1", "bob.1"]
+    assert member_ids(bob) == ["admin.1", "bob.1"]
 
 
 def test_a_ban_and_authorized_only_hold_across_a_host_crash() -> None:
-    session, (admin, auth, plain, villain) = _start(
+    session, (admin, auth, plain, villain) = start_players(
         "admin.1", "auth.1", "plain.1", "villain.1", access=Access(writemode=AUTHORIZED_ONLY)
     )
-    assert _done(session, admin, ("acl", "authorize", "auth")).status == "ok"
-    assert _done(session, admin, ("acl", "ban", "villain")).status == "ok"
+    assert done(session, admin, ("acl", "authorize", "auth")).status == "ok"
+    assert done(session, admin, ("acl", "ban", "villain")).status == "ok"
     assert session.settle()
     assert villain.refused == "banned" and villain.role is Role.CLOSED
     session.net.crash(admin.me.id)
@@ -205,24 +174,24 @@ def test_a_ban_and_authorized_only_hold_across_a_host_crash() -> None:
     assert session.settle(), session.tail()
     # The new host is not the admin, and enforces the same rules.
     assert auth.replica.access.admin == "admin"
-    assert _done(session, auth, ("set", "k", 1)).status == "ok"
-    refused = _done(session, plain, ("set", "k", 2))
+    assert done(session, auth, ("set", "k", 1)).status == "ok"
+    refused = done(session, plain, ("set", "k", 2))
     assert refused.status == "denied" and refused.detail["mode"] == AUTHORIZED_ONLY
-    assert _done(session, auth, ("acl", "unban", "villain")).status == "denied"
-    assert _join(session, "villain.2").refused == "banned"
+    assert done(session, auth, ("acl", "unban", "villain")).status == "denied"
+    assert join_player(session, "villain.2").refused == "banned"
     # The admin restarted is the admin again, and its rules change everywhere.
-    back = _join(session, "admin.2")
+    back = join_player(session, "admin.2")
     assert back.ready
-    assert _done(session, back, ("acl", "authorize", "plain")).status == "ok"
-    assert _done(session, plain, ("set", "k", 3)).status == "ok"
+    assert done(session, back, ("acl", "authorize", "plain")).status == "ok"
+    assert done(session, plain, ("set", "k", 3)).status == "ok"
     assert session.settle()
     assert len(session.digests()) == 1
 
 
 def test_a_banned_successor_never_takes_over() -> None:
-    session, (admin, succ, other) = _start("admin.1", "succ.1", "other.1")
+    session, (admin, succ, other) = start_players("admin.1", "succ.1", "other.1")
     assert admin.successor_id == succ.me.id
-    assert _done(session, admin, ("acl", "ban", "succ")).status == "ok"
+    assert done(session, admin, ("acl", "ban", "succ")).status == "ok"
     assert session.run_until(lambda: succ.role is Role.CLOSED), session.tail()
     assert session.settle()
     assert admin.successor_id == other.me.id
@@ -236,23 +205,23 @@ def test_a_banned_successor_never_takes_over() -> None:
 def test_a_successor_that_learns_its_ban_only_from_the_change_leaves() -> None:
     """The host dies right after sending the ban change, before its Refused:
     the banned successor applies the change, expels itself, never hosts."""
-    session, (admin, succ, other) = _start("admin.1", "succ.1", "other.1")
+    session, (admin, succ, other) = start_players("admin.1", "succ.1", "other.1")
     out = session.write(admin, (("acl", "ban", "succ"),))
     assert session.run_until(lambda: succ.replica.access.banned == {"succ"}), session.tail()
     session.net.crash(admin.me.id, lose_in_flight=True)
     assert succ.role is Role.CLOSED and succ.refused == "banned"
     assert session.run_until(lambda: other.role is Role.HOST), session.tail()
     assert session.settle(), session.tail()
-    assert _ids(other) == ["other.1"]
+    assert member_ids(other) == ["other.1"]
     assert out == [] or out[0].status == "ok"
 
 
 def test_banning_the_host_hands_hosting_over_first() -> None:
     """After a handoff the admin is a peer; it bans the host it follows."""
-    session, (first, b, c) = _start("admin.1", "b.1", "c.1")
+    session, (first, b, c) = start_players("admin.1", "b.1", "c.1")
     session.net.leave(first.me.id)
     assert session.run_until(lambda: b.role is Role.HOST), session.tail()
-    admin = _join(session, "admin.2")
+    admin = join_player(session, "admin.2")
     assert admin.ready and admin.role is Role.PEER
     outcome = session.write(admin, (("acl", "ban", "b"),))
     assert session.run_until(lambda: bool(outcome), 5.0), session.tail()
@@ -260,57 +229,57 @@ def test_banning_the_host_hands_hosting_over_first() -> None:
     assert b.refused == "banned" and b.role in (Role.LEAVING, Role.CLOSED)
     assert session.run_until(lambda: c.role is Role.HOST), session.tail()
     assert session.settle(), session.tail()
-    assert _ids(c) == ["c.1", "admin.2"]
+    assert member_ids(c) == ["c.1", "admin.2"]
     assert _expelled(session, b) == ["banned"]
 
 
 def test_unauthorize_under_an_authorized_readmode_removes_the_member() -> None:
-    session, (admin,) = _start("admin.1", access=Access(readmode=AUTHORIZED_ONLY))
-    _done(session, admin, ("acl", "authorize", "guest"))
-    guest = _join(session, "guest.1")
+    session, (admin,) = start_players("admin.1", access=Access(readmode=AUTHORIZED_ONLY))
+    done(session, admin, ("acl", "authorize", "guest"))
+    guest = join_player(session, "guest.1")
     assert guest.ready
-    _done(session, admin, ("acl", "unauthorize", "guest"))
+    done(session, admin, ("acl", "unauthorize", "guest"))
     assert session.run_until(lambda: guest.role is Role.CLOSED), session.tail()
     assert guest.refused == "not_authorized"
     assert session.settle()
-    assert _ids(admin) == ["admin.1"]
+    assert member_ids(admin) == ["admin.1"]
 
 
 # ------------------------------------------------------------------ limits
 
 
 def test_max_keys_refuses_a_new_key_but_not_an_overwrite_or_a_delete() -> None:
-    session, (host, peer) = _start("h.1", "p.1", access=Access(max_keys=3))
+    session, (host, peer) = start_players("h.1", "p.1", access=Access(max_keys=3))
     for i in range(3):
-        assert _done(session, peer, ("set", f"k{i}", i)).status == "ok"
-    refused = _done(session, peer, ("set", "k3", 3))
+        assert done(session, peer, ("set", f"k{i}", i)).status == "ok"
+    refused = done(session, peer, ("set", "k3", 3))
     assert refused.status == "quota" and refused.detail == {"limit": "max_keys", "max": 3}
-    assert _done(session, peer, ("set", "k0", "again")).status == "ok"
+    assert done(session, peer, ("set", "k0", "again")).status == "ok"
     # One change that deletes one key and adds another keeps the count.
-    assert _done(session, peer, ("del", "k1"), ("set", "k3", 3)).status == "ok"
+    assert done(session, peer, ("del", "k1"), ("set", "k3", 3)).status == "ok"
     assert sorted(host.replica.data) == ["k0", "k2", "k3"]
     # The new host enforces the same limit.
     session.net.crash(host.me.id)
     assert session.run_until(lambda: peer.role is Role.HOST), session.tail()
-    assert _done(session, peer, ("set", "k9", 9)).status == "quota"
+    assert done(session, peer, ("set", "k9", 9)).status == "quota"
 
 
 def test_max_total_bytes_counts_values_and_frees_on_delete() -> None:
-    session, (host, peer) = _start("h.1", "p.1", access=Access(max_total_bytes=1000))
-    assert _done(session, peer, ("set", "a", "x" * 600)).status == "ok"
-    refused = _done(session, peer, ("set", "b", "y" * 600))
+    session, (host, peer) = start_players("h.1", "p.1", access=Access(max_total_bytes=1000))
+    assert done(session, peer, ("set", "a", "x" * 600)).status == "ok"
+    refused = done(session, peer, ("set", "b", "y" * 600))
     assert refused.status == "quota" and refused.detail["limit"] == "max_total_bytes"
-    assert _done(session, peer, ("set", "a", ["x" * 100])).status == "ok"  # shrinks it
-    assert _done(session, peer, ("set", "b", "y" * 600)).status == "ok"
-    assert _done(session, peer, ("del", "a")).status == "ok"
+    assert done(session, peer, ("set", "a", ["x" * 100])).status == "ok"  # shrinks it
+    assert done(session, peer, ("set", "b", "y" * 600)).status == "ok"
+    assert done(session, peer, ("del", "a")).status == "ok"
     assert session.settle()
     for node in (host, peer):
         assert node.replica.total_bytes == 601  # every replica counts alike
-    assert _done(session, peer, ("set", "c", "z" * 350)).status == "ok"
+    assert done(session, peer, ("set", "c", "z" * 350)).status == "ok"
 
 
 def test_write_rate_is_a_token_bucket_on_the_injected_clock() -> None:
-    session, (host, peer) = _start("h.1", "p.1", access=Access(write_rate=10, write_burst=5))
+    session, (host, peer) = start_players("h.1", "p.1", access=Access(write_rate=10, write_burst=5))
     outs = [session.write(peer, (("set", "k", i),)) for i in range(7)]
     assert session.run_until(lambda: all(outs)), session.tail()
     statuses = [o[0].status for o in outs]
@@ -318,7 +287,7 @@ def test_write_rate_is_a_token_bucket_on_the_injected_clock() -> None:
     assert outs[5][0].detail == {"rate": 10.0, "burst": 5}
     assert host.replica.data["k"].value == 4
     # Every writer has its own bucket.
-    assert _done(session, host, ("set", "h", 1)).status == "ok"
+    assert done(session, host, ("set", "h", 1)).status == "ok"
     session.net.run(0.5)  # five more tokens, by the simulated clock
     outs = [session.write(peer, (("set", "k", i),)) for i in range(6)]
     assert session.run_until(lambda: all(outs)), session.tail()
@@ -328,10 +297,12 @@ def test_write_rate_is_a_token_bucket_on_the_injected_clock() -> None:
 def test_a_refused_write_is_answered_once_and_again_after_a_failover() -> None:
     """A refusal is a numbered change: the writer's next requests go on, and
     a resent refused request gets its first answer from the new host."""
-    session, (host, succ, writer) = _start("h.1", "s.1", "w.1", access=Access(writemode=ADMIN_ONLY))
-    first = _done(session, writer, ("set", "k", 1))
+    session, (host, succ, writer) = start_players(
+        "h.1", "s.1", "w.1", access=Access(writemode=ADMIN_ONLY)
+    )
+    first = done(session, writer, ("set", "k", 1))
     assert first.status == "denied" and first.detail["mode"] == ADMIN_ONLY
-    assert _done(session, writer, ("profile", {"x": 1})).status == "ok"
+    assert done(session, writer, ("profile", {"x": 1})).status == "ok"
     out = session.write(writer, (("set", "k", 2),))
     assert session.run_until(lambda: succ.replica.dedupe["w.1"].last_req == 3), session.tail()
     session.net.crash(host.me.id, lose_in_flight=True)  # its answer, if sent, is lost
@@ -345,7 +316,7 @@ def test_a_refused_write_is_answered_once_and_again_after_a_failover() -> None:
 
 
 def test_a_write_naming_another_member_is_refused() -> None:
-    session, (host, bob, _) = _start("h.1", "bob.1", "carol.1")
+    session, (host, bob, _) = start_players("h.1", "bob.1", "carol.1")
     seq = host.replica.seq
     fake_carol = Member(id="carol.1", name="carol", endpoints=("sim://x",))
     for op in (
@@ -354,17 +325,17 @@ def test_a_write_naming_another_member_is_refused() -> None:
         ("term", 9, "bob.1", "h.1", "takeover"),
         ("access", Access(admin="bob")),
     ):
-        assert _done(session, bob, op).status == "invalid", op
+        assert done(session, bob, op).status == "invalid", op
     assert host.stats["forged_ops"] == 4
     assert session.settle()
-    assert _ids(host) == ["h.1", "bob.1", "carol.1"]
+    assert member_ids(host) == ["h.1", "bob.1", "carol.1"]
     assert host.replica.host_id == "h.1" and host.replica.access.admin == "h"
     assert host.replica.seq == seq + 4  # each refusal is one empty change
 
 
 def test_a_change_from_a_peer_that_is_not_the_host_is_dropped() -> None:
     """bob forges a change in carol's name and sends it to carol directly."""
-    session, (_, _, carol) = _start("h.1", "bob.1", "carol.1")
+    session, (_, _, carol) = start_players("h.1", "bob.1", "carol.1")
     forged = Change(
         seq=carol.replica.seq + 1,
         epoch=carol.epoch,
@@ -407,11 +378,11 @@ def test_a_welcome_naming_another_host_is_dropped() -> None:
 def test_a_write_is_always_in_its_senders_name() -> None:
     """A Write has no writer field: the host takes the writer from the
     sender, so an owner-only key records who really sent it."""
-    session, (host, bob) = _start("h.1", "bob.1")
+    session, (host, bob) = start_players("h.1", "bob.1")
     write = Write(sender="bob.1", epoch=host.epoch, req=1, acked_upto=0, ops=(), conds=())
     body = to_frame(write)
     assert from_frame(body, max_size=1 << 20) == write
-    assert _done(session, bob, ("set", "mine", 1, 2, 0.0)).status == "ok"
+    assert done(session, bob, ("set", "mine", 1, 2, 0.0)).status == "ok"
     assert host.replica.data["mine"].owner == "bob.1"
 
 
@@ -455,7 +426,7 @@ def _pack(body: list[Any]) -> bytes:
 def test_random_acl_changes_and_faults_keep_every_replica_agreed(seed: int) -> None:
     rng = random.Random(seed)
     mode = rng.choice(MODES)
-    session, nodes = _start(
+    session, nodes = start_players(
         "admin.1", "p1.1", "p2.1", "p3.1", access=Access(readmode=mode), seed=seed
     )
     admin = nodes[0]
@@ -498,15 +469,15 @@ def test_random_acl_changes_and_faults_keep_every_replica_agreed(seed: int) -> N
     access = accesses.pop()
     for node in live:
         assert access.may_read(node.me.id.split(".")[0]), (node.me.id, access)
-        assert [m.id for m in node.replica.members] == _ids(live[0])
+        assert [m.id for m in node.replica.members] == member_ids(live[0])
     assert len(session.digests()) == 1
 
 
 def test_refusals_are_counted_and_warned_of_once(caplog: pytest.LogCaptureFixture) -> None:
-    session, (_, bob) = _start("h.1", "bob.1", access=Access(writemode=ADMIN_ONLY))
+    session, (_, bob) = start_players("h.1", "bob.1", access=Access(writemode=ADMIN_ONLY))
     with caplog.at_level(logging.DEBUG, logger="p2pstate.core.node"):
         for _ in range(5):
-            assert _done(session, bob, ("set", "k", 1)).status == "denied"
+            assert done(session, bob, ("set", "k", 1)).status == "denied"
     assert session.host().stats["writes_denied"] == 5
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "writes_denied from bob.1" in warnings[0].getMessage()
@@ -521,13 +492,13 @@ def test_refusals_are_counted_and_warned_of_once(caplog: pytest.LogCaptureFixtur
 def test_a_forged_refusal_does_not_expel_a_member() -> None:
     """Anyone can send a Refused in the host's name (ids are claimed without a
     secret): a member only asks its host again, and stays."""
-    session, (host, bob) = _start("h.1", "bob.1")
+    session, (host, bob) = start_players("h.1", "bob.1")
     forged = Refused(sender="h.1", epoch=host.epoch, reason="banned")
     session.net.send_raw("bob.1", to_frame(forged))
     assert session.run_until(lambda: bob.stats["refused_as_member"] == 1), session.tail()
     assert session.settle(), session.tail()
     assert bob.role is Role.PEER and bob.refused is None
-    assert _done(session, bob, ("set", "k", 1)).status == "ok"
+    assert done(session, bob, ("set", "k", 1)).status == "ok"
 
 
 # ------------------------------------------------------------------ chaos
