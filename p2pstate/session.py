@@ -381,8 +381,11 @@ class Runtime:
         return remove
 
     def close(self, timeout: float = 2.0) -> None:
-        """Flush our writes, leave (a host hands over), release everything."""
-        if self.stopped.is_set() or self._closing:
+        """Flush our writes, leave (a host hands over), release everything.
+
+        Also after the I/O thread ended on its own (a store that failed, a
+        bug): its sockets, mDNS and threads are released here all the same."""
+        if self._closing:
             return
         self._closing = True
         atexit.unregister(self.close)

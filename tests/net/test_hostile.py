@@ -98,9 +98,14 @@ def test_host_survives_100k_hostile_frames() -> None:
         assert stats.get("bad_frames", 0) + stats.get("dropped", 0) > 10_000, stats
         assert stats.get("internal_errors", 0) == 0, "a hostile frame made the core raise"
         assert host.is_host and not host.closed
-        assert sorted(p.id for p in peer.peers) == sorted(
+        # Hostile hellos came and went as members; once the session is quiet
+        # the peer's view of the members is the host's (it lags while they churn).
+        deadline = time.monotonic() + 10
+        while sorted(p.id for p in peer.peers) != sorted(
             {host.me.id, peer.me.id} | {p.id for p in host.peers}
-        )
+        ):
+            assert time.monotonic() < deadline, "the peer's members never matched the host's"
+            time.sleep(0.05)
         grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
         assert grown_kib < 200_000, f"memory grew by {grown_kib} KiB"
     finally:

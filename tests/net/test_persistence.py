@@ -251,3 +251,34 @@ def test_backup_and_restore_commands(spawn: Any, app_name: str, tmp_path: Path) 
     assert peer.cmd("wait", key="score", value=1)["value"] == 1
     assert dump(peer) == {"score": 1, "motd": "hi"}
     assert "KeyDeleted" in peer.cmd("events")["events"]
+
+
+class _FailingStore(p2pstate.MemoryStorage):
+    """A store whose disk fills up when it is asked to keep the key "boom"."""
+
+    def apply(self, batch: Batch) -> None:
+        if "boom" in batch.put:
+            raise OSError("No space left on device")
+        super().apply(batch)
+
+
+def test_a_host_whose_store_fails_acknowledges_nothing_more(join: Join) -> None:
+    """Durable before acknowledged: a write the store could not keep is never
+    reported done by that host. It stops; a lone host's writer is told so."""
+    store = _FailingStore()
+    s = join(store=store)
+    s["ok"] = 1
+    with pytest.raises(p2pstate.SessionClosedError):
+        s["boom"] = 1
+    assert s.closed
+    assert sorted(store.load()) == ["ok"]
+
+
+def test_when_the_hosts_store_fails_the_next_peer_takes_over_the_write(join: Join) -> None:
+    store = _FailingStore()
+    host = join(store=store)
+    peer = join()
+    peer["ok"] = 1
+    peer["boom"] = 2  # the host cannot store it and stops; the peer hosts and applies it
+    assert peer.is_host and peer["boom"] == 2 and peer["ok"] == 1
+    assert host.closed and "boom" not in store.load()
