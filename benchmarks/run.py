@@ -420,13 +420,17 @@ def measure_p2pstate_session(ctx: Context) -> list[Row]:
     return rows
 
 
-def write_ack_latency(ctx: Context, writer: Worker) -> Row:
-    cfg = ctx.cfg
+def ack_rounds(ctx: Context, writer: Worker) -> list[Latency]:
+    """Blocking writes from *writer*, one after another: a latency per round."""
     writer.cmd("latency", key="ack", n=100)  # warm up
-    rounds = [
-        Latency.of_ns(writer.cmd("latency", key="ack", n=cfg.samples, timeout=120)["ns"])
-        for _ in range(cfg.rounds)
+    return [
+        Latency.of_ns(writer.cmd("latency", key="ack", n=ctx.cfg.samples, timeout=120)["ns"])
+        for _ in range(ctx.cfg.rounds)
     ]
+
+
+def write_ack_latency(ctx: Context, writer: Worker) -> Row:
+    rounds = ack_rounds(ctx, writer)
     row = ctx.vs_rtt(
         WRITE_ACK,
         rounds,
@@ -457,7 +461,6 @@ def write_ack_costs(ctx: Context) -> list[Row]:
 
 
 def _ack_cost(ctx: Context, title: str, options: list[dict[str, Any]], how: str) -> list[Row]:
-    cfg = ctx.cfg
     session = ctx.session("cost")
     with Group() as group:
         peers = []
@@ -465,12 +468,7 @@ def _ack_cost(ctx: Context, title: str, options: list[dict[str, Any]], how: str)
             peers.append(start_peer(group, ctx, session, peer_options))
             peers[-1].hello()
         assert peers[0].hello()["is_host"], "the first peer did not become host"
-        third = peers[2]
-        third.cmd("latency", key="ack", n=100)  # warm up
-        rounds = [
-            Latency.of_ns(third.cmd("latency", key="ack", n=cfg.samples, timeout=120)["ns"])
-            for _ in range(cfg.rounds)
-        ]
+        rounds = ack_rounds(ctx, peers[2])  # the third peer, as in row 1
     got = median_round(rounds)
     assert ctx.write_ack is not None
     per_round = ", ".join(f"{fmt_time(r.p50)}/{fmt_time(r.p99)}" for r in rounds)

@@ -769,10 +769,11 @@ def cmd_id(args: argparse.Namespace) -> int:
 def cmd_acl(args: argparse.Namespace) -> int:
     """ban/unban/authorize/unauthorize ID, as this installation's identity."""
     action: str = args.command
+    from .identity import is_fingerprint  # noqa: PLC0415 (zmq: only when used)
+
     identity = identity_of(args.id)
-    # An identity is 16 hex digits (identity.fingerprint): a typo must not ban
-    # or authorize nobody in particular and look done.
-    if len(identity) != 16 or identity.strip("0123456789abcdef"):
+    # A typo must not ban or authorize nobody in particular and look done.
+    if not is_fingerprint(identity):
         raise CliError(
             f"{args.id!r} is not a peer id (IDENTITY.INSTANCE) or an identity (16 hex "
             f"digits: see '{PROG} access' and '{PROG} id')"

@@ -37,6 +37,7 @@ __all__ = [
     "Identity",
     "default_dir",
     "fingerprint",
+    "is_fingerprint",
     "load_identity",
 ]
 
@@ -47,6 +48,7 @@ IDENTITY_FILE = "identity.json"
 _FORMAT = 1
 _KEY_BYTES = 32
 _Z85_KEY_CHARS = 40
+_FINGERPRINT_CHARS = 16
 
 
 def fingerprint(public_key: bytes) -> str:
@@ -55,7 +57,12 @@ def fingerprint(public_key: bytes) -> str:
     raw = z85.decode(public_key) if len(public_key) == _Z85_KEY_CHARS else public_key
     if len(raw) != _KEY_BYTES:
         raise ValueError(f"a CURVE public key is {_KEY_BYTES} bytes, got {len(raw)}")
-    return hashlib.sha256(raw).hexdigest()[:16]
+    return hashlib.sha256(raw).hexdigest()[:_FINGERPRINT_CHARS]
+
+
+def is_fingerprint(text: str) -> bool:
+    """Whether *text* has the form :func:`fingerprint` gives (an identity)."""
+    return len(text) == _FINGERPRINT_CHARS and not text.strip("0123456789abcdef")
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Final
 
-from .core.access import ADMIN_ONLY, ANY, AUTHORIZED_ONLY, MODES, Access
+from .core.access import ADMIN_ONLY, ANY, AUTHORIZED_ONLY, MODES, Access, check_identity
+from .errors import ProtocolError
 from .messages import WIRE_VERSION
 
 if TYPE_CHECKING:
@@ -261,10 +262,11 @@ def _parse_mode(text: str | None, *, what: str) -> str:
 def _parse_admin(text: str | None, *, what: str) -> str | None:
     if text is None:
         return None
-    if not 0 < len(text) <= 64 or "." in text:  # an identity (core.access.check_identity)
+    try:
+        return check_identity(text)
+    except ProtocolError:
         log.debug("ignoring %s: %r", what, text)
         return None
-    return text
 
 
 def access_txt(access: Access) -> dict[str, str]:

@@ -131,56 +131,25 @@ class Transport:
     # ------------------------------------------------------------ receiving
 
     def receive_io(self, limit: int = 1000) -> list[Message]:
-        """Decode up to *limit* waiting messages; bad frames are dropped and counted."""
-        if self.secured:
-            return self._receive_proven_io(limit)
+        """Decode up to *limit* waiting messages; bad frames are dropped and
+        counted, and so, with a secret, is what a sender sends in another's name."""
         out: list[Message] = []
         for _ in range(limit):
             try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=True)
+                got = self._recv_frame_io()
             except zmq.Again:
                 break
-            if len(frames) != 2:
-                self._bad("wrong frame count")
+            if got is None:
                 continue
-            self.stats["frames"] += 1
+            body, proven = got
             try:
-                msgs = from_batch(frames[1], max_size=self.max_frame_size)
-            except ProtocolError as exc:
-                self._bad(str(exc))
-                continue
-            for msg in msgs:
-                link = self._links.get(msg.sender)
-                if link is not None:
-                    link.heard = True
-            out.extend(msgs)
-        return out
-
-    def _receive_proven_io(self, limit: int) -> list[Message]:
-        """receive_io with a secret: also drop what a sender sends in another's name."""
-        out: list[Message] = []
-        for _ in range(limit):
-            try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                break
-            if len(frames) != 2:
-                self._bad("wrong frame count")
-                continue
-            body = frames[1]
-            try:
-                msgs = from_batch(body.bytes, max_size=self.max_frame_size)
+                msgs = from_batch(body, max_size=self.max_frame_size)
             except ProtocolError as exc:
                 self._bad(str(exc))
                 continue
             self.stats["frames"] += 1
-            try:
-                # Set by our ZAP handler from the key the client's handshake proved.
-                proven = body.get("User-Id")
-            except zmq.ZMQError:
-                proven = None
             for msg in msgs:
-                if not proven or identity_of(msg.sender) != proven:
+                if self.secured and (not proven or identity_of(msg.sender) != proven):
                     self._forged(msg.sender, proven)
                     continue
                 link = self._links.get(msg.sender)
@@ -188,6 +157,26 @@ class Transport:
                     link.heard = True
                 out.append(msg)
         return out
+
+    def _recv_frame_io(self) -> tuple[bytes, object] | None:
+        """The body of the next message (None: malformed, counted) and, with a
+        secret, the identity its sender's key proved, which our ZAP handler set
+        as the connection's User-Id. Raises zmq.Again when nothing waits."""
+        if not self.secured:
+            frames = self.router.recv_multipart(zmq.NOBLOCK, copy=True)
+            if len(frames) != 2:
+                self._bad("wrong frame count")
+                return None
+            return frames[1], None
+        parts = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+        if len(parts) != 2:
+            self._bad("wrong frame count")
+            return None
+        try:
+            proven: object = parts[1].get("User-Id")
+        except zmq.ZMQError:
+            proven = None
+        return parts[1].bytes, proven
 
     def _forged(self, claimed: str, proven: object) -> None:
         self.stats["forged_senders"] += 1

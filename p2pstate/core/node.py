@@ -541,11 +541,7 @@ class Node:
                 sizes[op[1]] = -1
             entry = data.get(op[1])
             # Owned by the player (the identity), not by one run of the game.
-            if (
-                entry is not None
-                and entry.flags & OWNER_ONLY
-                and identity_of(entry.owner) != identity
-            ):
+            if entry is not None and entry.flags & OWNER_ONLY and not _owns(entry, identity):
                 return "denied", {"key": op[1], "owner": entry.owner}
         quota = self._quota(sizes, access) if sizes else None
         if quota is not None:
