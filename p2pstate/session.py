@@ -46,7 +46,7 @@ from .errors import (
 from .events import Event, KeyChanged
 from .identity import load_identity
 from .lobby import TXT_SECURED, TXT_WIRE, access_txt, advertised_secured, advertised_wire
-from .messages import WIRE_VERSION
+from .messages import WIRE_VERSION, Hello
 from .options import Options
 from .persist import InitialState, Persister
 from .session_key import derive_session_key
@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 
 # How long a first join waits on one host before trying another or hosting.
 _JOIN_RETRY = 1.0
+# Hellos a candidate keeps from the copies that chose it, until it hosts.
+_MAX_DEFERRED_HELLOS = 256
 
 _T = TypeVar("_T")
 
@@ -137,6 +139,13 @@ class Runtime:
         self._unauthenticated: dict[str, P2PStateError] = {}
         # ... and first, until when it waits for others to appear.
         self._others_until: float | None = None
+        # Copies starting at the same time (see start()): the other candidates
+        # this one has seen, the Hellos of those that chose it as their host,
+        # and until when it waits for the rest before it hosts anyway.
+        self._candidates_seen: set[str] = set()
+        self._deferred: dict[str, Hello] = {}
+        self._rivals_until: float | None = None
+        self._join_patience = _JOIN_RETRY
         self.join_failure: P2PStateError | None = None
         self._join_at = 0.0
         # (epoch, players) in our record
@@ -445,11 +454,29 @@ class Runtime:
                 self._hosts[(record.node_id, record.epoch > 0)] = record
 
     def _observe_io(self, record: HostRecord) -> None:
-        if advertised_secured(record.properties) != self.secured:
-            return  # an open and a secured session of one name can't talk, let alone merge
-        if advertised_wire(record.properties) != WIRE_VERSION:
-            return  # nor can two wire formats
+        if not self._can_talk(record):
+            return
+        if record.epoch == 0 and not self.node.ready:
+            self._candidates_seen.add(record.node_id)
         self.node.observe_host(record.node_id, record.endpoints, record.epoch, time.monotonic())
+
+    def _can_talk(self, record: HostRecord) -> bool:
+        # An open and a secured session of one name can't talk, let alone
+        # merge; nor can two wire formats.
+        return (
+            advertised_secured(record.properties) == self.secured
+            and advertised_wire(record.properties) == WIRE_VERSION
+        )
+
+    def _unheard_rivals_io(self) -> set[str]:
+        """The other candidates seen that neither chose us (their Hello) nor
+        were tried by us: any of them may not have seen us, and host."""
+        with self._hosts_lock:
+            records = list(self._hosts.values())
+        self._candidates_seen.update(
+            r.node_id for r in records if r.epoch == 0 and self._can_talk(r)
+        )
+        return self._candidates_seen - self._deferred.keys() - self._tried
 
     def _choose(self) -> HostRecord | None:
         """Whom a first join asks: the host that would win a merge; with no
@@ -500,7 +527,12 @@ class Runtime:
                     f"speaks {WIRE_VERSION}; run the same p2pstate version everywhere"
                 )
             elif secured == self.secured:
-                self._others_until = None
+                self._others_until = self._rivals_until = None
+                # A candidate hosts only once the copies it waits for chose
+                # it or its wait ran out: give it that long before moving on.
+                self._join_patience = _JOIN_RETRY + (
+                    self._rival_wait() if record.epoch == 0 else 0.0
+                )
                 self.node.join(record.node_id, record.endpoints, now)
                 return
             else:
@@ -522,6 +554,22 @@ class Runtime:
             # second one of the same name would only split the players.
             self.join_failure = next(iter(self._unauthenticated.values()))
             return
+        if self._unheard_rivals_io():
+            # We would host, but a copy we saw may not have seen us and host
+            # too, and merging two fresh sessions rolls back acknowledged
+            # writes: wait until each chose us, or hosts, or we waited enough.
+            if self._rivals_until is None:
+                self._rivals_until = now + self._rival_wait()
+            if now < self._rivals_until:
+                return
+            self.stats["hosted_without_rivals"] += 1
+            log.info(
+                "hosting session %r of %r: %d other starting copies did not answer",
+                self.session,
+                self.app,
+                len(self._unheard_rivals_io()),
+            )
+        self._rivals_until = None
         initial, initial_seq = self._initial
         stored_access = self._stored_access_io()
         if self.join_failure is not None:
@@ -538,6 +586,25 @@ class Runtime:
         self._initial = ((), 0)
         if self._persister is not None:
             self._persister.started(self.node.replica)
+        # Welcome the copies that chose us while we waited, without making
+        # them wait for their next Hello.
+        deferred, self._deferred = self._deferred, {}
+        for hello in deferred.values():
+            self.node.receive(hello, now)
+
+    def _rival_wait(self) -> float:
+        """How long a candidate that would host waits for the others it saw."""
+        return max(1.0, 2 * self.options.discovery_window)
+
+    def _candidate_hello_io(self, msg: Hello, now: float) -> None:
+        """A Hello before we host or join: a copy that started with us chose
+        us. Keep it until we host, and host as soon as no one is left to wait for."""
+        if msg.sender not in self._deferred and len(self._deferred) >= _MAX_DEFERRED_HELLOS:
+            self.stats["dropped: Hello to a candidate"] += 1
+            return
+        self._deferred[msg.sender] = msg
+        if self._rivals_until is not None and not self._unheard_rivals_io():
+            self._begin_io(now)
 
     def _stored_access_io(self) -> Access | None:
         """The access state of the store this session is created from: it is
@@ -582,9 +649,17 @@ class Runtime:
             if now >= self._others_until or self._choose() is not None:
                 self._begin_io(now)
             return
+        if self._rivals_until is not None:  # see _begin_io
+            if (
+                now >= self._rivals_until
+                or self._choose() is not None
+                or not self._unheard_rivals_io()
+            ):
+                self._begin_io(now)
+            return
         if self.node.role is not Role.JOINING:
             return
-        if now - self._join_at < _JOIN_RETRY:
+        if now - self._join_at < self._join_patience:
             return
         self.stats["join_retries"] += 1
         self._begin_io(now)
@@ -603,6 +678,8 @@ class Runtime:
                 deadline = node.next_deadline(now)
                 if self._others_until is not None:  # a join waiting for other hosts
                     deadline = min(deadline, self._others_until)
+                if self._rivals_until is not None:  # a candidate waiting for others
+                    deadline = min(deadline, self._rivals_until)
                 wait_ms = max(0, int((deadline - now) * 1000))
                 ready = dict(poller.poll(wait_ms))
                 if self._wake_in in ready:
@@ -617,7 +694,10 @@ class Runtime:
                     # acknowledges a batch of changes with one Ack.
                     for msg in self.transport.receive_io():
                         try:
-                            node.receive(msg, now)
+                            if node.role is Role.IDLE and isinstance(msg, Hello):
+                                self._candidate_hello_io(msg, now)
+                            else:
+                                node.receive(msg, now)
                         except Exception:  # noqa: BLE001 (one message must not end the session)
                             self._internal_error_io(msg)
                     self._flush_io()

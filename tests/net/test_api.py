@@ -224,6 +224,55 @@ def test_copies_started_together_make_one_session_and_lose_nothing() -> None:
                 s.close()
 
 
+@pytest.mark.parametrize("copies", [2, 3])
+def test_copies_that_miss_a_lower_candidate_still_make_one_session(
+    copies: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: under load one copy missed another's candidate record for
+    its whole discovery window; each then believed it was the lowest and both
+    hosted, and the merge rolled back an acknowledged write. Here every copy
+    is made blind to the candidate records of lower node ids, the worst
+    case: the lowest copy must wait for the copies it sees instead of hosting."""
+    from p2pstate.discovery import HostRecord
+    from p2pstate.session import Runtime
+
+    remember, observe = Runtime._remember, Runtime._observe_io
+
+    def hidden(runtime: Runtime, record: HostRecord) -> bool:
+        return record.epoch == 0 and record.node_id < runtime.node_id
+
+    monkeypatch.setattr(
+        Runtime, "_remember", lambda rt, r: None if hidden(rt, r) else remember(rt, r)
+    )
+    monkeypatch.setattr(
+        Runtime, "_observe_io", lambda rt, r: None if hidden(rt, r) else observe(rt, r)
+    )
+    app = f"blind-{secrets.token_hex(4)}"
+    states: dict[int, SharedState] = {}
+
+    def start(i: int) -> None:
+        s = p2pstate.join(app, interfaces=["127.0.0.1"], discovery_window=0.3)
+        s[f"w{i}"] = i  # acknowledged: must survive
+        states[i] = s
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(copies)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert len(states) == copies
+        assert sum(s.is_host for s in states.values()) == 1
+        keys = sorted(f"w{i}" for i in range(copies))
+        for s in states.values():
+            eventually(lambda s=s: sorted(s) == keys)
+            assert s.stats.get("stepped_down", 0) == 0
+            assert not [e for e in s.poll() if isinstance(e, p2pstate.WritesRolledBack)]
+    finally:
+        for s in states.values():
+            s.close()
+
+
 def test_poll_events_off_keeps_nothing_for_poll(join: Join) -> None:
     s = join(poll_events=False, max_pending_events=10)
     seen: list[p2pstate.Event] = []
