@@ -133,8 +133,10 @@ def join(
 
     Browses mDNS for a host of that app and session for ``discovery_window``
     seconds; if one answers, connects to it and syncs a snapshot, else becomes
-    the host and advertises. Returns once the state is usable, or raises
-    SessionLostError after *timeout* seconds.
+    the host and advertises. Copies started at the same moment settle on one
+    host first (the one that would host waits up to ``max(1, 2 *
+    discovery_window)`` seconds for the others it sees). Returns once the
+    state is usable, or raises SessionLostError after *timeout* seconds.
 
     *interfaces* (or the environment variable ``P2PSTATE_INTERFACES``, comma
     separated) restricts mDNS and the sockets to those IPv4 addresses.

@@ -23,7 +23,8 @@ class Options:
     host_timeout: float = 0.5
     #: A peer silent this long is removed from the session by the host.
     peer_timeout: float = 0.5
-    #: How long ``join`` listens for an existing host before hosting itself.
+    #: How long ``join`` listens for an existing host before hosting itself
+    #: (copies starting together may wait up to twice that, or 1 s, to agree).
     discovery_window: float = 0.5
     #: While hosting, how often to ask the LAN for other hosts of the session
     #: (two halves of a healed split meet this way).
