@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -20,6 +21,13 @@ LOOPBACK = ["127.0.0.1"]
 # lives here: a test run never writes to the real config directory.
 IDENTITY_HOME = tempfile.mkdtemp(prefix="p2pstate-test-home-")
 os.environ["P2PSTATE_HOME"] = IDENTITY_HOME
+
+# A shell ignores SIGINT for a command it starts in the background
+# (`bash .ci/run &`), and an ignored signal stays ignored in every process
+# started after: the copies the tests stop with Ctrl-C would never see it.
+# A handler is reset to the default in a child, so install Python's own.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: Short timings for tests that join real sessions.
 FAST = {"discovery_window": 0.3}
