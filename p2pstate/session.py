@@ -142,10 +142,13 @@ class Runtime:
         # Copies starting at the same time (see start()): the other candidates
         # this one has seen, the Hellos of those that chose it as their host,
         # and until when it waits for the rest before it hosts anyway.
+        # (A rival stays one after its record goes: a candidate's record goes
+        # when it hosts, maybe before its host record arrives.)
         self._candidates_seen: set[str] = set()
-        self._deferred: dict[str, Hello] = {}
+        self._deferred: dict[str, tuple[Hello, float]] = {}  # sender -> (Hello, when)
         self._rivals_until: float | None = None
         self._join_patience = _JOIN_RETRY
+        self._start_deadline = float("inf")  # when start() gives up
         self.join_failure: P2PStateError | None = None
         self._join_at = 0.0
         # (epoch, players) in our record
@@ -175,6 +178,7 @@ class Runtime:
         same instant see each other's candidate records, and only the lowest
         node id hosts, so they never make two sessions to merge later."""
         deadline = time.monotonic() + timeout
+        self._start_deadline = deadline
         try:
             # The settings this peer would advertise, and any modes: a record
             # too big for mDNS is the caller's ValueError, not a dead I/O thread.
@@ -528,11 +532,8 @@ class Runtime:
                 )
             elif secured == self.secured:
                 self._others_until = self._rivals_until = None
-                # A candidate hosts only once the copies it waits for chose
-                # it or its wait ran out: give it that long before moving on.
-                self._join_patience = _JOIN_RETRY + (
-                    self._rival_wait() if record.epoch == 0 else 0.0
-                )
+                self._deferred.clear()  # those copies will find our host
+                self._join_patience = self._patience_with(record, now)
                 self.node.join(record.node_id, record.endpoints, now)
                 return
             else:
@@ -588,21 +589,46 @@ class Runtime:
             self._persister.started(self.node.replica)
         # Welcome the copies that chose us while we waited, without making
         # them wait for their next Hello.
+        # them wait for their next Hello. Only those still asking: a copy
+        # repeats its Hello every hello_retry, and one that stopped (gone,
+        # or joined elsewhere) must not become a member, let alone successor.
         deferred, self._deferred = self._deferred, {}
-        for hello in deferred.values():
-            self.node.receive(hello, now)
+        fresh = now - 3 * self.node.config.hello_retry
+        for hello, received in deferred.values():
+            if received >= fresh:
+                try:
+                    self.node.receive(hello, now)
+                except Exception:  # noqa: BLE001 (as in _run_io: drop it, go on)
+                    self._internal_error_io(hello)
 
     def _rival_wait(self) -> float:
         """How long a candidate that would host waits for the others it saw."""
         return max(1.0, 2 * self.options.discovery_window)
 
+    def _patience_with(self, record: HostRecord, now: float) -> float:
+        """How long a first join waits for *record* to answer before trying
+        another: a candidate may itself wait ``_rival_wait`` before hosting,
+        but a silent one (killed while starting) must leave us time to host
+        before start() gives up."""
+        if record.epoch > 0:
+            return _JOIN_RETRY
+        left = self._start_deadline - now
+        return min(_JOIN_RETRY + self._rival_wait(), max(_JOIN_RETRY, left / 2))
+
+    def _starting(self) -> bool:
+        """Looking for a host, or the first one: a Hello here is a copy that
+        started with us and chose us (the core would drop it)."""
+        node = self.node
+        return not node.ready and node.role in (Role.IDLE, Role.JOINING)
+
     def _candidate_hello_io(self, msg: Hello, now: float) -> None:
-        """A Hello before we host or join: a copy that started with us chose
-        us. Keep it until we host, and host as soon as no one is left to wait for."""
+        """A Hello while we look for a session: a copy that started with us
+        chose us. Keep it until we host, and host as soon as no one is left
+        to wait for."""
         if msg.sender not in self._deferred and len(self._deferred) >= _MAX_DEFERRED_HELLOS:
             self.stats["dropped: Hello to a candidate"] += 1
             return
-        self._deferred[msg.sender] = msg
+        self._deferred[msg.sender] = (msg, now)
         if self._rivals_until is not None and not self._unheard_rivals_io():
             self._begin_io(now)
 
@@ -644,6 +670,9 @@ class Runtime:
     def _retry_join_io(self, now: float) -> None:
         """A first join that got no welcome: another host, or host ourselves."""
         if self.node.ready or self.join_failure:
+            # Its waits are over (left set, _run_io would never sleep again).
+            self._others_until = self._rivals_until = None
+            self._deferred.clear()
             return
         if self._others_until is not None:  # see _begin_io
             if now >= self._others_until or self._choose() is not None:
@@ -676,10 +705,11 @@ class Runtime:
             while not self.stopped.is_set():
                 now = time.monotonic()
                 deadline = node.next_deadline(now)
-                if self._others_until is not None:  # a join waiting for other hosts
-                    deadline = min(deadline, self._others_until)
-                if self._rivals_until is not None:  # a candidate waiting for others
-                    deadline = min(deadline, self._rivals_until)
+                if not node.ready:
+                    if self._others_until is not None:  # a join waiting for other hosts
+                        deadline = min(deadline, self._others_until)
+                    if self._rivals_until is not None:  # a candidate waiting for others
+                        deadline = min(deadline, self._rivals_until)
                 wait_ms = max(0, int((deadline - now) * 1000))
                 ready = dict(poller.poll(wait_ms))
                 if self._wake_in in ready:
@@ -694,7 +724,7 @@ class Runtime:
                     # acknowledges a batch of changes with one Ack.
                     for msg in self.transport.receive_io():
                         try:
-                            if node.role is Role.IDLE and isinstance(msg, Hello):
+                            if isinstance(msg, Hello) and self._starting():
                                 self._candidate_hello_io(msg, now)
                             else:
                                 node.receive(msg, now)
