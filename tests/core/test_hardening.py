@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from samples import first_hello
 from simsession import done, start_players
 
 from p2pstate.backup import Backup
@@ -15,19 +16,7 @@ from p2pstate.messages import MAX_COUNTER, MAX_TTL, OWNER_ONLY, Hello, from_fram
 
 
 def _hello(sender: str, epoch: int) -> Hello:
-    return Hello(
-        sender=sender,
-        epoch=epoch,
-        name="v",
-        endpoints=("tcp://127.0.0.1:9",),
-        profile={},
-        session_id=None,
-        resume_seq=0,
-        resume_epoch=0,
-        resume_origin="",
-        prev_host=None,
-        suspects=(),
-    )
+    return first_hello(sender, epoch=epoch, name="v", endpoints=("tcp://127.0.0.1:9",))
 
 
 def test_a_restore_cannot_take_another_players_owner_only_key() -> None:

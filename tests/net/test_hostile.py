@@ -10,6 +10,7 @@ import time
 
 import msgpack
 import zmq
+from samples import first_hello
 
 import p2pstate
 from p2pstate.messages import Heartbeat, Hello, Write, to_frame
@@ -127,18 +128,11 @@ def test_a_hello_with_a_superscript_port_does_not_end_the_host() -> None:
     try:
         raw.connect(host.me.endpoint)
         for port in ("²", "٣", "9" * 30):
-            hello = Hello(
-                sender=secrets.token_hex(8),
+            hello = first_hello(
+                secrets.token_hex(8),
                 epoch=host.epoch,
                 name="odd",
                 endpoints=(f"tcp://127.0.0.1:{port}",),
-                profile={},
-                session_id=None,
-                resume_seq=0,
-                resume_epoch=0,
-                resume_origin="",
-                prev_host=None,
-                suspects=(),
             )
             raw.send(to_frame(hello))
         time.sleep(0.3)  # no event tells when the host has handled them

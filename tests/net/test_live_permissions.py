@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 import zmq
 from netkit import Join, PeerProcess, eventually, new_installation
+from samples import first_hello
 
 import p2pstate
 from p2pstate.core.ids import identity_of
-from p2pstate.messages import Hello, Message, Refused, Welcome, from_batch, to_frame
+from p2pstate.messages import Message, Refused, Welcome, from_batch, to_frame
 
 
 def _hello_from(node_id: str, host_endpoint: str, timeout: float = 5.0) -> Message:
@@ -30,19 +31,7 @@ def _hello_from(node_id: str, host_endpoint: str, timeout: float = 5.0) -> Messa
         endpoint = router.getsockopt(zmq.LAST_ENDPOINT)
         assert isinstance(endpoint, bytes)
         dealer.connect(host_endpoint)
-        hello = Hello(
-            sender=node_id,
-            epoch=0,
-            name="returning",
-            endpoints=(endpoint.decode(),),
-            profile={},
-            session_id=None,
-            resume_seq=0,
-            resume_epoch=0,
-            resume_origin="",
-            prev_host=None,
-            suspects=(),
-        )
+        hello = first_hello(node_id, name="returning", endpoints=(endpoint.decode(),))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             dealer.send(to_frame(hello))

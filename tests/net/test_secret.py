@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import zmq
 from netkit import ROOT, Join, PeerProcess, eventually
+from samples import first_hello
 
 import p2pstate
 from p2pstate.discovery import Discovery
@@ -148,19 +149,7 @@ class Attacker:
         self.out.send(to_frame(msg))
 
     def hello(self) -> Hello:
-        return Hello(
-            sender=self.id,
-            epoch=0,
-            name="stranger",
-            endpoints=(self.endpoint,),
-            profile={},
-            session_id=None,
-            resume_seq=0,
-            resume_epoch=0,
-            resume_origin="",
-            prev_host=None,
-            suspects=(),
-        )
+        return first_hello(self.id, name="stranger", endpoints=(self.endpoint,))
 
     def collect(self) -> None:
         while self.inbox.poll(0):

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 import zmq
+from samples import first_hello
 
 from p2pstate.core.node import Send
 from p2pstate.messages import Heartbeat, Hello, to_frame
@@ -15,19 +16,7 @@ from p2pstate.transport import BATCH_MESSAGES, Transport, valid_endpoint
 
 
 def _hello(sender: str) -> Hello:
-    return Hello(
-        sender=sender,
-        epoch=0,
-        name="n",
-        endpoints=(),
-        profile={},
-        session_id=None,
-        resume_seq=0,
-        resume_epoch=0,
-        resume_origin="",
-        prev_host=None,
-        suspects=(),
-    )
+    return first_hello(sender, name="n")
 
 
 def _closed_port() -> int:
