@@ -86,6 +86,29 @@ class PeerProcess:
                 stream.close()
 
 
+def run_cli(
+    *args: str,
+    timeout: float = 30,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``p2pstate ARGS`` to the end, as a user would at a prompt: from
+    this checkout, on loopback, in the environment as it is now (a test may
+    have set P2PSTATE_HOME), unless *env* is given."""
+    if env is None:
+        env = dict(os.environ, P2PSTATE_INTERFACES="127.0.0.1", PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "p2pstate", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=ROOT,
+    )
+
+
 def new_installation() -> str:
     """An identity directory of its own: each peer a test starts is another
     installation (another machine at the LAN party), unless the test says

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from netkit import run_cli
 
 import p2pstate
 
@@ -52,17 +53,8 @@ SUBCOMMANDS = (
 def cli(
     *args: str, timeout: float = 30, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``p2pstate ARGS`` to the end, as a user would at a prompt."""
-    return subprocess.run(
-        [*COMMAND, *args],
-        env=ENV,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        cwd=ROOT,
-    )
+    """Run ``p2pstate ARGS`` to the end, with a wide terminal for the tables."""
+    return run_cli(*args, timeout=timeout, stdin=stdin, env=ENV)
 
 
 class Background:

@@ -5,32 +5,18 @@ subprocesses, acting as the admin through ``--identity-dir``; on 127.0.0.1
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from netkit import eventually, new_installation
+from netkit import eventually, new_installation, run_cli
 
 import p2pstate
 from p2pstate.core.ids import identity_of
 
-ROOT = Path(__file__).resolve().parents[2]
-ENV = dict(os.environ, P2PSTATE_INTERFACES="127.0.0.1", PYTHONPATH=str(ROOT))
-
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "p2pstate", *args],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=ROOT,
-    )
+    return run_cli(*args, timeout=60)
 
 
 def access(app: str, home: str) -> dict[str, Any]:

@@ -4,15 +4,13 @@ it, copies started from one installation share it but are distinct peers, and
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from netkit import ROOT, PeerProcess, eventually
+from netkit import PeerProcess, eventually, run_cli
 
 import p2pstate
 from p2pstate.core.ids import identity_of
@@ -21,14 +19,7 @@ Spawn = Callable[..., PeerProcess]
 
 
 def p2pstate_id(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "p2pstate", "id", *args],
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return run_cli("id", *args)
 
 
 def _shown(done: subprocess.CompletedProcess[str]) -> dict[str, str]:

@@ -6,24 +6,19 @@ Every file lives in pytest's tmp_path; every process is stopped by its pid."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from netkit import Join, PeerProcess, eventually
+from netkit import Join, PeerProcess, eventually, run_cli
 
 import p2pstate
 from p2pstate.backup import Backup, dumps, write_backup
 from p2pstate.codec import decode
 from p2pstate.storage import Batch, SqliteStorage, StoredEntry
-
-ROOT = Path(__file__).resolve().parents[2]
-ENV = dict(os.environ, P2PSTATE_INTERFACES="127.0.0.1", PYTHONPATH=str(ROOT))
 
 
 def dump(peer: PeerProcess) -> dict[str, Any]:
@@ -208,15 +203,7 @@ def test_a_bad_backup_raises_and_changes_nothing(join: Join, tmp_path: Path) -> 
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "p2pstate", *args],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=ROOT,
-    )
+    return run_cli(*args, timeout=60)
 
 
 def test_backup_and_restore_commands(spawn: Any, app_name: str, tmp_path: Path) -> None:

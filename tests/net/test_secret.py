@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import zmq
-from netkit import ROOT, Join, PeerProcess, eventually
+from netkit import ROOT, Join, PeerProcess, eventually, run_cli
 from samples import first_hello
 
 import p2pstate
@@ -348,14 +347,7 @@ def _cli(*args: str, secret_env: str | None = None) -> subprocess.CompletedProce
     env.pop("P2PSTATE_SECRET", None)
     if secret_env is not None:
         env["P2PSTATE_SECRET"] = secret_env
-    return subprocess.run(
-        [sys.executable, "-m", "p2pstate", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    return run_cli(*args, env=env)
 
 
 def test_the_command_with_a_secret(spawn: Spawn, app_name: str) -> None:
