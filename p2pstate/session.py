@@ -140,10 +140,11 @@ class Runtime:
         # ... and first, until when it waits for others to appear.
         self._others_until: float | None = None
         # Copies starting at the same time (see start()): the other candidates
-        # this one has seen, the Hellos of those that chose it as their host,
-        # and until when it waits for the rest before it hosts anyway.
-        # (A rival stays one after its record goes: a candidate's record goes
-        # when it hosts, maybe before its host record arrives.)
+        # this one has seen (kept by _remember, under _hosts_lock; one stays a
+        # rival after its record goes, as a candidate's record goes when it
+        # hosts, maybe before its host record arrives), the Hellos of those
+        # that chose it as their host, and until when it waits for the rest
+        # before it hosts anyway.
         self._candidates_seen: set[str] = set()
         self._deferred: dict[str, tuple[Hello, float]] = {}  # sender -> (Hello, when)
         self._rivals_until: float | None = None
@@ -454,14 +455,15 @@ class Runtime:
     def _remember(self, record: HostRecord) -> None:
         # A node's candidate record and its host record are two adverts.
         if record.node_id != self.node_id:
+            rival = record.epoch == 0 and not self.node.ready and self._can_talk(record)
             with self._hosts_lock:
                 self._hosts[(record.node_id, record.epoch > 0)] = record
+                if rival:
+                    self._candidates_seen.add(record.node_id)
 
     def _observe_io(self, record: HostRecord) -> None:
         if not self._can_talk(record):
             return
-        if record.epoch == 0 and not self.node.ready:
-            self._candidates_seen.add(record.node_id)
         self.node.observe_host(record.node_id, record.endpoints, record.epoch, time.monotonic())
 
     def _can_talk(self, record: HostRecord) -> bool:
@@ -476,11 +478,8 @@ class Runtime:
         """The other candidates seen that neither chose us (their Hello) nor
         were tried by us: any of them may not have seen us, and host."""
         with self._hosts_lock:
-            records = list(self._hosts.values())
-        self._candidates_seen.update(
-            r.node_id for r in records if r.epoch == 0 and self._can_talk(r)
-        )
-        return self._candidates_seen - self._deferred.keys() - self._tried
+            seen = set(self._candidates_seen)
+        return seen - self._deferred.keys() - self._tried
 
     def _choose(self) -> HostRecord | None:
         """Whom a first join asks: the host that would win a merge; with no
