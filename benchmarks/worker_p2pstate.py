@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import tracer
 from harness import serve
 
 import p2pstate
@@ -87,6 +88,8 @@ class Peer:
     def __init__(self, s: p2pstate.SharedState) -> None:
         self.s = s
         self.watch = Watch()
+        self.extra: list[p2pstate.SharedState] = []
+        self.sampler: tracer.Sampler | None = None
         s.on_change(self.watch)
 
     def op_info(self) -> dict[str, Any]:
@@ -198,8 +201,50 @@ class Peer:
                 return {"acked": acked, "writes": writes, "host": host.id}
         raise TimeoutError(f"no write acknowledged by a new host within {within} s")
 
+    def op_trace_start(self) -> dict[str, Any]:
+        tracer.start()
+        return {"tracing": True}
+
+    def op_trace_stop(self) -> dict[str, Any]:
+        return {"records": tracer.stop()}
+
+    def op_traced_writes(self, key: str, n: int, gap: float) -> dict[str, Any]:
+        """Blocking writes one after another, *gap* seconds apart (so that
+        each one's records stand alone): when each started and returned."""
+        spans = []
+        for i in range(n):
+            start = time.monotonic_ns()
+            self.s[key] = i
+            spans.append((start, time.monotonic_ns()))
+            time.sleep(gap)
+        return {"spans": spans}
+
+    def op_sample_start(self) -> dict[str, Any]:
+        self.sampler = tracer.Sampler("p2pstate-io-")
+        return {"sampling": True}
+
+    def op_sample_stop(self) -> dict[str, Any]:
+        assert self.sampler is not None
+        sampled, self.sampler = self.sampler.stop(), None
+        return sampled
+
+    def op_cpu(self) -> dict[str, Any]:
+        """CPU time this process has used (every thread: the I/O thread too)."""
+        return {"cpu_ns": time.process_time_ns(), "peers": len(self.s.peers)}
+
+    def op_add_peers(self, n: int) -> dict[str, Any]:
+        """Join *n* more idle peers of this session, each a SharedState (with
+        its own I/O thread) in this process: many players on few processes."""
+        for _ in range(n):
+            self.extra.append(
+                p2pstate.join(self.s.app, self.s.session, name=f"idle{os.getpid()}", timeout=30.0)
+            )
+        return {"extra": len(self.extra)}
+
     def op_close(self) -> dict[str, Any]:
         start = time.monotonic_ns()
+        for extra in self.extra:
+            extra.close(timeout=1.0)
         self.s.close()
         return {"start": start, "end": time.monotonic_ns()}
 
