@@ -590,18 +590,15 @@ class Node:
                 return "too_large", {"key": key, "limit": limit}
             sizes[key] = _stored_size(value, size)
         for key, old in self.replica.data.items():
-            if old.flags & EPHEMERAL:
-                continue  # the players' ephemeral keys stay
-            if key not in new:
-                sizes[key] = -1  # lasting keys not in the backup go
-            # Another player's owner-only key: only the admin may change it.
+            entry = new.get(key)
+            # Another player's owner-only key, ephemeral or not: only the admin
+            # may change it, so the restore must leave it exactly as it is.
             if old.flags & OWNER_ONLY and not _owns(old, identity) and identity != access.admin:
-                entry = new.get(key)
-                if entry is None or (
-                    (entry[2], entry[3]) != (old.owner, old.flags)
-                    or encode(entry[1]) != encode(old.value)
-                ):
+                ephemeral_left = old.flags & EPHEMERAL and entry is None
+                if not ephemeral_left and (entry is None or not _restore_keeps(old, entry)):
                     return "denied", {"key": key, "owner": old.owner}
+            if key not in new and not old.flags & EPHEMERAL:
+                sizes[key] = -1  # lasting keys not in the backup go; ephemeral ones stay
         return None
 
     def _take_token(self, writer: str, access: Access) -> bool:
@@ -1423,6 +1420,18 @@ def _owns(entry: Entry, identity: str) -> bool:
     """Whether the player *identity* owns *entry*: the identity, not one run
     of the game, so a player who restarts keeps their owner-only keys."""
     return identity_of(entry.owner) == identity
+
+
+def _restore_keeps(old: Entry, entry: tuple[str, Any, str, int, float]) -> bool:
+    """Whether a restore leaves *old* untouched with *entry*: the rule of
+    Replica._restore (no ttl on either, same owner, flags and encoding)."""
+    _, value, owner, flags, ttl = entry
+    return (
+        not ttl
+        and not old.ttl
+        and (old.owner, old.flags) == (owner if flags else "", flags)
+        and encode(value) == encode(old.value)
+    )
 
 
 def _stored_size(value: Any, encoded: int) -> int:
