@@ -42,6 +42,9 @@ class Options:
     max_pending_events: int = 100_000
     #: Changes kept so a peer that reconnects can catch up without a snapshot.
     log_keep: int = 4096
+    #: Bytes of changes that log may hold (values counted as max_total_bytes
+    #: counts them); a bigger change is not kept, and peers behind it resync.
+    log_bytes: int = 32 * 1024 * 1024
     #: A small dict describing this player, shown to the others in ``peers``.
     profile: dict[str, Any] = field(default_factory=dict)
     #: Settings of a session this peer creates (ignored when joining one):
@@ -148,6 +151,7 @@ class Options:
             hello_retry=min(0.1, self.heartbeat_interval),
             max_value_size=self.max_value_size,
             log_keep=self.log_keep,
+            log_bytes=self.log_bytes,
         )
 
     def open_store(self) -> Storage | None:

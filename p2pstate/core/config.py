@@ -26,6 +26,9 @@ class Config:
     max_value_size: int = 64 * 1024
     #: Changes kept for peers that reconnect and catch up instead of resyncing.
     log_keep: int = 4096
+    #: Bytes of changes kept in that log (values counted as max_total_bytes
+    #: counts them): the oldest go past it; a bigger change is not kept.
+    log_bytes: int = 32 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for name in (
@@ -41,5 +44,5 @@ class Config:
             raise ValueError("host_timeout must be longer than heartbeat_interval")
         if self.peer_timeout <= self.heartbeat_interval:
             raise ValueError("peer_timeout must be longer than heartbeat_interval")
-        if self.max_value_size <= 0 or self.log_keep <= 0:
-            raise ValueError("max_value_size and log_keep must be positive")
+        if self.max_value_size <= 0 or self.log_keep <= 0 or self.log_bytes <= 0:
+            raise ValueError("max_value_size, log_keep and log_bytes must be positive")

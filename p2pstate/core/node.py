@@ -142,7 +142,7 @@ class Node:
             profile=dict(profile or {}),
             joined_at=joined_at,
         )
-        self.replica = Replica(log_keep=self.config.log_keep)
+        self.replica = Replica(log_keep=self.config.log_keep, log_bytes=self.config.log_bytes)
         self.writer = Writer()
         self.role = Role.IDLE
         self.epoch = 0

@@ -22,7 +22,14 @@ from ..events import (
 from ..messages import EPHEMERAL, Change, Member, Snapshot
 from .access import Access
 
-__all__ = ["Entry", "Replica", "WriterRecord", "history_contains", "scalar_size"]
+__all__ = [
+    "Entry",
+    "Replica",
+    "WriterRecord",
+    "change_bytes",
+    "history_contains",
+    "scalar_size",
+]
 
 
 def history_contains(
@@ -87,6 +94,38 @@ def scalar_size(value: Any) -> int:
     return 9
 
 
+def value_bytes(value: Any) -> int:
+    """A value's size: its encoding for a container, else scalar_size."""
+    return len(encode(value)) if isinstance(value, _CONTAINERS) else scalar_size(value)
+
+
+#: What a change costs in the log besides its values (fields, op tuples).
+_CHANGE_OVERHEAD = 64
+
+
+def change_bytes(change: Change, set_sizes: int | None = None) -> int:
+    """What *change* counts for against the log's byte budget: its values as
+    max_total_bytes counts them, keys, and a fixed overhead per change and op.
+    *set_sizes*, if given, is what its "set" ops' values already counted."""
+    total = _CHANGE_OVERHEAD + (value_bytes(change.detail) if change.detail is not None else 0)
+    for op in change.ops:
+        kind = op[0]
+        total += 16
+        if kind == "set":
+            total += len(op[1]) + (0 if set_sizes is not None else value_bytes(op[2]))
+        elif kind == "restore":
+            total += sum(len(e[0]) + len(e[2]) + value_bytes(e[1]) + 16 for e in op[1])
+        elif kind == "msg":
+            total += len(op[1]) + value_bytes(op[2])
+        elif kind in ("profile", "info"):
+            total += value_bytes(op[1])
+        elif kind in ("join", "access"):
+            total += value_bytes(op[1].to_wire())
+        else:
+            total += value_bytes(list(op[1:]))
+    return total + (set_sizes or 0)
+
+
 @dataclass(slots=True)
 class WriterRecord:
     """What exactly-once needs to know about one writer."""
@@ -100,7 +139,7 @@ class WriterRecord:
 class Replica:
     """Data, membership, exactly-once table and recent log, at one sequence number."""
 
-    def __init__(self, *, log_keep: int = 4096) -> None:
+    def __init__(self, *, log_keep: int = 4096, log_bytes: int = 32 * 1024 * 1024) -> None:
         self.session_id = ""
         self.seq = 0
         self.last_epoch = 0
@@ -117,7 +156,11 @@ class Replica:
         self.access = Access()
         #: Sum of ``Entry.size`` over ``data``, kept as changes apply.
         self.total_bytes = 0
-        self.log: deque[Change] = deque(maxlen=log_keep)
+        self.log: deque[Change] = deque()
+        #: change_bytes of each change in ``log``, and their sum.
+        self.log_sizes: deque[int] = deque()
+        self.log_bytes = 0
+        self.log_keep, self.log_budget = log_keep, log_bytes
 
     # ------------------------------------------------------------ queries
 
@@ -180,12 +223,14 @@ class Replica:
 
     def apply(self, change: Change, *, events: list[Event] | None = None) -> None:
         """Apply the next change. The caller checks ``change.seq == self.seq + 1``."""
+        set_sizes = 0  # what its "set" values count, for the log's byte budget
         for op in change.ops:
             kind = op[0]
             if kind == "set":
                 key, value = op[1], op[2]
                 flags, ttl = (op[3], op[4]) if len(op) == 5 else (0, 0.0)
                 entry = Entry.make(value, change.seq, change.writer, flags, ttl)
+                set_sizes += entry.size
                 before = self.data.get(key)
                 self.total_bytes += entry.size - (before.size if before else 0)
                 self.data[key] = entry
@@ -268,7 +313,26 @@ class Replica:
             change.epoch,
             change.origin,
         )
+        self._log(change, change_bytes(change, set_sizes))
+
+    def _log(self, change: Change, size: int) -> None:
+        """Keep *change* for catch-ups within log_keep changes and log_budget
+        bytes, dropping the oldest. One bigger than the whole budget is not
+        kept: the log restarts after it (a peer behind it gets a snapshot)."""
+        if size > self.log_budget:
+            self.clear_log()
+            return
         self.log.append(change)
+        self.log_sizes.append(size)
+        self.log_bytes += size
+        while len(self.log) > self.log_keep or self.log_bytes > self.log_budget:
+            self.log.popleft()
+            self.log_bytes -= self.log_sizes.popleft()
+
+    def clear_log(self) -> None:
+        self.log.clear()
+        self.log_sizes.clear()
+        self.log_bytes = 0
 
     def _restore(
         self,
@@ -368,7 +432,7 @@ class Replica:
         self.info = dict(snap.info)
         self.access = snap.access
         self.total_bytes = sum(e.size for e in self.data.values())
-        self.log.clear()
+        self.clear_log()
         if events is None:
             return
         for key, entry in self.data.items():
