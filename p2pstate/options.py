@@ -9,7 +9,7 @@ from typing import Any
 from .core.access import ANY, MODES, Access, settings_from_wire
 from .core.config import Config
 from .errors import ProtocolError
-from .messages import session_info
+from .messages import check_profile, session_info
 from .storage import SqliteStorage, Storage
 
 __all__ = ["Options", "check_access_settings"]
@@ -106,6 +106,10 @@ class Options:
             raise TypeError("identity_dir must be a path")
         if not isinstance(self.profile, dict):
             raise TypeError("profile must be a dict")
+        try:
+            check_profile(self.profile)  # what the host will take in our Hello
+        except ProtocolError as exc:
+            raise ValueError(str(exc)) from None
         self.core_config()  # validates the timing options
         if isinstance(self.store, (str, os.PathLike)):
             if not os.fspath(self.store):

@@ -53,6 +53,7 @@ from ..events import Event, Expelled, RolledBackWrite, WritesRolledBack
 from ..events import Message as MessageEvent
 from ..messages import (
     EPHEMERAL,
+    MAX_PROFILE_BYTES,
     OWNER_ONLY,
     Ack,
     Change,
@@ -75,7 +76,7 @@ from ..messages import (
 from .access import ALWAYS_ADMIN_OPS, Access
 from .config import Config
 from .ids import identity_of
-from .replica import Entry, Replica, history_contains, scalar_size
+from .replica import Entry, Replica, history_contains, scalar_size, value_bytes
 from .writer import Outcome, Writer
 
 __all__ = ["Node", "Role", "Send"]
@@ -504,6 +505,7 @@ class Node:
         data = self.replica.data
         limit = self.config.max_value_size
         sizes: dict[str, int] = {}  # key -> its value's size after the write, -1: deleted
+        profile_grow = 0  # bytes the writer's new profile adds to the session's
         acl = access  # as the write's ACL ops leave it, one after another
         for op in ops:
             kind = op[0]
@@ -515,7 +517,14 @@ class Node:
                 continue
             if kind == "access_set":
                 continue  # checked whole on the wire and by check_write (admin)
-            if kind in ("profile", "info"):
+            if kind == "profile":
+                size = len(encode(op[1]))
+                if size > MAX_PROFILE_BYTES:  # as the wire and the API hold it
+                    return "too_large", {"key": kind, "limit": MAX_PROFILE_BYTES}
+                me = self.replica.member(writer)
+                profile_grow = size - (value_bytes(me.profile) if me is not None else 0)
+                continue
+            if kind == "info":
                 if len(encode(op[1])) > limit:
                     return "too_large", {"key": kind, "limit": limit}
                 continue
@@ -543,7 +552,7 @@ class Node:
             # Owned by the player (the identity), not by one run of the game.
             if entry is not None and entry.flags & OWNER_ONLY and not _owns(entry, identity):
                 return "denied", {"key": op[1], "owner": entry.owner}
-        quota = self._quota(sizes, access) if sizes else None
+        quota = self._quota(sizes, access, profile_grow) if sizes or profile_grow > 0 else None
         if quota is not None:
             self._refusal("writes_over_quota", writer)
             return "quota", quota
@@ -613,13 +622,17 @@ class Node:
         self._buckets[writer] = (tokens - 1.0, now)
         return True
 
-    def _quota(self, sizes: dict[str, int], access: Access) -> dict[str, Any] | None:
+    def _quota(
+        self, sizes: dict[str, int], access: Access, profile_grow: int = 0
+    ) -> dict[str, Any] | None:
         """None if the session stays within max_keys and max_total_bytes once
-        each key of *sizes* holds a value of that size (-1: deleted), else
-        what it would exceed. A write that does not grow the session is let
-        through, so one over its limits can still be cleaned up."""
+        each key of *sizes* holds a value of that size (-1: deleted) and the
+        members' profiles grew by *profile_grow* bytes, else what it would
+        exceed. A write that does not grow the session is let through, so one
+        over its limits can still be cleaned up."""
         data = self.replica.data
-        keys, total = len(data), self.replica.total_bytes
+        before = self.replica.total_bytes + self.replica.profile_bytes
+        keys, total = len(data), before + profile_grow
         grow = sum(size for size in sizes.values() if size > 0)
         if keys + len(sizes) <= access.max_keys and total + grow <= access.max_total_bytes:
             return None  # fits even if every key were new: the common case, found cheaply
@@ -629,7 +642,7 @@ class Node:
             total += max(size, 0) - (old.size if old is not None else 0)
         if keys > access.max_keys and keys > len(data):
             return {"limit": "max_keys", "max": access.max_keys}
-        if total > access.max_total_bytes and total > self.replica.total_bytes:
+        if total > access.max_total_bytes and total > before:
             return {"limit": "max_total_bytes", "max": access.max_total_bytes}
         return None
 

@@ -29,6 +29,7 @@ __all__ = [
     "change_bytes",
     "history_contains",
     "scalar_size",
+    "value_bytes",
 ]
 
 
@@ -156,6 +157,8 @@ class Replica:
         self.access = Access()
         #: Sum of ``Entry.size`` over ``data``, kept as changes apply.
         self.total_bytes = 0
+        #: Sum of the members' encoded profiles: they count in max_total_bytes too.
+        self.profile_bytes = 0
         self.log: deque[Change] = deque()
         #: change_bytes of each change in ``log``, and their sum.
         self.log_sizes: deque[int] = deque()
@@ -247,6 +250,7 @@ class Replica:
             elif kind == "profile":
                 who = self.member(change.writer)
                 if who is not None:
+                    self.profile_bytes += value_bytes(op[1]) - value_bytes(who.profile)
                     updated = replace(who, profile=op[1])
                     self.members[self.members.index(who)] = updated
                     if events is not None:
@@ -259,14 +263,19 @@ class Replica:
                         events.append(KeyDeleted(key=op[1], version=change.seq))
             elif kind == "join":
                 member: Member = op[1]
-                self.members = [m for m in self.members if m.id != member.id]
+                before_member = self.member(member.id)
+                if before_member is not None:
+                    self.members.remove(before_member)
+                    self.profile_bytes -= value_bytes(before_member.profile)
                 self.members.append(member)
+                self.profile_bytes += value_bytes(member.profile)
                 if events is not None:
                     events.append(PeerJoined(peer=self.peer(member)))
             elif kind == "leave":
                 gone = self.member(op[1])
                 if gone is not None:
                     self.members.remove(gone)
+                    self.profile_bytes -= value_bytes(gone.profile)
                     if events is not None:
                         events.append(PeerLeft(peer=self.peer(gone), reason=op[2]))
                     # Its ephemeral keys go with it, on every replica alike.
@@ -432,6 +441,7 @@ class Replica:
         self.info = dict(snap.info)
         self.access = snap.access
         self.total_bytes = sum(e.size for e in self.data.values())
+        self.profile_bytes = sum(value_bytes(m.profile) for m in self.members)
         self.clear_log()
         if events is None:
             return
