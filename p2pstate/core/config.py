@@ -29,6 +29,9 @@ class Config:
     #: Bytes of changes kept in that log (values counted as max_total_bytes
     #: counts them): the oldest go past it; a bigger change is not kept.
     log_bytes: int = 32 * 1024 * 1024
+    #: Bytes of the mDNS record the session's settings may take (see
+    #: core/advert.py); the runtime works it out from the app and session names.
+    advert_room: int = 900
 
     def __post_init__(self) -> None:
         for name in (

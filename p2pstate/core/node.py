@@ -74,6 +74,7 @@ from ..messages import (
     restore_entries,
 )
 from .access import ALWAYS_ADMIN_OPS, Access
+from .advert import info_fault
 from .config import Config
 from .ids import identity_of
 from .replica import Entry, Replica, history_contains, scalar_size, value_bytes
@@ -527,6 +528,11 @@ class Node:
             if kind == "info":
                 if len(encode(op[1])) > limit:
                     return "too_large", {"key": kind, "limit": limit}
+                # What the API checks, so that every host can advertise it.
+                fault = info_fault({**self.replica.info, **op[1]}, self.config.advert_room)
+                if fault is not None:
+                    self._refusal("info_refused", writer)
+                    return "invalid", fault
                 continue
             if kind == "msg":
                 if op[1] and self.replica.member(op[1]) is None:
