@@ -156,6 +156,7 @@ class Options:
             max_value_size=self.max_value_size,
             log_keep=self.log_keep,
             log_bytes=self.log_bytes,
+            max_snapshot_bytes=self.max_frame_size,
         )
 
     def open_store(self) -> Storage | None:

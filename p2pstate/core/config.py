@@ -32,6 +32,9 @@ class Config:
     #: Bytes of the mDNS record the session's settings may take (see
     #: core/advert.py); the runtime works it out from the app and session names.
     advert_room: int = 900
+    #: The largest snapshot a newcomer can take (max_frame_size): the host
+    #: refuses writes that would make the state outgrow it (see core/bounds.py).
+    max_snapshot_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for name in (

@@ -75,6 +75,7 @@ from ..messages import (
 )
 from .access import ALWAYS_ADMIN_OPS, Access
 from .advert import info_fault
+from .bounds import NEW_KEY_BYTES, key_bytes, snapshot_bytes
 from .config import Config
 from .ids import identity_of
 from .replica import Entry, Replica, history_contains, scalar_size, value_bytes
@@ -640,7 +641,8 @@ class Node:
         before = self.replica.total_bytes + self.replica.profile_bytes
         keys, total = len(data), before + profile_grow
         grow = sum(size for size in sizes.values() if size > 0)
-        if keys + len(sizes) <= access.max_keys and total + grow <= access.max_total_bytes:
+        most_bytes = min(access.max_total_bytes, self._snapshot_room(sizes, every_new=True))
+        if keys + len(sizes) <= access.max_keys and total + grow <= most_bytes:
             return None  # fits even if every key were new: the common case, found cheaply
         for key, size in sizes.items():
             old = data.get(key)
@@ -650,7 +652,24 @@ class Node:
             return {"limit": "max_keys", "max": access.max_keys}
         if total > access.max_total_bytes and total > before:
             return {"limit": "max_total_bytes", "max": access.max_total_bytes}
+        if total > self._snapshot_room(sizes) and (total > before or keys > len(data)):
+            # A newcomer could no longer take the state in one snapshot.
+            return {"limit": "max_frame_size", "max": self.config.max_snapshot_bytes}
         return None
+
+    def _snapshot_room(self, sizes: dict[str, int], *, every_new: bool = False) -> int:
+        """Bytes of values and profiles the snapshot has room for once the
+        keys of *sizes* (-1: deleted) are written; *every_new*: as if none
+        existed yet (an upper bound, found without lookups)."""
+        records = self.replica.record_bytes
+        data = self.replica.data
+        for key, size in sizes.items():
+            old = None if every_new else data.get(key)
+            if size >= 0 and old is None:
+                records += len(key) + NEW_KEY_BYTES
+            elif size < 0 and old is not None:
+                records -= key_bytes(key, old.owner)
+        return self.config.max_snapshot_bytes - snapshot_bytes(self.replica, 0, records)
 
     def _apply(self, change: Change, *, report: bool = True) -> None:
         """Host: apply a change it made and send it to every synced peer."""

@@ -21,6 +21,7 @@ from ..events import (
 )
 from ..messages import EPHEMERAL, Change, Member, Snapshot
 from .access import Access
+from .bounds import key_bytes, member_bytes
 
 __all__ = [
     "Entry",
@@ -159,6 +160,8 @@ class Replica:
         self.total_bytes = 0
         #: Sum of the members' encoded profiles: they count in max_total_bytes too.
         self.profile_bytes = 0
+        #: Keys and member records besides values and profiles (core/bounds.py).
+        self.record_bytes = 0
         self.log: deque[Change] = deque()
         #: change_bytes of each change in ``log``, and their sum.
         self.log_sizes: deque[int] = deque()
@@ -236,6 +239,9 @@ class Replica:
                 set_sizes += entry.size
                 before = self.data.get(key)
                 self.total_bytes += entry.size - (before.size if before else 0)
+                self.record_bytes += key_bytes(key, entry.owner)
+                if before is not None:
+                    self.record_bytes -= key_bytes(key, before.owner)
                 self.data[key] = entry
                 if events is not None:
                     events.append(KeyChanged(key=key, value=value, version=change.seq))
@@ -259,6 +265,7 @@ class Replica:
                 gone_entry = self.data.pop(op[1], None)
                 if gone_entry is not None:
                     self.total_bytes -= gone_entry.size
+                    self.record_bytes -= key_bytes(op[1], gone_entry.owner)
                     if events is not None:
                         events.append(KeyDeleted(key=op[1], version=change.seq))
             elif kind == "join":
@@ -267,8 +274,10 @@ class Replica:
                 if before_member is not None:
                     self.members.remove(before_member)
                     self.profile_bytes -= value_bytes(before_member.profile)
+                    self.record_bytes -= member_bytes(before_member)
                 self.members.append(member)
                 self.profile_bytes += value_bytes(member.profile)
+                self.record_bytes += member_bytes(member)
                 if events is not None:
                     events.append(PeerJoined(peer=self.peer(member)))
             elif kind == "leave":
@@ -276,13 +285,16 @@ class Replica:
                 if gone is not None:
                     self.members.remove(gone)
                     self.profile_bytes -= value_bytes(gone.profile)
+                    self.record_bytes -= member_bytes(gone)
                     if events is not None:
                         events.append(PeerLeft(peer=self.peer(gone), reason=op[2]))
                     # Its ephemeral keys go with it, on every replica alike.
                     for key in [
                         k for k, e in self.data.items() if e.flags & EPHEMERAL and e.owner == op[1]
                     ]:
-                        self.total_bytes -= self.data.pop(key).size
+                        lost = self.data.pop(key)
+                        self.total_bytes -= lost.size
+                        self.record_bytes -= key_bytes(key, lost.owner)
                         if events is not None:
                             events.append(KeyDeleted(key=key, version=change.seq))
             elif kind == "restore":
@@ -376,7 +388,7 @@ class Replica:
             elif events is not None:
                 events.append(KeyDeleted(key=key, version=seq))
         self.data = data
-        self.total_bytes = sum(e.size for e in data.values())
+        self._recount()
 
     def seed(self, entries: tuple[tuple[str, Any, int, str, int, float], ...], seq: int) -> None:
         """Start from stored keys (key, value, version, owner, flags, ttl) at
@@ -384,8 +396,16 @@ class Replica:
         self.data = {
             k: Entry.make(v, ver, owner, flags, ttl) for k, v, ver, owner, flags, ttl in entries
         }
-        self.total_bytes = sum(e.size for e in self.data.values())
+        self._recount()
         self.seq = seq
+
+    def _recount(self) -> None:
+        """The byte counts, from scratch (after a restore, a seed, a snapshot)."""
+        self.total_bytes = sum(e.size for e in self.data.values())
+        self.profile_bytes = sum(value_bytes(m.profile) for m in self.members)
+        self.record_bytes = sum(key_bytes(k, e.owner) for k, e in self.data.items()) + sum(
+            member_bytes(m) for m in self.members
+        )
 
     # ------------------------------------------------------------ snapshots
 
@@ -440,8 +460,7 @@ class Replica:
         self.terms = list(snap.terms)
         self.info = dict(snap.info)
         self.access = snap.access
-        self.total_bytes = sum(e.size for e in self.data.values())
-        self.profile_bytes = sum(value_bytes(m.profile) for m in self.members)
+        self._recount()
         self.clear_log()
         if events is None:
             return
