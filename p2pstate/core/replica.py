@@ -238,10 +238,12 @@ class Replica:
                 entry = Entry.make(value, change.seq, change.writer, flags, ttl)
                 set_sizes += entry.size
                 before = self.data.get(key)
-                self.total_bytes += entry.size - (before.size if before else 0)
-                self.record_bytes += key_bytes(key, entry.owner)
-                if before is not None:
-                    self.record_bytes -= key_bytes(key, before.owner)
+                if before is None:
+                    self.total_bytes += entry.size
+                    self.record_bytes += key_bytes(key, entry.owner)
+                else:
+                    self.total_bytes += entry.size - before.size
+                    self.record_bytes += len(entry.owner) - len(before.owner)
                 self.data[key] = entry
                 if events is not None:
                     events.append(KeyChanged(key=key, value=value, version=change.seq))
@@ -334,7 +336,12 @@ class Replica:
             change.epoch,
             change.origin,
         )
-        self._log(change, change_bytes(change, set_sizes))
+        ops = change.ops
+        if len(ops) == 1 and ops[0][0] == "set" and change.detail is None:
+            size = _CHANGE_OVERHEAD + 16 + len(ops[0][1]) + set_sizes  # change_bytes, inline
+        else:
+            size = change_bytes(change, set_sizes)
+        self._log(change, size)
 
     def _log(self, change: Change, size: int) -> None:
         """Keep *change* for catch-ups within log_keep changes and log_budget
@@ -343,11 +350,12 @@ class Replica:
         if size > self.log_budget:
             self.clear_log()
             return
-        self.log.append(change)
+        log = self.log
+        log.append(change)
         self.log_sizes.append(size)
         self.log_bytes += size
-        while len(self.log) > self.log_keep or self.log_bytes > self.log_budget:
-            self.log.popleft()
+        while len(log) > self.log_keep or self.log_bytes > self.log_budget:
+            log.popleft()
             self.log_bytes -= self.log_sizes.popleft()
 
     def clear_log(self) -> None:

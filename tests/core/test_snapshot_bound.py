@@ -8,7 +8,8 @@ from dataclasses import replace
 from simsession import CONFIG, Session, done, start_players
 
 from p2pstate.codec import MAX_KEY_BYTES
-from p2pstate.messages import Welcome, to_frame
+from p2pstate.core.replica import Replica
+from p2pstate.messages import EPHEMERAL, OWNER_ONLY, Welcome, to_frame
 from p2pstate.options import Options
 
 _FRAME = 16 * 1024 * 1024  # max_frame_size's default, and the simulator's
@@ -69,3 +70,26 @@ def test_a_write_that_shrinks_the_state_is_let_through() -> None:
 def test_the_snapshot_bound_is_the_frame_size_a_peer_accepts() -> None:
     assert Options(max_frame_size=4 << 20).core_config().max_snapshot_bytes == 4 << 20
     assert Options().core_config().max_snapshot_bytes == _FRAME
+
+
+def test_every_replica_keeps_the_byte_counts_a_recount_gives() -> None:
+    session, (alice, bob, carol) = start_players("a1ice.1", "b0b.1", "ca401.1")
+    for op in (
+        ("set", "plain", "x" * 100),
+        ("set", "cursor/bob", [1, 2], EPHEMERAL, 0.0),
+        ("set", "name/bob", "bob", OWNER_ONLY, 0.0),
+        ("profile", {"color": "red"}),
+        ("set", "plain", {"now": "a dict"}),
+        ("del", "plain"),
+    ):
+        assert done(session, bob, op).status == "ok", op
+    assert done(session, carol, ("set", "c", "y" * 50, EPHEMERAL, 0.0)).status == "ok"
+    restore = ("restore", (("r", 1, "", 0, 0.0), ("name/bob", "bob", "b0b.1", OWNER_ONLY, 0.0)))
+    assert done(session, alice, restore).status == "ok"
+    session.net.leave(carol.me.id)
+    assert session.settle()
+    for node in session.live():
+        fresh = Replica()
+        fresh.load(node.replica.snapshot())
+        counts = ("total_bytes", "profile_bytes", "record_bytes")
+        assert [getattr(node.replica, c) for c in counts] == [getattr(fresh, c) for c in counts]
