@@ -56,6 +56,7 @@ from .events import (
     WritesRolledBack,
 )
 from .lobby import Lobby, SessionInfo, browse
+from .messages import MAX_NAME_BYTES
 from .options import Options
 from .state import SharedState, Transaction
 from .storage import Batch, MemoryStorage, MetaStorage, SqliteStorage, Storage, StoredEntry
@@ -117,7 +118,7 @@ __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-_MAX_NAME_BYTES = 100
+_MAX_NAME_BYTES = MAX_NAME_BYTES  # what a host takes in a Hello
 
 
 def join(

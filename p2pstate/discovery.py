@@ -49,6 +49,8 @@ from zeroconf import (  # type: ignore[attr-defined]
 from zeroconf import Error as ZeroconfError
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
+from .core.advert import MAX_TXT_ENTRY_BYTES, MAX_TXT_TOTAL_BYTES
+
 __all__ = [
     "ENV_INTERFACES",
     "SERVICE_TYPE",
@@ -77,8 +79,8 @@ _RESERVED_KEYS: Final = frozenset(
 
 # RFC 6763 6.1: one TXT string holds at most 255 bytes; the total cap keeps the
 # whole answer (PTR+SRV+TXT+A) inside one typical 1500-byte Ethernet frame.
-_MAX_TXT_ENTRY_BYTES: Final = 255
-_MAX_TXT_TOTAL_BYTES: Final = 1300
+_MAX_TXT_ENTRY_BYTES: Final = MAX_TXT_ENTRY_BYTES
+_MAX_TXT_TOTAL_BYTES: Final = MAX_TXT_TOTAL_BYTES
 _MAX_LABEL_BYTES: Final = 63
 _MAX_EPOCH_DIGITS: Final = 20
 _MAX_NODE_ID_CHARS: Final = 128

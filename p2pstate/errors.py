@@ -59,8 +59,9 @@ class RateLimitedError(P2PStateError):
 
 
 class QuotaExceededError(P2PStateError):
-    """The write would take the session past ``max_keys`` keys or
-    ``max_total_bytes`` bytes of values: the host refused it."""
+    """The write would take the session past ``max_keys`` keys,
+    ``max_total_bytes`` bytes of values and profiles, or what one snapshot
+    (``max_frame_size``) carries: the host refused it."""
 
 
 class SessionLostError(P2PStateError, ConnectionError):

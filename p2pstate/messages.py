@@ -21,6 +21,12 @@ from .errors import ProtocolError
 __all__ = [
     "MAX_BATCH",
     "MAX_COUNTER",
+    "MAX_ENDPOINTS",
+    "MAX_ENDPOINT_CHARS",
+    "MAX_ID_CHARS",
+    "MAX_NAME_BYTES",
+    "MAX_PROFILE_BYTES",
+    "MAX_SUSPECTS",
     "MAX_TTL",
     "WIRE_VERSION",
     "Ack",
@@ -40,6 +46,7 @@ __all__ = [
     "Welcome",
     "WireMember",
     "Write",
+    "check_profile",
     "from_batch",
     "from_frame",
     "restore_entries",
@@ -57,6 +64,16 @@ WIRE_VERSION = 2
 #: millions of tiny messages.
 MAX_BATCH = 1024
 
+#: Limits on what a peer says about itself (Hello, and a member as the state
+#: holds it), so no one joins with a name or profile that bloats every replica
+#: and snapshot. The API holds a player's own name and profile to the same.
+MAX_NAME_BYTES = 100  # in UTF-8; a host's name goes in its mDNS record too
+MAX_PROFILE_BYTES = 8 * 1024  # encoded; profiles also count in max_total_bytes
+MAX_ID_CHARS = 128  # node ids ("<identity>.<instance>", 33 today) and session ids
+MAX_ENDPOINTS = 16  # addresses one peer may give (one per interface)
+MAX_ENDPOINT_CHARS = 100  # "tcp://[IPv6]:port" fits
+MAX_SUSPECTS = 1024  # candidates a peer saw fail in one failover
+
 # ---------------------------------------------------------------- field checks
 
 
@@ -68,6 +85,32 @@ def _str(v: Any) -> str:
 
 def _opt_str(v: Any) -> str | None:
     return None if v is None else _str(v)
+
+
+def _id(v: Any) -> str:
+    """A node id or session id ("" where there is none yet)."""
+    s = _str(v)
+    if len(s) > MAX_ID_CHARS:
+        raise ProtocolError(f"an id is at most {MAX_ID_CHARS} characters")
+    return s
+
+
+def _opt_id(v: Any) -> str | None:
+    return None if v is None else _id(v)
+
+
+def _name(v: Any) -> str:
+    s = _str(v)
+    if len(s.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise ProtocolError(f"a name is at most {MAX_NAME_BYTES} bytes")
+    return s
+
+
+def _endpoint(v: Any) -> str:
+    s = _str(v)
+    if len(s) > MAX_ENDPOINT_CHARS:
+        raise ProtocolError(f"an endpoint is at most {MAX_ENDPOINT_CHARS} characters")
+    return s
 
 
 def _int(v: Any) -> int:
@@ -134,6 +177,21 @@ def _list(item: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
     return check
 
 
+def _most(n: int, item: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
+    """An array of at most *n* items, each checked by *item*."""
+    check_all = _list(item)
+
+    def check(v: Any) -> tuple[Any, ...]:
+        if isinstance(v, list) and len(v) > n:
+            raise ProtocolError(f"expected at most {n} items, got {len(v)}")
+        return check_all(v)
+
+    return check
+
+
+_endpoints = _most(MAX_ENDPOINTS, _endpoint)
+
+
 def _tuple(*items: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
     def check(v: Any) -> tuple[Any, ...]:
         if not isinstance(v, list) or len(v) != len(items):
@@ -170,7 +228,7 @@ class Member:
 
     @classmethod
     def from_wire(cls, v: Any) -> Member:
-        t = _tuple(_str, _str, _list(_str), _nat, _profile, _float)(v)
+        t = _tuple(_id, _name, _endpoints, _nat, _profile, _float)(v)
         return cls(
             id=t[0], name=t[1], endpoints=t[2], joined_seq=t[3], profile=t[4], joined_at=t[5]
         )
@@ -194,7 +252,17 @@ def _ttl(v: Any) -> float:
 
 
 def _profile(v: Any) -> dict[str, Any]:
-    return _dict(v)
+    profile = _dict(v)
+    size = len(encode(profile))
+    if size > MAX_PROFILE_BYTES:
+        raise ProtocolError(f"profile is {size} bytes encoded; at most {MAX_PROFILE_BYTES}")
+    return profile
+
+
+def check_profile(v: Any) -> dict[str, Any]:
+    """A player's profile as the wire takes it: a dict of storable values of
+    at most MAX_PROFILE_BYTES encoded. Raises ProtocolError."""
+    return _profile(v)
 
 
 def session_info(v: Any) -> dict[str, Any]:
@@ -587,15 +655,15 @@ class Gone(Message):
 
 _SPECS: dict[type[Message], tuple[Callable[[Any], Any], ...]] = {
     Hello: (
-        _str,
-        _list(_str),
-        _dict,
-        _opt_str,
+        _name,
+        _endpoints,
+        _profile,
+        _opt_id,
         _nat,
         _nat,
-        _str,
-        _opt_str,
-        _list(_str),
+        _id,
+        _opt_id,
+        _most(MAX_SUSPECTS, _id),
         _float,
     ),
     Welcome: (
@@ -682,4 +750,4 @@ def _from_body(body: Any) -> Message:
     kwargs = {
         name: check(v) for name, check, v in zip(_FIELD_NAMES[cls], spec, body[3:], strict=True)
     }
-    return cls(sender=_str(body[1]), epoch=_nat(body[2]), **kwargs)
+    return cls(sender=_id(body[1]), epoch=_nat(body[2]), **kwargs)

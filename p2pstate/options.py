@@ -9,7 +9,7 @@ from typing import Any
 from .core.access import ANY, MODES, Access, settings_from_wire
 from .core.config import Config
 from .errors import ProtocolError
-from .messages import session_info
+from .messages import check_profile, session_info
 from .storage import SqliteStorage, Storage
 
 __all__ = ["Options", "check_access_settings"]
@@ -42,6 +42,9 @@ class Options:
     max_pending_events: int = 100_000
     #: Changes kept so a peer that reconnects can catch up without a snapshot.
     log_keep: int = 4096
+    #: Bytes of changes that log may hold (values counted as max_total_bytes
+    #: counts them); a bigger change is not kept, and peers behind it resync.
+    log_bytes: int = 32 * 1024 * 1024
     #: A small dict describing this player, shown to the others in ``peers``.
     profile: dict[str, Any] = field(default_factory=dict)
     #: Settings of a session this peer creates (ignored when joining one):
@@ -103,6 +106,10 @@ class Options:
             raise TypeError("identity_dir must be a path")
         if not isinstance(self.profile, dict):
             raise TypeError("profile must be a dict")
+        try:
+            check_profile(self.profile)  # what the host will take in our Hello
+        except ProtocolError as exc:
+            raise ValueError(str(exc)) from None
         self.core_config()  # validates the timing options
         if isinstance(self.store, (str, os.PathLike)):
             if not os.fspath(self.store):
@@ -148,6 +155,8 @@ class Options:
             hello_retry=min(0.1, self.heartbeat_interval),
             max_value_size=self.max_value_size,
             log_keep=self.log_keep,
+            log_bytes=self.log_bytes,
+            max_snapshot_bytes=self.max_frame_size,
         )
 
     def open_store(self) -> Storage | None:

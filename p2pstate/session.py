@@ -16,12 +16,14 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import zmq
 
 from .codec import fresh_copy
 from .core.access import AUTHORIZED_ONLY, Access
+from .core.advert import MAX_TXT_TOTAL_BYTES, info_fault, info_properties, txt_bytes
 from .core.ids import identity_of
 from .core.node import Node, Role
 from .core.writer import Outcome
@@ -46,7 +48,7 @@ from .errors import (
 from .events import Event, KeyChanged
 from .identity import load_identity
 from .lobby import TXT_SECURED, TXT_WIRE, access_txt, advertised_secured, advertised_wire
-from .messages import WIRE_VERSION, Hello
+from .messages import MAX_NAME_BYTES, WIRE_VERSION, Hello
 from .options import Options
 from .persist import InitialState, Persister
 from .session_key import derive_session_key
@@ -106,7 +108,7 @@ class Runtime:
             name=name,
             endpoints=self.transport.endpoints,
             profile=options.profile,
-            config=options.core_config(),
+            config=replace(options.core_config(), advert_room=self._advert_room()),
             joined_at=time.time(),  # shown to others only; the protocol never reads it
         )
         self.discovery = Discovery(self.addresses)
@@ -128,6 +130,8 @@ class Runtime:
         self._latest_by_req: dict[int, str] = {}
         self._latest_waiting: dict[str, tuple[tuple[Any, ...], ...]] = {}
         self._events: deque[Event] = deque()
+        # What we failed to advertise (role, epoch, players, info): not retried.
+        self._advert_failed: tuple[tuple[Role, int, int, Access], dict[str, Any]] | None = None
         self.poll_events = options.poll_events
         self._callbacks: list[Callable[[Event], None]] = []
         self._hosts: dict[tuple[str, bool], HostRecord] = {}
@@ -361,9 +365,31 @@ class Runtime:
             return True
         return done.wait(timeout)
 
+    def _advert_room(self) -> int:
+        """Bytes of mDNS record left for the session's settings once every
+        other entry is at its widest, for whichever member hosts: the same on
+        every copy of this app and session (see core/advert.py)."""
+        widest = {
+            "app": self.app,
+            "session": self.session,
+            "id": "f" * len(self.node_id),  # every copy's ids have one length
+            "name": "n" * MAX_NAME_BYTES,
+            "epoch": "9" * 20,
+            "sid": "f" * 16,
+            "players": "9" * 9,
+            "rev": "9" * 9,
+            **self._txt_properties({}, 0, _WIDEST_ACCESS),
+            TXT_SECURED: "1",
+        }
+        return MAX_TXT_TOTAL_BYTES - txt_bytes(widest)
+
     def check_session_info(self, info: dict[str, Any]) -> None:
-        """Raise ValueError if the session's settings would not fit its mDNS record."""
+        """Raise ValueError if the session's settings would not fit its mDNS
+        record: the host's own check of an info write, then the record's."""
         merged = {**self.node.replica.info, **info}
+        fault = info_fault(merged, self.node.config.advert_room)
+        if fault is not None:
+            raise ValueError(fault)
         check_txt(
             app=self.app,
             session=self.session,
@@ -798,7 +824,26 @@ class Runtime:
             for waiter in [w for w in self._waiters if w[0]()]:
                 self._waiters.remove(waiter)
                 waiter[1].set()
-        self._sync_advert_io()
+        self._advert_guarded_io()
+
+    def _advert_guarded_io(self) -> None:
+        """Advertising follows every step but is not part of one: a failure
+        there (zeroconf, a record the core let through by mistake) is dropped
+        and counted, never the end of the I/O thread. Not retried until what
+        would be advertised changes."""
+        node = self.node
+        # The replica replaces its info and access on every change: identity says it all.
+        wanted = (node.role, node.epoch, len(node.replica.members), node.replica.access)
+        failed = self._advert_failed
+        if failed is not None and failed[0] == wanted and failed[1] is node.replica.info:
+            return
+        try:
+            self._sync_advert_io()
+        except Exception:  # the session goes on unadvertised
+            self._advert_failed = (wanted, node.replica.info)
+            self.stats["advert_errors"] += 1
+            level = logging.WARNING if self.stats["advert_errors"] == 1 else logging.DEBUG
+            log.log(level, "could not advertise the session; it goes on", exc_info=True)
 
     def _emit_io(self, event: Event) -> None:
         if isinstance(event, KeyChanged) and isinstance(event.value, (list, dict)):
@@ -901,16 +946,7 @@ def _access_error(reason: str, session: str, node_id: str) -> PermissionDeniedEr
 
 def txt_properties(info: dict[str, Any], players: int) -> dict[str, str]:
     """The session's settings as the TXT properties the lobby reads (see lobby.py)."""
-    properties = {"players": str(players)}
-    if info.get("max_players") is not None:
-        properties["max_players"] = str(info["max_players"])
-    if info.get("joinable") is False:
-        properties["joinable"] = "0"
-    if info.get("version") is not None:
-        properties["version"] = str(info["version"])
-    for key, value in (info.get("metadata") or {}).items():
-        properties[f"m.{key}"] = value
-    return properties
+    return {"players": str(players), **info_properties(info)}
 
 
 def _players(record: HostRecord) -> int:

@@ -37,7 +37,7 @@ from .errors import (
     ValueTooLargeError,
 )
 from .events import Event, Peer
-from .messages import EPHEMERAL, OWNER_ONLY, session_info
+from .messages import EPHEMERAL, MAX_PROFILE_BYTES, OWNER_ONLY, session_info
 from .options import check_access_settings
 
 if TYPE_CHECKING:
@@ -154,7 +154,13 @@ class SharedState(MutableMapping[str, Any]):
         every peer gets a ``PeerUpdated`` event."""
         if not isinstance(profile, dict):
             raise TypeError("profile must be a dict")
-        self._write((("profile", self._checked(profile)),), ())
+        profile = self._checked(profile)
+        size = len(encode(profile))
+        if size > MAX_PROFILE_BYTES:
+            raise ValueTooLargeError(
+                f"profile is {size} bytes encoded; at most {MAX_PROFILE_BYTES} (MAX_PROFILE_BYTES)"
+            )
+        self._write((("profile", profile),), ())
 
     @property
     def session_info(self) -> dict[str, Any]:

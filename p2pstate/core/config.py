@@ -26,6 +26,15 @@ class Config:
     max_value_size: int = 64 * 1024
     #: Changes kept for peers that reconnect and catch up instead of resyncing.
     log_keep: int = 4096
+    #: Bytes of changes kept in that log (values counted as max_total_bytes
+    #: counts them): the oldest go past it; a bigger change is not kept.
+    log_bytes: int = 32 * 1024 * 1024
+    #: Bytes of the mDNS record the session's settings may take (see
+    #: core/advert.py); the runtime works it out from the app and session names.
+    advert_room: int = 900
+    #: The largest snapshot a newcomer can take (max_frame_size): the host
+    #: refuses writes that would make the state outgrow it (see core/bounds.py).
+    max_snapshot_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for name in (
@@ -41,5 +50,5 @@ class Config:
             raise ValueError("host_timeout must be longer than heartbeat_interval")
         if self.peer_timeout <= self.heartbeat_interval:
             raise ValueError("peer_timeout must be longer than heartbeat_interval")
-        if self.max_value_size <= 0 or self.log_keep <= 0:
-            raise ValueError("max_value_size and log_keep must be positive")
+        if self.max_value_size <= 0 or self.log_keep <= 0 or self.log_bytes <= 0:
+            raise ValueError("max_value_size, log_keep and log_bytes must be positive")

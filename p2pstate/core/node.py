@@ -53,6 +53,7 @@ from ..events import Event, Expelled, RolledBackWrite, WritesRolledBack
 from ..events import Message as MessageEvent
 from ..messages import (
     EPHEMERAL,
+    MAX_PROFILE_BYTES,
     OWNER_ONLY,
     Ack,
     Change,
@@ -73,9 +74,11 @@ from ..messages import (
     restore_entries,
 )
 from .access import ALWAYS_ADMIN_OPS, Access
+from .advert import info_fault
+from .bounds import NEW_KEY_BYTES, key_bytes, snapshot_bytes
 from .config import Config
 from .ids import identity_of
-from .replica import Entry, Replica, history_contains, scalar_size
+from .replica import Entry, Replica, history_contains, scalar_size, value_bytes
 from .writer import Outcome, Writer
 
 __all__ = ["Node", "Role", "Send"]
@@ -142,7 +145,7 @@ class Node:
             profile=dict(profile or {}),
             joined_at=joined_at,
         )
-        self.replica = Replica(log_keep=self.config.log_keep)
+        self.replica = Replica(log_keep=self.config.log_keep, log_bytes=self.config.log_bytes)
         self.writer = Writer()
         self.role = Role.IDLE
         self.epoch = 0
@@ -504,6 +507,7 @@ class Node:
         data = self.replica.data
         limit = self.config.max_value_size
         sizes: dict[str, int] = {}  # key -> its value's size after the write, -1: deleted
+        profile_grow = 0  # bytes the writer's new profile adds to the session's
         acl = access  # as the write's ACL ops leave it, one after another
         for op in ops:
             kind = op[0]
@@ -515,9 +519,21 @@ class Node:
                 continue
             if kind == "access_set":
                 continue  # checked whole on the wire and by check_write (admin)
-            if kind in ("profile", "info"):
+            if kind == "profile":
+                size = len(encode(op[1]))
+                if size > MAX_PROFILE_BYTES:  # as the wire and the API hold it
+                    return "too_large", {"key": kind, "limit": MAX_PROFILE_BYTES}
+                me = self.replica.member(writer)
+                profile_grow = size - (value_bytes(me.profile) if me is not None else 0)
+                continue
+            if kind == "info":
                 if len(encode(op[1])) > limit:
                     return "too_large", {"key": kind, "limit": limit}
+                # What the API checks, so that every host can advertise it.
+                fault = info_fault({**self.replica.info, **op[1]}, self.config.advert_room)
+                if fault is not None:
+                    self._refusal("info_refused", writer)
+                    return "invalid", fault
                 continue
             if kind == "msg":
                 if op[1] and self.replica.member(op[1]) is None:
@@ -543,7 +559,7 @@ class Node:
             # Owned by the player (the identity), not by one run of the game.
             if entry is not None and entry.flags & OWNER_ONLY and not _owns(entry, identity):
                 return "denied", {"key": op[1], "owner": entry.owner}
-        quota = self._quota(sizes, access) if sizes else None
+        quota = self._quota(sizes, access, profile_grow) if sizes or profile_grow > 0 else None
         if quota is not None:
             self._refusal("writes_over_quota", writer)
             return "quota", quota
@@ -590,18 +606,15 @@ class Node:
                 return "too_large", {"key": key, "limit": limit}
             sizes[key] = _stored_size(value, size)
         for key, old in self.replica.data.items():
-            if old.flags & EPHEMERAL:
-                continue  # the players' ephemeral keys stay
-            if key not in new:
-                sizes[key] = -1  # lasting keys not in the backup go
-            # Another player's owner-only key: only the admin may change it.
+            entry = new.get(key)
+            # Another player's owner-only key, ephemeral or not: only the admin
+            # may change it, so the restore must leave it exactly as it is.
             if old.flags & OWNER_ONLY and not _owns(old, identity) and identity != access.admin:
-                entry = new.get(key)
-                if entry is None or (
-                    (entry[2], entry[3]) != (old.owner, old.flags)
-                    or encode(entry[1]) != encode(old.value)
-                ):
+                ephemeral_left = old.flags & EPHEMERAL and entry is None
+                if not ephemeral_left and (entry is None or not _restore_keeps(old, entry)):
                     return "denied", {"key": key, "owner": old.owner}
+            if key not in new and not old.flags & EPHEMERAL:
+                sizes[key] = -1  # lasting keys not in the backup go; ephemeral ones stay
         return None
 
     def _take_token(self, writer: str, access: Access) -> bool:
@@ -616,15 +629,20 @@ class Node:
         self._buckets[writer] = (tokens - 1.0, now)
         return True
 
-    def _quota(self, sizes: dict[str, int], access: Access) -> dict[str, Any] | None:
+    def _quota(
+        self, sizes: dict[str, int], access: Access, profile_grow: int = 0
+    ) -> dict[str, Any] | None:
         """None if the session stays within max_keys and max_total_bytes once
-        each key of *sizes* holds a value of that size (-1: deleted), else
-        what it would exceed. A write that does not grow the session is let
-        through, so one over its limits can still be cleaned up."""
+        each key of *sizes* holds a value of that size (-1: deleted) and the
+        members' profiles grew by *profile_grow* bytes, else what it would
+        exceed. A write that does not grow the session is let through, so one
+        over its limits can still be cleaned up."""
         data = self.replica.data
-        keys, total = len(data), self.replica.total_bytes
+        before = self.replica.total_bytes + self.replica.profile_bytes
+        keys, total = len(data), before + profile_grow
         grow = sum(size for size in sizes.values() if size > 0)
-        if keys + len(sizes) <= access.max_keys and total + grow <= access.max_total_bytes:
+        most_bytes = min(access.max_total_bytes, self._snapshot_room(sizes, every_new=True))
+        if keys + len(sizes) <= access.max_keys and total + grow <= most_bytes:
             return None  # fits even if every key were new: the common case, found cheaply
         for key, size in sizes.items():
             old = data.get(key)
@@ -632,9 +650,26 @@ class Node:
             total += max(size, 0) - (old.size if old is not None else 0)
         if keys > access.max_keys and keys > len(data):
             return {"limit": "max_keys", "max": access.max_keys}
-        if total > access.max_total_bytes and total > self.replica.total_bytes:
+        if total > access.max_total_bytes and total > before:
             return {"limit": "max_total_bytes", "max": access.max_total_bytes}
+        if total > self._snapshot_room(sizes) and (total > before or keys > len(data)):
+            # A newcomer could no longer take the state in one snapshot.
+            return {"limit": "max_frame_size", "max": self.config.max_snapshot_bytes}
         return None
+
+    def _snapshot_room(self, sizes: dict[str, int], *, every_new: bool = False) -> int:
+        """Bytes of values and profiles the snapshot has room for once the
+        keys of *sizes* (-1: deleted) are written; *every_new*: as if none
+        existed yet (an upper bound, found without lookups)."""
+        records = self.replica.record_bytes
+        data = self.replica.data
+        for key, size in sizes.items():
+            old = None if every_new else data.get(key)
+            if size >= 0 and old is None:
+                records += len(key) + NEW_KEY_BYTES
+            elif size < 0 and old is not None:
+                records -= key_bytes(key, old.owner)
+        return self.config.max_snapshot_bytes - snapshot_bytes(self.replica, 0, records)
 
     def _apply(self, change: Change, *, report: bool = True) -> None:
         """Host: apply a change it made and send it to every synced peer."""
@@ -1423,6 +1458,18 @@ def _owns(entry: Entry, identity: str) -> bool:
     """Whether the player *identity* owns *entry*: the identity, not one run
     of the game, so a player who restarts keeps their owner-only keys."""
     return identity_of(entry.owner) == identity
+
+
+def _restore_keeps(old: Entry, entry: tuple[str, Any, str, int, float]) -> bool:
+    """Whether a restore leaves *old* untouched with *entry*: the rule of
+    Replica._restore (no ttl on either, same owner, flags and encoding)."""
+    _, value, owner, flags, ttl = entry
+    return (
+        not ttl
+        and not old.ttl
+        and (old.owner, old.flags) == (owner if flags else "", flags)
+        and encode(value) == encode(old.value)
+    )
 
 
 def _stored_size(value: Any, encoded: int) -> int:

@@ -21,8 +21,17 @@ from ..events import (
 )
 from ..messages import EPHEMERAL, Change, Member, Snapshot
 from .access import Access
+from .bounds import key_bytes, member_bytes
 
-__all__ = ["Entry", "Replica", "WriterRecord", "history_contains", "scalar_size"]
+__all__ = [
+    "Entry",
+    "Replica",
+    "WriterRecord",
+    "change_bytes",
+    "history_contains",
+    "scalar_size",
+    "value_bytes",
+]
 
 
 def history_contains(
@@ -87,6 +96,38 @@ def scalar_size(value: Any) -> int:
     return 9
 
 
+def value_bytes(value: Any) -> int:
+    """A value's size: its encoding for a container, else scalar_size."""
+    return len(encode(value)) if isinstance(value, _CONTAINERS) else scalar_size(value)
+
+
+#: What a change costs in the log besides its values (fields, op tuples).
+_CHANGE_OVERHEAD = 64
+
+
+def change_bytes(change: Change, set_sizes: int | None = None) -> int:
+    """What *change* counts for against the log's byte budget: its values as
+    max_total_bytes counts them, keys, and a fixed overhead per change and op.
+    *set_sizes*, if given, is what its "set" ops' values already counted."""
+    total = _CHANGE_OVERHEAD + (value_bytes(change.detail) if change.detail is not None else 0)
+    for op in change.ops:
+        kind = op[0]
+        total += 16
+        if kind == "set":
+            total += len(op[1]) + (0 if set_sizes is not None else value_bytes(op[2]))
+        elif kind == "restore":
+            total += sum(len(e[0]) + len(e[2]) + value_bytes(e[1]) + 16 for e in op[1])
+        elif kind == "msg":
+            total += len(op[1]) + value_bytes(op[2])
+        elif kind in ("profile", "info"):
+            total += value_bytes(op[1])
+        elif kind in ("join", "access"):
+            total += value_bytes(op[1].to_wire())
+        else:
+            total += value_bytes(list(op[1:]))
+    return total + (set_sizes or 0)
+
+
 @dataclass(slots=True)
 class WriterRecord:
     """What exactly-once needs to know about one writer."""
@@ -100,7 +141,7 @@ class WriterRecord:
 class Replica:
     """Data, membership, exactly-once table and recent log, at one sequence number."""
 
-    def __init__(self, *, log_keep: int = 4096) -> None:
+    def __init__(self, *, log_keep: int = 4096, log_bytes: int = 32 * 1024 * 1024) -> None:
         self.session_id = ""
         self.seq = 0
         self.last_epoch = 0
@@ -117,7 +158,15 @@ class Replica:
         self.access = Access()
         #: Sum of ``Entry.size`` over ``data``, kept as changes apply.
         self.total_bytes = 0
-        self.log: deque[Change] = deque(maxlen=log_keep)
+        #: Sum of the members' encoded profiles: they count in max_total_bytes too.
+        self.profile_bytes = 0
+        #: Keys and member records besides values and profiles (core/bounds.py).
+        self.record_bytes = 0
+        self.log: deque[Change] = deque()
+        #: change_bytes of each change in ``log``, and their sum.
+        self.log_sizes: deque[int] = deque()
+        self.log_bytes = 0
+        self.log_keep, self.log_budget = log_keep, log_bytes
 
     # ------------------------------------------------------------ queries
 
@@ -180,14 +229,21 @@ class Replica:
 
     def apply(self, change: Change, *, events: list[Event] | None = None) -> None:
         """Apply the next change. The caller checks ``change.seq == self.seq + 1``."""
+        set_sizes = 0  # what its "set" values count, for the log's byte budget
         for op in change.ops:
             kind = op[0]
             if kind == "set":
                 key, value = op[1], op[2]
                 flags, ttl = (op[3], op[4]) if len(op) == 5 else (0, 0.0)
                 entry = Entry.make(value, change.seq, change.writer, flags, ttl)
+                set_sizes += entry.size
                 before = self.data.get(key)
-                self.total_bytes += entry.size - (before.size if before else 0)
+                if before is None:
+                    self.total_bytes += entry.size
+                    self.record_bytes += key_bytes(key, entry.owner)
+                else:
+                    self.total_bytes += entry.size - before.size
+                    self.record_bytes += len(entry.owner) - len(before.owner)
                 self.data[key] = entry
                 if events is not None:
                     events.append(KeyChanged(key=key, value=value, version=change.seq))
@@ -202,6 +258,7 @@ class Replica:
             elif kind == "profile":
                 who = self.member(change.writer)
                 if who is not None:
+                    self.profile_bytes += value_bytes(op[1]) - value_bytes(who.profile)
                     updated = replace(who, profile=op[1])
                     self.members[self.members.index(who)] = updated
                     if events is not None:
@@ -210,25 +267,36 @@ class Replica:
                 gone_entry = self.data.pop(op[1], None)
                 if gone_entry is not None:
                     self.total_bytes -= gone_entry.size
+                    self.record_bytes -= key_bytes(op[1], gone_entry.owner)
                     if events is not None:
                         events.append(KeyDeleted(key=op[1], version=change.seq))
             elif kind == "join":
                 member: Member = op[1]
-                self.members = [m for m in self.members if m.id != member.id]
+                before_member = self.member(member.id)
+                if before_member is not None:
+                    self.members.remove(before_member)
+                    self.profile_bytes -= value_bytes(before_member.profile)
+                    self.record_bytes -= member_bytes(before_member)
                 self.members.append(member)
+                self.profile_bytes += value_bytes(member.profile)
+                self.record_bytes += member_bytes(member)
                 if events is not None:
                     events.append(PeerJoined(peer=self.peer(member)))
             elif kind == "leave":
                 gone = self.member(op[1])
                 if gone is not None:
                     self.members.remove(gone)
+                    self.profile_bytes -= value_bytes(gone.profile)
+                    self.record_bytes -= member_bytes(gone)
                     if events is not None:
                         events.append(PeerLeft(peer=self.peer(gone), reason=op[2]))
                     # Its ephemeral keys go with it, on every replica alike.
                     for key in [
                         k for k, e in self.data.items() if e.flags & EPHEMERAL and e.owner == op[1]
                     ]:
-                        self.total_bytes -= self.data.pop(key).size
+                        lost = self.data.pop(key)
+                        self.total_bytes -= lost.size
+                        self.record_bytes -= key_bytes(key, lost.owner)
                         if events is not None:
                             events.append(KeyDeleted(key=key, version=change.seq))
             elif kind == "restore":
@@ -268,7 +336,32 @@ class Replica:
             change.epoch,
             change.origin,
         )
-        self.log.append(change)
+        ops = change.ops
+        if len(ops) == 1 and ops[0][0] == "set" and change.detail is None:
+            size = _CHANGE_OVERHEAD + 16 + len(ops[0][1]) + set_sizes  # change_bytes, inline
+        else:
+            size = change_bytes(change, set_sizes)
+        self._log(change, size)
+
+    def _log(self, change: Change, size: int) -> None:
+        """Keep *change* for catch-ups within log_keep changes and log_budget
+        bytes, dropping the oldest. One bigger than the whole budget is not
+        kept: the log restarts after it (a peer behind it gets a snapshot)."""
+        if size > self.log_budget:
+            self.clear_log()
+            return
+        log = self.log
+        log.append(change)
+        self.log_sizes.append(size)
+        self.log_bytes += size
+        while len(log) > self.log_keep or self.log_bytes > self.log_budget:
+            log.popleft()
+            self.log_bytes -= self.log_sizes.popleft()
+
+    def clear_log(self) -> None:
+        self.log.clear()
+        self.log_sizes.clear()
+        self.log_bytes = 0
 
     def _restore(
         self,
@@ -303,7 +396,7 @@ class Replica:
             elif events is not None:
                 events.append(KeyDeleted(key=key, version=seq))
         self.data = data
-        self.total_bytes = sum(e.size for e in data.values())
+        self._recount()
 
     def seed(self, entries: tuple[tuple[str, Any, int, str, int, float], ...], seq: int) -> None:
         """Start from stored keys (key, value, version, owner, flags, ttl) at
@@ -311,8 +404,16 @@ class Replica:
         self.data = {
             k: Entry.make(v, ver, owner, flags, ttl) for k, v, ver, owner, flags, ttl in entries
         }
-        self.total_bytes = sum(e.size for e in self.data.values())
+        self._recount()
         self.seq = seq
+
+    def _recount(self) -> None:
+        """The byte counts, from scratch (after a restore, a seed, a snapshot)."""
+        self.total_bytes = sum(e.size for e in self.data.values())
+        self.profile_bytes = sum(value_bytes(m.profile) for m in self.members)
+        self.record_bytes = sum(key_bytes(k, e.owner) for k, e in self.data.items()) + sum(
+            member_bytes(m) for m in self.members
+        )
 
     # ------------------------------------------------------------ snapshots
 
@@ -367,8 +468,8 @@ class Replica:
         self.terms = list(snap.terms)
         self.info = dict(snap.info)
         self.access = snap.access
-        self.total_bytes = sum(e.size for e in self.data.values())
-        self.log.clear()
+        self._recount()
+        self.clear_log()
         if events is None:
             return
         for key, entry in self.data.items():

@@ -76,6 +76,8 @@ def test_broadcast_send_and_profile(join: Join) -> None:
         a.send("0123456789abcdef", "nobody there")
     with pytest.raises(p2pstate.ValueTooLargeError):
         a.broadcast("x" * 100_000)
+    with pytest.raises(p2pstate.ValueTooLargeError, match="profile"):
+        b.set_profile({"bio": "x" * 10_000})  # a host would refuse it (MAX_PROFILE_BYTES)
     b.set_profile({"color": "blue", "ready": True})
     eventually(lambda: any(isinstance(e, p2pstate.PeerUpdated) for e in got["a"]))
     assert next(p for p in a.peers if p.id == b.me.id).profile == {"color": "blue", "ready": True}
