@@ -11,12 +11,20 @@ The rules, all here:
 
 * **Whom to join.** Of the records not tried yet, the host that would win a
   merge (:func:`_merge_rank`); with no host, the lowest candidate id below
-  ours. A copy with nobody lower hosts.
+  ours. A copy with nobody lower hosts. A candidate we gave up on is tried
+  again once it hosts.
 * **Candidates wait for their rivals.** Seeing candidates is not mutual under
-  load: a copy that would host waits, at most :meth:`Startup.rival_wait`
-  (``max(1 s, 2 discovery windows)``), for every candidate it saw to choose
-  it (its Hello) or to host, so that a copy that missed our record does not
+  load: a copy that would host waits, once and at most
+  :meth:`Startup.rival_wait` (``max(1 s, 2 discovery windows)``, less when
+  the caller's deadline is near), for every candidate it saw to choose it
+  (its Hello) or to host, so that a copy that missed our record does not
   host a second session whose merge would roll back acknowledged writes.
+* **Nobody chose us.** When that wait runs out and no copy chose us, we ask
+  the lowest rival that did not answer, briefly (it chose a copy we cannot
+  see, and redirects us there once in), and before hosting we give a copy
+  that may be hosting right now a moment (``3 x hello_retry``). A copy that
+  was chosen hosts at once, so of two whose waits run out together the
+  chosen one goes first.
 * **Patience with whom we chose.** A host answers at once; a candidate may
   itself wait its rival wait first, but one that went silent (killed while
   starting) must leave us time to host before the caller gives up.
@@ -135,7 +143,9 @@ class Startup:
     # goes (a candidate's record goes when it hosts, maybe before its host
     # record arrives).
     _rivals: set[str] = field(default_factory=set)
-    _tried: set[str] = field(default_factory=set)
+    # (node id, host record?): a candidate we gave up on may host later,
+    # and its host record is worth trying then.
+    _tried: set[tuple[str, bool]] = field(default_factory=set)
     _refused: dict[str, Fail] = field(default_factory=dict)
     _held: dict[str, tuple[Hello, float]] = field(default_factory=dict)  # sender -> (Hello, when)
     _target: str | None = None  # whom we last chose to join
@@ -143,6 +153,10 @@ class Startup:
     _patience: float = JOIN_RETRY
     _others_until: float | None = None  # a join waiting for other hosts to appear
     _rivals_until: float | None = None  # a candidate waiting for its rivals
+    _rivals_waited: bool = False  # the rival wait ran out once
+    _asked_rival: bool = False  # see _rival_to_ask
+    _target_candidate: bool = False  # whom we last chose was a candidate
+    _grace_until: float | None = None  # see _in_grace
 
     # ============================================================ inputs
 
@@ -201,6 +215,10 @@ class Startup:
             if now >= self._rivals_until or self._choose() is not None or not self._unheard():
                 return self._decide(now)
             return None
+        if self._grace_until is not None:
+            if now >= self._grace_until or self._choose() is not None:
+                return self._decide(now)
+            return None
         if self._target is None or now - self._join_at < self._patience:
             return None
         self.stats["join_retries"] += 1
@@ -212,7 +230,9 @@ class Startup:
         """When :meth:`tick` next has something to do; None: nothing to wait for."""
         if self.done or not self._started:
             return None
-        waits = [t for t in (self._others_until, self._rivals_until) if t is not None]
+        waits = [
+            t for t in (self._others_until, self._rivals_until, self._grace_until) if t is not None
+        ]
         if self._target is not None:
             waits.append(self._join_at + self._patience)
         return min(waits, default=None)
@@ -234,7 +254,7 @@ class Startup:
     def _decide(self, now: float) -> Decision | None:
         self._join_at = now
         while (advert := self._choose()) is not None:
-            self._tried.add(advert.node_id)
+            self._tried.add((advert.node_id, advert.epoch > 0))
             refusal = self._refusal(advert)
             if refusal is None:
                 return self._join(advert, now)
@@ -250,29 +270,60 @@ class Startup:
             # second one of the same name would only split the players.
             self._finish()
             return next(iter(self._refused.values()))
-        unheard = len(self._unheard())
-        if unheard:
+        unheard = self._unheard()
+        if unheard and not self._rivals_waited:
             # A copy we saw may not have seen us and host too, and merging two
             # fresh sessions rolls back acknowledged writes: wait until each
-            # chose us, or hosts, or we waited enough.
+            # chose us, or hosts, or we waited enough (once, and leaving us
+            # time to host before join() gives up, as _patience_with).
             if self._rivals_until is None:
-                self._rivals_until = now + self.rival_wait()
+                self._rivals_until = now + min(self.rival_wait(), (self.deadline - now) / 2)
             if now < self._rivals_until:
                 return None
-            self.stats["hosted_without_rivals"] += 1
-        # Only Hellos still asking: a copy repeats its Hello every hello_retry,
-        # and one that stopped (gone, or joined elsewhere) must not become a
-        # member, let alone the successor.
-        fresh = now - 3 * self.hello_retry
-        hellos = tuple(h for h, at in self._held.values() if at >= fresh)
-        self._finish()
-        return Host(hellos=hellos, unanswered=unheard)
+            self._rivals_waited = True
+            rival = self._rival_to_ask(unheard, now)
+            if rival is not None:
+                self._tried.add((rival.node_id, False))
+                # It answers at once when it is in (a peer redirects a
+                # Hello), and a silent one must not hold us long.
+                return self._join(rival, now, patience=3 * self.hello_retry)
+        return self._host(now, len(unheard))
 
-    def _join(self, advert: Advert, now: float) -> Join:
+    def _host(self, now: float, unanswered: int) -> Host | None:
+        hellos = self._fresh_hellos(now)
+        if not hellos and self._in_grace(now, unanswered):
+            return None
+        if unanswered:
+            self.stats["hosted_without_rivals"] += 1
+        self._finish()
+        return Host(hellos=hellos, unanswered=unanswered)
+
+    def _fresh_hellos(self, now: float) -> tuple[Hello, ...]:
+        """The Hellos held whose copies still ask: a copy repeats its Hello
+        every hello_retry, and one that stopped (gone, or joined elsewhere)
+        must not become a member, let alone the successor."""
+        fresh = now - 3 * self.hello_retry
+        return tuple(h for h, at in self._held.values() if at >= fresh)
+
+    def _in_grace(self, now: float, unanswered: int) -> bool:
+        """A copy that nobody chose, and that gave up on a candidate or on
+        rivals, waits a moment more before hosting: that candidate, or a
+        copy its rivals chose, may be hosting right now (its own wait ran
+        out with ours), and would welcome us, or show its host record. A copy
+        that holds Hellos hosts at once, so of the two the chosen one goes
+        first (found by the simulator: both hosted)."""
+        if not (self._target_candidate or unanswered):
+            return False
+        if self._grace_until is None:
+            self._grace_until = now + 3 * self.hello_retry
+        return now < self._grace_until
+
+    def _join(self, advert: Advert, now: float, patience: float | None = None) -> Join:
         self._others_until = self._rivals_until = None
         self._held.clear()  # those copies will find our host
-        self._patience = self._patience_with(advert, now)
+        self._patience = self._patience_with(advert, now) if patience is None else patience
         self._target = advert.node_id
+        self._target_candidate = advert.epoch == 0
         return Join(node_id=advert.node_id, endpoints=advert.endpoints)
 
     def _refusal(self, advert: Advert) -> Fail | None:
@@ -285,10 +336,23 @@ class Startup:
             return Fail(reason=reason, node_id=advert.node_id)
         return None
 
+    def _rival_to_ask(self, unheard: set[str], now: float) -> Advert | None:
+        """A copy nobody chose, whose wait ran out: rather than host, ask its
+        lowest unheard rival once, briefly. That rival chose a copy we cannot
+        see (it is higher than us, or it would have chosen us), and once in
+        it sends us there (a peer redirects a Hello to its host). Without this, that copy
+        waiting for us and we for the rival both hosted when their waits ran
+        out together (found by the simulator)."""
+        if self._fresh_hellos(now) or self._asked_rival:
+            return None
+        self._asked_rival = True
+        known = [a for a in self._adverts.values() if a.epoch == 0 and a.node_id in unheard]
+        return min(known, key=lambda a: a.node_id, default=None)
+
     def _choose(self) -> Advert | None:
         """Whom to ask: the host that would win a merge; with no host yet, the
         candidate with the lowest node id (None: that is us)."""
-        adverts = [a for a in self._adverts.values() if a.node_id not in self._tried]
+        adverts = [a for key, a in self._adverts.items() if key not in self._tried]
         hosts = [a for a in adverts if a.epoch > 0]
         if hosts:
             return max(hosts, key=lambda a: _merge_rank(a.players, a.epoch, a.node_id))
@@ -298,7 +362,7 @@ class Startup:
     def _unheard(self) -> set[str]:
         """The candidates seen that neither chose us (their Hello) nor were
         tried by us: any of them may not have seen us, and host."""
-        return self._rivals - self._held.keys() - self._tried
+        return self._rivals - self._held.keys() - {node_id for node_id, _ in self._tried}
 
     def _patience_with(self, advert: Advert, now: float) -> float:
         """How long to wait for *advert* to answer before trying another: a
@@ -311,5 +375,5 @@ class Startup:
 
     def _finish(self) -> None:
         self.done = True
-        self._others_until = self._rivals_until = None
+        self._others_until = self._rivals_until = self._grace_until = None
         self._held.clear()
