@@ -238,3 +238,34 @@ def test_a_silent_candidate_does_not_make_join_time_out(
     finally:
         for s in states.values():
             s.close()
+
+
+def test_a_copy_blind_to_the_lowest_whose_rivals_chose_it_joins_it(
+    runtimes: list[Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the simulator (tests/core/test_startup.py): the second lowest
+    copy misses the lowest's record and waits for the two highest, which
+    chose the lowest; the lowest waits for it. Both waits ran out together,
+    both hosted, and the merge rolled back a write."""
+    count = 4
+
+    def ids() -> list[str]:
+        return sorted(r.node_id for r in runtimes)
+
+    hide_records(
+        monkeypatch,
+        lambda rt, r: (
+            len(runtimes) == count
+            and r.epoch == 0
+            and rt.node_id == ids()[1]
+            and r.node_id == ids()[0]
+        ),
+    )
+    all_made_first(monkeypatch, count)
+    states, errors = start_copies(f"asked-{secrets.token_hex(4)}", count, discovery_window=0.3)
+    try:
+        assert not errors and len(states) == count
+        assert_one_session_lost_nothing(states)
+    finally:
+        for s in states.values():
+            s.close()
