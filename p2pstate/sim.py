@@ -6,6 +6,10 @@ random delay, crashes, partitions (messages across a cut are lost, as when a
 cable is pulled) and a stand-in for mDNS. Every message goes through the real
 wire codec. The same seed gives the same run, so a failing test prints a seed
 and a trace that reproduce it exactly.
+
+Copies started together (``start_together``) run the runtime's own start-up
+election (core/startup.py) on what they see of each other's mDNS records,
+which :class:`StartFaults` can lose, delay or cut short.
 """
 
 from __future__ import annotations
