@@ -87,11 +87,7 @@ class SimNetwork:
         self.partitioned_ever = False
         #: Frames that failed to decode and were dropped.
         self.bad_frames = 0
-        #: The start-up election of each node started by start_together.
-        self.startups: dict[str, _Starter] = {}
-        # When each node's host record appeared and went, for start_together.
-        self._host_since: dict[str, float] = {}
-        self._host_until: dict[str, float] = {}
+        self._lan = _StartupLan(self)  # copies started together
 
     # ------------------------------------------------------------ population
 
@@ -247,7 +243,7 @@ class SimNetwork:
                     return
                 if self.trace_messages:
                     self._log(to, f"<- {msg.sender[:6]} {_describe(msg)}")
-                if not self._starter_hello(to, msg):
+                if not self._lan.hello(to, msg):
                     node.receive(msg, self.now)
                 self._flush(node)
             return
@@ -257,7 +253,7 @@ class SimNetwork:
             self._discover()
         if self.now >= self._next_tick:
             self._next_tick = self.now + self.tick_interval
-            self._tick_starters()
+            self._lan.tick()
             for nid in sorted(self.alive):
                 node = self.nodes[nid]
                 node.tick(self.now)
@@ -352,161 +348,21 @@ class SimNetwork:
         advertises a candidate record, browses for *window*, then joins or
         hosts as its machine decides. A record reaches the others
         *record_delay* after it is published (mDNS announces are not instant).
-        *faults* spoil what each copy sees of
-        the others' records and Hellos; *machine* may be a variant (a test
-        disabling a rule shows what the rule is for)."""
-        faults = faults or StartFaults()
-        for nid, node in self.nodes.items():  # hosts already there advertise
-            if node.role is Role.HOST:
-                self._host_since.setdefault(nid, 0.0)
-        nodes = []
-        for nid in node_ids:
-            node = self._make_node(None, nid)
-            start = self.now + faults.offset.get(nid, 0.0)
-            self.startups[nid] = _Starter(
-                machine=machine(
-                    node_id=nid,
-                    secured=False,
-                    wire=WIRE_VERSION,
-                    discovery_window=window,
-                    hello_retry=self.config.hello_retry,
-                    deadline=start + faults.timeout.get(nid, timeout),
-                ),
-                start=start,
-                window=window,
-                record_delay=record_delay,
-                crash_at=start + faults.crash[nid] if nid in faults.crash else None,
-                faults=faults,
-            )
-            self._log(nid, f"starts at {start:.3f}")
-            nodes.append(node)
-        return nodes
+        *faults* spoil what each copy sees of the others' records and Hellos;
+        *machine* may be a variant (a test disabling a rule shows what the
+        rule is for)."""
+        return self._lan.start(
+            node_ids,
+            window=window,
+            timeout=timeout,
+            record_delay=record_delay,
+            faults=faults,
+            machine=machine,
+        )
 
     def starting(self) -> bool:
         """Some copy started together is still deciding."""
-        return any(not s.machine.done and nid in self.alive for nid, s in self.startups.items())
-
-    def _tick_starters(self) -> None:
-        if not self.startups or not self.starting():
-            return
-        for nid, node in self.nodes.items():  # when each host record appears and goes
-            if node.role is Role.HOST:
-                self._host_since.setdefault(nid, self.now)
-            elif nid in self._host_since and node.ready and nid in self.alive:
-                self._host_until.setdefault(nid, self.now)
-        for nid in sorted(self.startups):
-            starter = self.startups[nid]
-            if nid in self.alive and not starter.machine.done and self.now >= starter.start:
-                self._tick_starter(nid, starter)
-
-    def _tick_starter(self, nid: str, starter: _Starter) -> None:
-        node, machine = self.nodes[nid], starter.machine
-        if node.ready:  # welcomed: its candidate record goes
-            machine.joined()
-            starter.until = self.now
-            return
-        if starter.crash_at is not None and self.now >= starter.crash_at:
-            self.crash(nid)  # a silent candidate: its record lives on
-            return
-        if self.now >= machine.deadline:  # join() gives up and closes
-            self._log(nid, "gives up starting")
-            node.leave(self.now)
-            self.alive.discard(nid)
-            starter.until = self.now
-            return
-        hosts = self._feed(nid, starter)
-        if not starter.begun:
-            if not hosts and self.now < starter.start + starter.window:
-                return
-            starter.begun = True
-            self._carry_out(nid, machine.begin(self.now))
-        else:
-            self._carry_out(nid, machine.tick(self.now))
-
-    def _feed(self, nid: str, starter: _Starter) -> bool:
-        """Give *nid*'s machine the records it sees now; True if any is a host's."""
-        seen: dict[tuple[str, bool], Advert] = {}
-        for other in sorted(self.nodes):
-            if other == nid:
-                continue
-            at = self.now - starter.record_delay
-            late = at - starter.faults.late.get((nid, other), 0.0)
-            lost = (nid, other) in starter.faults.lost
-            for advert in self._adverts_at(other, at):  # host records arrive
-                if advert.epoch > 0:
-                    seen[(other, True)] = advert
-            for advert in self._adverts_at(other, late):
-                if advert.epoch == 0 and not lost:
-                    seen[(other, False)] = advert
-        for key in starter.fed.keys() - seen.keys():
-            starter.machine.gone(key[0], host=key[1])
-        for key, advert in seen.items():
-            if starter.fed.get(key) != advert:
-                starter.machine.seen(advert)
-        starter.fed = seen
-        return any(host for _, host in seen)
-
-    def _adverts_at(self, nid: str, at: float) -> list[Advert]:
-        """The records *nid* had published at time *at* (a crashed copy's stay)."""
-        node, out = self.nodes[nid], []
-        starter = self.startups.get(nid)
-        endpoints = node.me.endpoints
-        if starter is not None and starter.start <= at < starter.until:
-            out.append(Advert(node_id=nid, endpoints=endpoints, epoch=0, wire=WIRE_VERSION))
-        if self._host_since.get(nid, float("inf")) <= at < self._host_until.get(nid, float("inf")):
-            players = len(node.replica.members)
-            advert = Advert(
-                node_id=nid,
-                endpoints=endpoints,
-                epoch=node.epoch,
-                players=players,
-                wire=WIRE_VERSION,
-            )
-            out.append(advert)
-        return out
-
-    def _starter_hello(self, to: str, msg: Message) -> bool:
-        """A Hello reaching a copy that is still starting goes to its machine
-        (the core would drop it); True if it went there, or was held back."""
-        starter = self.startups.get(to)
-        node = self.nodes[to]
-        if (
-            starter is None
-            or starter.machine.done
-            or not isinstance(msg, Hello)
-            or node.ready
-            or node.role not in (Role.IDLE, Role.JOINING)
-        ):
-            return False
-        late = starter.faults.hellos_late.get((msg.sender, to))
-        if late is not None and self.now < starter.start + late:
-            at = starter.start + late + self.rng.uniform(self.min_delay, self.max_delay)
-            self._order += 1
-            heapq.heappush(self._queue, (at, self._order, to, to_frame(msg), msg.sender))
-            return True
-        self._carry_out(to, starter.machine.hello(msg, self.now))
-        return True
-
-    def _carry_out(self, nid: str, decision: Decision | None) -> None:
-        node = self.nodes[nid]
-        if isinstance(decision, Join):
-            self._log(nid, f"chooses {decision.node_id[:6]}")
-            node.join(decision.node_id, decision.endpoints, self.now)
-        elif isinstance(decision, Host):
-            self._log(
-                nid,
-                f"hosts; welcomes {len(decision.hellos)} held Hellos, "
-                f"{decision.unanswered} rivals unanswered",
-            )
-            node.start_host(f"s{self.rng.getrandbits(32):08x}", self.now, access=self.access)
-            self._host_since[nid] = self.now
-            self.startups[nid].until = self.now
-            for hello in decision.hellos:
-                node.receive(hello, self.now)
-        elif isinstance(decision, Fail):
-            self._log(nid, f"fails to start: {decision.reason.value}")
-            node.leave(self.now)
-        self._flush(node)
+        return self._lan.starting()
 
     # ------------------------------------------------------------ checks
 
@@ -624,6 +480,184 @@ class _Starter:
     until: float = float("inf")
     #: The records its machine was last given.
     fed: dict[tuple[str, bool], Advert] = field(default_factory=dict)
+
+
+class _StartupLan:
+    """Copies started together (SimNetwork.start_together): their elections,
+    and what each sees of the others' mDNS records while it starts."""
+
+    def __init__(self, net: SimNetwork) -> None:
+        self.net = net
+        self.starters: dict[str, _Starter] = {}
+        # When each node's host record appeared and went.
+        self.host_since: dict[str, float] = {}
+        self.host_until: dict[str, float] = {}
+
+    def start(
+        self,
+        node_ids: list[str],
+        *,
+        window: float = 0.5,
+        timeout: float = 5.0,
+        record_delay: float = 0.1,
+        faults: StartFaults | None = None,
+        machine: type[Startup] = Startup,
+    ) -> list[Node]:
+        """See SimNetwork.start_together."""
+        faults = faults or StartFaults()
+        for nid, node in self.net.nodes.items():  # hosts already there advertise
+            if node.role is Role.HOST:
+                self.host_since.setdefault(nid, 0.0)
+        nodes = []
+        for nid in node_ids:
+            node = self.net._make_node(None, nid)
+            start = self.net.now + faults.offset.get(nid, 0.0)
+            self.starters[nid] = _Starter(
+                machine=machine(
+                    node_id=nid,
+                    secured=False,
+                    wire=WIRE_VERSION,
+                    discovery_window=window,
+                    hello_retry=self.net.config.hello_retry,
+                    deadline=start + faults.timeout.get(nid, timeout),
+                ),
+                start=start,
+                window=window,
+                record_delay=record_delay,
+                crash_at=start + faults.crash[nid] if nid in faults.crash else None,
+                faults=faults,
+            )
+            self.net._log(nid, f"starts at {start:.3f}")
+            nodes.append(node)
+        return nodes
+
+    def starting(self) -> bool:
+        """Some copy started together is still deciding."""
+        return any(not s.machine.done and nid in self.net.alive for nid, s in self.starters.items())
+
+    def tick(self) -> None:
+        if not self.starters or not self.starting():
+            return
+        for nid, node in self.net.nodes.items():  # when each host record appears and goes
+            if node.role is Role.HOST:
+                self.host_since.setdefault(nid, self.net.now)
+            elif nid in self.host_since and node.ready and nid in self.net.alive:
+                self.host_until.setdefault(nid, self.net.now)
+        for nid in sorted(self.starters):
+            starter = self.starters[nid]
+            if nid in self.net.alive and not starter.machine.done and self.net.now >= starter.start:
+                self._tick_one(nid, starter)
+
+    def _tick_one(self, nid: str, starter: _Starter) -> None:
+        node, machine = self.net.nodes[nid], starter.machine
+        if node.ready:  # welcomed: its candidate record goes
+            machine.joined()
+            starter.until = self.net.now
+            return
+        if starter.crash_at is not None and self.net.now >= starter.crash_at:
+            self.net.crash(nid)  # a silent candidate: its record lives on
+            return
+        if self.net.now >= machine.deadline:  # join() gives up and closes
+            self.net._log(nid, "gives up starting")
+            node.leave(self.net.now)
+            self.net.alive.discard(nid)
+            starter.until = self.net.now
+            return
+        hosts = self._feed(nid, starter)
+        if not starter.begun:
+            if not hosts and self.net.now < starter.start + starter.window:
+                return
+            starter.begun = True
+            self._carry_out(nid, machine.begin(self.net.now))
+        else:
+            self._carry_out(nid, machine.tick(self.net.now))
+
+    def _feed(self, nid: str, starter: _Starter) -> bool:
+        """Give *nid*'s machine the records it sees now; True if any is a host's."""
+        seen: dict[tuple[str, bool], Advert] = {}
+        for other in sorted(self.net.nodes):
+            if other == nid:
+                continue
+            at = self.net.now - starter.record_delay
+            late = at - starter.faults.late.get((nid, other), 0.0)
+            lost = (nid, other) in starter.faults.lost
+            for advert in self._adverts_at(other, at):  # host records arrive
+                if advert.epoch > 0:
+                    seen[(other, True)] = advert
+            for advert in self._adverts_at(other, late):
+                if advert.epoch == 0 and not lost:
+                    seen[(other, False)] = advert
+        for key in starter.fed.keys() - seen.keys():
+            starter.machine.gone(key[0], host=key[1])
+        for key, advert in seen.items():
+            if starter.fed.get(key) != advert:
+                starter.machine.seen(advert)
+        starter.fed = seen
+        return any(host for _, host in seen)
+
+    def _adverts_at(self, nid: str, at: float) -> list[Advert]:
+        """The records *nid* had published at time *at* (a crashed copy's stay)."""
+        node, out = self.net.nodes[nid], []
+        starter = self.starters.get(nid)
+        endpoints = node.me.endpoints
+        if starter is not None and starter.start <= at < starter.until:
+            out.append(Advert(node_id=nid, endpoints=endpoints, epoch=0, wire=WIRE_VERSION))
+        if self.host_since.get(nid, float("inf")) <= at < self.host_until.get(nid, float("inf")):
+            players = len(node.replica.members)
+            advert = Advert(
+                node_id=nid,
+                endpoints=endpoints,
+                epoch=node.epoch,
+                players=players,
+                wire=WIRE_VERSION,
+            )
+            out.append(advert)
+        return out
+
+    def hello(self, to: str, msg: Message) -> bool:
+        """A Hello reaching a copy that is still starting goes to its machine
+        (the core would drop it); True if it went there, or was held back."""
+        starter = self.starters.get(to)
+        node = self.net.nodes[to]
+        if (
+            starter is None
+            or starter.machine.done
+            or not isinstance(msg, Hello)
+            or node.ready
+            or node.role not in (Role.IDLE, Role.JOINING)
+        ):
+            return False
+        late = starter.faults.hellos_late.get((msg.sender, to))
+        if late is not None and self.net.now < starter.start + late:
+            at = starter.start + late + self.net.rng.uniform(self.net.min_delay, self.net.max_delay)
+            self.net._order += 1
+            heapq.heappush(self.net._queue, (at, self.net._order, to, to_frame(msg), msg.sender))
+            return True
+        self._carry_out(to, starter.machine.hello(msg, self.net.now))
+        return True
+
+    def _carry_out(self, nid: str, decision: Decision | None) -> None:
+        node = self.net.nodes[nid]
+        if isinstance(decision, Join):
+            self.net._log(nid, f"chooses {decision.node_id[:6]}")
+            node.join(decision.node_id, decision.endpoints, self.net.now)
+        elif isinstance(decision, Host):
+            self.net._log(
+                nid,
+                f"hosts; welcomes {len(decision.hellos)} held Hellos, "
+                f"{decision.unanswered} rivals unanswered",
+            )
+            node.start_host(
+                f"s{self.net.rng.getrandbits(32):08x}", self.net.now, access=self.net.access
+            )
+            self.host_since[nid] = self.net.now
+            self.starters[nid].until = self.net.now
+            for hello in decision.hellos:
+                node.receive(hello, self.net.now)
+        elif isinstance(decision, Fail):
+            self.net._log(nid, f"fails to start: {decision.reason.value}")
+            node.leave(self.net.now)
+        self.net._flush(node)
 
 
 def _describe(msg: Message) -> str:
