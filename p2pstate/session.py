@@ -26,6 +26,7 @@ from .core.access import AUTHORIZED_ONLY, Access
 from .core.advert import MAX_TXT_TOTAL_BYTES, info_fault, info_properties, txt_bytes
 from .core.ids import identity_of
 from .core.node import Node, Role
+from .core.startup import Advert, Decision, Fail, Host, Join, Reason, Startup
 from .core.writer import Outcome
 from .discovery import (
     Discovery,
@@ -57,11 +58,6 @@ from .transport import Transport
 __all__ = ["Runtime"]
 
 log = logging.getLogger(__name__)
-
-# How long a first join waits on one host before trying another or hosting.
-_JOIN_RETRY = 1.0
-# Hellos a candidate keeps from the copies that chose it, until it hosts.
-_MAX_DEFERRED_HELLOS = 256
 
 _T = TypeVar("_T")
 
@@ -134,28 +130,17 @@ class Runtime:
         self._advert_failed: tuple[tuple[Role, int, int, Access], dict[str, Any]] | None = None
         self.poll_events = options.poll_events
         self._callbacks: list[Callable[[Event], None]] = []
-        self._hosts: dict[tuple[str, bool], HostRecord] = {}
-        self._hosts_lock = threading.Lock()
-        self._tried: set[str] = set()
-        # Hosts a first join found but could not talk to (no common secret, or
-        # another wire format), and the error that says why; with nobody else
-        # to try, join() raises it rather than host a rival session.
-        self._unauthenticated: dict[str, P2PStateError] = {}
-        # ... and first, until when it waits for others to appear.
-        self._others_until: float | None = None
-        # Copies starting at the same time (see start()): the other candidates
-        # this one has seen (kept by _remember, under _hosts_lock; one stays a
-        # rival after its record goes, as a candidate's record goes when it
-        # hosts, maybe before its host record arrives), the Hellos of those
-        # that chose it as their host, and until when it waits for the rest
-        # before it hosts anyway.
-        self._candidates_seen: set[str] = set()
-        self._deferred: dict[str, tuple[Hello, float]] = {}  # sender -> (Hello, when)
-        self._rivals_until: float | None = None
-        self._join_patience = _JOIN_RETRY
-        self._start_deadline = float("inf")  # when start() gives up
+        # The start-up election (core/startup.py): whom to join, or host. It
+        # lives on the I/O thread; discovery's threads queue records for it.
+        self._startup = Startup(
+            node_id=self.node_id,
+            secured=self.secured,
+            wire=WIRE_VERSION,
+            discovery_window=options.discovery_window,
+            hello_retry=self.node.config.hello_retry,
+            stats=self.stats,
+        )
         self.join_failure: P2PStateError | None = None
-        self._join_at = 0.0
         # (epoch, players) in our record
         self._advertised: tuple[int, int] | None = None
         self._info: dict[str, Any] | None = None  # the settings in our record
@@ -183,7 +168,7 @@ class Runtime:
         same instant see each other's candidate records, and only the lowest
         node id hosts, so they never make two sessions to merge later."""
         deadline = time.monotonic() + timeout
-        self._start_deadline = deadline
+        self._startup.deadline = deadline
         try:
             # The settings this peer would advertise, and any modes: a record
             # too big for mDNS is the caller's ValueError, not a dead I/O thread.
@@ -463,13 +448,11 @@ class Runtime:
     # ================================================================ discovery
 
     def _on_record(self, kind: str, record: HostRecord | None, name: str) -> None:
-        """Zeroconf's thread: keep the host list, and let a host meet its rivals."""
+        """Zeroconf's thread: tell the start-up election, let a host meet its rivals."""
         if record is None:
             candidate = is_candidate_name(name)
-            with self._hosts_lock:
-                for key, known in list(self._hosts.items()):
-                    if _service_name_matches(name, known) and (known.epoch == 0) == candidate:
-                        del self._hosts[key]
+            with contextlib.suppress(SessionClosedError):
+                self.call(functools.partial(self._record_gone_io, name, candidate))
             return
         if record.node_id == self.node_id:
             return
@@ -479,46 +462,24 @@ class Runtime:
                 self.call(lambda: self._observe_io(record))
 
     def _remember(self, record: HostRecord) -> None:
+        """Every record seen while starting (by browse, watch or rediscovery)
+        goes to the start-up election, on the I/O thread."""
+        if record.node_id != self.node_id and not self._startup.done:
+            with contextlib.suppress(SessionClosedError):
+                self.call(functools.partial(self._startup.seen, _advert(record)))
+
+    def _record_gone_io(self, name: str, candidate: bool) -> None:
         # A node's candidate record and its host record are two adverts.
-        if record.node_id != self.node_id:
-            rival = record.epoch == 0 and not self.node.ready and self._can_talk(record)
-            with self._hosts_lock:
-                self._hosts[(record.node_id, record.epoch > 0)] = record
-                if rival:
-                    self._candidates_seen.add(record.node_id)
+        for advert in self._startup.adverts():
+            if node_label(advert.node_id) in name and (advert.epoch == 0) == candidate:
+                self._startup.gone(advert.node_id, host=not candidate)
 
     def _observe_io(self, record: HostRecord) -> None:
-        if not self._can_talk(record):
-            return
-        self.node.observe_host(record.node_id, record.endpoints, record.epoch, time.monotonic())
-
-    def _can_talk(self, record: HostRecord) -> bool:
         # An open and a secured session of one name can't talk, let alone
         # merge; nor can two wire formats.
-        return (
-            advertised_secured(record.properties) == self.secured
-            and advertised_wire(record.properties) == WIRE_VERSION
-        )
-
-    def _unheard_rivals_io(self) -> set[str]:
-        """The other candidates seen that neither chose us (their Hello) nor
-        were tried by us: any of them may not have seen us, and host."""
-        with self._hosts_lock:
-            seen = set(self._candidates_seen)
-        return seen - self._deferred.keys() - self._tried
-
-    def _choose(self) -> HostRecord | None:
-        """Whom a first join asks: the host that would win a merge; with no
-        host yet, the candidate with the lowest node id (None: that is us)."""
-        with self._hosts_lock:
-            records = [r for r in self._hosts.values() if r.node_id not in self._tried]
-        hosts = [r for r in records if r.epoch > 0]
-        if hosts:
-            # The host that would win a merge (as Node.rank): most players,
-            # then the highest epoch, then the lowest node id.
-            return max(hosts, key=lambda r: (_players(r), r.epoch, [-ord(c) for c in r.node_id]))
-        lower = [r for r in records if r.node_id < self.node_id]
-        return min(lower, key=lambda r: r.node_id, default=None)
+        if self._startup.compatible(_advert(record)):
+            now = time.monotonic()
+            self.node.observe_host(record.node_id, record.endpoints, record.epoch, now)
 
     def _rediscover(self) -> None:
         """While we host, ask the LAN for hosts of our session every few
@@ -542,60 +503,50 @@ class Runtime:
     # ================================================================ I/O thread
 
     def _begin_io(self, now: float) -> None:
-        self._join_at = now
-        while (record := self._choose()) is not None:
-            self._tried.add(record.node_id)
-            secured = advertised_secured(record.properties)
-            wire = advertised_wire(record.properties)
-            where = f"could not join session {self.session!r} of {self.app!r}"
-            if wire != WIRE_VERSION:
-                # The other side could not decode a word we say, nor we its.
-                self._unauthenticated[record.node_id] = IncompatibleVersionError(
-                    f"{where}: its host speaks p2pstate wire format "
-                    f"{wire if wire is not None else 'of a version before 0.2'}, this copy "
-                    f"speaks {WIRE_VERSION}; run the same p2pstate version everywhere"
-                )
-            elif secured == self.secured:
-                self._others_until = self._rivals_until = None
-                self._deferred.clear()  # those copies will find our host
-                self._join_patience = self._patience_with(record, now)
-                self.node.join(record.node_id, record.endpoints, now)
-                return
-            else:
-                # CURVE and plaintext cannot talk: don't even try.
-                self._unauthenticated[record.node_id] = AuthenticationError(
-                    f"{where}: it is secured: join it with the session's secret (secret=...)"
-                    if secured
-                    else f"{where}: it has no secret, and one was given: join it without "
-                    "secret=, or use another session name"
-                )
-        if self._unauthenticated:
-            # Browsing stops at the first host found: give the others (a rogue
-            # may advertise a better rank than the real host) time to appear.
-            if self._others_until is None:
-                self._others_until = now + self.options.discovery_window
-            if now < self._others_until:
-                return
-            # Someone holds this session and we can't talk to them: hosting a
-            # second one of the same name would only split the players.
-            self.join_failure = next(iter(self._unauthenticated.values()))
-            return
-        if self._unheard_rivals_io():
-            # We would host, but a copy we saw may not have seen us and host
-            # too, and merging two fresh sessions rolls back acknowledged
-            # writes: wait until each chose us, or hosts, or we waited enough.
-            if self._rivals_until is None:
-                self._rivals_until = now + self._rival_wait()
-            if now < self._rivals_until:
-                return
-            self.stats["hosted_without_rivals"] += 1
+        """The first discovery window is over: let the election decide."""
+        self._carry_out_io(self._startup.begin(now), now)
+
+    def _carry_out_io(self, decision: Decision | None, now: float) -> None:
+        if isinstance(decision, Join):
+            self.node.join(decision.node_id, decision.endpoints, now)
+        elif isinstance(decision, Host):
+            self._host_io(decision, now)
+        elif isinstance(decision, Fail):
+            self.join_failure = self._join_error(decision)
+
+    def _join_error(self, fail: Fail) -> P2PStateError:
+        """Why we cannot join the session a host of it holds (join() raises it)."""
+        where = f"could not join session {self.session!r} of {self.app!r}"
+        if fail.reason is Reason.INCOMPATIBLE:
+            wire = fail.wire if fail.wire is not None else "of a version before 0.2"
+            return IncompatibleVersionError(
+                f"{where}: its host speaks p2pstate wire format {wire}, this copy "
+                f"speaks {WIRE_VERSION}; run the same p2pstate version everywhere"
+            )
+        if fail.reason is Reason.SECURED:
+            return AuthenticationError(
+                f"{where}: it is secured: join it with the session's secret (secret=...)"
+            )
+        if fail.reason is Reason.OPEN:
+            return AuthenticationError(
+                f"{where}: it has no secret, and one was given: join it without "
+                "secret=, or use another session name"
+            )
+        return AuthenticationError(
+            f"{where}: its host did not accept our secret (a wrong secret, or a host "
+            "that does not know it)"
+        )
+
+    def _host_io(self, decision: Host, now: float) -> None:
+        """Create the session, then welcome the copies that chose us while we
+        waited, without making them wait for their next Hello."""
+        if decision.unanswered:
             log.info(
                 "hosting session %r of %r: %d other starting copies did not answer",
                 self.session,
                 self.app,
-                len(self._unheard_rivals_io()),
+                decision.unanswered,
             )
-        self._rivals_until = None
         initial, initial_seq = self._initial
         stored_access = self._stored_access_io()
         if self.join_failure is not None:
@@ -612,50 +563,17 @@ class Runtime:
         self._initial = ((), 0)
         if self._persister is not None:
             self._persister.started(self.node.replica)
-        # Welcome the copies that chose us while we waited, without making
-        # them wait for their next Hello.
-        # them wait for their next Hello. Only those still asking: a copy
-        # repeats its Hello every hello_retry, and one that stopped (gone,
-        # or joined elsewhere) must not become a member, let alone successor.
-        deferred, self._deferred = self._deferred, {}
-        fresh = now - 3 * self.node.config.hello_retry
-        for hello, received in deferred.values():
-            if received >= fresh:
-                try:
-                    self.node.receive(hello, now)
-                except Exception:  # noqa: BLE001 (as in _run_io: drop it, go on)
-                    self._internal_error_io(hello)
-
-    def _rival_wait(self) -> float:
-        """How long a candidate that would host waits for the others it saw."""
-        return max(1.0, 2 * self.options.discovery_window)
-
-    def _patience_with(self, record: HostRecord, now: float) -> float:
-        """How long a first join waits for *record* to answer before trying
-        another: a candidate may itself wait ``_rival_wait`` before hosting,
-        but a silent one (killed while starting) must leave us time to host
-        before start() gives up."""
-        if record.epoch > 0:
-            return _JOIN_RETRY
-        left = self._start_deadline - now
-        return min(_JOIN_RETRY + self._rival_wait(), max(_JOIN_RETRY, left / 2))
+        for hello in decision.hellos:
+            try:
+                self.node.receive(hello, now)
+            except Exception:  # noqa: BLE001 (as in _run_io: drop it, go on)
+                self._internal_error_io(hello)
 
     def _starting(self) -> bool:
         """Looking for a host, or the first one: a Hello here is a copy that
         started with us and chose us (the core would drop it)."""
         node = self.node
         return not node.ready and node.role in (Role.IDLE, Role.JOINING)
-
-    def _candidate_hello_io(self, msg: Hello, now: float) -> None:
-        """A Hello while we look for a session: a copy that started with us
-        chose us. Keep it until we host, and host as soon as no one is left
-        to wait for."""
-        if msg.sender not in self._deferred and len(self._deferred) >= _MAX_DEFERRED_HELLOS:
-            self.stats["dropped: Hello to a candidate"] += 1
-            return
-        self._deferred[msg.sender] = (msg, now)
-        if self._rivals_until is not None and not self._unheard_rivals_io():
-            self._begin_io(now)
 
     def _stored_access_io(self) -> Access | None:
         """The access state of the store this session is created from: it is
@@ -682,41 +600,18 @@ class Runtime:
         self.transport.forget_io(node_id)  # stop its reconnect loop
         node = self.node
         if not node.ready and node.role is Role.JOINING and node.target_id == node_id:
-            self._unauthenticated[node_id] = AuthenticationError(
-                f"could not join session {self.session!r} of {self.app!r}: its host did not "
-                "accept our secret (a wrong secret, or a host that does not know it)"
-            )
-            self._begin_io(now)
+            self._carry_out_io(self._startup.handshake_failed(node_id, now), now)
             return
         self.stats["unauthenticated_nodes"] += 1
         level = logging.WARNING if self.stats["unauthenticated_nodes"] == 1 else logging.DEBUG
         log.log(level, "node %s failed the handshake: it does not know the secret", node_id)
 
     def _retry_join_io(self, now: float) -> None:
-        """A first join that got no welcome: another host, or host ourselves."""
-        if self.node.ready or self.join_failure:
-            # Its waits are over (left set, _run_io would never sleep again).
-            self._others_until = self._rivals_until = None
-            self._deferred.clear()
-            return
-        if self._others_until is not None:  # see _begin_io
-            if now >= self._others_until or self._choose() is not None:
-                self._begin_io(now)
-            return
-        if self._rivals_until is not None:  # see _begin_io
-            if (
-                now >= self._rivals_until
-                or self._choose() is not None
-                or not self._unheard_rivals_io()
-            ):
-                self._begin_io(now)
-            return
-        if self.node.role is not Role.JOINING:
-            return
-        if now - self._join_at < self._join_patience:
-            return
-        self.stats["join_retries"] += 1
-        self._begin_io(now)
+        """The election's timers: another host, or host ourselves."""
+        if self.node.ready:
+            self._startup.joined()  # its waits are over
+        elif self._starting() and self.join_failure is None:
+            self._carry_out_io(self._startup.tick(now), now)
 
     def _run_io(self) -> None:
         poller = zmq.Poller()
@@ -730,11 +625,9 @@ class Runtime:
             while not self.stopped.is_set():
                 now = time.monotonic()
                 deadline = node.next_deadline(now)
-                if not node.ready:
-                    if self._others_until is not None:  # a join waiting for other hosts
-                        deadline = min(deadline, self._others_until)
-                    if self._rivals_until is not None:  # a candidate waiting for others
-                        deadline = min(deadline, self._rivals_until)
+                starting = self._startup.next_deadline()
+                if starting is not None and not node.ready:
+                    deadline = min(deadline, starting)
                 wait_ms = max(0, int((deadline - now) * 1000))
                 ready = dict(poller.poll(wait_ms))
                 if self._wake_in in ready:
@@ -750,7 +643,7 @@ class Runtime:
                     for msg in self.transport.receive_io():
                         try:
                             if isinstance(msg, Hello) and self._starting():
-                                self._candidate_hello_io(msg, now)
+                                self._carry_out_io(self._startup.hello(msg, now), now)
                             else:
                                 node.receive(msg, now)
                         except Exception:  # noqa: BLE001 (one message must not end the session)
@@ -949,12 +842,20 @@ def txt_properties(info: dict[str, Any], players: int) -> dict[str, str]:
     return {"players": str(players), **info_properties(info)}
 
 
+def _advert(record: HostRecord) -> Advert:
+    """A record as the start-up election reads it."""
+    return Advert(
+        node_id=record.node_id,
+        endpoints=record.endpoints,
+        epoch=record.epoch,
+        players=_players(record),
+        secured=advertised_secured(record.properties),
+        wire=advertised_wire(record.properties),
+    )
+
+
 def _players(record: HostRecord) -> int:
     try:
         return int(record.properties.get("players", "1"))
     except ValueError:
         return 1
-
-
-def _service_name_matches(name: str, record: HostRecord) -> bool:
-    return node_label(record.node_id) in name

@@ -6,6 +6,10 @@ random delay, crashes, partitions (messages across a cut are lost, as when a
 cable is pulled) and a stand-in for mDNS. Every message goes through the real
 wire codec. The same seed gives the same run, so a failing test prints a seed
 and a trace that reproduce it exactly.
+
+Copies started together (``start_together``) run the runtime's own start-up
+election (core/startup.py) on what they see of each other's mDNS records,
+which :class:`StartFaults` can lose, delay or cut short.
 """
 
 from __future__ import annotations
@@ -13,18 +17,20 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import hash_value
 from .core.access import Access
 from .core.config import Config
 from .core.node import Node, Role
+from .core.startup import Advert, Decision, Fail, Host, Join, Startup
 from .core.writer import Outcome
 from .errors import ProtocolError
 from .events import Event
-from .messages import ChangeMsg, Message, from_frame, to_frame
+from .messages import WIRE_VERSION, ChangeMsg, Hello, Message, from_frame, to_frame
 
-__all__ = ["Counter", "SimNetwork"]
+__all__ = ["Counter", "SimNetwork", "StartFaults", "random_start_faults"]
 
 _MAX_FRAME = 16 * 1024 * 1024
 
@@ -81,6 +87,7 @@ class SimNetwork:
         self.partitioned_ever = False
         #: Frames that failed to decode and were dropped.
         self.bad_frames = 0
+        self._lan = _StartupLan(self)  # copies started together
 
     # ------------------------------------------------------------ population
 
@@ -98,19 +105,8 @@ class SimNetwork:
         (starting from *initial* at *initial_seq* and *stored_access*, as
         from a store).
         *node_id* (``"<identity>.<instance>"``) restarts an identity."""
-        node_id = node_id or f"{self.rng.getrandbits(64):016x}"
-        if node_id in self.nodes:
-            raise ValueError(f"node id {node_id!r} is taken")
-        node = Node(
-            node_id=node_id,
-            name=name or f"n{len(self.nodes)}",
-            endpoints=(f"sim://{node_id}",),
-            config=self.config,
-        )
-        self.nodes[node_id] = node
-        self.alive.add(node_id)
-        self.group[node_id] = 0
-        self.events[node_id] = []
+        node = self._make_node(name, node_id)
+        node_id = node.me.id
         visible = self._visible_hosts(node_id)
         if host is True or (host is None and not visible):
             node.start_host(
@@ -128,6 +124,22 @@ class SimNetwork:
             self._join_started[node_id] = self.now
             self._log(node_id, f"joins {best.me.id[:6]}")
         self._flush(node)
+        return node
+
+    def _make_node(self, name: str | None, node_id: str | None) -> Node:
+        node_id = node_id or f"{self.rng.getrandbits(64):016x}"
+        if node_id in self.nodes:
+            raise ValueError(f"node id {node_id!r} is taken")
+        node = Node(
+            node_id=node_id,
+            name=name or f"n{len(self.nodes)}",
+            endpoints=(f"sim://{node_id}",),
+            config=self.config,
+        )
+        self.nodes[node_id] = node
+        self.alive.add(node_id)
+        self.group[node_id] = 0
+        self.events[node_id] = []
         return node
 
     def crash(self, node_id: str, *, lose_in_flight: bool = False) -> None:
@@ -231,7 +243,8 @@ class SimNetwork:
                     return
                 if self.trace_messages:
                     self._log(to, f"<- {msg.sender[:6]} {_describe(msg)}")
-                node.receive(msg, self.now)
+                if not self._lan.hello(to, msg):
+                    node.receive(msg, self.now)
                 self._flush(node)
             return
         self.now = nxt
@@ -240,6 +253,7 @@ class SimNetwork:
             self._discover()
         if self.now >= self._next_tick:
             self._next_tick = self.now + self.tick_interval
+            self._lan.tick()
             for nid in sorted(self.alive):
                 node = self.nodes[nid]
                 node.tick(self.now)
@@ -317,6 +331,39 @@ class SimNetwork:
                         node.start_host(sid, self.now, access=self.access)
                     self._flush(node)
 
+    # ------------------------------------------------------------ start-up
+
+    def start_together(
+        self,
+        node_ids: list[str],
+        *,
+        window: float = 0.5,
+        timeout: float = 5.0,
+        record_delay: float = 0.1,
+        faults: StartFaults | None = None,
+        machine: type[Startup] = Startup,
+    ) -> list[Node]:
+        """Start copies at the same moment, each running the start-up election
+        of the real runtime (:class:`~p2pstate.core.startup.Startup`): it
+        advertises a candidate record, browses for *window*, then joins or
+        hosts as its machine decides. A record reaches the others
+        *record_delay* after it is published (mDNS announces are not instant).
+        *faults* spoil what each copy sees of the others' records and Hellos;
+        *machine* may be a variant (a test disabling a rule shows what the
+        rule is for)."""
+        return self._lan.start(
+            node_ids,
+            window=window,
+            timeout=timeout,
+            record_delay=record_delay,
+            faults=faults,
+            machine=machine,
+        )
+
+    def starting(self) -> bool:
+        """Some copy started together is still deciding."""
+        return self._lan.starting()
+
     # ------------------------------------------------------------ checks
 
     def live_nodes(self) -> list[Node]:
@@ -355,6 +402,262 @@ class SimNetwork:
     def trace_tail(self, lines: int = 60) -> str:
         """The end of the trace, for a failing test to print."""
         return "\n".join(self.trace[-lines:])
+
+
+@dataclass
+class StartFaults:
+    """What goes wrong while copies start together (see start_together)."""
+
+    #: (observer, subject): the observer never sees the subject's candidate record.
+    lost: set[tuple[str, str]] = field(default_factory=set)
+    #: (observer, subject) -> how many seconds late the observer sees the
+    #: subject's candidate record. (Host records are never lost nor late.)
+    late: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: (sender, receiver) -> seconds after the receiver's start before which
+    #: the sender's Hellos to it do not arrive (they arrive then, in order).
+    hellos_late: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: node -> seconds after its start when it crashes if still starting.
+    crash: dict[str, float] = field(default_factory=dict)
+    #: node -> how much later than the others it starts.
+    offset: dict[str, float] = field(default_factory=dict)
+    #: node -> its own join() timeout, when it is not the default.
+    timeout: dict[str, float] = field(default_factory=dict)
+
+
+def random_start_faults(rng: random.Random, node_ids: list[str]) -> StartFaults:
+    """Seeded faults for copies started together: candidate records lost or
+    late, Hellos held back, late starters, silent candidates (never all of
+    them) and an impatient copy that gives up.
+
+    Of every two copies, one sees the other's candidate record in time (one
+    direction is spared): when neither sees the other before it decides, no
+    rule can stop both from hosting (they do not know of each other), and
+    the merge that follows is guarantee 6's, not the start-up's. And one
+    copy at most misses a given copy's record: when two miss the lowest
+    copy, they can gather players around one of them while the lowest
+    gathers the rest, and both host (a known limit of the election, which
+    has no message between starting copies to learn of it)."""
+    faults = StartFaults()
+    missed: set[str] = set()
+    for i, a in enumerate(node_ids):
+        for b in node_ids[i + 1 :]:
+            observer, subject = (a, b) if rng.random() < 0.5 else (b, a)
+            fault = rng.random()
+            if subject in missed or fault >= 0.6:
+                continue
+            missed.add(subject)
+            if fault < 0.3:
+                faults.lost.add((observer, subject))
+            else:
+                faults.late[(observer, subject)] = rng.uniform(0.0, 1.2)
+    for a in node_ids:
+        for b in node_ids:
+            if a != b and rng.random() < 0.1:
+                faults.hellos_late[(a, b)] = rng.uniform(0.0, 1.5)
+    for nid in node_ids:
+        if rng.random() < 0.2:
+            faults.offset[nid] = rng.uniform(0.0, 0.8)
+    for nid in rng.sample(node_ids, len(node_ids) - 1):  # one copy stays
+        if rng.random() < 0.05:
+            faults.timeout[nid] = rng.uniform(0.4, 1.0)
+        elif rng.random() < 0.15:
+            faults.crash[nid] = rng.uniform(0.0, 2.0)
+    return faults
+
+
+@dataclass
+class _Starter:
+    """One copy started by start_together, while it starts."""
+
+    machine: Startup
+    start: float
+    window: float
+    record_delay: float
+    crash_at: float | None
+    faults: StartFaults
+    begun: bool = False
+    #: When its candidate record goes (it hosts, is welcomed or gives up).
+    until: float = float("inf")
+    #: The records its machine was last given.
+    fed: dict[tuple[str, bool], Advert] = field(default_factory=dict)
+
+
+class _StartupLan:
+    """Copies started together (SimNetwork.start_together): their elections,
+    and what each sees of the others' mDNS records while it starts."""
+
+    def __init__(self, net: SimNetwork) -> None:
+        self.net = net
+        self.starters: dict[str, _Starter] = {}
+        # When each node's host record appeared and went.
+        self.host_since: dict[str, float] = {}
+        self.host_until: dict[str, float] = {}
+
+    def start(
+        self,
+        node_ids: list[str],
+        *,
+        window: float = 0.5,
+        timeout: float = 5.0,
+        record_delay: float = 0.1,
+        faults: StartFaults | None = None,
+        machine: type[Startup] = Startup,
+    ) -> list[Node]:
+        """See SimNetwork.start_together."""
+        faults = faults or StartFaults()
+        for nid, node in self.net.nodes.items():  # hosts already there advertise
+            if node.role is Role.HOST:
+                self.host_since.setdefault(nid, 0.0)
+        nodes = []
+        for nid in node_ids:
+            node = self.net._make_node(None, nid)
+            start = self.net.now + faults.offset.get(nid, 0.0)
+            self.starters[nid] = _Starter(
+                machine=machine(
+                    node_id=nid,
+                    secured=False,
+                    wire=WIRE_VERSION,
+                    discovery_window=window,
+                    hello_retry=self.net.config.hello_retry,
+                    deadline=start + faults.timeout.get(nid, timeout),
+                ),
+                start=start,
+                window=window,
+                record_delay=record_delay,
+                crash_at=start + faults.crash[nid] if nid in faults.crash else None,
+                faults=faults,
+            )
+            self.net._log(nid, f"starts at {start:.3f}")
+            nodes.append(node)
+        return nodes
+
+    def starting(self) -> bool:
+        """Some copy started together is still deciding."""
+        return any(not s.machine.done and nid in self.net.alive for nid, s in self.starters.items())
+
+    def tick(self) -> None:
+        if not self.starters or not self.starting():
+            return
+        for nid, node in self.net.nodes.items():  # when each host record appears and goes
+            if node.role is Role.HOST:
+                self.host_since.setdefault(nid, self.net.now)
+            elif nid in self.host_since and node.ready and nid in self.net.alive:
+                self.host_until.setdefault(nid, self.net.now)
+        for nid in sorted(self.starters):
+            starter = self.starters[nid]
+            if nid in self.net.alive and not starter.machine.done and self.net.now >= starter.start:
+                self._tick_one(nid, starter)
+
+    def _tick_one(self, nid: str, starter: _Starter) -> None:
+        node, machine = self.net.nodes[nid], starter.machine
+        if node.ready:  # welcomed: its candidate record goes
+            machine.joined()
+            starter.until = self.net.now
+            return
+        if starter.crash_at is not None and self.net.now >= starter.crash_at:
+            self.net.crash(nid)  # a silent candidate: its record lives on
+            return
+        if self.net.now >= machine.deadline:  # join() gives up and closes
+            self.net._log(nid, "gives up starting")
+            node.leave(self.net.now)
+            self.net.alive.discard(nid)
+            starter.until = self.net.now
+            return
+        hosts = self._feed(nid, starter)
+        if not starter.begun:
+            if not hosts and self.net.now < starter.start + starter.window:
+                return
+            starter.begun = True
+            self._carry_out(nid, machine.begin(self.net.now))
+        else:
+            self._carry_out(nid, machine.tick(self.net.now))
+
+    def _feed(self, nid: str, starter: _Starter) -> bool:
+        """Give *nid*'s machine the records it sees now; True if any is a host's."""
+        seen: dict[tuple[str, bool], Advert] = {}
+        for other in sorted(self.net.nodes):
+            if other == nid:
+                continue
+            at = self.net.now - starter.record_delay
+            late = at - starter.faults.late.get((nid, other), 0.0)
+            lost = (nid, other) in starter.faults.lost
+            for advert in self._adverts_at(other, at):  # host records arrive
+                if advert.epoch > 0:
+                    seen[(other, True)] = advert
+            for advert in self._adverts_at(other, late):
+                if advert.epoch == 0 and not lost:
+                    seen[(other, False)] = advert
+        for key in starter.fed.keys() - seen.keys():
+            starter.machine.gone(key[0], host=key[1])
+        for key, advert in seen.items():
+            if starter.fed.get(key) != advert:
+                starter.machine.seen(advert)
+        starter.fed = seen
+        return any(host for _, host in seen)
+
+    def _adverts_at(self, nid: str, at: float) -> list[Advert]:
+        """The records *nid* had published at time *at* (a crashed copy's stay)."""
+        node, out = self.net.nodes[nid], []
+        starter = self.starters.get(nid)
+        endpoints = node.me.endpoints
+        if starter is not None and starter.start <= at < starter.until:
+            out.append(Advert(node_id=nid, endpoints=endpoints, epoch=0, wire=WIRE_VERSION))
+        if self.host_since.get(nid, float("inf")) <= at < self.host_until.get(nid, float("inf")):
+            players = len(node.replica.members)
+            advert = Advert(
+                node_id=nid,
+                endpoints=endpoints,
+                epoch=node.epoch,
+                players=players,
+                wire=WIRE_VERSION,
+            )
+            out.append(advert)
+        return out
+
+    def hello(self, to: str, msg: Message) -> bool:
+        """A Hello reaching a copy that is still starting goes to its machine
+        (the core would drop it); True if it went there, or was held back."""
+        starter = self.starters.get(to)
+        node = self.net.nodes[to]
+        if (
+            starter is None
+            or starter.machine.done
+            or not isinstance(msg, Hello)
+            or node.ready
+            or node.role not in (Role.IDLE, Role.JOINING)
+        ):
+            return False
+        late = starter.faults.hellos_late.get((msg.sender, to))
+        if late is not None and self.net.now < starter.start + late:
+            at = starter.start + late + self.net.rng.uniform(self.net.min_delay, self.net.max_delay)
+            self.net._order += 1
+            heapq.heappush(self.net._queue, (at, self.net._order, to, to_frame(msg), msg.sender))
+            return True
+        self._carry_out(to, starter.machine.hello(msg, self.net.now))
+        return True
+
+    def _carry_out(self, nid: str, decision: Decision | None) -> None:
+        node = self.net.nodes[nid]
+        if isinstance(decision, Join):
+            self.net._log(nid, f"chooses {decision.node_id[:6]}")
+            node.join(decision.node_id, decision.endpoints, self.net.now)
+        elif isinstance(decision, Host):
+            self.net._log(
+                nid,
+                f"hosts; welcomes {len(decision.hellos)} held Hellos, "
+                f"{decision.unanswered} rivals unanswered",
+            )
+            node.start_host(
+                f"s{self.net.rng.getrandbits(32):08x}", self.net.now, access=self.net.access
+            )
+            self.host_since[nid] = self.net.now
+            self.starters[nid].until = self.net.now
+            for hello in decision.hellos:
+                node.receive(hello, self.net.now)
+        elif isinstance(decision, Fail):
+            self.net._log(nid, f"fails to start: {decision.reason.value}")
+            node.leave(self.net.now)
+        self.net._flush(node)
 
 
 def _describe(msg: Message) -> str:

@@ -156,8 +156,8 @@ def test_a_late_lowest_copy_leaves_no_one_waiting(
         for runtime in runtimes:
             # Once in, no copy waits for other starters any more: a deadline
             # left behind makes its I/O loop poll with a zero timeout.
-            waits = runtime.run_on_io(lambda rt=runtime: (rt._rivals_until, rt._others_until), 2)
-            assert waits == (None, None)
+            wait = runtime.run_on_io(lambda rt=runtime: rt._startup.next_deadline(), 2)
+            assert wait is None
     finally:
         for s in states.values():
             s.close()
@@ -235,6 +235,37 @@ def test_a_silent_candidate_does_not_make_join_time_out(
         assert len(states) == 1, errors
         ((i, s),) = states.items()
         assert s.is_host and sorted(s) == [f"w{i}"]
+    finally:
+        for s in states.values():
+            s.close()
+
+
+def test_a_copy_blind_to_the_lowest_whose_rivals_chose_it_joins_it(
+    runtimes: list[Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the simulator (tests/core/test_startup.py): the second lowest
+    copy misses the lowest's record and waits for the two highest, which
+    chose the lowest; the lowest waits for it. Both waits ran out together,
+    both hosted, and the merge rolled back a write."""
+    count = 4
+
+    def ids() -> list[str]:
+        return sorted(r.node_id for r in runtimes)
+
+    hide_records(
+        monkeypatch,
+        lambda rt, r: (
+            len(runtimes) == count
+            and r.epoch == 0
+            and rt.node_id == ids()[1]
+            and r.node_id == ids()[0]
+        ),
+    )
+    all_made_first(monkeypatch, count)
+    states, errors = start_copies(f"asked-{secrets.token_hex(4)}", count, discovery_window=0.3)
+    try:
+        assert not errors and len(states) == count
+        assert_one_session_lost_nothing(states)
     finally:
         for s in states.values():
             s.close()
