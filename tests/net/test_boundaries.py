@@ -8,6 +8,7 @@ non-blocking writes of one writer keep their order across keys.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Any
@@ -166,3 +167,38 @@ def test_non_blocking_writes_keep_one_writers_order_across_keys(join: Join) -> N
             # sees pos i.
             assert pos >= event.value, f"score {event.value} seen with pos {pos}"
     assert scores == 20 and pos == last
+
+
+def test_counters_from_user_threads_are_exact(join: Join) -> None:
+    a = join()
+    b = join()
+    calls = {"n": 0}
+    lock = threading.Lock()
+
+    def plus_one(n: int) -> int:
+        with lock:
+            calls["n"] += 1
+        return n + 1
+
+    def worker(s: Any, times: int) -> None:
+        for _ in range(times):
+            s.apply_op("n", plus_one)
+
+    # Switch threads as often as possible: a read-modify-write of a counter
+    # shared by threads loses counts then.
+    a["n"] = 0
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=worker, args=(s, 60)) for s in (a, b, b, b, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60.0)
+    finally:
+        sys.setswitchinterval(old)
+    b.flush()
+    assert a["n"] == 300
+    # Every call of fn past the first of each apply_op is one retry.
+    retries = a.stats.get("apply_op_retries", 0) + b.stats.get("apply_op_retries", 0)
+    assert retries == calls["n"] - 300 > 0
