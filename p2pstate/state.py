@@ -479,7 +479,9 @@ class SharedState(MutableMapping[str, Any]):
             _raise_for(outcome, key)
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until every write made here (``wait=False`` ones too) is acknowledged."""
+        """Wait until every write made here (``wait=False`` ones too) is
+        acknowledged: SessionLostError if that takes longer than *timeout*,
+        SessionClosedError if the state closed (or its I/O thread ended) first."""
         limit = self._rt.options.write_timeout if timeout is None else timeout
         if not self._rt.flush(limit):
             raise SessionLostError(f"writes still unacknowledged after {limit} s")
@@ -535,8 +537,12 @@ class SharedState(MutableMapping[str, Any]):
     # ------------------------------------------------------------ push
 
     def on_change(self, callback: Callable[[Event], None]) -> Callable[[], None]:
-        """Call *callback(event)* for every event, on the I/O thread: keep it
-        short and thread-safe. Returns a function that removes it."""
+        """Call *callback(event)* for every event, in order, on this state's
+        callback thread (one, started by the first on_change, stopped by
+        close()), never on the I/O thread: any call is allowed in it, even a
+        blocking write or close(), and a slow one delays only the callbacks
+        after it. One that raises is logged and counted
+        (``stats["callback_errors"]``). Returns a function that removes it."""
         return self._rt.on_change(callback)
 
     def poll(self) -> list[Event]:
