@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from netkit import Join, eventually
 
+import p2pstate
 from p2pstate import KeyChanged, SessionClosedError
 from p2pstate.events import Event
 
@@ -140,6 +141,35 @@ def test_flush_raises_once_the_session_is_closed(join: Join) -> None:
     a.close()
     with pytest.raises(SessionClosedError):
         a.flush()
+
+
+class _SlowToClose(p2pstate.MemoryStorage):
+    """A store whose close() outlasts close()'s wait for the I/O thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closing = threading.Event()
+        self.release = threading.Event()
+
+    def close(self) -> None:
+        self.closing.set()
+        self.release.wait(10.0)
+        super().close()
+
+
+def test_close_never_releases_sockets_under_a_live_io_thread(join: Join) -> None:
+    store = _SlowToClose()
+    s = join(store=store)
+    s["x"] = 1
+    rt = s._rt
+    s.close(timeout=0.2)  # waits 1.2 s for the I/O thread, which is closing its store
+    assert store.closing.is_set() and rt._thread.is_alive()
+    # Still the I/O thread's: its sockets and the zmq context stay open under it.
+    assert not rt._ctx.closed and not rt.transport.router.closed
+    store.release.set()
+    rt._thread.join(5.0)
+    # Its last act: release what close() left to it.
+    eventually(lambda: rt._ctx.closed and rt.transport.router.closed)
 
 
 def test_non_blocking_writes_keep_one_writers_order_across_keys(join: Join) -> None:
