@@ -291,6 +291,7 @@ class Runtime:
     def run_on_io(self, fn: Callable[[], _T], timeout: float) -> _T:
         """Run *fn* on the I/O thread and return what it returns (it must not
         raise: it reads the core's state at one point between two steps)."""
+        self._not_on_io("this call")
         done = threading.Event()
         box: list[_T] = []
 
@@ -323,6 +324,8 @@ class Runtime:
         self, ops: tuple[tuple[Any, ...], ...], conds: tuple[tuple[Any, ...], ...], *, wait: bool
     ) -> _Pending | None:
         self.check_expelled()
+        if wait:
+            self._not_on_io("a blocking write (use wait=False)")
         pending = _Pending() if wait else None
         if not wait and len(ops) == 1 and ops[0][0] == "set" and not conds:
             self.call(functools.partial(self._set_latest_io, ops[0][1], ops))
@@ -417,6 +420,7 @@ class Runtime:
         """Block until *predicate*, checked on the I/O thread after each step,
         holds: True; False on timeout; SessionClosedError if the I/O thread
         ended first (closed, or failed), since then it never will."""
+        self._not_on_io("waiting for the session (flush)")
         waiter = _Waiter(predicate)
         with self._waiters_lock:
             if self._waiters_closed:
@@ -429,6 +433,15 @@ class Runtime:
         if not waiter.held:
             raise SessionClosedError("this shared state closed before it could answer")
         return True
+
+    def _not_on_io(self, what: str) -> None:
+        """Code of the user's that runs on the I/O thread (a Storage) cannot
+        wait for that thread: raise at once rather than hang it."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError(
+                f"{what} cannot be made from p2pstate's I/O thread (in a Storage method): "
+                "it would wait for the thread it blocks"
+            )
 
     def count(self, name: str) -> None:
         """Count *name* from a user thread (the I/O thread counts in stats)."""
@@ -475,6 +488,7 @@ class Runtime:
 
         Also after the I/O thread ended on its own (a store that failed, a
         bug): its sockets, mDNS and threads are released here all the same."""
+        self._not_on_io("close()")
         if self._closing:
             return
         self._closing = True

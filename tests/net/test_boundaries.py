@@ -172,6 +172,34 @@ def test_close_never_releases_sockets_under_a_live_io_thread(join: Join) -> None
     eventually(lambda: rt._ctx.closed and rt.transport.router.closed)
 
 
+class _WritingStore(p2pstate.MemoryStorage):
+    """A store that writes to the state it stores: user code on the I/O thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state: Any = None
+        self.errors: list[BaseException] = []
+
+    def apply(self, batch: Any) -> None:
+        super().apply(batch)
+        if self.state is not None and not self.errors:
+            try:
+                self.state["from_store"] = 1
+            except Exception as exc:  # noqa: BLE001 (what the test checks)
+                self.errors.append(exc)
+
+
+def test_a_blocking_call_on_the_io_thread_raises_at_once(join: Join) -> None:
+    store = _WritingStore()
+    s = join(store=store)
+    other = join()
+    store.state = s
+    other["x"] = 1  # acknowledged only once s's store holds it
+    assert len(store.errors) == 1 and isinstance(store.errors[0], RuntimeError)
+    assert "I/O thread" in str(store.errors[0])
+    assert s.is_host and other.epoch == 1  # nothing waited, nothing failed over
+
+
 def test_non_blocking_writes_keep_one_writers_order_across_keys(join: Join) -> None:
     watcher = join()
     writer = join()
