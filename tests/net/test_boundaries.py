@@ -143,6 +143,24 @@ def test_flush_raises_once_the_session_is_closed(join: Join) -> None:
         a.flush()
 
 
+class _FailingStore(p2pstate.MemoryStorage):
+    """A store that fails on the key "boom": its I/O thread ends."""
+
+    def apply(self, batch: Any) -> None:
+        if "boom" in batch.put:
+            raise OSError("No space left on device")
+        super().apply(batch)
+
+
+def test_flush_raises_once_the_io_thread_ended(join: Join) -> None:
+    s = join(store=_FailingStore())
+    s["ok"] = 1
+    s.set("boom", 1, wait=False)  # never stored, so never acknowledged
+    with pytest.raises(SessionClosedError):
+        s.flush(timeout=5.0)
+    assert s.closed
+
+
 class _SlowToClose(p2pstate.MemoryStorage):
     """A store whose close() outlasts close()'s wait for the I/O thread."""
 
