@@ -429,6 +429,9 @@ class Runtime:
         with contextlib.suppress(SessionClosedError):  # closing: _finish_io lets it go
             self.call(functools.partial(setattr, waiter, "armed", True))
         if not waiter.done.wait(timeout):
+            with self._waiters_lock:  # nobody waits for it any more
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
             return False
         if not waiter.held:
             raise SessionClosedError("this shared state closed before it could answer")
@@ -838,12 +841,14 @@ class Runtime:
             log.exception("p2pstate I/O thread failed")
             self.stopped.set()
         finally:
-            self._finish_io()
-            with self._release_lock:
-                self._io_done = True
-                release = self._release_on_exit
-            if release:  # close() gave up waiting for us: release what we own
-                self._shutdown_unstarted()
+            try:
+                self._finish_io()
+            finally:
+                with self._release_lock:
+                    self._io_done = True
+                    release = self._release_on_exit
+                if release:  # close() gave up waiting for us: release what we own
+                    self._shutdown_unstarted()
 
     def _secure_io(self, zap_ready: bool, now: float) -> None:
         if zap_ready:
