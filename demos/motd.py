@@ -43,8 +43,8 @@ def show_if_changed(s: p2pstate.SharedState, shown: str) -> str:
 
 def read(session: str) -> None:
     with p2pstate.join(APP, session) as s:
-        # on_change calls us on p2pstate's network thread for every event: do
-        # as little as possible there, just wake the main thread up.
+        # on_change calls us on the state's callback thread for every event
+        # (never its network thread): here, just wake the main thread up.
         changed = threading.Event()
 
         def on_event(event: p2pstate.Event) -> None:

@@ -59,8 +59,8 @@ def peer_main(
     window = 0.3 if first else JOIN_WINDOW  # the first peer expects to find nobody
     s = join(APP, session, name=name, interfaces=interfaces, discovery_window=window)
     # Every event (a key changed, a peer joined, the host changed...) goes into
-    # a queue with the time it arrived. on_change runs on p2pstate's network
-    # thread, so the callback does nothing more than hand the event over.
+    # a queue with the time it arrived. on_change runs on the state's callback
+    # thread; this one only hands the event over to the tour's own loop.
     events: queue.Queue[tuple[float, Event]] = queue.Queue()
     s.on_change(lambda event: events.put((time.monotonic(), event)))
     try:

@@ -19,7 +19,8 @@ custom event type, so a game handles it in its usual ``pygame.event.get()``
 loop, on its own thread. The event carries the fields of the p2pstate event
 under the same names: ``KEY_CHANGED`` has ``key``, ``value`` and ``version``;
 ``KEY_DELETED`` has ``key`` and ``version``; ``PEER_JOINED`` has ``peer``;
-``PEER_LEFT`` has ``peer`` and ``reason``; ``HOST_CHANGED`` has ``old``,
+``PEER_LEFT`` has ``peer`` and ``reason``; ``PEER_UPDATED`` (a peer changed
+its profile, ``set_profile``) has ``peer``; ``HOST_CHANGED`` has ``old``,
 ``new`` and ``epoch``; ``WRITES_ROLLED_BACK`` has ``writes`` and ``mine``;
 ``EXPELLED`` (this peer was banned or is no longer authorized) has ``reason``.
 
@@ -32,13 +33,14 @@ The event types come from ``pygame.event.custom_type()``, allocated once when
 this module is first imported. It works with pygame-ce (``pip install
 p2pstate[demo]``) and with pygame 2; neither is a dependency of p2pstate itself.
 
-Events are posted from p2pstate's I/O thread; pygame 2's ``event.post`` is
-safe to call from any thread (SDL's queue has its own lock; pygame 1 needed
-``fastevent`` for that). Call ``pygame.init()`` (or ``pygame.display.init()``)
-before :func:`attach`, and detach (or close the state) before ``pygame.quit()``.
+Events are posted from the state's callback thread (see ``on_change``), never
+from its I/O thread; pygame 2's ``event.post`` is safe to call from any thread
+(SDL's queue has its own lock; pygame 1 needed ``fastevent`` for that). Call
+``pygame.init()`` (or ``pygame.display.init()``) before :func:`attach`, and
+detach (or close the state) before ``pygame.quit()``.
 An event pygame refuses (its queue is full, or the type is blocked with
 ``pygame.event.set_blocked``) is dropped and counted in the ``dropped``
-attribute of what :func:`attach` returns; it never raises on the I/O thread.
+attribute of what :func:`attach` returns; it never raises.
 
 p2pstate still keeps every event for ``s.poll()`` too, up to the
 ``max_pending_events`` option. A game that only reads pygame's queue can empty
@@ -71,6 +73,7 @@ __all__ = [
     "MESSAGE",
     "PEER_JOINED",
     "PEER_LEFT",
+    "PEER_UPDATED",
     "WRITES_ROLLED_BACK",
     "Attachment",
     "attach",
@@ -89,6 +92,7 @@ HOST_CHANGED: int = pygame.event.custom_type()
 MESSAGE: int = pygame.event.custom_type()
 WRITES_ROLLED_BACK: int = pygame.event.custom_type()
 EXPELLED: int = pygame.event.custom_type()
+PEER_UPDATED: int = pygame.event.custom_type()
 
 #: The pygame event type of each p2pstate event class, by class name (so that a
 #: class added later, such as Message, needs no import here).
@@ -97,6 +101,7 @@ EVENT_TYPES: dict[str, int] = {
     "KeyDeleted": KEY_DELETED,
     "PeerJoined": PEER_JOINED,
     "PeerLeft": PEER_LEFT,
+    "PeerUpdated": PEER_UPDATED,
     "HostChanged": HOST_CHANGED,
     "Message": MESSAGE,
     "WritesRolledBack": WRITES_ROLLED_BACK,
@@ -119,7 +124,7 @@ class Attachment:
         self._remove()
 
     def _on_event(self, event: object) -> None:
-        """On p2pstate's I/O thread: post *event* to pygame's queue."""
+        """On the state's callback thread: post *event* to pygame's queue."""
         kind = EVENT_TYPES.get(type(event).__name__)
         if kind is None:
             return  # an event this version does not know: nothing to post

@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import zmq
 
+from ._dispatch import Dispatcher
+from ._view import View, ViewPublisher
 from .codec import fresh_copy
 from .core.access import AUTHORIZED_ONLY, Access
 from .core.advert import MAX_TXT_TOTAL_BYTES, info_fault, info_properties, txt_bytes
@@ -59,6 +61,10 @@ __all__ = ["Runtime"]
 
 log = logging.getLogger(__name__)
 
+# Events waiting for slow on_change callbacks before the oldest are dropped
+# (max_pending_events bounds poll()'s buffer, and may be set far lower).
+_MAX_CALLBACK_BACKLOG = 100_000
+
 _T = TypeVar("_T")
 
 
@@ -70,6 +76,20 @@ class _Pending:
     def __init__(self) -> None:
         self.done = threading.Event()
         self.outcome: Outcome | None = None
+
+
+class _Waiter:
+    """A user thread waiting for a condition the I/O thread checks."""
+
+    __slots__ = ("armed", "done", "held", "predicate")
+
+    def __init__(self, predicate: Callable[[], bool]) -> None:
+        self.predicate = predicate
+        self.done = threading.Event()
+        self.held = False  # done without held: the session ended first
+        # Set by a command, so it is checked only after every command queued
+        # before it ran (a flush() after writes waits for those writes).
+        self.armed = False
 
 
 class Runtime:
@@ -108,7 +128,13 @@ class Runtime:
             joined_at=time.time(),  # shown to others only; the protocol never reads it
         )
         self.discovery = Discovery(self.addresses)
-        self.stats: Counter[str] = Counter()
+        self.stats: Counter[str] = Counter()  # counted on the I/O thread only
+        # Counted by user threads (see count()), merged when stats are read.
+        self._user_stats: Counter[str] = Counter()
+        self._user_stats_lock = threading.Lock()
+        # What user threads read: republished by the I/O thread (see _flush_io).
+        self._views = ViewPublisher(self.node)
+        self.view: View = self._views.view
         self.ready = threading.Event()
         self.stopped = threading.Event()
         self._commands: deque[Callable[[], None]] = deque()
@@ -119,17 +145,28 @@ class Runtime:
         self._wake_out.connect(self._wake_addr)
         self._wake_lock = threading.Lock()
         self._wake_pending = False
+        self._wake_closed = False  # under _wake_lock
         self._pending: dict[int, _Pending] = {}
-        self._waiters: list[tuple[Callable[[], bool], threading.Event]] = []
+        # Registered by user threads, checked by the I/O thread after each
+        # step, all let go when it ends (closed set then, all under the lock).
+        self._waiters: list[_Waiter] = []
+        self._waiters_lock = threading.Lock()
+        self._waiters_closed = False
         # Non-blocking sets, per key: the request on its way, and the newest waiting.
         self._latest_in_flight: dict[str, int] = {}
-        self._latest_by_req: dict[int, str] = {}
-        self._latest_waiting: dict[str, tuple[tuple[Any, ...], ...]] = {}
+        self._latest_by_req: dict[int, tuple[str, ...]] = {}
+        self._latest_waiting: dict[str, tuple[Any, ...]] = {}  # key -> its op, in order
+        # Keys one released batch may carry: each value is at most
+        # max_value_size, and the change must fit a frame with room to spare.
+        self._latest_batch_max = max(1, options.max_frame_size // (4 * options.max_value_size))
         self._events: deque[Event] = deque()
         # What we failed to advertise (role, epoch, players, info): not retried.
         self._advert_failed: tuple[tuple[Role, int, int, Access], dict[str, Any]] | None = None
         self.poll_events = options.poll_events
-        self._callbacks: list[Callable[[Event], None]] = []
+        self._dispatcher = Dispatcher(
+            f"p2pstate-callbacks-{self.node_id}",
+            max(_MAX_CALLBACK_BACKLOG, options.max_pending_events),
+        )
         # The start-up election (core/startup.py): whom to join, or host. It
         # lives on the I/O thread; discovery's threads queue records for it.
         self._startup = Startup(
@@ -147,6 +184,11 @@ class Runtime:
         self._modes: dict[str, str] = {}  # the access TXT properties in our record
         self._rev = 0
         self._closing = False
+        # Who releases sockets, mDNS and the zmq context: close(), or the I/O
+        # thread itself when it outlives close()'s wait (under _release_lock).
+        self._release_lock = threading.Lock()
+        self._io_done = False
+        self._release_on_exit = False
         self._unwatch: Callable[[], None] | None = None
         # persistence (issue 8): opened by start(), closed by the I/O thread's end
         self._persister: Persister | None = None
@@ -194,10 +236,14 @@ class Runtime:
         atexit.register(self.close)
         self.call(lambda: self._begin_io(time.monotonic()))
         node = self.node
-        if not self.wait_for_io(
-            lambda: node.ready or node.refused is not None or self.join_failure is not None,
-            max(0.0, deadline - time.monotonic()),
-        ):
+        try:
+            started = self.wait_for_io(
+                lambda: node.ready or node.refused is not None or self.join_failure is not None,
+                max(0.0, deadline - time.monotonic()),
+            )
+        except SessionClosedError:  # the I/O thread ended (a store that failed, a bug)
+            started = False
+        if not started:
             self.close(timeout=0.5)
             raise SessionLostError(
                 f"could not join or host session {self.session!r} of {self.app!r} "
@@ -235,6 +281,7 @@ class Runtime:
     def run_on_io(self, fn: Callable[[], _T], timeout: float) -> _T:
         """Run *fn* on the I/O thread and return what it returns (it must not
         raise: it reads the core's state at one point between two steps)."""
+        self._not_on_io("this call")
         done = threading.Event()
         box: list[_T] = []
 
@@ -256,13 +303,19 @@ class Runtime:
         # it runs the queue, so a command queued after that sends a new one.
         if not self._wake_pending:
             self._wake_pending = True
-            with self._wake_lock, contextlib.suppress(zmq.Again):
+            self._wake()
+
+    def _wake(self) -> None:
+        with self._wake_lock, contextlib.suppress(zmq.Again):
+            if not self._wake_closed:  # the I/O thread may have released it
                 self._wake_out.send(b"", zmq.NOBLOCK)
 
     def submit(
         self, ops: tuple[tuple[Any, ...], ...], conds: tuple[tuple[Any, ...], ...], *, wait: bool
     ) -> _Pending | None:
         self.check_expelled()
+        if wait:
+            self._not_on_io("a blocking write (use wait=False)")
         pending = _Pending() if wait else None
         if not wait and len(ops) == 1 and ops[0][0] == "set" and not conds:
             self.call(functools.partial(self._set_latest_io, ops[0][1], ops))
@@ -286,35 +339,45 @@ class Runtime:
     def _set_latest_io(self, key: str, ops: tuple[tuple[Any, ...], ...]) -> None:
         """A non-blocking set: latest wins. While one write of *key* is on its
         way, a newer one waits, replacing any older one still waiting, so a
-        game writing its position every frame never piles up a backlog."""
-        if key in self._latest_in_flight:
+        game writing its position every frame never piles up a backlog.
+
+        Once one write waits, every later non-blocking set waits with it, and
+        all that waited go out as one change: no write overtakes one this
+        writer made before it (a score never shows before the position
+        written first), and the newest value of each key lands together."""
+        if key in self._latest_in_flight or self._latest_waiting:
             if key in self._latest_waiting:
                 self.stats["coalesced_writes"] += 1
-            self._latest_waiting[key] = ops
+            self._latest_waiting[key] = ops[0]
+            if len(self._latest_waiting) >= self._latest_batch_max:
+                self._release_latest_io()  # out now: still behind all before it
             return
-        self._submit_latest_io(key, ops)
+        self._submit_latest_io({key: ops[0]})
 
-    def _submit_latest_io(self, key: str, ops: tuple[tuple[Any, ...], ...]) -> None:
+    def _submit_latest_io(self, batch: dict[str, tuple[Any, ...]]) -> None:
         try:
-            req = self.node.submit(ops, (), now=time.monotonic())
+            req = self.node.submit(tuple(batch.values()), (), now=time.monotonic())
         except RuntimeError:
             return  # closing
-        self._latest_in_flight[key] = req
-        self._latest_by_req[req] = key
+        for key in batch:
+            self._latest_in_flight[key] = req
+        self._latest_by_req[req] = tuple(batch)
 
     def _release_latest_io(self) -> None:
         waiting, self._latest_waiting = self._latest_waiting, {}
-        for key, ops in waiting.items():
-            self._submit_latest_io(key, ops)
+        if waiting:
+            self._submit_latest_io(waiting)
 
     def _latest_done_io(self, req: int) -> None:
-        key = self._latest_by_req.pop(req, None)
-        if key is None or self._latest_in_flight.get(key) != req:
+        keys = self._latest_by_req.pop(req, None)
+        if keys is None:
             return
-        del self._latest_in_flight[key]
-        ops = self._latest_waiting.pop(key, None)
-        if ops is not None:
-            self._submit_latest_io(key, ops)
+        for key in keys:
+            if self._latest_in_flight.get(key) == req:
+                del self._latest_in_flight[key]
+        # The waiting writes go once none of their keys has one on its way.
+        if self._latest_waiting and self._latest_in_flight.keys().isdisjoint(self._latest_waiting):
+            self._release_latest_io()
 
     def check_expelled(self) -> None:
         """Raise BannedError (or PermissionDeniedError) once the session
@@ -332,7 +395,9 @@ class Runtime:
         return pending.outcome
 
     def flush(self, timeout: float) -> bool:
-        """Wait until every write of ours has its answer; False on timeout."""
+        """Wait until every write of ours has its answer; False on timeout,
+        SessionClosedError if the session ended first (its I/O thread gone,
+        unanswered writes with it)."""
         self.check_expelled()
         return self._writes_answered(timeout)
 
@@ -342,13 +407,47 @@ class Runtime:
         )
 
     def wait_for_io(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Block until *predicate*, checked on the I/O thread after each step, holds."""
-        done = threading.Event()
-        try:
-            self.call(lambda: self._waiters.append((predicate, done)))
-        except SessionClosedError:
-            return True
-        return done.wait(timeout)
+        """Block until *predicate*, checked on the I/O thread after each step,
+        holds: True; False on timeout; SessionClosedError if the I/O thread
+        ended first (closed, or failed), since then it never will."""
+        self._not_on_io("waiting for the session (flush)")
+        waiter = _Waiter(predicate)
+        with self._waiters_lock:
+            if self._waiters_closed:
+                raise SessionClosedError("this shared state is closed")
+            self._waiters.append(waiter)
+        with contextlib.suppress(SessionClosedError):  # closing: _finish_io lets it go
+            self.call(functools.partial(setattr, waiter, "armed", True))
+        if not waiter.done.wait(timeout):
+            with self._waiters_lock:  # nobody waits for it any more
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+            return False
+        if not waiter.held:
+            raise SessionClosedError("this shared state closed before it could answer")
+        return True
+
+    def _not_on_io(self, what: str) -> None:
+        """Code of the user's that runs on the I/O thread (a Storage) cannot
+        wait for that thread: raise at once rather than hang it."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError(
+                f"{what} cannot be made from p2pstate's I/O thread (in a Storage method): "
+                "it would wait for the thread it blocks"
+            )
+
+    def count(self, name: str) -> None:
+        """Count *name* from a user thread (the I/O thread counts in stats)."""
+        with self._user_stats_lock:
+            self._user_stats[name] += 1
+
+    def counts(self) -> dict[str, int]:
+        """Every counter of the runtime: its own, the user threads', the dispatcher's."""
+        with self._user_stats_lock:
+            out = dict(self._user_stats)
+        out.update(self.stats)  # one C-level copy under the GIL: no torn read
+        out.update(self._dispatcher.counts())
+        return out
 
     def _advert_room(self) -> int:
         """Bytes of mDNS record left for the session's settings once every
@@ -397,36 +496,39 @@ class Runtime:
                 return out
 
     def on_change(self, callback: Callable[[Event], None]) -> Callable[[], None]:
-        self._callbacks.append(callback)
-
-        def remove() -> None:
-            if callback in self._callbacks:
-                self._callbacks.remove(callback)
-
-        return remove
+        return self._dispatcher.add(callback)
 
     def close(self, timeout: float = 2.0) -> None:
         """Flush our writes, leave (a host hands over), release everything.
 
         Also after the I/O thread ended on its own (a store that failed, a
         bug): its sockets, mDNS and threads are released here all the same."""
+        self._not_on_io("close()")
         if self._closing:
             return
         self._closing = True
         atexit.unregister(self.close)
+        # From a callback, this does not wait for the callback's own thread.
+        self._dispatcher.stop(timeout)
         if self._thread.is_alive():
-            if self.ready.is_set():
-                self._writes_answered(timeout / 2)
-            self.call(lambda: self.node.leave(time.monotonic()))
-            self.wait_for_io(lambda: self.node.role is Role.CLOSED, timeout)
+            with contextlib.suppress(SessionClosedError):  # the I/O thread ended meanwhile
+                if self.ready.is_set():
+                    self._writes_answered(timeout / 2)
+                self.call(lambda: self.node.leave(time.monotonic()))
+                self.wait_for_io(lambda: self.node.role is Role.CLOSED, timeout)
             self.stopped.set()
-            with self._wake_lock, contextlib.suppress(zmq.Again):
-                self._wake_out.send(b"", zmq.NOBLOCK)
+            self._wake()
             self._thread.join(timeout + 1.0)
         else:
             self.stopped.set()
         if self._rediscovery.is_alive():
             self._rediscovery.join(2.0)
+        with self._release_lock:
+            # An I/O thread still running owns its sockets: it releases
+            # everything itself when it ends (see _run_io), never under it.
+            if self._thread.ident is not None and not self._io_done:
+                self._release_on_exit = True
+                return
         self._shutdown_unstarted()
 
     def _shutdown_unstarted(self) -> None:
@@ -440,6 +542,7 @@ class Runtime:
             pending.done.set()
         self._pending.clear()
         with self._wake_lock:
+            self._wake_closed = True
             self._wake_out.close(linger=0)
         self._wake_in.close(linger=0)
         self.transport.close_io()
@@ -658,7 +761,14 @@ class Runtime:
             log.exception("p2pstate I/O thread failed")
             self.stopped.set()
         finally:
-            self._finish_io()
+            try:
+                self._finish_io()
+            finally:
+                with self._release_lock:
+                    self._io_done = True
+                    release = self._release_on_exit
+                if release:  # close() gave up waiting for us: release what we own
+                    self._shutdown_unstarted()
 
     def _secure_io(self, zap_ready: bool, now: float) -> None:
         if zap_ready:
@@ -701,6 +811,10 @@ class Runtime:
                 self.transport.send_io(send)
             except Exception:  # noqa: BLE001 (endpoints come from the network: drop that send)
                 self._internal_error_io(send)
+        if self._views.publish():
+            # Before any write returns or event goes out: what they report
+            # is readable by then.
+            self.view = self._views.view
         for outcome in node.take_outcomes():
             if self._latest_by_req:
                 self._latest_done_io(outcome.req)
@@ -714,9 +828,11 @@ class Runtime:
             self.ready.set()
             self._initial = ((), 0)  # a joiner took the session's state instead
         if self._waiters:
-            for waiter in [w for w in self._waiters if w[0]()]:
-                self._waiters.remove(waiter)
-                waiter[1].set()
+            with self._waiters_lock:
+                for waiter in [w for w in self._waiters if w.armed and w.predicate()]:
+                    self._waiters.remove(waiter)
+                    waiter.held = True
+                    waiter.done.set()
         self._advert_guarded_io()
 
     def _advert_guarded_io(self) -> None:
@@ -742,11 +858,8 @@ class Runtime:
         if isinstance(event, KeyChanged) and isinstance(event.value, (list, dict)):
             # The replica holds this object: hand out a copy nobody else shares.
             event = KeyChanged(key=event.key, value=fresh_copy(event.value), version=event.version)
-        for callback in list(self._callbacks):
-            try:
-                callback(event)
-            except Exception:
-                log.exception("an on_change callback raised; the session goes on")
+        if self._dispatcher.wanted:
+            self._dispatcher.put(event)  # the I/O thread runs no user code
         if not self.poll_events:
             return
         if len(self._events) >= self.options.max_pending_events:
@@ -820,8 +933,10 @@ class Runtime:
         self.stopped.set()
         for pending in self._pending.values():
             pending.done.set()
-        for _, done in self._waiters:
-            done.set()
+        with self._waiters_lock:
+            self._waiters_closed = True
+            for waiter in self._waiters:
+                waiter.done.set()
 
 
 _WIDEST_ACCESS = Access(admin="f" * 16, readmode=AUTHORIZED_ONLY, writemode=AUTHORIZED_ONLY)

@@ -10,8 +10,18 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import (
+    Callable,
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    MutableMapping,
+    ValuesView,
+)
 from typing import TYPE_CHECKING, Any, overload
 
 import msgpack
@@ -43,6 +53,7 @@ from .options import check_access_settings
 if TYPE_CHECKING:
     from _typeshed import SupportsKeysAndGetItem
 
+    from ._view import View
     from .session import Runtime
 
 __all__ = ["SharedState", "Transaction"]
@@ -71,11 +82,31 @@ class SharedState(MutableMapping[str, Any]):
 
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
+        # Per thread: the keys a keys() listing handed out, still to be
+        # looked up (see _entry).
+        self._listing = threading.local()
 
     # ------------------------------------------------------------ reads
+    #
+    # Every read takes the latest View the I/O thread published (one
+    # attribute read, one moment) and reads only from it: nothing here
+    # touches the core's live state, which the I/O thread changes meanwhile.
+
+    def _view(self) -> View:
+        self._listing.current = None  # any other read ends a keys() listing
+        return self._rt.view
 
     def _entry(self, key: str) -> Entry | None:
-        return self._rt.node.replica.data.get(check_key(key))
+        check_key(key)
+        listing: _Listing | None = getattr(self._listing, "current", None)
+        if listing is not None:
+            # dict(s) and {**s} call keys() and then s[k] for each key: those
+            # lookups, in that order with no other read between, read the
+            # view the keys came from (a key deleted meanwhile would raise).
+            entry = listing.next(key)
+            if entry is not _NOT_LISTED:
+                return entry
+        return self._view().entries.get(key)
 
     def __getitem__(self, key: str) -> Any:
         entry = self._entry(key)
@@ -83,18 +114,38 @@ class SharedState(MutableMapping[str, Any]):
             raise KeyError(key)
         return _read(entry)
 
+    def get(self, key: str, default: Any = None) -> Any:
+        entry = self._entry(key)
+        return default if entry is None else _read(entry)
+
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key in self._rt.node.replica.data
+        return isinstance(key, str) and key in self._view().entries
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self._rt.node.replica.data))
+        return iter(tuple(self._view().entries))
 
     def __len__(self) -> int:
-        return len(self._rt.node.replica.data)
+        return len(self._view().entries)
+
+    def keys(self) -> KeysView[str]:
+        entries = self._view().entries
+        listing = _Listing(entries)
+        self._listing.current = listing
+        return KeysView(listing)
+
+    def items(self) -> ItemsView[str, Any]:
+        return ItemsView(_Snapshot(self._view().entries))
+
+    def values(self) -> ValuesView[Any]:
+        return ValuesView(_Snapshot(self._view().entries))
+
+    def copy(self) -> dict[str, Any]:
+        """Every key and its value, as a plain dict of one moment."""
+        return {key: _read(entry) for key, entry in self._view().entries.items()}
 
     def version(self, key: str) -> int:
         """The sequence number of the change that last wrote *key*."""
-        entry = self._entry(key)
+        entry = self._view().entries.get(check_key(key))
         if entry is None:
             raise KeyError(key)
         return entry.version
@@ -165,7 +216,7 @@ class SharedState(MutableMapping[str, Any]):
     @property
     def session_info(self) -> dict[str, Any]:
         """The session's settings: max_players, joinable, version, metadata."""
-        info: dict[str, Any] = fresh_copy(dict(self._rt.node.replica.info))
+        info: dict[str, Any] = fresh_copy(dict(self._view().info))
         return info
 
     def set_session_info(
@@ -277,33 +328,33 @@ class SharedState(MutableMapping[str, Any]):
     @property
     def admin(self) -> str:
         """The identity of the session's admin: the one that created it."""
-        return self._rt.node.replica.access.admin
+        return self._view().access.admin
 
     @property
     def readmode(self) -> str:
         """Who may join (and so read): one of p2pstate.ANY, ADMIN_ONLY,
         AUTHORIZED_ONLY, UNBANNED_ONLY."""
-        return self._rt.node.replica.access.readmode
+        return self._view().access.readmode
 
     @property
     def writemode(self) -> str:
         """Who may set, delete and send messages: one of the same modes."""
-        return self._rt.node.replica.access.writemode
+        return self._view().access.writemode
 
     @property
     def banned(self) -> frozenset[str]:
         """The banned identities."""
-        return self._rt.node.replica.access.banned
+        return self._view().access.banned
 
     @property
     def authorized(self) -> frozenset[str]:
         """The identities the admin authorized."""
-        return self._rt.node.replica.access.authorized
+        return self._view().access.authorized
 
     @property
     def limits(self) -> dict[str, Any]:
         """The host's limits: max_keys, max_total_bytes, write_rate, write_burst."""
-        settings = self._rt.node.replica.access.settings()
+        settings = self._view().access.settings()
         return {k: v for k, v in settings.items() if k not in ("readmode", "writemode")}
 
     # ------------------------------------------------------------ messages
@@ -400,7 +451,7 @@ class SharedState(MutableMapping[str, Any]):
             raise KeyError(key)
         if outcome.status != "conflict" or not isinstance(outcome.detail, dict):
             _raise_for(outcome, key)
-        self._rt.stats["apply_op_retries"] += 1
+        self._rt.count("apply_op_retries")  # a user thread: never the I/O thread's Counter
         return outcome.detail.get("value")
 
     def _checked(self, value: Any) -> Any:
@@ -434,7 +485,9 @@ class SharedState(MutableMapping[str, Any]):
             _raise_for(outcome, key)
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until every write made here (``wait=False`` ones too) is acknowledged."""
+        """Wait until every write made here (``wait=False`` ones too) is
+        acknowledged: SessionLostError if that takes longer than *timeout*,
+        SessionClosedError if the state closed (or its I/O thread ended) first."""
         limit = self._rt.options.write_timeout if timeout is None else timeout
         if not self._rt.flush(limit):
             raise SessionLostError(f"writes still unacknowledged after {limit} s")
@@ -490,8 +543,12 @@ class SharedState(MutableMapping[str, Any]):
     # ------------------------------------------------------------ push
 
     def on_change(self, callback: Callable[[Event], None]) -> Callable[[], None]:
-        """Call *callback(event)* for every event, on the I/O thread: keep it
-        short and thread-safe. Returns a function that removes it."""
+        """Call *callback(event)* for every event, in order, on this state's
+        callback thread (one, started by the first on_change, stopped by
+        close()), never on the I/O thread: any call is allowed in it, even a
+        blocking write or close(), and a slow one delays only the callbacks
+        after it. One that raises is logged and counted
+        (``stats["callback_errors"]``). Returns a function that removes it."""
         return self._rt.on_change(callback)
 
     def poll(self) -> list[Event]:
@@ -517,30 +574,29 @@ class SharedState(MutableMapping[str, Any]):
 
     @property
     def me(self) -> Peer:
-        node = self._rt.node
-        member = node.replica.member(node.me.id) or node.me
-        return node.replica.peer(member)
+        view = self._view()
+        return view.peer(view.member(view.me.id) or view.me)
 
     @property
     def peers(self) -> list[Peer]:
         """Every member, this one included, in succession (join) order."""
-        replica = self._rt.node.replica
-        return [replica.peer(m) for m in list(replica.members)]
+        view = self._view()
+        return [view.peer(m) for m in view.members]
 
     @property
     def host(self) -> Peer | None:
-        replica = self._rt.node.replica
-        member = replica.member(replica.host_id)
-        return replica.peer(member) if member is not None else None
+        view = self._view()
+        member = view.member(view.host_id)
+        return view.peer(member) if member is not None else None
 
     @property
     def is_host(self) -> bool:
-        return self._rt.node.role is Role.HOST
+        return self._view().role is Role.HOST
 
     @property
     def epoch(self) -> int:
         """The host epoch: it grows by one with every change of host."""
-        return self._rt.node.epoch
+        return self._view().epoch
 
     @property
     def app(self) -> str:
@@ -556,7 +612,7 @@ class SharedState(MutableMapping[str, Any]):
         out: dict[str, int] = {}
         out.update(self._rt.node.stats)
         out.update(self._rt.transport.stats)
-        out.update(self._rt.stats)
+        out.update(self._rt.counts())
         return out
 
     @property
@@ -575,13 +631,59 @@ class SharedState(MutableMapping[str, Any]):
         self.close()
 
     def __repr__(self) -> str:
-        role = self._rt.node.role.value
-        return f"<SharedState {self._rt.app!r}/{self._rt.session!r} {role} keys={len(self)}>"
+        view = self._view()
+        role, keys = view.role.value, len(view.entries)
+        return f"<SharedState {self._rt.app!r}/{self._rt.session!r} {role} keys={keys}>"
 
     def __eq__(self, other: object) -> bool:
         return self is other
 
     __hash__ = object.__hash__
+
+
+_NOT_LISTED: Any = object()
+
+
+class _Snapshot(Mapping[str, Any]):
+    """The values of one view's entries, read-only: what items() and
+    values() iterate, so each pair comes from the same moment."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: Mapping[str, Entry]) -> None:
+        self._entries = entries
+
+    def __getitem__(self, key: str) -> Any:
+        return _read(self._entries[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class _Listing(_Snapshot):
+    """The keys of one view, as keys() hands them out, and the lookups of
+    those keys in that order that may follow (what dict(s) does)."""
+
+    __slots__ = ("_next", "_order")
+
+    def __init__(self, entries: Mapping[str, Entry]) -> None:
+        super().__init__(entries)
+        self._order = tuple(entries)
+        self._next = 0
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order)
+
+    def next(self, key: str) -> Entry | None:
+        """The entry of *key* in this view if it is the next key listed,
+        else _NOT_LISTED."""
+        if self._next >= len(self._order) or self._order[self._next] != key:
+            return _NOT_LISTED  # type: ignore[no-any-return]
+        self._next += 1
+        return self._entries.get(key)
 
 
 def _read(entry: Entry) -> Any:

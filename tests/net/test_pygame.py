@@ -90,9 +90,23 @@ def test_event_types_are_distinct_custom_types() -> None:
         p2pg.MESSAGE,
         p2pg.WRITES_ROLLED_BACK,
         p2pg.EXPELLED,
+        p2pg.PEER_UPDATED,
     ]
     assert len(set(kinds)) == len(kinds)
     assert all(pygame.USEREVENT < kind < pygame.NUMEVENTS for kind in kinds)
+
+
+@pytest.mark.usefixtures("display")
+def test_a_profile_change_reaches_the_pygame_loop(
+    join: Callable[..., p2pstate.SharedState],
+) -> None:
+    a = join("alice")
+    b = join("bob")
+    attachment = p2pg.attach(a)
+    b.set_profile({"ready": True})
+    updated = next_event(p2pg.PEER_UPDATED)
+    assert updated.peer.name == "bob" and updated.peer.profile == {"ready": True}
+    attachment()
 
 
 @pytest.mark.usefixtures("display")
