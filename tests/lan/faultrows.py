@@ -190,9 +190,15 @@ ROWS = [
 def start(lan: Lan, row: Row, app: str) -> Run:
     """The host in namespace 0, then every other peer at once; writers as the row says."""
     options: dict[str, Any] = {"secret": SECRET} if row.secret else {}
-    first = lan.spawn(0, app, "faults", name="ns0", **options)
+
+    def spawn(i: int) -> Worker:
+        # Each peer its own installation (identity), as at a real LAN party.
+        identity = str(lan.logdir / f"identity-{lan.netns[i]}")
+        return lan.spawn(i, app, "faults", name=f"ns{i}", identity_dir=identity, **options)
+
+    first = spawn(0)
     assert first.wait_ready()["is_host"], "the first peer did not host"
-    others = [lan.spawn(i, app, "faults", name=f"ns{i}", **options) for i in range(1, row.peers)]
+    others = [spawn(i) for i in range(1, row.peers)]
     everyone = [first, *others]
     by_id = {w.id: w for w in everyone}
     wait_for(lambda: len(first.cmd("info")["peers"]) == row.peers, 20, "every peer to join")
@@ -249,7 +255,7 @@ class Outcome:
         )
 
 
-def _progress(writers: list[Worker], more: int, timeout: float) -> list[str]:
+def progress(writers: list[Worker], more: int, timeout: float) -> list[str]:
     """Wait until every writer has *more* increments acknowledged than now; who did not."""
     base = {w.pid: w.cmd("info")["counted"] for w in writers}
     deadline = time.monotonic() + timeout
@@ -258,6 +264,19 @@ def _progress(writers: list[Worker], more: int, timeout: float) -> list[str]:
         stuck = [w for w in stuck if w.cmd("info")["counted"] < base[w.pid] + more]
         time.sleep(0.05)
     return [f"writer {w.pid} did not go on within {timeout} s" for w in stuck]
+
+
+def start_counting(run: Run) -> list[str]:
+    """Set the counter to 0, start every writer, wait until each is going; who is not."""
+    run.host.cmd("set", key=COUNTER, value=0)
+    wait_for(
+        lambda: all(COUNTER in w.cmd("dump")["state"] for w in run.writers),
+        10,
+        "the counter to reach every writer",
+    )
+    for w in run.writers:
+        w.cmd("count", key=COUNTER)
+    return progress(run.writers, WARMUP_ACKS, 20)
 
 
 def _settled(peers: list[Worker]) -> bool:
@@ -282,18 +301,10 @@ def run_row(lan: Lan, row: Row, app: str) -> Outcome:
     began = time.monotonic()
     out = Outcome(row.id)
     run = start(lan, row, app)
-    run.host.cmd("set", key=COUNTER, value=0)
-    wait_for(
-        lambda: all(COUNTER in w.cmd("dump")["state"] for w in run.writers),
-        10,
-        "the counter to reach every writer",
-    )
-    for w in run.writers:
-        w.cmd("count", key=COUNTER)
-    out.problems += _progress(run.writers, WARMUP_ACKS, 20)
+    out.problems += start_counting(run)
     row.fault(run)
     writing = [w for w in run.writers if w not in run.closed]
-    out.problems += _progress(writing, WARMUP_ACKS, 20)
+    out.problems += progress(writing, WARMUP_ACKS, 20)
     errors: dict[str, int] = {}
     for w in writing:
         done = w.cmd("stop_count", timeout=30)
