@@ -45,7 +45,7 @@ class Run:
     peers: list[Worker]
     writers: list[Worker]
     ns_of: dict[int, int]  # worker pid -> namespace index, for cut/restore
-    closed: list[Worker] = field(default_factory=list)
+    gone: list[Worker] = field(default_factory=list)  # closed or killed
 
     @property
     def host(self) -> Worker:
@@ -57,7 +57,7 @@ class Run:
 
     @property
     def survivors(self) -> list[Worker]:
-        return [p for p in self.peers if p not in self.closed]
+        return [p for p in self.peers if p not in self.gone]
 
     @contextlib.contextmanager
     def paused(self, *workers: Worker) -> Iterator[None]:
@@ -105,10 +105,15 @@ def close_host_while_successor_paused(seconds: float) -> Fault:
         start = time.monotonic()
         with run.paused(run.successor):
             run.host.cmd("close", timeout=seconds + 10)
-            run.closed.append(run.host)
+            run.gone.append(run.host)
             time.sleep(max(0.0, seconds - (time.monotonic() - start)))
 
     return fault
+
+
+def kill_host(run: Run) -> None:
+    os.kill(run.host.pid, signal.SIGKILL)
+    run.gone.append(run.host)
 
 
 def cut_writer(seconds: float) -> Fault:
@@ -156,8 +161,11 @@ class Row:
     secret: bool = False
 
 
-#: Issue 17's table, one row per fault (7 peers: 3 idle, 4 writers), plus one with a secret.
+#: Issue 17's table, one row per fault (7 peers: 3 idle, 4 writers), one with a secret,
+#: and a control row.
 ROWS = [
+    # The control: guarantee 2's own case, which holds before issue 17's fix too.
+    Row("host-kill", "host kill -9", kill_host),
     Row("host-pause-0.6", "host paused 0.6 s (SIGSTOP/SIGCONT)", pause_host(0.6)),
     Row("host-pause-1.5", "host paused 1.5 s", pause_host(1.5)),
     Row("host-pause-3", "host paused 3 s", pause_host(3.0)),
@@ -303,7 +311,7 @@ def run_row(lan: Lan, row: Row, app: str) -> Outcome:
     run = start(lan, row, app)
     out.problems += start_counting(run)
     row.fault(run)
-    writing = [w for w in run.writers if w not in run.closed]
+    writing = [w for w in run.writers if w not in run.gone]
     out.problems += progress(writing, WARMUP_ACKS, 20)
     errors: dict[str, int] = {}
     for w in writing:
