@@ -337,5 +337,6 @@ def run_row(lan: Lan, row: Row, app: str) -> Outcome:
 #: Longer runs for ``benchmarks/faults.py`` only (too slow for every CI run).
 LONG_ROWS = [
     Row("host-pause-8", "host paused 8 s", pause_host(8.0)),
+    Row("host-pause-20", "host paused 20 s", pause_host(20.0)),
     Row("writer-cut-3", "one writer's link cut 3 s", cut_writer(3.0)),
 ]
