@@ -292,14 +292,19 @@ def _settled(peers: list[Worker]) -> bool:
 
 
 def _describe(run: Run) -> str:
+    """Each survivor (#n: its place in the first succession order), and the hosts
+    each one saw, in order, as (#n, epoch)."""
+    place = {p.id: i for i, p in enumerate(run.peers)}
     lines = []
-    for i, peer in enumerate(run.survivors):
+    for peer in run.survivors:
         info = peer.cmd("info")
         rolled = peer.cmd("rollbacks", key=COUNTER)
+        seen = [(f"#{place.get(h['new'], '?')}", h["epoch"]) for h in peer.cmd("hosts")["hosts"]]
         lines.append(
-            f"  #{i} {peer.pid}: host={info['is_host']} epoch={info['epoch']} "
-            f"counter={peer.cmd('dump')['state'].get(COUNTER)} rolled back: {rolled}"
-            + (" (writer)" if peer in run.writers else "")
+            f"  #{place[peer.id]}{' (writer)' if peer in run.writers else ''}: "
+            f"host={info['is_host']} epoch={info['epoch']} "
+            f"counter={peer.cmd('dump')['state'].get(COUNTER)} rolled back: {rolled}; "
+            f"hosts seen: {seen}"
         )
     return "\n".join(lines)
 

@@ -185,6 +185,8 @@ def main() -> None:
                 reply({"at": at})
             elif op == "rollbacks":
                 reply(_rolled_summary(rolled, cmd["key"]))
+            elif op == "hosts":
+                reply({"hosts": hosts})
             elif op == "events":
                 reply({"rolled": rolled, "hosts": hosts, "stats": s.stats})
             elif op == "close":
