@@ -5,8 +5,11 @@ Run as ``ip netns exec NS python lanworker.py APP SESSION OPTIONS_JSON`` with
 gets exactly one JSON reply line on stdout; library logs go to stderr.
 
 A *stream* is a background writer: one blocking write of a new key at a time
-(``<prefix><n>``), keeping the keys the library acknowledged. Every
-``WritesRolledBack`` event is kept, to compare with what went missing.
+(``<prefix><n>``), keeping the keys the library acknowledged. A *counter*
+is another: ``apply_op`` increments of one key, back to back, counting the
+calls that returned and those that raised (by error type), with the time of
+each acknowledgement. Every ``WritesRolledBack`` event is kept, to compare
+with what went missing.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import logging
 import os
 import sys
 import threading
+import time
+from collections import Counter as Tally
 from typing import Any
 
 import p2pstate
@@ -50,6 +55,63 @@ class Stream:
         return not self._thread.is_alive()
 
 
+class Counter:
+    """``apply_op(key, n + 1)`` back to back in a thread until stopped. Keeps
+    (start, end, host id) of every call that returned: the increments the
+    library acknowledged, and when."""
+
+    def __init__(self, s: p2pstate.SharedState, key: str, interval: float) -> None:
+        self.acks: list[tuple[float, float, str | None]] = []
+        self.errors: Tally[str] = Tally()
+        self.samples: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(s, key, interval), name="counter", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, s: p2pstate.SharedState, key: str, interval: float) -> None:
+        while not self._stop.is_set():
+            start = time.monotonic()
+            try:
+                s.apply_op(key, lambda n: n + 1)
+            except Exception as exc:  # noqa: BLE001  (every failure is counted, by type)
+                self.errors[type(exc).__name__] += 1
+                if len(self.samples) < 5:
+                    self.samples.append(f"{type(exc).__name__}: {exc}")
+            else:
+                host = s.host
+                self.acks.append((start, time.monotonic(), host.id if host else None))
+            if interval:
+                self._stop.wait(interval)
+
+    def stop(self, timeout: float) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(timeout)
+        return {
+            "stopped": not self._thread.is_alive(),
+            "ok": len(self.acks),
+            "errors": dict(self.errors),
+            "samples": self.samples,
+        }
+
+    def first_ack(self, after: float, *, fresh: bool, old_host: str | None) -> float | None:
+        """When the first call acknowledged after *after* (and started after it,
+        if *fresh*; by a host other than *old_host*, if given) returned."""
+        for start, end, host in list(self.acks):
+            if end <= after or (fresh and start <= after):
+                continue
+            if old_host is None or host != old_host:
+                return end
+        return None
+
+
+def _rolled_summary(rolled: list[dict[str, Any]], key: str) -> dict[str, int]:
+    """How many reported rolled-back writes touch *key*: all, and this peer's own."""
+    touching = [r for r in rolled if key in r["keys"]]
+    return {"all": len(touching), "mine": sum(1 for r in touching if r["mine"])}
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     app, session = sys.argv[1], sys.argv[2]
@@ -71,6 +133,7 @@ def main() -> None:
 
     s.on_change(on_event)
     stream: Stream | None = None
+    counter: Counter | None = None
 
     def reply(obj: Any) -> None:
         sys.stdout.write(json.dumps(obj) + "\n")
@@ -86,6 +149,7 @@ def main() -> None:
             "host": host.id if host else None,
             "peers": [p.id for p in s.peers],
             "acked": len(stream.acked) if stream else 0,
+            "counted": len(counter.acks) if counter else 0,
         }
 
     reply({"ready": True, **info()})
@@ -107,6 +171,22 @@ def main() -> None:
                 assert stream is not None
                 stopped = stream.stop(cmd.get("timeout", 15.0))
                 reply({"stopped": stopped, "acked": stream.acked, "errors": stream.errors})
+            elif op == "count":
+                counter = Counter(s, cmd["key"], cmd.get("interval", 0.0))
+                reply({"started": True, "at": time.monotonic()})
+            elif op == "stop_count":
+                assert counter is not None
+                reply(counter.stop(cmd.get("timeout", 15.0)))
+            elif op == "first_ack":
+                assert counter is not None
+                at = counter.first_ack(
+                    cmd["after"], fresh=cmd.get("fresh", False), old_host=cmd.get("old_host")
+                )
+                reply({"at": at})
+            elif op == "rollbacks":
+                reply(_rolled_summary(rolled, cmd["key"]))
+            elif op == "hosts":
+                reply({"hosts": hosts})
             elif op == "events":
                 reply({"rolled": rolled, "hosts": hosts, "stats": s.stats})
             elif op == "close":
