@@ -24,6 +24,7 @@ from .codec import fresh_copy
 from .core.access import AUTHORIZED_ONLY, Access
 from .core.ids import identity_of
 from .core.node import Node, Role
+from .core.rank import host_rank
 from .core.writer import Outcome
 from .discovery import (
     Discovery,
@@ -488,9 +489,8 @@ class Runtime:
             records = [r for r in self._hosts.values() if r.node_id not in self._tried]
         hosts = [r for r in records if r.epoch > 0]
         if hosts:
-            # The host that would win a merge (as Node.rank): most players,
-            # then the highest epoch, then the lowest node id.
-            return max(hosts, key=lambda r: (_players(r), r.epoch, [-ord(c) for c in r.node_id]))
+            # The host that would win a merge, by the hosts' own rule.
+            return max(hosts, key=lambda r: host_rank(_players(r), r.epoch, r.node_id))
         lower = [r for r in records if r.node_id < self.node_id]
         return min(lower, key=lambda r: r.node_id, default=None)
 

@@ -75,6 +75,7 @@ from ..messages import (
 from .access import ALWAYS_ADMIN_OPS, Access
 from .config import Config
 from .ids import identity_of
+from .rank import Rank, host_rank
 from .replica import Entry, Replica, history_contains, scalar_size
 from .writer import Outcome, Writer
 
@@ -356,13 +357,13 @@ class Node:
     def host_id(self) -> str:
         return self.replica.host_id
 
-    def rank(self) -> tuple[int, int, tuple[int, ...]]:
+    def rank(self) -> Rank:
         """Host only: how two hosts of one session settle on one. The host that
         serves more synced players wins (so an isolated peer that took over
         alone gives way to the rest of the session, not the reverse); on a tie
         the higher epoch, then the lower node id."""
         players = 1 + sum(1 for conn in self._conns.values() if conn.synced)
-        return (players, self.epoch, _neg(self.me.id))
+        return host_rank(players, self.epoch, self.me.id)
 
     @property
     def target_id(self) -> str | None:
@@ -977,7 +978,7 @@ class Node:
         if msg.host_id != msg.sender:
             self._drop("redirect to a third node, sent to a host")
             return
-        theirs = (msg.players, msg.epoch, _neg(msg.host_id))
+        theirs = host_rank(msg.players, msg.epoch, msg.host_id)
         if theirs > self.rank():
             self._step_down(Member(id=msg.host_id, name="", endpoints=msg.endpoints), now)
         elif msg.reason != "outranked":
@@ -1431,11 +1432,6 @@ def _stored_size(value: Any, encoded: int) -> int:
 
 
 _WRITE_OPS = frozenset({"set", "del", "msg", "profile", "info", "acl", "access_set", "restore"})
-
-
-def _neg(node_id: str) -> tuple[int, ...]:
-    """Order key under which a *lower* node id ranks higher."""
-    return tuple(-b for b in node_id.encode())
 
 
 _HANDLERS: dict[tuple[Role, type[Message]], Any] = {
