@@ -53,6 +53,7 @@ from ..events import Event, Expelled, RolledBackWrite, WritesRolledBack
 from ..events import Message as MessageEvent
 from ..messages import (
     EPHEMERAL,
+    MAX_COUNTER,
     OWNER_ONLY,
     Ack,
     Change,
@@ -72,7 +73,7 @@ from ..messages import (
     Write,
     restore_entries,
 )
-from .access import ALWAYS_ADMIN_OPS, Access
+from .access import ALWAYS_ADMIN_OPS, Access, takeover_refusal
 from .config import Config
 from .ids import identity_of
 from .rank import Rank, host_rank
@@ -179,6 +180,11 @@ class Node:
         self._successor: str | None = None
         # writer -> (tokens, when counted): the write-rate token buckets
         self._buckets: dict[str, tuple[float, float]] = {}
+        # Hosts of another session we met (by Redirect or discovery): their
+        # Hellos may move our epoch when they step down and join us.
+        self._rivals: dict[str, tuple[str, ...]] = {}  # node id -> its endpoints
+        # Identities whose session state we refused: never followed again.
+        self._foreign: dict[str, tuple[()]] = {}
 
     # ================================================================ inputs
 
@@ -302,6 +308,8 @@ class Node:
         self._clock = now
         if self.role is not Role.HOST or host_id == self.me.id:
             return
+        if self._may_lead(host_id):
+            _remember(self._rivals, host_id, endpoints)
         self.outbox.append(Send(host_id, endpoints, self._announce("host")))
 
     def tick(self, now: float) -> None:
@@ -876,6 +884,10 @@ class Node:
                 self._remove_member(msg.sender, why, now)
             return
         if msg.epoch > self.epoch:
+            if not self._may_move_epoch(msg):
+                # Asked again soon: by then a merging host is known to us.
+                self._drop("hello with an epoch we cannot verify")
+                return
             # The newcomer knew a later epoch than ours: move past it so that
             # nothing from that other lineage can be taken for ours.
             self.epoch = msg.epoch + 1
@@ -887,8 +899,9 @@ class Node:
                     ops=(("term", self.epoch, self.me.id, self.me.id, "merge"),),
                 )
             )
-        if self.replica.member(msg.sender) is None and msg.session_id is None:
-            # A newcomer (a member coming back names our session): is there room?
+        if self.replica.member(msg.sender) is None:
+            # A newcomer: is there room? Only a current member skips this (its
+            # id is in our membership), never a Hello that names our session.
             info = self.replica.info
             limit = info.get("max_players")
             reason = "closed" if info.get("joinable") is False else None
@@ -978,6 +991,9 @@ class Node:
         if msg.host_id != msg.sender:
             self._drop("redirect to a third node, sent to a host")
             return
+        if not self._may_meet(msg, now):
+            return
+        _remember(self._rivals, msg.sender, msg.endpoints)
         theirs = host_rank(msg.players, msg.epoch, msg.host_id)
         if theirs > self.rank():
             self._step_down(Member(id=msg.host_id, name="", endpoints=msg.endpoints), now)
@@ -1009,6 +1025,78 @@ class Node:
             return None
         conn.last_heard = now
         return conn
+
+    # ================================================================ who may change a role
+
+    def _may_lead(self, node_id: str) -> bool:
+        """Whether *node_id* may make us change role (step down to it, follow
+        it, take over for it, load its state): never an identity our access
+        state refuses (banned, not authorized), nor one whose session state
+        we refused before (it named another admin)."""
+        identity = identity_of(node_id)
+        return self.replica.access.may_read(identity) and identity not in self._foreign
+
+    def _may_meet(self, msg: Redirect, now: float) -> bool:
+        """Host: whether a host's announcement may be weighed against our rank.
+        A member we heard from just now is ours, not the host of another half
+        (that one stopped hearing us); an epoch no session reaches is a lie."""
+        conn = self._conns.get(msg.sender)
+        if not self._may_lead(msg.sender):
+            self._drop("host announcement from a refused identity")
+            why = self.replica.access.refusal(identity_of(msg.sender))
+            if why in _ACCESS_REFUSALS:
+                # Say so: if it hosts the other half of our session, our
+                # admin's refusal makes it send that half here (_host_refused).
+                refused = Refused(sender=self.me.id, epoch=self.epoch, reason=why)
+                self.outbox.append(Send(msg.sender, msg.endpoints, refused))
+        elif conn is not None and now - conn.last_heard < 2 * self.config.heartbeat_interval:
+            self._drop("host announcement from a live member")
+        elif msg.epoch >= _EPOCH_CEILING:
+            self._drop("host announcement with an implausible epoch")
+        else:
+            return True
+        return False
+
+    def _may_move_epoch(self, msg: Hello) -> bool:
+        """Host: a Hello may take our epoch past its own only from a member of
+        ours or a host we met (stepping down to us), and never near the top of
+        the wire range, so that epoch + 1 always encodes."""
+        known = self.replica.member(msg.sender) is not None or msg.sender in self._rivals
+        return known and msg.epoch < _EPOCH_CEILING
+
+    def _host_refused(self, msg: Refused, now: float) -> None:
+        """A host we met refuses our identity. Only our admin's word counts
+        (its identity is proven with a secret): it banned us while the session
+        was split. Send our half to it and leave, as a banned member would."""
+        endpoints = self._rivals.get(msg.sender)
+        admin = self.replica.access.admin
+        if identity_of(msg.sender) != admin or msg.reason not in _ACCESS_REFUSALS or not endpoints:
+            self._drop("refusal from a host that is not our admin's")
+            return
+        self._step_down(Member(id=msg.sender, name="", endpoints=endpoints), now)
+
+    def _may_expel(self, host_id: str) -> bool:
+        """Whether a host's refusal by access ends our session. Never the
+        admin's: no state of its session refuses it, so a host that does holds
+        another session's state. Anyone else: as a ban made in the other half
+        of a split reaches it (the refuser may hold the admin's act)."""
+        admin = self.replica.access.admin
+        return identity_of(self.me.id) != admin or self.replica.member(host_id) is not None
+
+    def _refuse_state(self, sender: str, why: str, now: float) -> None:
+        """A Welcome whose access state we may not take on (takeover_refusal):
+        drop it, never follow that identity again, and go back: host again if
+        we stepped down to it, else to our host, else along the succession."""
+        self._refusal(f"refused_state_{why}", sender)
+        _remember(self._foreign, identity_of(sender), ())
+        if self.replica.host_id == self.me.id:
+            self._take_over("merge_refused", now)
+            return
+        host = self.replica.member(self.replica.host_id)
+        if host is not None and self._may_lead(host.id):
+            self._follow(host, now)
+        else:
+            self._host_lost(sender, now)
 
     # ================================================================ peer side
 
@@ -1077,10 +1165,11 @@ class Node:
         return False
 
     def _peer_hello(self, msg: Hello, now: float) -> None:
-        if not self.replica.access.may_read(identity_of(msg.sender)):
+        if not self._may_lead(msg.sender):
             self._drop("hello from a refused identity")  # it may not make us host either
             return
-        if self.ready and self._should_take_over(msg, now):
+        member = self.replica.member(msg.sender) is not None
+        if self.ready and member and self._should_take_over(msg, now):
             self._suspects |= set(msg.suspects) | {msg.prev_host or ""}
             self._suspects.discard("")
             self._take_over("failover", now)
@@ -1195,6 +1284,12 @@ class Node:
             # a peer follows its own host, which settles with the other
             self._drop("host announcement sent to a peer")
             return
+        if not (self._may_lead(msg.sender) and self._may_lead(msg.host_id)):
+            self._drop("redirect from or to a refused identity")
+            return
+        if msg.epoch >= _EPOCH_CEILING:
+            self._drop("redirect with an implausible epoch")
+            return
         from_host = self._target is not None and msg.sender == self._target.id
         if not (from_host and msg.epoch >= self.epoch) and msg.epoch <= self.epoch:
             self._drop("redirect from a lower epoch")
@@ -1211,7 +1306,7 @@ class Node:
             self._follow(self._target or self.me, now)  # we were dropped: join again
 
     def _peer_handoff(self, msg: Handoff, now: float) -> None:
-        if self._from_target(msg):
+        if self._from_target(msg) and self._may_lead(msg.sender):
             self._take_over("handoff", now)
 
     def _joining_welcome(self, msg: Welcome, now: float) -> None:
@@ -1220,6 +1315,14 @@ class Node:
             return
         if msg.host_id != msg.sender or (msg.snapshot and msg.snapshot.host_id != msg.sender):
             self._drop("welcome naming another node as host")
+            return
+        if not self._may_lead(msg.sender):
+            self._drop("welcome from a refused identity")
+            return
+        snap = msg.snapshot
+        refusal = takeover_refusal(self.replica.access, snap.access) if snap else None
+        if refusal is not None:
+            self._refuse_state(msg.sender, refusal, now)
             return
         r = self.replica
         resume = (msg.resume_seq, msg.resume_epoch, msg.resume_origin)
@@ -1294,6 +1397,9 @@ class Node:
             self._drop("refusal we did not ask for")
             return
         if msg.reason in _ACCESS_REFUSALS:
+            if self.ready and not self._may_expel(msg.sender):
+                self._refuse_state(msg.sender, "refuses_us", now)
+                return
             self._expel(msg.reason)
         elif self.ready:
             self._drop("full or closed, to a member")
@@ -1342,7 +1448,7 @@ class Node:
 
     def _leaving_redirect(self, msg: Redirect, now: float) -> None:
         # The successor confirms it took over: our handoff is complete.
-        if msg.epoch > self.epoch:
+        if msg.epoch > self.epoch and self._may_lead(msg.sender):
             self.role = Role.CLOSED
 
     # ================================================================ helpers
@@ -1417,6 +1523,21 @@ class Node:
 
 
 _ACCESS_REFUSALS = ("banned", "not_authorized")
+#: Epochs grow by one a change of host: no session comes near this, and a
+#: wire number above it (a lie) could push a counter past what encodes.
+_EPOCH_CEILING = MAX_COUNTER >> 8
+#: Node ids or identities a node remembers in _rivals and _foreign.
+_REMEMBERED = 256
+
+
+def _remember(seen: dict[str, Any], key: str, value: Any) -> None:
+    """Set *key* in an insertion-ordered dict bounded to _REMEMBERED entries."""
+    seen.pop(key, None)
+    seen[key] = value
+    if len(seen) > _REMEMBERED:
+        del seen[next(iter(seen))]
+
+
 #: Ops a writer may send; the rest are the host's own bookkeeping.
 
 
@@ -1441,6 +1562,7 @@ _HANDLERS: dict[tuple[Role, type[Message]], Any] = {
     (Role.HOST, Heartbeat): Node._host_heartbeat,
     (Role.HOST, Leave): Node._host_leave,
     (Role.HOST, Redirect): Node._host_redirect,
+    (Role.HOST, Refused): Node._host_refused,
     (Role.PEER, Hello): Node._peer_hello,
     (Role.PEER, ChangeMsg): Node._peer_change,
     (Role.PEER, Result): Node._peer_result,
