@@ -9,6 +9,7 @@ copy of the game would have), so its sender id is its own, proven identity."""
 
 from __future__ import annotations
 
+import random
 import secrets
 import time
 from collections.abc import Iterator
@@ -235,3 +236,50 @@ def test_a_rival_host_lying_about_its_players_gets_neither_the_admin_role_nor_th
         assert host["after"] == 1
     finally:
         m.close()
+
+
+def test_a_secured_host_survives_100k_hostile_frames_from_a_banned_member(
+    join: Join, app_name: str, ctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    """test_hostile's 100k frames, from a banned player with the secret, mixed
+    with her own forged messages of every type: the host drops them all and
+    keeps serving, hosting, and its admin and bans."""
+    from test_hostile import _junk
+
+    host, bob, carol = _session(join)
+    m = Mallory(ctx, app_name, knows_secret=True)
+    try:
+        _member(m, host)
+        host.ban(m.identity)
+        eventually(lambda: m.identity in carol.banned)
+        rng = random.Random(11)
+        own = [to_frame(msg) for msg in _forged(m, host, host.epoch)]
+        frames = [
+            rng.choice(own) if i % 10 == 0 else _junk(rng, host.me.id, host.epoch)
+            for i in range(2000)
+        ]
+        sock = m.out.get(host.me.endpoint) or _dealer(m, host.me.endpoint)
+        started = time.monotonic()
+        for round_no in range(50):  # 100,000 frames
+            for frame in frames:
+                sock.send(frame)
+            bob[f"during{round_no}"] = round_no  # honest traffic keeps flowing
+        elapsed = time.monotonic() - started
+        eventually(lambda: host.get("during49") == 49, 10)
+        stats = host.stats
+        dropped = stats.get("forged_senders", 0) + stats.get("bad_frames", 0)
+        assert dropped + stats.get("dropped", 0) > 50_000, stats
+        assert stats.get("internal_errors", 0) == 0
+        assert host.is_host and not bob.is_host and not carol.is_host
+        for node in (host, bob, carol):
+            assert node.admin == host.admin and m.identity in node.banned
+        print(f"100k hostile frames on a secured host: sent in {elapsed:.1f} s")
+    finally:
+        m.close()
+
+
+def _dealer(m: Mallory, endpoint: str) -> zmq.Socket[bytes]:
+    m.send(endpoint, Heartbeat(sender=m.id, epoch=0, seq=0))
+    sock = m.out[endpoint]
+    sock.setsockopt(zmq.SNDHWM, 0)
+    return sock
