@@ -183,6 +183,9 @@ class Node:
         # Hosts of another session we met (by Redirect or discovery): their
         # Hellos may move our epoch when they step down and join us.
         self._rivals: dict[str, tuple[str, ...]] = {}  # node id -> its endpoints
+        # Members we dropped when they fell silent: one coming back from the
+        # other half of a split may move our epoch, as a member would.
+        self._departed: dict[str, tuple[()]] = {}
         # Identities whose session state we refused: never followed again.
         self._foreign: dict[str, tuple[()]] = {}
 
@@ -787,6 +790,8 @@ class Node:
                 ops=(("leave", peer_id, reason),),
             )
             self._apply(change)
+            if reason == "timeout":
+                _remember(self._departed, peer_id, ())
             if reason == "timeout" and member.endpoints:
                 # It may only have been silent for a while: tell it, so that
                 # it says hello again at once rather than after host_timeout
@@ -1059,9 +1064,12 @@ class Node:
 
     def _may_move_epoch(self, msg: Hello) -> bool:
         """Host: a Hello may take our epoch past its own only from a member of
-        ours or a host we met (stepping down to us), and never near the top of
-        the wire range, so that epoch + 1 always encodes."""
-        known = self.replica.member(msg.sender) is not None or msg.sender in self._rivals
+        ours (or one that fell silent: the other half of a split) or a host we
+        met (stepping down to us), and never near the top of the wire range,
+        so that epoch + 1 always encodes."""
+        sender = msg.sender
+        member = self.replica.member(sender) is not None or sender in self._departed
+        known = member or sender in self._rivals
         return known and msg.epoch < _EPOCH_CEILING
 
     def _host_refused(self, msg: Refused, now: float) -> None:

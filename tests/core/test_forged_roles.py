@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 from samples import first_hello
-from simsession import done, start_players
+from simsession import done, member_ids, start_players
 
 from p2pstate.core.access import Access
 from p2pstate.core.node import Node, Role
@@ -148,3 +148,18 @@ def test_naming_the_session_does_not_skip_max_players_or_joinable(
     session.net.send_raw("admin.1", _hello("late.1", 0, sid))
     session.net.run(0.5)
     assert "late.1" not in [m.id for m in admin.replica.members]
+
+
+def test_a_player_banned_during_a_split_who_hosts_the_other_half_sends_it_over() -> None:
+    session, (admin, bob, carol, dave) = start_players("admin.1", "bob.1", "carol.1", "dave.1")
+    session.net.partition({"bob.1", "carol.1", "dave.1"})
+    assert session.run_until(lambda: bob.role is Role.HOST, 3.0), session.tail()
+    assert done(session, admin, ("acl", "ban", "bob")).status == "ok"
+    session.net.heal()
+    assert session.settle(10.0), session.tail()
+    # The bigger half's host is banned: its half merges into the admin's, not
+    # the reverse, and the ban holds on every copy.
+    assert admin.role is Role.HOST and bob.refused == "banned", session.tail()
+    for node in (admin, carol, dave):
+        assert node.replica.access.banned == {"bob"}
+        assert member_ids(node) == ["admin.1", "carol.1", "dave.1"]
