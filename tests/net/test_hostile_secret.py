@@ -266,10 +266,14 @@ def test_a_secured_host_survives_100k_hostile_frames_from_a_banned_member(
             bob[f"during{round_no}"] = round_no  # honest traffic keeps flowing
         elapsed = time.monotonic() - started
         eventually(lambda: host.get("during49") == 49, 10)
-        stats = host.stats
-        dropped = stats.get("forged_senders", 0) + stats.get("bad_frames", 0)
-        assert dropped + stats.get("dropped", 0) > 50_000, stats
-        assert stats.get("internal_errors", 0) == 0
+
+        def counted() -> int:
+            stats = host.stats
+            keys = ("forged_senders", "bad_frames", "dropped")
+            return sum(stats.get(key, 0) for key in keys)
+
+        eventually(lambda: counted() > 50_000, 20)  # her link drains after bob's writes
+        assert host.stats.get("internal_errors", 0) == 0
         assert host.is_host and not bob.is_host and not carol.is_host
         for node in (host, bob, carol):
             assert node.admin == host.admin and m.identity in node.banned
