@@ -1044,7 +1044,8 @@ class Node:
     def _may_meet(self, msg: Redirect, now: float) -> bool:
         """Host: whether a host's announcement may be weighed against our rank.
         A member we heard from just now is ours, not the host of another half
-        (that one stopped hearing us); an epoch no session reaches is a lie."""
+        (that one stopped hearing us): its claim is not weighed, only answered;
+        an epoch no session reaches is a lie."""
         conn = self._conns.get(msg.sender)
         if not self._may_lead(msg.sender):
             self._drop("host announcement from a refused identity")
@@ -1056,6 +1057,10 @@ class Node:
                 self.outbox.append(Send(msg.sender, msg.endpoints, refused))
         elif conn is not None and now - conn.last_heard < 2 * self.config.heartbeat_interval:
             self._drop("host announcement from a live member")
+            if msg.reason != "outranked":
+                # Not weighed, but answered: a member that took over while we
+                # were slow (under load) learns that we host and comes back.
+                self.outbox.append(Send(msg.sender, msg.endpoints, self._announce("outranked")))
         elif msg.epoch >= _EPOCH_CEILING:
             self._drop("host announcement with an implausible epoch")
         else:
@@ -1091,12 +1096,21 @@ class Node:
         admin = self.replica.access.admin
         return identity_of(self.me.id) != admin or self.replica.member(host_id) is not None
 
-    def _refuse_state(self, sender: str, why: str, now: float) -> None:
-        """A Welcome whose access state we may not take on (takeover_refusal):
-        drop it, never follow that identity again, and go back: host again if
-        we stepped down to it, else to our host, else along the succession."""
-        self._refusal(f"refused_state_{why}", sender)
-        _remember(self._foreign, identity_of(sender), ())
+    def _sent_in_vain(self, lost: str, now: float) -> bool:
+        """A merge sent us to *lost* (our own step-down, or our host's Redirect)
+        and it never welcomed us: its rank was a claim. Go back to the host we
+        had (host again, if that is us) rather than along the succession, so a
+        host that lies about its players and then stays silent changes no host."""
+        if self.role is not Role.JOINING or self._failing_over or not self.ready:
+            return False
+        if lost == self.replica.host_id:
+            return False
+        self.stats["merge_target_silent"] += 1
+        self._go_back(now)
+        return True
+
+    def _go_back(self, now: float) -> None:
+        """Return to the host our replica names: host again if that is us."""
         if self.replica.host_id == self.me.id:
             self._take_over("merge_refused", now)
             return
@@ -1104,7 +1118,15 @@ class Node:
         if host is not None and self._may_lead(host.id):
             self._follow(host, now)
         else:
-            self._host_lost(sender, now)
+            self._host_lost(self.replica.host_id, now)
+
+    def _refuse_state(self, sender: str, why: str, now: float) -> None:
+        """A Welcome whose access state we may not take on (takeover_refusal):
+        drop it, never follow that identity again, and go back: host again if
+        we stepped down to it, else to our host, else along the succession."""
+        self._refusal(f"refused_state_{why}", sender)
+        _remember(self._foreign, identity_of(sender), ())
+        self._go_back(now)
 
     # ================================================================ peer side
 
@@ -1138,6 +1160,8 @@ class Node:
     def _host_lost(self, lost: str, now: float) -> None:
         """The host (or the candidate we were asking) is silent: try the next
         member in succession, or take over if that is us."""
+        if self._sent_in_vain(lost, now):
+            return
         self._suspects.add(lost)
         self._failing_over = True
         self.stats["host_lost"] += 1

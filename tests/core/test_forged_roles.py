@@ -163,3 +163,17 @@ def test_a_player_banned_during_a_split_who_hosts_the_other_half_sends_it_over()
     for node in (admin, carol, dave):
         assert node.replica.access.banned == {"bob"}
         assert member_ids(node) == ["admin.1", "carol.1", "dave.1"]
+
+
+def test_a_host_that_claims_a_million_players_and_stays_silent_changes_no_host() -> None:
+    # A secret holder who is no member and not banned: her claim is weighed
+    # (player counts are claims), but a merge that never welcomes anyone
+    # sends every copy back to the host it had, not along the succession.
+    net, admin, bob, carol = _banned_session()
+    net.send_raw("admin.1", _redirect("mallory.1", epoch=admin.epoch + 1, reason="host"))
+    net.run(3.0)
+    assert admin.role is Role.HOST, net.trace_tail()
+    for peer in (bob, carol):
+        assert peer.role is Role.PEER and peer.target_id == "admin.1", net.trace_tail()
+    assert admin.replica.access.admin == "admin"
+    assert admin.replica.access.banned == {"villain"}
