@@ -11,7 +11,8 @@ Every host of a session advertises it over mDNS (see ``discovery.py``); a
 starting advertises a *candidate* record (epoch 0): it is not a session yet
 and is never listed. When a session has several hosts at once (a split LAN,
 or the instant of a failover), it is listed once, by the host that wins a
-merge: the highest epoch, then the lowest node id.
+merge: the most players, then the highest epoch, then the lowest node id
+(``core/rank.py``, the rule the hosts themselves use).
 
 TXT keys read here (besides the ones ``discovery.py`` owns: app, session, id,
 name, epoch, sid). Whoever advertises them must use exactly these names:
@@ -56,6 +57,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Final
 
 from .core.access import ADMIN_ONLY, ANY, AUTHORIZED_ONLY, MODES, Access, check_identity
+from .core.rank import host_rank
 from .errors import ProtocolError
 from .messages import WIRE_VERSION
 
@@ -306,11 +308,11 @@ def _parse_bool(text: str | None, default: bool, *, what: str) -> bool:
 
 
 def _winner(a: SessionInfo, b: SessionInfo) -> SessionInfo:
-    """Of two hosts of one session, the one a merge keeps: the higher epoch,
-    then the lower node id."""
-    if a.epoch != b.epoch:
-        return a if a.epoch > b.epoch else b
-    return a if a.host_id <= b.host_id else b
+    """Of two hosts of one session, the one a merge keeps, by the node's own
+    rule (core/rank.py): more players, the higher epoch, the lower node id."""
+    if host_rank(a.players, a.epoch, a.host_id) >= host_rank(b.players, b.epoch, b.host_id):
+        return a
+    return b
 
 
 def _sessions(records: Iterable[HostRecord]) -> dict[_Key, SessionInfo]:

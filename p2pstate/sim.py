@@ -119,7 +119,7 @@ class SimNetwork:
             )
             self._log(node_id, "hosts a new session")
         else:
-            best = max(visible, key=lambda n: n.epoch)
+            best = max(visible, key=lambda n: n.rank())  # as the runtime chooses
             node.join(best.me.id, best.me.endpoints, self.now)
             self._join_started[node_id] = self.now
             self._log(node_id, f"joins {best.me.id[:6]}")
@@ -324,7 +324,7 @@ class SimNetwork:
                     visible = self._visible_hosts(nid)
                     self._join_started[nid] = self.now
                     if visible:
-                        best = max(visible, key=lambda n: n.epoch)
+                        best = max(visible, key=lambda n: n.rank())  # as the runtime chooses
                         node.join(best.me.id, best.me.endpoints, self.now)
                     else:
                         sid = f"s{self.rng.getrandbits(32):08x}"

@@ -40,7 +40,9 @@ __all__ = [
     "UNBANNED_ONLY",
     "Access",
     "check_identity",
+    "claimed",
     "settings_from_wire",
+    "takeover_refusal",
 ]
 
 ANY = "any"
@@ -248,3 +250,25 @@ _FIELDS: dict[str, Any] = {
     "write_rate": _is_rate,
     "write_burst": lambda v: _is_count(v, 10**9),
 }
+
+
+def claimed(access: Access) -> bool:
+    """Whether the admin has used its role: a mode other than ANY, or anyone
+    banned or authorized. Until then a copy that hosts alone is what two
+    copies started at once are, and may merge into the other's session."""
+    return access.restricted or bool(access.banned) or bool(access.authorized)
+
+
+def takeover_refusal(ours: Access, theirs: Access) -> str | None:
+    """Why a replica that holds *ours* may not take on *theirs* (a merge's
+    snapshot), or None if it may. A merge never removes or refuses our admin,
+    and never hands a claimed session (see :func:`claimed`) to another admin:
+    nothing on the wire proves the other side's access state, so the one the
+    admin made here wins."""
+    if not ours.admin:
+        return None  # nothing held yet: a first join takes the session as it is
+    if not theirs.may_read(ours.admin):
+        return "refuses_our_admin"
+    if theirs.admin != ours.admin and claimed(ours):
+        return "another_admin"
+    return None

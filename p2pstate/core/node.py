@@ -53,6 +53,7 @@ from ..events import Event, Expelled, RolledBackWrite, WritesRolledBack
 from ..events import Message as MessageEvent
 from ..messages import (
     EPHEMERAL,
+    MAX_COUNTER,
     MAX_PROFILE_BYTES,
     OWNER_ONLY,
     Ack,
@@ -73,11 +74,12 @@ from ..messages import (
     Write,
     restore_entries,
 )
-from .access import ALWAYS_ADMIN_OPS, Access
+from .access import ALWAYS_ADMIN_OPS, Access, takeover_refusal
 from .advert import info_fault
 from .bounds import NEW_KEY_BYTES, key_bytes, snapshot_bytes
 from .config import Config
 from .ids import identity_of
+from .rank import Rank, host_rank
 from .replica import Entry, Replica, history_contains, scalar_size, value_bytes
 from .writer import Outcome, Writer
 
@@ -181,6 +183,14 @@ class Node:
         self._successor: str | None = None
         # writer -> (tokens, when counted): the write-rate token buckets
         self._buckets: dict[str, tuple[float, float]] = {}
+        # Hosts of another session we met (by Redirect or discovery): their
+        # Hellos may move our epoch when they step down and join us.
+        self._rivals: dict[str, tuple[str, ...]] = {}  # node id -> its endpoints
+        # Members we dropped when they fell silent: one coming back from the
+        # other half of a split may move our epoch, as a member would.
+        self._departed: dict[str, tuple[()]] = {}
+        # Identities whose session state we refused: never followed again.
+        self._foreign: dict[str, tuple[()]] = {}
 
     # ================================================================ inputs
 
@@ -304,6 +314,8 @@ class Node:
         self._clock = now
         if self.role is not Role.HOST or host_id == self.me.id:
             return
+        if self._may_lead(host_id):
+            _remember(self._rivals, host_id, endpoints)
         self.outbox.append(Send(host_id, endpoints, self._announce("host")))
 
     def tick(self, now: float) -> None:
@@ -359,13 +371,13 @@ class Node:
     def host_id(self) -> str:
         return self.replica.host_id
 
-    def rank(self) -> tuple[int, int, tuple[int, ...]]:
+    def rank(self) -> Rank:
         """Host only: how two hosts of one session settle on one. The host that
         serves more synced players wins (so an isolated peer that took over
         alone gives way to the rest of the session, not the reverse); on a tie
         the higher epoch, then the lower node id."""
         players = 1 + sum(1 for conn in self._conns.values() if conn.synced)
-        return (players, self.epoch, _neg(self.me.id))
+        return host_rank(players, self.epoch, self.me.id)
 
     @property
     def target_id(self) -> str | None:
@@ -813,6 +825,8 @@ class Node:
                 ops=(("leave", peer_id, reason),),
             )
             self._apply(change)
+            if reason == "timeout":
+                _remember(self._departed, peer_id, ())
             if reason == "timeout" and member.endpoints:
                 # It may only have been silent for a while: tell it, so that
                 # it says hello again at once rather than after host_timeout
@@ -910,6 +924,10 @@ class Node:
                 self._remove_member(msg.sender, why, now)
             return
         if msg.epoch > self.epoch:
+            if not self._may_move_epoch(msg):
+                # Asked again soon: by then a merging host is known to us.
+                self._drop("hello with an epoch we cannot verify")
+                return
             # The newcomer knew a later epoch than ours: move past it so that
             # nothing from that other lineage can be taken for ours.
             self.epoch = msg.epoch + 1
@@ -921,8 +939,9 @@ class Node:
                     ops=(("term", self.epoch, self.me.id, self.me.id, "merge"),),
                 )
             )
-        if self.replica.member(msg.sender) is None and msg.session_id is None:
-            # A newcomer (a member coming back names our session): is there room?
+        if self.replica.member(msg.sender) is None:
+            # A newcomer: is there room? Only a current member skips this (its
+            # id is in our membership), never a Hello that names our session.
             info = self.replica.info
             limit = info.get("max_players")
             reason = "closed" if info.get("joinable") is False else None
@@ -1012,7 +1031,10 @@ class Node:
         if msg.host_id != msg.sender:
             self._drop("redirect to a third node, sent to a host")
             return
-        theirs = (msg.players, msg.epoch, _neg(msg.host_id))
+        if not self._may_meet(msg, now):
+            return
+        _remember(self._rivals, msg.sender, msg.endpoints)
+        theirs = host_rank(msg.players, msg.epoch, msg.host_id)
         if theirs > self.rank():
             self._step_down(Member(id=msg.host_id, name="", endpoints=msg.endpoints), now)
         elif msg.reason != "outranked":
@@ -1043,6 +1065,103 @@ class Node:
             return None
         conn.last_heard = now
         return conn
+
+    # ================================================================ who may change a role
+
+    def _may_lead(self, node_id: str) -> bool:
+        """Whether *node_id* may make us change role (step down to it, follow
+        it, take over for it, load its state): never an identity our access
+        state refuses (banned, not authorized), nor one whose session state
+        we refused before (it named another admin)."""
+        identity = identity_of(node_id)
+        return self.replica.access.may_read(identity) and identity not in self._foreign
+
+    def _may_meet(self, msg: Redirect, now: float) -> bool:
+        """Host: whether a host's announcement may be weighed against our rank.
+        A member we heard from just now is ours, not the host of another half
+        (that one stopped hearing us): its claim is not weighed, only answered;
+        an epoch no session reaches is a lie."""
+        conn = self._conns.get(msg.sender)
+        if not self._may_lead(msg.sender):
+            self._drop("host announcement from a refused identity")
+            why = self.replica.access.refusal(identity_of(msg.sender))
+            if why in _ACCESS_REFUSALS:
+                # Say so: if it hosts the other half of our session, our
+                # admin's refusal makes it send that half here (_host_refused).
+                refused = Refused(sender=self.me.id, epoch=self.epoch, reason=why)
+                self.outbox.append(Send(msg.sender, msg.endpoints, refused))
+        elif conn is not None and now - conn.last_heard < 2 * self.config.heartbeat_interval:
+            self._drop("host announcement from a live member")
+            if msg.reason != "outranked":
+                # Not weighed, but answered: a member that took over while we
+                # were slow (under load) learns that we host and comes back.
+                self.outbox.append(Send(msg.sender, msg.endpoints, self._announce("outranked")))
+        elif msg.epoch >= _EPOCH_CEILING:
+            self._drop("host announcement with an implausible epoch")
+        else:
+            return True
+        return False
+
+    def _may_move_epoch(self, msg: Hello) -> bool:
+        """Host: a Hello may take our epoch past its own only from a member of
+        ours (or one that fell silent: the other half of a split) or a host we
+        met (stepping down to us), and never near the top of the wire range,
+        so that epoch + 1 always encodes."""
+        sender = msg.sender
+        member = self.replica.member(sender) is not None or sender in self._departed
+        known = member or sender in self._rivals
+        return known and msg.epoch < _EPOCH_CEILING
+
+    def _host_refused(self, msg: Refused, now: float) -> None:
+        """A host we met refuses our identity. Only our admin's word counts
+        (its identity is proven with a secret): it banned us while the session
+        was split. Send our half to it and leave, as a banned member would."""
+        endpoints = self._rivals.get(msg.sender)
+        admin = self.replica.access.admin
+        if identity_of(msg.sender) != admin or msg.reason not in _ACCESS_REFUSALS or not endpoints:
+            self._drop("refusal from a host that is not our admin's")
+            return
+        self._step_down(Member(id=msg.sender, name="", endpoints=endpoints), now)
+
+    def _may_expel(self, host_id: str) -> bool:
+        """Whether a host's refusal by access ends our session. Never the
+        admin's: no state of its session refuses it, so a host that does holds
+        another session's state. Anyone else: as a ban made in the other half
+        of a split reaches it (the refuser may hold the admin's act)."""
+        admin = self.replica.access.admin
+        return identity_of(self.me.id) != admin or self.replica.member(host_id) is not None
+
+    def _sent_in_vain(self, lost: str, now: float) -> bool:
+        """A merge sent us to *lost* (our own step-down, or our host's Redirect)
+        and it never welcomed us: its rank was a claim. Go back to the host we
+        had (host again, if that is us) rather than along the succession, so a
+        host that lies about its players and then stays silent changes no host."""
+        if self.role is not Role.JOINING or self._failing_over or not self.ready:
+            return False
+        if lost == self.replica.host_id:
+            return False
+        self.stats["merge_target_silent"] += 1
+        self._go_back(now)
+        return True
+
+    def _go_back(self, now: float) -> None:
+        """Return to the host our replica names: host again if that is us."""
+        if self.replica.host_id == self.me.id:
+            self._take_over("merge_refused", now)
+            return
+        host = self.replica.member(self.replica.host_id)
+        if host is not None and self._may_lead(host.id):
+            self._follow(host, now)
+        else:
+            self._host_lost(self.replica.host_id, now)
+
+    def _refuse_state(self, sender: str, why: str, now: float) -> None:
+        """A Welcome whose access state we may not take on (takeover_refusal):
+        drop it, never follow that identity again, and go back: host again if
+        we stepped down to it, else to our host, else along the succession."""
+        self._refusal(f"refused_state_{why}", sender)
+        _remember(self._foreign, identity_of(sender), ())
+        self._go_back(now)
 
     # ================================================================ peer side
 
@@ -1076,6 +1195,8 @@ class Node:
     def _host_lost(self, lost: str, now: float) -> None:
         """The host (or the candidate we were asking) is silent: try the next
         member in succession, or take over if that is us."""
+        if self._sent_in_vain(lost, now):
+            return
         self._suspects.add(lost)
         self._failing_over = True
         self.stats["host_lost"] += 1
@@ -1111,10 +1232,11 @@ class Node:
         return False
 
     def _peer_hello(self, msg: Hello, now: float) -> None:
-        if not self.replica.access.may_read(identity_of(msg.sender)):
+        if not self._may_lead(msg.sender):
             self._drop("hello from a refused identity")  # it may not make us host either
             return
-        if self.ready and self._should_take_over(msg, now):
+        member = self.replica.member(msg.sender) is not None
+        if self.ready and member and self._should_take_over(msg, now):
             self._suspects |= set(msg.suspects) | {msg.prev_host or ""}
             self._suspects.discard("")
             self._take_over("failover", now)
@@ -1229,6 +1351,12 @@ class Node:
             # a peer follows its own host, which settles with the other
             self._drop("host announcement sent to a peer")
             return
+        if not (self._may_lead(msg.sender) and self._may_lead(msg.host_id)):
+            self._drop("redirect from or to a refused identity")
+            return
+        if msg.epoch >= _EPOCH_CEILING:
+            self._drop("redirect with an implausible epoch")
+            return
         from_host = self._target is not None and msg.sender == self._target.id
         if not (from_host and msg.epoch >= self.epoch) and msg.epoch <= self.epoch:
             self._drop("redirect from a lower epoch")
@@ -1245,7 +1373,7 @@ class Node:
             self._follow(self._target or self.me, now)  # we were dropped: join again
 
     def _peer_handoff(self, msg: Handoff, now: float) -> None:
-        if self._from_target(msg):
+        if self._from_target(msg) and self._may_lead(msg.sender):
             self._take_over("handoff", now)
 
     def _joining_welcome(self, msg: Welcome, now: float) -> None:
@@ -1254,6 +1382,14 @@ class Node:
             return
         if msg.host_id != msg.sender or (msg.snapshot and msg.snapshot.host_id != msg.sender):
             self._drop("welcome naming another node as host")
+            return
+        if not self._may_lead(msg.sender):
+            self._drop("welcome from a refused identity")
+            return
+        snap = msg.snapshot
+        refusal = takeover_refusal(self.replica.access, snap.access) if snap else None
+        if refusal is not None:
+            self._refuse_state(msg.sender, refusal, now)
             return
         r = self.replica
         resume = (msg.resume_seq, msg.resume_epoch, msg.resume_origin)
@@ -1328,6 +1464,9 @@ class Node:
             self._drop("refusal we did not ask for")
             return
         if msg.reason in _ACCESS_REFUSALS:
+            if self.ready and not self._may_expel(msg.sender):
+                self._refuse_state(msg.sender, "refuses_us", now)
+                return
             self._expel(msg.reason)
         elif self.ready:
             self._drop("full or closed, to a member")
@@ -1376,7 +1515,7 @@ class Node:
 
     def _leaving_redirect(self, msg: Redirect, now: float) -> None:
         # The successor confirms it took over: our handoff is complete.
-        if msg.epoch > self.epoch:
+        if msg.epoch > self.epoch and self._may_lead(msg.sender):
             self.role = Role.CLOSED
 
     # ================================================================ helpers
@@ -1451,6 +1590,21 @@ class Node:
 
 
 _ACCESS_REFUSALS = ("banned", "not_authorized")
+#: Epochs grow by one a change of host: no session comes near this, and a
+#: wire number above it (a lie) could push a counter past what encodes.
+_EPOCH_CEILING = MAX_COUNTER >> 8
+#: Node ids or identities a node remembers in _rivals and _foreign.
+_REMEMBERED = 256
+
+
+def _remember(seen: dict[str, Any], key: str, value: Any) -> None:
+    """Set *key* in an insertion-ordered dict bounded to _REMEMBERED entries."""
+    seen.pop(key, None)
+    seen[key] = value
+    if len(seen) > _REMEMBERED:
+        del seen[next(iter(seen))]
+
+
 #: Ops a writer may send; the rest are the host's own bookkeeping.
 
 
@@ -1480,11 +1634,6 @@ def _stored_size(value: Any, encoded: int) -> int:
 _WRITE_OPS = frozenset({"set", "del", "msg", "profile", "info", "acl", "access_set", "restore"})
 
 
-def _neg(node_id: str) -> tuple[int, ...]:
-    """Order key under which a *lower* node id ranks higher."""
-    return tuple(-b for b in node_id.encode())
-
-
 _HANDLERS: dict[tuple[Role, type[Message]], Any] = {
     (Role.HOST, Hello): Node._host_hello,
     (Role.HOST, Write): Node._host_write,
@@ -1492,6 +1641,7 @@ _HANDLERS: dict[tuple[Role, type[Message]], Any] = {
     (Role.HOST, Heartbeat): Node._host_heartbeat,
     (Role.HOST, Leave): Node._host_leave,
     (Role.HOST, Redirect): Node._host_redirect,
+    (Role.HOST, Refused): Node._host_refused,
     (Role.PEER, Hello): Node._peer_hello,
     (Role.PEER, ChangeMsg): Node._peer_change,
     (Role.PEER, Result): Node._peer_result,

@@ -10,7 +10,7 @@ when it next needs a :meth:`Startup.tick`. It never reads a clock.
 The rules, all here:
 
 * **Whom to join.** Of the records not tried yet, the host that would win a
-  merge (:func:`_merge_rank`); with no host, the lowest candidate id below
+  merge (:func:`.rank.host_rank`); with no host, the lowest candidate id below
   ours. A copy with nobody lower hosts. A candidate we gave up on is tried
   again once it hosts.
 * **Candidates wait for their rivals.** Seeing candidates is not mutual under
@@ -45,6 +45,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..messages import Hello
+from .rank import host_rank
 
 __all__ = [
     "JOIN_RETRY",
@@ -114,13 +115,6 @@ class Fail:
 
 
 Decision = Join | Host | Fail
-
-
-def _merge_rank(players: int, epoch: int, node_id: str) -> tuple[int, int, tuple[int, ...]]:
-    """Which of two hosts wins a merge (the higher): more players, then the
-    higher epoch, then the lower node id. (Node.rank's rule; to be replaced
-    by the shared one of core/rank.py.)"""
-    return (players, epoch, tuple(-ord(c) for c in node_id))
 
 
 @dataclass
@@ -355,7 +349,7 @@ class Startup:
         adverts = [a for key, a in self._adverts.items() if key not in self._tried]
         hosts = [a for a in adverts if a.epoch > 0]
         if hosts:
-            return max(hosts, key=lambda a: _merge_rank(a.players, a.epoch, a.node_id))
+            return max(hosts, key=lambda a: host_rank(a.players, a.epoch, a.node_id))
         lower = [a for a in adverts if a.node_id < self.node_id]
         return min(lower, key=lambda a: a.node_id, default=None)
 
