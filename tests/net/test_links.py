@@ -138,7 +138,7 @@ def test_fake_secured_adverts_open_bounded_links(join: Join, app_name: str) -> N
     keeps trying to connect; they stay within the cap. The adverts are handed
     to the session's discovery callback, where zeroconf delivers them."""
     host = join(secret=SECRET, max_links=CAP)
-    runtime = host._rt  # noqa: SLF001 (the mDNS callback, without 600 real adverts)
+    runtime = host._rt  # the mDNS callback, without 600 real adverts
     baseline = _open_fds()
     properties = {"players": "99", "secured": "1", "rev": "1", "wire": str(WIRE_VERSION)}
     for i in range(600):
@@ -152,7 +152,7 @@ def test_fake_secured_adverts_open_bounded_links(join: Join, app_name: str) -> N
             session_id=secrets.token_hex(8),
             properties=properties,
         )
-        runtime._on_record("added", record, f"fake{i}")  # noqa: SLF001
+        runtime._on_record("added", record, f"fake{i}")
     eventually(lambda: host.stats.get("links_closed", 0) >= 600 - CAP, 20)
     assert _open_fds() - baseline < 6 * CAP, (baseline, _open_fds(), host.stats)
     assert host.stats.get("internal_errors", 0) == 0, host.stats
