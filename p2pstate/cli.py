@@ -198,12 +198,17 @@ def _default_name() -> str:
 
 def _secret(args: argparse.Namespace) -> dict[str, str]:
     """join()'s secret option, from --secret or $P2PSTATE_SECRET."""
+    if args.secret == "":
+        raise CliError("--secret must not be empty")
     secret: str | None = args.secret if args.secret is not None else os.environ.get(ENV_SECRET)
-    if secret is None or secret == "":
-        if args.secret == "":
-            raise CliError("--secret must not be empty")
-        return {}
-    return {"secret": secret}
+    if secret == "":
+        # Set but empty: a user who meant to secure the session must not get
+        # an open one without a word (join(secret="") is refused the same way).
+        raise CliError(
+            f"${ENV_SECRET} is set but empty: give the session's secret, "
+            f"or unset {ENV_SECRET} for a session without one"
+        )
+    return {} if secret is None else {"secret": secret}
 
 
 def find_session(args: argparse.Namespace) -> SessionInfo | None:
