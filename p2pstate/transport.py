@@ -38,7 +38,7 @@ from .core.ids import identity_of
 from .core.node import Send
 from .errors import ProtocolError
 from .identity import Identity, fingerprint
-from .messages import MAX_BATCH, Hello, Message, Refused, from_batch, to_frame
+from .messages import MAX_BATCH, Hello, Message, Refused, Welcome, from_batch, to_frame
 from .session_key import SessionKey
 
 __all__ = ["BATCH_BYTES", "BATCH_MESSAGES", "Transport", "valid_endpoint"]
@@ -109,6 +109,7 @@ class Transport:
         self.max_links, self.link_idle = max_links, link_idle
         self._now = 0.0  # the clock of the latest sweep_io
         self._next_sweep = 0.0
+        self._members: Callable[[], Collection[str]] = tuple  # as sweep_io was given
         self._queued: list[_Link] = []  # links with messages to send in flush_io
         self._last_msg: Message | None = None
         self._last_frame = b""
@@ -248,6 +249,8 @@ class Transport:
             link = self._connect(send.to, endpoints)
             link.given = send.endpoints
         self._touch(send.to, link)
+        if isinstance(send.msg, Welcome):  # let in: a member, even if it leaves before a sweep
+            link.member, link.retired = True, False
         link.retired = link.retired or isinstance(send.msg, Refused)
         if isinstance(send.msg, Hello) and not link.heard and len(link.endpoints) > 1:
             # Still no word from X on this address: its first address may be on an
@@ -299,7 +302,7 @@ class Transport:
         longer needed: to non-members, unused for ``link_idle`` seconds, or
         ``RETIRE_AFTER`` after a Refused went or their peer left *members*
         (the ids whose links are kept, asked only then)."""
-        self._now = now
+        self._now, self._members = now, members
         if now < self._next_sweep:
             return
         self._next_sweep = now + SWEEP_INTERVAL
@@ -318,18 +321,22 @@ class Transport:
         link.used = self._now
         self._links.move_to_end(node_id)
 
-    def _make_room(self) -> None:
-        """At the cap, close the least recently used links to non-members.
-        Members' links are never closed here: they may go past the cap."""
-        for node_id in [i for i, link in self._links.items() if not link.member]:
+    def _make_room(self, keep: Collection[str]) -> None:
+        """At the cap, close the least recently used links to non-members
+        (not in *keep*). Members' links are never closed here: they may go
+        past the cap."""
+        for node_id in [i for i, link in self._links.items() if i not in keep]:
             if len(self._links) < self.max_links:
                 return
             self.forget_io(node_id)
             self.stats["links_evicted"] += 1
 
     def _connect(self, node_id: str, endpoints: tuple[str, ...]) -> _Link:
+        # Membership asked now, not at the last sweep: a member that joined
+        # since is kept, and one that leaves before the next sweep is seen to.
+        keep = self._members()
         if len(self._links) >= self.max_links:
-            self._make_room()
+            self._make_room(keep)
         ordered = sorted(endpoints, key=self._preference)
         sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -345,6 +352,7 @@ class Transport:
             monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
         sock.connect(ordered[0])
         link = _Link(sock, tuple(ordered), 0, heard=True, monitor=monitor, used=self._now)
+        link.member = node_id in keep
         self._links[node_id] = link
         self.stats["links"] = len(self._links)
         if monitor is not None:

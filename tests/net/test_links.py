@@ -158,3 +158,32 @@ def test_fake_secured_adverts_open_bounded_links(join: Join, app_name: str) -> N
     assert host.stats.get("internal_errors", 0) == 0, host.stats
     honest = join(secret=SECRET)
     assert not honest.is_host and honest.host is not None and honest.host.id == host.me.id
+
+
+def test_members_links_outlast_a_flood_and_a_departed_members_link_closes(
+    join: Join, app_name: str
+) -> None:
+    """At the cap the strangers' links go, never a member's; a member that
+    leaves has its link closed soon after, not when the cap comes round."""
+    host = join(secret=SECRET, max_links=4)
+    first, second = join(secret=SECRET), join(secret=SECRET)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    player = BannedPlayer(ctx, app_name, host.me.endpoint)
+    try:
+        host.ban(player.identity)
+        for _ in range(300):
+            player.hello_from_a_new_instance(host.epoch)
+        # 300 new links, room for 2 beside the members' 2: the rest pushed out.
+        eventually(lambda: host.stats.get("links_evicted", 0) >= 290, 20)
+        links = host._rt.transport._links  # which links are open, by peer id
+        assert {first.me.id, second.me.id} <= set(links), host.stats
+        first["still"] = "writing"
+        eventually(lambda: host.get("still") == "writing" and second.get("still") == "writing")
+        closed = host.stats.get("links_closed", 0)
+        second.close()
+        eventually(lambda: second.me.id not in links, 10)
+        assert host.stats["links_closed"] > closed
+        assert first.me.id in links
+    finally:
+        player.close()
+        ctx.destroy(linger=0)
