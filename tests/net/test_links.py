@@ -10,6 +10,7 @@ import os
 import secrets
 import time
 
+import pytest
 import zmq
 from netkit import Join, eventually
 from samples import first_hello
@@ -17,6 +18,7 @@ from samples import first_hello
 from p2pstate.discovery import HostRecord
 from p2pstate.identity import fingerprint
 from p2pstate.messages import WIRE_VERSION, Refused, from_batch, to_frame
+from p2pstate.options import Options
 from p2pstate.session_key import derive_session_key
 
 SECRET = "links are not free"
@@ -187,3 +189,18 @@ def test_members_links_outlast_a_flood_and_a_departed_members_link_closes(
     finally:
         player.close()
         ctx.destroy(linger=0)
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"max_links": 0}, ValueError),
+        ({"max_links": -5}, ValueError),
+        ({"max_links": "256"}, TypeError),
+        ({"max_links": True}, TypeError),
+        ({"link_idle": 0}, ValueError),
+    ],
+)
+def test_link_options_are_checked(options: dict[str, object], error: type[Exception]) -> None:
+    with pytest.raises(error, match=r"max_links|link_idle"):
+        Options(**options)  # type: ignore[arg-type]
