@@ -42,6 +42,7 @@ import socket
 import sys
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import IO, Any, TextIO
@@ -97,6 +98,45 @@ class CliError(Exception):
 # =============================================================================
 # Values and events as text
 # =============================================================================
+
+# Bidirectional overrides, embeddings, isolates and marks: they reorder what
+# the terminal shows ("evil\u202etxt.exe" reads as "evilexe.txt").
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def terminal_safe(text: str) -> str:
+    """*text* with whatever a terminal would act on instead of show written as
+    a visible escape (``\\n``, ``\\u001b``): control characters (ESC and the
+    C1 set among them, so no escape sequence of a stranger's reaches the
+    terminal), line separators, bidi controls and lone surrogates. Every
+    string that came from the network goes through it before it is printed;
+    what it returns is valid inside a JSON string, and unchanged by a second
+    pass."""
+    if text.isprintable():  # the usual case: nothing to look at
+        return text
+    return "".join(_visible(ch) for ch in text)
+
+
+def _visible(ch: str) -> str:
+    if ch in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[ch]
+    if ch in _BIDI or unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp"):
+        return f"\\u{ord(ch):04x}"
+    return ch
+
+
+class _SafeFormatter(logging.Formatter):
+    """Log lines quote peer ids, names and reasons from the network: each line
+    of a record goes through terminal_safe (a traceback keeps its lines)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(terminal_safe(line) for line in super().format(record).split("\n"))
+
+
+def _out(text: str, *, file: IO[str] | None = None, flush: bool = False) -> None:
+    """print() for a line that may hold remote data (names, keys, values)."""
+    print(terminal_safe(text), file=file, flush=flush)
 
 
 def parse_value(text: str) -> Any:
@@ -198,12 +238,17 @@ def _default_name() -> str:
 
 def _secret(args: argparse.Namespace) -> dict[str, str]:
     """join()'s secret option, from --secret or $P2PSTATE_SECRET."""
+    if args.secret == "":
+        raise CliError("--secret must not be empty")
     secret: str | None = args.secret if args.secret is not None else os.environ.get(ENV_SECRET)
-    if secret is None or secret == "":
-        if args.secret == "":
-            raise CliError("--secret must not be empty")
-        return {}
-    return {"secret": secret}
+    if secret == "":
+        # Set but empty: a user who meant to secure the session must not get
+        # an open one without a word (join(secret="") is refused the same way).
+        raise CliError(
+            f"${ENV_SECRET} is set but empty: give the session's secret, "
+            f"or unset {ENV_SECRET} for a session without one"
+        )
+    return {} if secret is None else {"secret": secret}
 
 
 def find_session(args: argparse.Namespace) -> SessionInfo | None:
@@ -252,7 +297,7 @@ def cmd_get(args: argparse.Namespace) -> int:
             value = s[args.key]
         except KeyError:
             raise CliError(f"no key {args.key!r} in the {_where(args)}") from None
-    print(format_value(value))
+    _out(format_value(value))
     return 0
 
 
@@ -276,7 +321,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     with connect(args) as s:
         keys = sorted(s)
     for key in keys:
-        print(key)
+        _out(key)
     return 0
 
 
@@ -302,7 +347,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         if args.initial:
             for key in sorted(s):
                 with contextlib.suppress(KeyError):
-                    print(f"set {format_key(key)} {format_value(s[key])}", flush=True)
+                    _out(f"set {format_key(key)} {format_value(s[key])}", flush=True)
         host = s.host.name if s.host is not None else "nobody"
         _status(f"watching the {_where(args)} (host: {host}); Ctrl-C to stop")
         try:
@@ -318,12 +363,12 @@ def _watch_loop(s: SharedState, wake: threading.Event, out: IO[str]) -> None:
         wake.wait(0.5)  # a timeout, so that Ctrl-C is seen on every platform
         wake.clear()
         for event in s.poll():
-            out.write(describe(event) + "\n")
+            out.write(terminal_safe(describe(event)) + "\n")
         out.flush()
 
 
 def _status(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    _out(text, file=sys.stderr, flush=True)
 
 
 # =============================================================================
@@ -365,22 +410,23 @@ def session_table(sessions: Sequence[SessionInfo], width: int = 100) -> list[str
         "ENDPOINT",
         "METADATA",
     )
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
     for info in sessions:
         meta = " ".join(f"{k}={v}" for k, v in sorted(info.metadata.items()))
-        rows.append(
-            (
-                info.app,
-                info.session,
-                info.host_name,
-                _players(info),
-                _status_word(info),
-                _access_word(info),
-                info.version if info.version is not None else "-",
-                info.endpoint,
-                meta or "-",
-            )
+        # Every cell came from an unauthenticated mDNS advert; escaped
+        # before the widths are measured, so the columns still line up.
+        cells = (
+            info.app,
+            info.session,
+            info.host_name,
+            _players(info),
+            _status_word(info),
+            _access_word(info),
+            info.version if info.version is not None else "-",
+            info.endpoint,
+            meta or "-",
         )
+        rows.append(tuple(terminal_safe(cell) for cell in cells))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = []
     for row in rows:
@@ -427,9 +473,9 @@ def cmd_lobby(args: argparse.Namespace) -> int:
     if args.once:
         sessions = browse(args.app, args.timeout, interfaces=interfaces, **filters)
         if args.json:
-            print(json.dumps([_session_json(i) for i in sessions], ensure_ascii=False))
+            _out(json.dumps([_session_json(i) for i in sessions], ensure_ascii=False))
         elif sessions:
-            print("\n".join(session_table(sessions, _width())))
+            print("\n".join(session_table(sessions, _width())))  # cells escaped there
         else:
             print(f"no sessions of {what} on the LAN (looked for {args.timeout:g} s)")
         return 0
@@ -462,7 +508,7 @@ def _lobby_json_loop(lobby: Lobby, wake: threading.Event) -> None:
         for event in lobby.poll():
             info = event.new if isinstance(event, SessionChanged) else event.info
             line = {"event": kinds[type(event)], "session": _session_json(info)}
-            print(json.dumps(line, ensure_ascii=False), flush=True)
+            _out(json.dumps(line, ensure_ascii=False), flush=True)
 
 
 def _lobby_table_loop(lobby: Lobby, wake: threading.Event, what: str, *, tty: bool) -> None:
@@ -477,7 +523,7 @@ def _lobby_table_loop(lobby: Lobby, wake: threading.Event, what: str, *, tty: bo
         first = False
         sessions = lobby.sessions
         stamp = time.strftime("%H:%M:%S")
-        lines = [f"LAN sessions of {what} at {stamp} (Ctrl-C to quit)", ""]
+        lines = [terminal_safe(f"LAN sessions of {what} at {stamp} (Ctrl-C to quit)"), ""]
         lines += session_table(sessions, _width()) if sessions else ["(no sessions found yet)"]
         if tty:
             sys.stdout.write(_CLEAR_SCREEN + "\n".join(lines) + "\n")
@@ -537,7 +583,7 @@ class Shell(cmd.Cmd):
     # ------------------------------------------------------------ plumbing
 
     def say(self, text: str) -> None:  # not a command: commands are do_*
-        self.stdout.write(text + "\n")
+        self.stdout.write(terminal_safe(text) + "\n")
         self.stdout.flush()
 
     def _update_prompt(self) -> None:
@@ -808,10 +854,10 @@ def cmd_access(args: argparse.Namespace) -> int:
     with connect(args) as s:
         report = access_report(s)
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(report))  # ensure_ascii: every control character escaped
         return 0
     for name, value in report.items():
-        print(f"{name + ':':<16} {_access_cell(value)}")
+        _out(f"{name + ':':<16} {_access_cell(value)}")
     return 0
 
 
@@ -1116,23 +1162,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     levels = (logging.WARNING, logging.INFO, logging.DEBUG)
+    log_handler = logging.StreamHandler()
+    log_handler.setFormatter(_SafeFormatter("%(name)s: %(levelname)s: %(message)s"))
     logging.basicConfig(  # does nothing if the caller set logging up already
-        level=levels[min(args.verbose, 2)],
-        format="%(name)s: %(levelname)s: %(message)s",
+        level=levels[min(args.verbose, 2)], handlers=[log_handler]
     )
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         with _sigterm_exits():
             return handler(args)
+    # An error may quote what a peer sent (a reason, a key, a host's name).
     except CliError as exc:
-        print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
+        _out(f"{PROG} {args.command}: {exc}", file=sys.stderr)
         return 1
     except P2PStateError as exc:
-        print(f"{PROG} {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        _out(f"{PROG} {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except (KeyError, ValueError, TypeError) as exc:  # a bad key; a value msgpack cannot carry
         log.debug("%s failed", args.command, exc_info=True)
-        print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
+        _out(f"{PROG} {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(file=sys.stderr)

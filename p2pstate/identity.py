@@ -29,6 +29,7 @@ from pathlib import Path
 import zmq
 from zmq.utils import z85
 
+from .core.ids import FINGERPRINT_CHARS, is_fingerprint
 from .errors import IdentityError
 
 __all__ = [
@@ -48,7 +49,6 @@ IDENTITY_FILE = "identity.json"
 _FORMAT = 1
 _KEY_BYTES = 32
 _Z85_KEY_CHARS = 40
-_FINGERPRINT_CHARS = 16
 
 
 def fingerprint(public_key: bytes) -> str:
@@ -57,12 +57,7 @@ def fingerprint(public_key: bytes) -> str:
     raw = z85.decode(public_key) if len(public_key) == _Z85_KEY_CHARS else public_key
     if len(raw) != _KEY_BYTES:
         raise ValueError(f"a CURVE public key is {_KEY_BYTES} bytes, got {len(raw)}")
-    return hashlib.sha256(raw).hexdigest()[:_FINGERPRINT_CHARS]
-
-
-def is_fingerprint(text: str) -> bool:
-    """Whether *text* has the form :func:`fingerprint` gives (an identity)."""
-    return len(text) == _FINGERPRINT_CHARS and not text.strip("0123456789abcdef")
+    return hashlib.sha256(raw).hexdigest()[:FINGERPRINT_CHARS]
 
 
 @dataclass(frozen=True)

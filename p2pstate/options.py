@@ -40,6 +40,12 @@ class Options:
     poll_events: bool = True
     #: Events kept for ``poll()``; older ones are dropped (and counted) past this.
     max_pending_events: int = 100_000
+    #: Most links (sockets) open at once to peers that are not members:
+    #: strangers, joiners being refused, rival hosts. Members' links are kept
+    #: open beyond it; others close oldest first at the cap, and when idle.
+    max_links: int = 256
+    #: Seconds a link to a non-member stays open unused.
+    link_idle: float = 30.0
     #: Changes kept so a peer that reconnects can catch up without a snapshot.
     log_keep: int = 4096
     #: Bytes of changes that log may hold (values counted as max_total_bytes
@@ -95,9 +101,13 @@ class Options:
         return cls(**kwargs)
 
     def __post_init__(self) -> None:
-        for name in ("discovery_window", "write_timeout", "rediscovery_interval"):
+        for name in ("discovery_window", "write_timeout", "rediscovery_interval", "link_idle"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if isinstance(self.max_links, bool) or not isinstance(self.max_links, int):
+            raise TypeError(f"max_links must be an int, got {self.max_links!r}")
+        if self.max_links < 1:
+            raise ValueError(f"max_links must be at least 1, got {self.max_links}")
         if self.max_frame_size < 2 * self.max_value_size:
             raise ValueError("max_frame_size must be at least twice max_value_size")
         if self.secret is not None and (not isinstance(self.secret, str) or not self.secret):

@@ -118,6 +118,8 @@ class Runtime:
             max_frame_size=options.max_frame_size,
             session_key=session_key,
             identity=self.identity,
+            max_links=options.max_links,
+            link_idle=options.link_idle,
         )
         self.node = Node(
             node_id=self.node_id,
@@ -757,6 +759,7 @@ class Runtime:
                 self._retry_join_io(now)
                 self._flush_io()
                 self.transport.flush_io()  # one frame per peer for this whole pass
+                self.transport.sweep_io(now, self._linked_io)
         except Exception:  # a bug must not leave user threads waiting forever
             log.exception("p2pstate I/O thread failed")
             self.stopped.set()
@@ -769,6 +772,16 @@ class Runtime:
                     release = self._release_on_exit
                 if release:  # close() gave up waiting for us: release what we own
                     self._shutdown_unstarted()
+
+    def _linked_io(self) -> set[str]:
+        """The peers whose links the transport keeps open: the members we
+        know and the host we follow or join. Others' links are closed when
+        idle, refused or past the cap (Transport.sweep_io)."""
+        linked = {m.id for m in self.node.replica.members}
+        target = self.node.target_id
+        if target is not None:
+            linked.add(target)
+        return linked
 
     def _secure_io(self, zap_ready: bool, now: float) -> None:
         if zap_ready:

@@ -273,6 +273,13 @@ class SharedState(MutableMapping[str, Any]):
 
     def _acl(self, action: str, peer_id: str) -> None:
         identity = self._identity(peer_id)
+        # As the host checks it: a typo (upper case, a digit short) would be
+        # listed and shown but match nobody. One listed may be taken off.
+        if not self._rt.node.replica.access.well_formed(action, identity):
+            raise ValueError(
+                f"{peer_id!r} is not a peer id (IDENTITY.INSTANCE) or an identity "
+                "(16 lower-case hex digits: see .peers, .banned, .authorized)"
+            )
         self._require_admin(action)
         self._write((("acl", action, identity),), ())
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -156,12 +157,18 @@ class SqliteStorage:
     returns, power loss included: an acknowledged write must be there.
     ``"NORMAL"`` skips that sync, which keeps everything through a crash of
     the program but may lose the last batches to a power cut.
+
+    It holds every value of the session, as a backup does: on POSIX the file
+    is created readable by its owner only (0600), SQLite gives its -wal and
+    -shm files the same mode, and a store found readable by others is
+    tightened (and a warning says so) before anything is read or written.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError('synchronous must be "FULL" or "NORMAL"')
         self.path = os.fspath(path)
+        _make_private(self.path)
         try:
             # One thread at a time uses it (join's, then the I/O thread's).
             self._db = sqlite3.connect(
@@ -200,6 +207,8 @@ class SqliteStorage:
         db.execute("INSERT OR IGNORE INTO p2pstate_meta VALUES ('last_seq', 0)")
         db.execute("BEGIN IMMEDIATE")  # take the lock now, not at the first batch
         db.execute("COMMIT")
+        for suffix in ("-wal", "-shm"):  # SQLite gave them the store's mode: check
+            _tighten(self.path + suffix)
         found = self._meta("format")
         if found != _FORMAT:
             raise StorageError(
@@ -277,3 +286,43 @@ class SqliteStorage:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _make_private(path: str) -> None:
+    """Create the store file at *path* readable by its owner only, or tighten
+    the one there and its log files; SQLite then opens it as it is. An error
+    here is left for SQLite's open to report."""
+    if os.name != "posix":
+        return  # Windows: the user's profile directory keeps others out
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        for name in (path, path + "-wal", path + "-shm"):
+            _tighten(name)
+    except OSError:
+        return
+    else:
+        os.close(fd)  # an empty file is a new SQLite database
+
+
+def _tighten(path: str) -> None:
+    """Take group and others' permissions off the regular file *path*, if any."""
+    if os.name != "posix":
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # not there (yet): nothing to tighten
+    if not stat.S_ISREG(mode) or not mode & 0o077:
+        return
+    try:
+        os.chmod(path, stat.S_IMODE(mode) & 0o700)
+    except OSError as exc:
+        log.warning("the store file %r is readable by others and cannot be changed: %s", path, exc)
+    else:
+        log.warning(
+            "the store file %r was readable by others (mode %o); it is now %o",
+            path,
+            stat.S_IMODE(mode),
+            stat.S_IMODE(mode) & 0o700,
+        )

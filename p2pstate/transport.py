@@ -13,6 +13,13 @@ client's proven identity; every message whose sender id claims another
 identity is dropped. Handshakes of new links are watched (socket monitors)
 so a join can tell "wrong secret" from "no answer".
 
+Links are a bounded resource: at most ``max_links`` of them are open to
+peers that are not members (a stranger's Hello, a rival's advert, a banned
+player's restarts each name a new peer id). Members' links are kept; others
+are closed after ``link_idle`` seconds unused, soon after a Refused went on
+them or their peer stopped being a member, and oldest first when the cap is
+reached.
+
 Only the I/O thread may call a Transport (``*_io`` in the names of its callers).
 """
 
@@ -20,7 +27,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import zmq
@@ -30,7 +38,7 @@ from .core.ids import identity_of
 from .core.node import Send
 from .errors import ProtocolError
 from .identity import Identity, fingerprint
-from .messages import MAX_BATCH, Hello, Message, from_batch, to_frame
+from .messages import MAX_BATCH, Hello, Message, Refused, Welcome, from_batch, to_frame
 from .session_key import SessionKey
 
 __all__ = ["BATCH_BYTES", "BATCH_MESSAGES", "Transport", "valid_endpoint"]
@@ -40,6 +48,10 @@ __all__ = ["BATCH_BYTES", "BATCH_MESSAGES", "Transport", "valid_endpoint"]
 #: one zmq send, one wake-up of the receiver, instead of one per message.
 BATCH_BYTES = 256 * 1024
 BATCH_MESSAGES = MAX_BATCH
+#: Seconds a link stays open after a Refused went on it, or after its peer
+#: stopped being a member: time for the last message to leave.
+RETIRE_AFTER = 1.0
+SWEEP_INTERVAL = 0.25
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +67,9 @@ class _Link:
     queued_bytes: int = 0
     # Secured links only: handshake events, until the first handshake succeeds.
     monitor: zmq.Socket[bytes] | None = None
+    used: float = 0.0  # when we last sent or heard on it (the clock of sweep_io)
+    member: bool = False  # to a member at the last sweep: kept open
+    retired: bool = False  # refused, or no longer a member: closed soon
 
 
 # RFC 27: where libzmq asks who may connect, in each context.
@@ -78,6 +93,8 @@ class Transport:
         send_hwm: int = 10_000,
         session_key: SessionKey | None = None,
         identity: Identity | None = None,
+        max_links: int = 256,
+        link_idle: float = 30.0,
     ) -> None:
         self._ctx = context
         self.node_id = node_id
@@ -87,7 +104,12 @@ class Transport:
         self._batch_bytes = min(BATCH_BYTES, max_frame_size)
         self._send_hwm = send_hwm
         self.stats: Counter[str] = Counter()
-        self._links: dict[str, _Link] = {}
+        # Least recently used first: the order in which non-members' links go.
+        self._links: OrderedDict[str, _Link] = OrderedDict()
+        self.max_links, self.link_idle = max_links, link_idle
+        self._now = 0.0  # the clock of the latest sweep_io
+        self._next_sweep = 0.0
+        self._members: Callable[[], Collection[str]] = tuple  # as sweep_io was given
         self._queued: list[_Link] = []  # links with messages to send in flush_io
         self._last_msg: Message | None = None
         self._last_frame = b""
@@ -155,6 +177,7 @@ class Transport:
                 link = self._links.get(msg.sender)
                 if link is not None:
                     link.heard = True
+                    self._touch(msg.sender, link)
                 out.append(msg)
         return out
 
@@ -225,6 +248,10 @@ class Transport:
             self.forget_io(send.to)  # new, or the node restarted elsewhere
             link = self._connect(send.to, endpoints)
             link.given = send.endpoints
+        self._touch(send.to, link)
+        if isinstance(send.msg, Welcome):  # let in: a member, even if it leaves before a sweep
+            link.member, link.retired = True, False
+        link.retired = link.retired or isinstance(send.msg, Refused)
         if isinstance(send.msg, Hello) and not link.heard and len(link.endpoints) > 1:
             # Still no word from X on this address: its first address may be on an
             # interface we can't reach (VPN, container bridge). Try the next one.
@@ -267,8 +294,49 @@ class Transport:
                 self._send_queued(link)
             self._stop_watching(node_id, link)
             link.socket.close(linger=0)
+            self.stats["links_closed"] += 1
+            self.stats["links"] = len(self._links)
+
+    def sweep_io(self, now: float, members: Callable[[], Collection[str]]) -> None:
+        """Keep the clock of the links; a few times a second, close those no
+        longer needed: to non-members, unused for ``link_idle`` seconds, or
+        ``RETIRE_AFTER`` after a Refused went or their peer left *members*
+        (the ids whose links are kept, asked only then)."""
+        self._now, self._members = now, members
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_INTERVAL
+        keep = members()
+        for node_id, link in list(self._links.items()):
+            if node_id in keep:
+                link.member, link.retired = True, False
+                continue
+            if link.member:  # it left, was removed or banned
+                link.member, link.retired = False, True
+            idle = now - link.used
+            if idle >= self.link_idle or (link.retired and idle >= RETIRE_AFTER):
+                self.forget_io(node_id)
+
+    def _touch(self, node_id: str, link: _Link) -> None:
+        link.used = self._now
+        self._links.move_to_end(node_id)
+
+    def _make_room(self, keep: Collection[str]) -> None:
+        """At the cap, close the least recently used links to non-members
+        (not in *keep*). Members' links are never closed here: they may go
+        past the cap."""
+        for node_id in [i for i, link in self._links.items() if i not in keep]:
+            if len(self._links) < self.max_links:
+                return
+            self.forget_io(node_id)
+            self.stats["links_evicted"] += 1
 
     def _connect(self, node_id: str, endpoints: tuple[str, ...]) -> _Link:
+        # Membership asked now, not at the last sweep: a member that joined
+        # since is kept, and one that leaves before the next sweep is seen to.
+        keep = self._members()
+        if len(self._links) >= self.max_links:
+            self._make_room(keep)
         ordered = sorted(endpoints, key=self._preference)
         sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -283,8 +351,10 @@ class Transport:
             # Before connect, so no handshake event can come before we listen.
             monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
         sock.connect(ordered[0])
-        link = _Link(sock, tuple(ordered), 0, heard=True, monitor=monitor)
+        link = _Link(sock, tuple(ordered), 0, heard=True, monitor=monitor, used=self._now)
+        link.member = node_id in keep
         self._links[node_id] = link
+        self.stats["links"] = len(self._links)
         if monitor is not None:
             self._unproven[node_id] = link
         return link

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import ProtocolError
+from .ids import is_fingerprint
 
 __all__ = [
     "ACL_ACTIONS",
@@ -143,12 +144,24 @@ class Access:
         "invalid" result."""
         if action == "ban" and identity == self.admin:
             return {"reason": "the admin cannot be banned"}
+        if not self.well_formed(action, identity):
+            return {"reason": f"{identity!r} is not an identity (16 lower-case hex digits)"}
         grows = (action == "ban" and identity not in self.banned) or (
             action == "authorize" and identity not in self.authorized
         )
         if grows and len(self.banned if action == "ban" else self.authorized) >= MAX_LIST:
             return {"reason": f"the list holds {MAX_LIST} identities already"}
         return None
+
+    def well_formed(self, action: str, identity: str) -> bool:
+        """Whether an ACL op may name *identity*: in a session of real
+        installations (the admin's identity is a fingerprint) only another
+        fingerprint can match a peer. One already listed may be taken off."""
+        if is_fingerprint(identity) or not is_fingerprint(self.admin):
+            return True  # the simulator's ids ("a", "bob") are their own form
+        return (action == "unban" and identity in self.banned) or (
+            action == "unauthorize" and identity in self.authorized
+        )
 
     # ------------------------------------------------------------ changes
 

@@ -439,7 +439,8 @@ class _Schedule:
         if admin.me.id not in net.alive or admin.role in (Role.LEAVING, Role.CLOSED):
             return
         action = rng.choice(("authorize", "unauthorize", "ban", "unban"))
-        op = ("acl", action, f"stranger{rng.randrange(4)}")
+        # In the form of an identity ("3333…"), as the host requires.
+        op = ("acl", action, f"{rng.randrange(4):x}" * 16)
         net.write(admin.me.id, (op,), (), self._acl_done)
         self.report.faults.append(f"{net.now:.3f} acl {op[1]} {op[2]}")
 

@@ -3,7 +3,10 @@ driven by the simulator (no sockets, no sleeps)."""
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,50 @@ def test_sqlite_reopens_with_what_was_committed(tmp_path: Path) -> None:
         assert mode == "wal"
     finally:
         again.close()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_a_new_store_and_its_log_are_readable_by_us_only(tmp_path: Path) -> None:
+    """Issue 16.12: the store holds every value of a secured session, like
+    the backups and the identity, which are 0600; it was 0644 with the usual
+    umask, and so were its -wal and -shm files."""
+    path = tmp_path / "state.db"
+    old = os.umask(0o022)
+    try:
+        store = SqliteStorage(path)
+        store.apply(Batch(seq=1, put={"k": entry("secret value")}))
+    finally:
+        os.umask(old)
+    try:
+        # In exclusive locking mode SQLite keeps the WAL index in memory: no -shm.
+        files = sorted(p.name for p in tmp_path.iterdir())
+        assert files[:2] == ["state.db", "state.db-wal"], files
+        for name in files:
+            assert _mode(tmp_path / name) == 0o600, (name, oct(_mode(tmp_path / name)))
+    finally:
+        store.close()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_an_open_store_others_may_read_is_tightened_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "state.db"
+    SqliteStorage(path).close()
+    for name in ("state.db", "state.db-wal"):
+        (tmp_path / name).touch()
+        os.chmod(tmp_path / name, 0o644)
+    with caplog.at_level(logging.WARNING, logger="p2pstate.storage"):
+        store = SqliteStorage(path)
+    try:
+        assert _mode(path) == 0o600 and _mode(tmp_path / "state.db-wal") == 0o600
+        assert "readable by others" in caplog.text and str(path) in caplog.text
+    finally:
+        store.close()
 
 
 def test_sqlite_batch_is_all_or_nothing(tmp_path: Path) -> None:
