@@ -503,8 +503,8 @@ class Redirect(Message):
     """I am not (or no longer) the host: go to this one.
 
     A host that names itself (``host_id == sender``) is announcing that it
-    hosts: after a takeover, or to another host it met. ``players`` is then its
-    rank's first term, the number of synced members it serves (itself too).
+    hosts: after a takeover, or to another host it met. ``players`` is then the
+    number of live players it serves (itself too).
     """
 
     TYPE: ClassVar[int] = 3
@@ -512,6 +512,13 @@ class Redirect(Message):
     endpoints: tuple[str, ...]
     reason: str
     players: int = 0
+    # The rest of an announcing host's standing (core/rank.py): whether its
+    # live players are a majority of its last agreed membership, and its
+    # history (last seq, terms), so the other side can tell which extends
+    # which.
+    majority: bool = False
+    seq: int = 0
+    terms: tuple[tuple[int, int, str], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -607,7 +614,7 @@ _SPECS: dict[type[Message], tuple[Callable[[Any], Any], ...]] = {
         _nat,
         _str,
     ),
-    Redirect: (_str, _list(_str), _str, _nat),
+    Redirect: (_str, _list(_str), _str, _nat, _bool, _nat, _list(_tuple(_nat, _nat, _str))),
     Write: (_nat, _nat, _list(_op), _list(_cond)),
     Result: (_nat, _str, _value, _nat),
     ChangeMsg: (Change.from_wire, _bool),

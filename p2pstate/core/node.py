@@ -32,10 +32,17 @@ The protocol (see the README's design section for why):
   ``write_retry``; the successor's heartbeat names the last change it holds
   and counts as an acknowledgement; a peer that sees a gap says hello again.
 * Two hosts of one session (a split that heals, two that started at once)
-  announce themselves to each other with their rank (players served, then
-  epoch, then the lower id); the lower steps down and its peers follow the
-  higher. Every acknowledged write the loser's side had that the winner's
+  announce themselves to each other with their standing; the rule of
+  ``core/rank.py`` picks one, the other steps down and its peers follow the
+  winner. Every acknowledged write the loser's side had that the winner's
   history lacks is reported to its writer (``WritesRolledBack``).
+* Faults of a LAN (``core/quorum.py``): a peer that loses its host takes
+  over at once only with evidence that a majority of the membership can
+  reach it (Hellos naming the lost host); a host that hears from no
+  majority stops acknowledging and removes nobody (``isolated``); either
+  may go on alone after ``isolation_timeout`` unless durability is
+  "majority". A node that notices a gap in its own clock (it was paused)
+  counts nobody as live on what it handles right after.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ from typing import Any
 
 from ..codec import MAX_KEY_BYTES, encode, hash_value
 from ..errors import ProtocolError
-from ..events import Event, Expelled, RolledBackWrite, WritesRolledBack
+from ..events import Event, Expelled, IsolationChanged, RolledBackWrite, WritesRolledBack
 from ..events import Message as MessageEvent
 from ..messages import (
     EPHEMERAL,
@@ -75,6 +82,8 @@ from ..messages import (
 from .access import ALWAYS_ADMIN_OPS, Access
 from .config import Config
 from .ids import identity_of
+from .quorum import has_majority, live_count, may_go_alone
+from .rank import Standing, wins
 from .replica import Entry, Replica, history_contains, scalar_size
 from .writer import Outcome, Writer
 
@@ -116,8 +125,9 @@ class _Acked:
 class _Conn:
     """The host's view of one member's connection."""
 
-    last_heard: float
+    last_heard: float  # when its silence started to count (peer_timeout)
     synced: bool = False
+    heard: float = float("-inf")  # when a message from it last came (liveness)
 
 
 _UNSYNCED = _Conn(last_heard=0.0)
@@ -169,7 +179,15 @@ class Node:
         self._sent_at: dict[int, float] = {}  # request -> when last sent to a host
         self._write_keys: dict[int, tuple[str, ...]] = {}  # request -> keys it writes
         # our acknowledged writes, where they sit in the history
-        self._acked: deque[_Acked] = deque(maxlen=self.config.log_keep)
+        self._acked: deque[_Acked] = deque()
+        # liveness (core/quorum.py): when we last woke from a pause; members
+        # that asked us to take over from our host, and when; since when we
+        # have lost our host (peer) or reached no majority (host)
+        self._woke_at = float("-inf")
+        self._evidence: dict[str, float] = {}
+        self._lost_since: float | None = None
+        self._isolated_since: float | None = None
+        self._agreed = 1  # size of the last membership a majority of its own saw
         # host side
         self._conns: dict[str, _Conn] = {}
         self._awaiting: dict[int, tuple[str, int]] = {}  # seq -> (writer, req) to answer
@@ -217,6 +235,7 @@ class Node:
             self.replica.seed(initial, initial_seq)
             self._expiry = {key: now + ttl for key, _, _, _, _, ttl in initial if ttl > 0}
         self.role, self.epoch, self.ready = Role.HOST, 1, True
+        self._agreed = 1
         ops: list[tuple[Any, ...]] = [
             ("join", self.me_at(self.replica.seq + 1)),
             ("term", 1, self.me.id, None, "created"),
@@ -236,7 +255,7 @@ class Node:
 
     def receive(self, msg: Message, now: float) -> None:
         """Handle one decoded message from the network."""
-        self._clock = now
+        self._note_clock(now)
         if msg.sender == self.me.id:
             self._drop("from myself")
             return
@@ -305,9 +324,10 @@ class Node:
 
     def tick(self, now: float) -> None:
         """Run timers: heartbeats, liveness, hello retries, leave deadline."""
-        self._clock = now
+        self._note_clock(now)
         cfg = self.config
         if self.role is Role.HOST:
+            self._check_isolation(now)
             if now - self._beat_at >= cfg.heartbeat_interval:
                 self._beat_at = now
                 beat = Heartbeat(sender=self.me.id, epoch=self.epoch, seq=self.replica.seq)
@@ -317,6 +337,8 @@ class Node:
             if self._expiry:
                 self._expire(now)
             dead = [pid for pid, c in self._conns.items() if now - c.last_heard > cfg.peer_timeout]
+            if self._acks_paused():
+                dead = []  # without a majority we cannot tell who is cut off: remove nobody
             for peer_id in dead:
                 self._remove_member(peer_id, "timeout", now)
         elif self.role is Role.PEER and self._target is not None:
@@ -356,13 +378,27 @@ class Node:
     def host_id(self) -> str:
         return self.replica.host_id
 
-    def rank(self) -> tuple[int, int, tuple[int, ...]]:
-        """Host only: how two hosts of one session settle on one. The host that
-        serves more synced players wins (so an isolated peer that took over
-        alone gives way to the rest of the session, not the reverse); on a tie
-        the higher epoch, then the lower node id."""
-        players = 1 + sum(1 for conn in self._conns.values() if conn.synced)
-        return (players, self.epoch, _neg(self.me.id))
+    def standing(self) -> Standing:
+        """Host only: what two hosts of one session compare to settle on one
+        (``core/rank.py``): its history, whether it hears from a majority of
+        its last agreed membership now, its live players, epoch and id."""
+        live = self._live(self._clock)
+        r = self.replica
+        return Standing(
+            host_id=self.me.id,
+            epoch=self.epoch,
+            live=live,
+            majority=has_majority(live, self._agreed),
+            seq=r.seq,
+            terms=tuple(r.terms),
+        )
+
+    @property
+    def isolated(self) -> bool:
+        """Host only: it has heard from no majority of its session within
+        ``host_timeout`` (it then acknowledges nothing, unless it was allowed
+        to go on alone after ``isolation_timeout``)."""
+        return self.role is Role.HOST and self._isolated_since is not None
 
     @property
     def target_id(self) -> str | None:
@@ -393,6 +429,70 @@ class Node:
     def take_outcomes(self) -> list[Outcome]:
         out, self.outcomes = self.outcomes, []
         return out
+
+    # ================================================================ liveness
+
+    def _note_clock(self, now: float) -> None:
+        """Keep the caller's clock. An input after a silence longer than
+        host_timeout means we were not running (a pause, a frozen machine:
+        the adapter calls ``tick`` far more often): what we handle now was
+        sent long ago, so nobody counts as live on it."""
+        if now - self._clock > self.config.host_timeout and self.role is not Role.IDLE:
+            self._woke_at = now
+            self.stats["woke"] += 1
+        self._clock = now
+        if self._woke_at == now and self.role is Role.HOST:
+            self._check_isolation(now)
+
+    def _live(self, now: float) -> int:
+        """Host: itself and the members heard within host_timeout, since we woke."""
+        return live_count((c.heard for c in self._conns.values()), now, self._woke_at, self.config)
+
+    def _check_isolation(self, now: float) -> None:
+        """Host: are we heard by a majority of the last agreed membership?
+        While we are, the current membership becomes agreed once that keeps
+        a majority; when we stop being, we become ``isolated``. The lone-node
+        rule: after isolation_timeout (durability "default") we go on with
+        the players we hear, which become the agreed membership."""
+        live = self._live(now)
+        if not has_majority(live, self._agreed) and may_go_alone(
+            self._isolated_since, now, self.config
+        ):
+            self.stats["went_alone"] += 1
+            self._agreed = live
+        if has_majority(live, self._agreed):
+            if has_majority(live, len(self.replica.members)):
+                self._agreed = len(self.replica.members)
+            if self._isolated_since is not None:
+                self._isolated_since = None
+                self.events.append(IsolationChanged(isolated=False))
+                if self._successor is not None:
+                    self._ask_ack(self._successor)  # it was told not to acknowledge
+                self._release_durable()
+        elif self._isolated_since is None:
+            self._isolated_since = now
+            self.stats["isolated"] += 1
+            self.events.append(IsolationChanged(isolated=True))
+
+    def _acks_paused(self) -> bool:
+        """Host: isolated and not (yet) allowed to go on alone."""
+        since = self._isolated_since
+        return since is not None and not may_go_alone(since, self._clock, self.config)
+
+    def _note_evidence(self, msg: Hello, now: float) -> None:
+        """A member asks us to take over from the host it lost, which is ours:
+        it can reach us, which counts towards a majority."""
+        if self.replica.member(msg.sender) is not None:
+            self._evidence[msg.sender] = now
+
+    def _may_take_over(self, now: float) -> bool:
+        """Peer next in succession: take over only if we reach a majority of the
+        membership (ourselves and the members that asked us, lately), or
+        after isolation_timeout without one, where allowed."""
+        reach = live_count(self._evidence.values(), now, self._woke_at, self.config)
+        if has_majority(reach, len(self.replica.members)):
+            return True
+        return may_go_alone(self._lost_since, now, self.config)
 
     # ================================================================ host side
 
@@ -640,11 +740,13 @@ class Node:
         """Host: apply a change it made and send it to every synced peer."""
         self.replica.apply(change, events=self.events if report else None)
         self._note_ttl(change)
-        # The successor first: its acknowledgement is what the writer waits for.
+        # The successor first: its acknowledgement is what the writer waits for
+        # (and it answers the writer itself: not while we are isolated).
         successor = self._successor
         if successor is not None and self._conns.get(successor, _UNSYNCED).synced:
+            ack = not self._acks_paused()
             self._send_id(
-                successor, ChangeMsg(sender=self.me.id, epoch=self.epoch, change=change, ack=True)
+                successor, ChangeMsg(sender=self.me.id, epoch=self.epoch, change=change, ack=ack)
             )
         others = ChangeMsg(sender=self.me.id, epoch=self.epoch, change=change, ack=False)
         for peer_id, conn in self._conns.items():
@@ -694,7 +796,10 @@ class Node:
         return self.replica.snapshot(self.ttl_left())
 
     def _durable_point(self) -> int:
-        """Highest seq that survives the loss of this host."""
+        """Highest seq that survives the loss of this host: none while we are
+        isolated (a takeover on the other side may not hold it)."""
+        if self._acks_paused():
+            return 0
         if not self.replica.succession():
             return self.replica.seq  # alone: nobody else could hold it
         return self._durable if self._successor is not None else 0
@@ -810,11 +915,7 @@ class Node:
         self.role, self.ready = Role.HOST, True
         self.epoch = max(self.epoch, self.replica.epoch) + 1
         self._target, self._failing_over = None, False
-        self._conns = {
-            m.id: _Conn(last_heard=now)
-            for m in self.replica.members
-            if m.id not in gone and m.id != self.me.id
-        }
+        self._term_liveness(gone, reason == "handoff", now)
         self._successor, self._durable, self._awaiting = None, 0, {}
         self._awaiting_seqs = []
         leave_reason = "left" if reason == "handoff" else "failed"
@@ -843,6 +944,25 @@ class Node:
         for request in self.writer.unacked():
             self._order(self.me.id, request.req, self.writer.acked_upto, request.ops, request.conds)
         self._release_durable()
+
+    def _term_liveness(self, gone: list[str], handoff: bool, now: float) -> None:
+        """A new host's view of who is live. After a handoff, the members the
+        old host served (it handed them over); after a failover, the members
+        that asked us to take over: the others have peer_timeout to say hello.
+        The agreed membership is the one we lost the host from (the lost host
+        is in it), so a node that goes on alone stays isolated, acting as
+        the lone-node rule allows."""
+        self._conns = {
+            m.id: _Conn(last_heard=now, heard=now if handoff else self._evidence.get(m.id, -1e18))
+            for m in self.replica.members
+            if m.id not in gone and m.id != self.me.id
+        }
+        self._agreed = len(self._conns) + 1 if handoff else len(self.replica.members)
+        self._isolated_since = None
+        if not has_majority(self._live(now), self._agreed):
+            self._isolated_since = self._lost_since if self._lost_since is not None else now
+        self._evidence.clear()
+        self._lost_since = None
 
     def _step_down(self, winner: Member, now: float) -> None:
         """Another host outranks us: send our peers there and join it."""
@@ -937,7 +1057,7 @@ class Node:
         )
         self.stats["welcome_snapshot" if changes is None else "welcome_catchup"] += 1
         self._send_id(msg.sender, welcome)
-        self._conns[msg.sender] = _Conn(last_heard=now, synced=True)
+        self._conns[msg.sender] = _Conn(last_heard=now, synced=True, heard=now)
         self._update_successor(resynced=msg.sender)
 
     def _host_write(self, msg: Write, now: float) -> None:
@@ -972,27 +1092,38 @@ class Node:
 
     def _host_redirect(self, msg: Redirect, now: float) -> None:
         """Another host announces itself: it took over while we were cut off,
-        or discovery made us meet. The lower rank steps down; the higher one
-        answers once, so that the other learns it is outranked."""
+        or discovery made us meet. ``rank.wins`` decides; the loser steps
+        down, the winner answers once, so that the other learns it lost."""
         if msg.host_id != msg.sender:
             self._drop("redirect to a third node, sent to a host")
             return
-        theirs = (msg.players, msg.epoch, _neg(msg.host_id))
-        if theirs > self.rank():
+        mine = self.standing()
+        theirs = Standing(
+            host_id=msg.host_id,
+            epoch=msg.epoch,
+            live=max(1, msg.players),
+            majority=msg.majority,
+            seq=msg.seq,
+            terms=msg.terms,
+        )
+        if wins(theirs, mine):
             self._step_down(Member(id=msg.host_id, name="", endpoints=msg.endpoints), now)
         elif msg.reason != "outranked":
             self.outbox.append(Send(msg.sender, msg.endpoints, self._announce("outranked")))
 
     def _announce(self, reason: str) -> Redirect:
-        """A host's notice that it hosts, with its rank."""
-        players, epoch, _ = self.rank()
+        """A host's notice that it hosts, with its standing (core/rank.py)."""
+        mine = self.standing()
         return Redirect(
             sender=self.me.id,
-            epoch=epoch,
+            epoch=mine.epoch,
             host_id=self.me.id,
             endpoints=self.me.endpoints,
             reason=reason,
-            players=players,
+            players=mine.live,
+            majority=mine.majority,
+            seq=mine.seq,
+            terms=mine.terms,
         )
 
     def _member_conn(self, msg: Message, now: float) -> _Conn | None:
@@ -1006,7 +1137,7 @@ class Node:
                     Send(msg.sender, endpoints, Gone(sender=self.me.id, epoch=self.epoch))
                 )
             return None
-        conn.last_heard = now
+        conn.last_heard = conn.heard = now
         return conn
 
     # ================================================================ peer side
@@ -1040,23 +1171,35 @@ class Node:
 
     def _host_lost(self, lost: str, now: float) -> None:
         """The host (or the candidate we were asking) is silent: try the next
-        member in succession, or take over if that is us."""
+        member in succession. If that is us, take over when a majority can
+        reach us (``_may_take_over``); else keep asking the host we lost (the
+        one cut off may be us) and count the members who ask us."""
         self._suspects.add(lost)
         self._failing_over = True
+        if self._lost_since is None:
+            self._lost_since = now
         self.stats["host_lost"] += 1
         for m in self.replica.succession():
             if m.id in self._suspects:
                 continue
-            if m.id == self.me.id:
-                self._take_over("failover", now)
-            else:
+            if m.id != self.me.id:
                 self._follow(m, now)
+                return
+            break
+        if self._may_take_over(now):
+            self._take_over("failover", now)
             return
-        self._take_over("failover", now)
+        self.stats["takeover_waits"] += 1
+        host = self.replica.member(self.replica.host_id)
+        if host is None or host.id == self.me.id:
+            host = self._target
+        if host is not None:
+            self._follow(host, now)
 
-    def _should_take_over(self, msg: Hello, now: float) -> bool:
-        """Someone asks us to host: agree when the host they lost is ours and
-        every member ahead of us in succession is lost too."""
+    def _asked_to_take_over(self, msg: Hello, now: float) -> bool:
+        """Someone asks us to host: true when the host they lost is ours and
+        every member ahead of us in succession is lost too (we then take over
+        once a majority asks, ``_may_take_over``)."""
         if msg.prev_host is None or msg.prev_host != self.replica.host_id:
             return False
         if self.role is Role.JOINING and not self._failing_over:
@@ -1079,9 +1222,22 @@ class Node:
         if not self.replica.access.may_read(identity_of(msg.sender)):
             self._drop("hello from a refused identity")  # it may not make us host either
             return
-        if self.ready and self._should_take_over(msg, now):
+        if self.ready and self._asked_to_take_over(msg, now):
+            self._note_evidence(msg, now)
             self._suspects |= set(msg.suspects) | {msg.prev_host or ""}
             self._suspects.discard("")
+            if not self._may_take_over(now):
+                # not (yet) a majority: tell it we are alive and gathering, so
+                # that it goes on asking us rather than the next in line
+                notice = Redirect(
+                    sender=self.me.id,
+                    epoch=self.epoch,
+                    host_id=self.me.id,
+                    endpoints=self.me.endpoints,
+                    reason="candidate",
+                )
+                self.outbox.append(Send(msg.sender, msg.endpoints, notice))
+                return
             self._take_over("failover", now)
             self._host_hello(msg, now)
             return
@@ -1189,6 +1345,13 @@ class Node:
             self._follow(self._target or self.me, now)
 
     def _peer_redirect(self, msg: Redirect, now: float) -> None:
+        if msg.reason == "candidate":
+            # The next in succession is alive and waits for a majority to ask
+            # it: keep asking it (it takes over once enough do).
+            target = self._target
+            if self.role is Role.JOINING and target and msg.sender == target.id == msg.host_id:
+                self._asked_since = now
+            return
         if msg.reason in ("host", "outranked"):
             # one host to another (discovery's view of who hosts may be stale):
             # a peer follows its own host, which settles with the other
@@ -1197,6 +1360,17 @@ class Node:
         from_host = self._target is not None and msg.sender == self._target.id
         if not (from_host and msg.epoch >= self.epoch) and msg.epoch <= self.epoch:
             self._drop("redirect from a lower epoch")
+            return
+        if (
+            not from_host
+            and msg.reason != "handoff"  # our host left on purpose and chose it
+            and self.role is Role.PEER
+            and now - self._heard <= self.config.host_timeout
+            and now >= self._woke_at + self.config.heartbeat_interval
+        ):
+            # Our host is alive: another node's takeover is stale news (held
+            # by TCP) or a minority's; our host settles with it if they meet.
+            self._drop("takeover notice while our host is alive")
             return
         if msg.host_id == self.me.id:
             return
@@ -1250,7 +1424,8 @@ class Node:
             return
         self._target = self.replica.member(msg.sender) or self._target
         self._suspects.clear()
-        self._failing_over = False
+        self._evidence.clear()
+        self._failing_over, self._lost_since = False, None
         self._heard = self._beat_at = now
         self._release_own()
         for request in self.writer.unacked():
@@ -1282,7 +1457,7 @@ class Node:
                 kept.append(a)
             else:
                 out.append(RolledBackWrite(writer=self.me.id, request=a.req, keys=a.keys))
-        self._acked = deque(kept, maxlen=self.config.log_keep)
+        self._acked = deque(kept)
         return tuple(out)
 
     def _joining_refused(self, msg: Refused, now: float) -> None:
@@ -1431,11 +1606,6 @@ def _stored_size(value: Any, encoded: int) -> int:
 
 
 _WRITE_OPS = frozenset({"set", "del", "msg", "profile", "info", "acl", "access_set", "restore"})
-
-
-def _neg(node_id: str) -> tuple[int, ...]:
-    """Order key under which a *lower* node id ranks higher."""
-    return tuple(-b for b in node_id.encode())
 
 
 _HANDLERS: dict[tuple[Role, type[Message]], Any] = {
