@@ -210,8 +210,9 @@ class SimNetwork:
         self._log(node_id, "link cut")
 
     def reconnect(self, node_id: str, *, backoff: float = 0.2) -> None:
-        """The cable is back: each held link delivers what it held, in order,
-        after up to *backoff* seconds (TCP's retransmission timer)."""
+        """The cable is back: each held link delivers what it held, in order
+        and back to back, after up to *backoff* seconds (TCP's retransmission
+        timer)."""
         self.cut_off.discard(node_id)
         released = 0
         for link in sorted(self._link_held):
@@ -219,8 +220,9 @@ class SimNetwork:
                 continue  # the other end is still cut off
             frames = self._link_held.pop(link)
             at = max(self.now, self._link_free.get(link, 0.0)) + self.rng.uniform(0.0, backoff)
+            at += self.rng.uniform(self.min_delay, self.max_delay)
             for frame in frames:
-                at += self.rng.uniform(self.min_delay, self.max_delay)
+                at += 1e-5  # one retransmitted window: back to back
                 self._order += 1
                 heapq.heappush(self._queue, (at, self._order, link[1], frame, link[0]))
                 released += 1

@@ -51,7 +51,7 @@ import enum
 import heapq
 import logging
 from collections import Counter, deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..codec import MAX_KEY_BYTES, encode, hash_value
@@ -82,7 +82,7 @@ from ..messages import (
 from .access import ALWAYS_ADMIN_OPS, Access
 from .config import Config
 from .ids import identity_of
-from .quorum import has_majority, live_count, may_go_alone
+from .quorum import Streak, has_majority, is_live, live_count, may_go_alone
 from .rank import Standing, wins
 from .replica import Entry, Replica, history_contains, scalar_size
 from .writer import Outcome, Writer
@@ -127,7 +127,7 @@ class _Conn:
 
     last_heard: float  # when its silence started to count (peer_timeout)
     synced: bool = False
-    heard: float = float("-inf")  # when a message from it last came (liveness)
+    heard: Streak = field(default_factory=Streak)  # its messages, for liveness
 
 
 _UNSYNCED = _Conn(last_heard=0.0)
@@ -180,14 +180,21 @@ class Node:
         self._write_keys: dict[int, tuple[str, ...]] = {}  # request -> keys it writes
         # our acknowledged writes, where they sit in the history
         self._acked: deque[_Acked] = deque()
+        # reported undone by a merge; and those a later merge brought back
+        # (there is no event for that yet: see ``restored``)
+        self._undone: dict[int, _Acked] = {}
+        #: Requests of ours reported in a WritesRolledBack that a later merge
+        #: restored (the history that won held them after all).
+        self.restored: set[int] = set()
         # liveness (core/quorum.py): when we last woke from a pause; members
         # that asked us to take over from our host, and when; since when we
         # have lost our host (peer) or reached no majority (host)
         self._woke_at = float("-inf")
-        self._evidence: dict[str, float] = {}
+        self._evidence: dict[str, Streak] = {}
         self._lost_since: float | None = None
         self._isolated_since: float | None = None
-        self._agreed = 1  # size of the last membership a majority of its own saw
+        # the last membership a majority of its own saw (host): who votes
+        self._agreed: frozenset[str] = frozenset((node_id,))
         # host side
         self._conns: dict[str, _Conn] = {}
         self._awaiting: dict[int, tuple[str, int]] = {}  # seq -> (writer, req) to answer
@@ -235,7 +242,7 @@ class Node:
             self.replica.seed(initial, initial_seq)
             self._expiry = {key: now + ttl for key, _, _, _, _, ttl in initial if ttl > 0}
         self.role, self.epoch, self.ready = Role.HOST, 1, True
-        self._agreed = 1
+        self._agreed = frozenset((self.me.id,))
         ops: list[tuple[Any, ...]] = [
             ("join", self.me_at(self.replica.seq + 1)),
             ("term", 1, self.me.id, None, "created"),
@@ -273,7 +280,7 @@ class Node:
         now: float,
     ) -> int:
         """Queue a write; its outcome appears in ``outcomes`` with the returned number."""
-        self._clock = now
+        self._note_clock(now)
         if self.role in (Role.LEAVING, Role.CLOSED):
             raise RuntimeError(f"can't write in role {self.role.name}")
         request = self.writer.new(ops, conds)
@@ -289,7 +296,7 @@ class Node:
 
     def leave(self, now: float) -> None:
         """Leave on purpose: a host hands over to its successor first."""
-        self._clock = now
+        self._note_clock(now)
         if self.role is Role.HOST:
             successor = self._synced_successor()
             self._close_host_side()
@@ -317,7 +324,7 @@ class Node:
         id), and the lower steps down. Ranks travel in messages rather than in
         the advertisement, so both sides compare fresh numbers; ``epoch`` (what
         discovery advertised) is not needed for the decision."""
-        self._clock = now
+        self._note_clock(now)
         if self.role is not Role.HOST or host_id == self.me.id:
             return
         self.outbox.append(Send(host_id, endpoints, self._announce("host")))
@@ -337,7 +344,7 @@ class Node:
             if self._expiry:
                 self._expire(now)
             dead = [pid for pid, c in self._conns.items() if now - c.last_heard > cfg.peer_timeout]
-            if self._acks_paused():
+            if dead and not self._may_remove(dead, now):
                 dead = []  # without a majority we cannot tell who is cut off: remove nobody
             for peer_id in dead:
                 self._remove_member(peer_id, "timeout", now)
@@ -388,7 +395,7 @@ class Node:
             host_id=self.me.id,
             epoch=self.epoch,
             live=live,
-            majority=has_majority(live, self._agreed),
+            majority=self._majority_of(self._agreed, self._clock),
             seq=r.seq,
             terms=tuple(r.terms),
         )
@@ -448,21 +455,38 @@ class Node:
         """Host: itself and the members heard within host_timeout, since we woke."""
         return live_count((c.heard for c in self._conns.values()), now, self._woke_at, self.config)
 
+    def _majority_of(
+        self,
+        ids: frozenset[str],
+        now: float,
+        *,
+        within: float | None = None,
+        exclude: tuple[str, ...] = (),
+    ) -> bool:
+        """Host: are we and the live members among *ids* a majority of them?
+        Only those vote: players who joined us while we were isolated do not
+        make us a majority of the membership we lost."""
+        heard = (c.heard for pid, c in self._conns.items() if pid in ids and pid not in exclude)
+        live = live_count(heard, now, self._woke_at, self.config, within=within)
+        return has_majority(live, len(ids | {self.me.id}))
+
     def _check_isolation(self, now: float) -> None:
         """Host: are we heard by a majority of the last agreed membership?
         While we are, the current membership becomes agreed once that keeps
         a majority; when we stop being, we become ``isolated``. The lone-node
         rule: after isolation_timeout (durability "default") we go on with
         the players we hear, which become the agreed membership."""
-        live = self._live(now)
-        if not has_majority(live, self._agreed) and may_go_alone(
+        if not self._majority_of(self._agreed, now) and may_go_alone(
             self._isolated_since, now, self.config
         ):
             self.stats["went_alone"] += 1
-            self._agreed = live
-        if has_majority(live, self._agreed):
-            if has_majority(live, len(self.replica.members)):
-                self._agreed = len(self.replica.members)
+            cfg, woke = self.config, self._woke_at
+            live = {pid for pid, c in self._conns.items() if is_live(c.heard, now, woke, cfg)}
+            self._agreed = frozenset(live | {self.me.id})
+        if self._majority_of(self._agreed, now):
+            members = frozenset(m.id for m in self.replica.members) | {self.me.id}
+            if self._majority_of(members, now):
+                self._agreed = members
             if self._isolated_since is not None:
                 self._isolated_since = None
                 self.events.append(IsolationChanged(isolated=False))
@@ -474,6 +498,17 @@ class Node:
             self.stats["isolated"] += 1
             self.events.append(IsolationChanged(isolated=True))
 
+    def _may_remove(self, dead: list[str], now: float) -> bool:
+        """Host: removing members changes the membership, so only while the
+        others (not counting them) are a majority of the agreed membership;
+        after isolation_timeout that is whoever we hear (_check_isolation).
+        The others must have been heard a heartbeat more recently than
+        host_timeout: members cut off together fall silent a heartbeat apart,
+        and the last of them must not vouch for the removal of the first."""
+        cfg = self.config
+        within = max(cfg.host_timeout - cfg.heartbeat_interval, cfg.heartbeat_interval)
+        return self._majority_of(self._agreed, now, within=within, exclude=tuple(dead))
+
     def _acks_paused(self) -> bool:
         """Host: isolated and not (yet) allowed to go on alone."""
         since = self._isolated_since
@@ -483,7 +518,7 @@ class Node:
         """A member asks us to take over from the host it lost, which is ours:
         it can reach us, which counts towards a majority."""
         if self.replica.member(msg.sender) is not None:
-            self._evidence[msg.sender] = now
+            self._evidence.setdefault(msg.sender, Streak()).hear(now, self.config)
 
     def _may_take_over(self, now: float) -> bool:
         """Peer next in succession: take over only if we reach a majority of the
@@ -915,6 +950,9 @@ class Node:
         self.role, self.ready = Role.HOST, True
         self.epoch = max(self.epoch, self.replica.epoch) + 1
         self._target, self._failing_over = None, False
+        # A result held for a change we have not applied names a seq of the
+        # lost host's history, not of ours: those requests are ordered again.
+        self.writer.held.clear()
         self._term_liveness(gone, reason == "handoff", now)
         self._successor, self._durable, self._awaiting = None, 0, {}
         self._awaiting_seqs = []
@@ -952,14 +990,19 @@ class Node:
         The agreed membership is the one we lost the host from (the lost host
         is in it), so a node that goes on alone stays isolated, acting as
         the lone-node rule allows."""
-        self._conns = {
-            m.id: _Conn(last_heard=now, heard=now if handoff else self._evidence.get(m.id, -1e18))
-            for m in self.replica.members
-            if m.id not in gone and m.id != self.me.id
-        }
-        self._agreed = len(self._conns) + 1 if handoff else len(self.replica.members)
+        ids = [m.id for m in self.replica.members if m.id not in gone and m.id != self.me.id]
+        self._conns = {mid: _Conn(last_heard=now) for mid in ids}
+        for mid, conn in self._conns.items():
+            if handoff:
+                conn.heard = Streak(since=now - self.config.heartbeat_interval, last=now)
+            elif mid in self._evidence:
+                conn.heard = self._evidence[mid]
+        if handoff:
+            self._agreed = frozenset(self._conns) | {self.me.id}
+        else:  # the membership we lost the host from, the host included
+            self._agreed = frozenset(m.id for m in self.replica.members) | {self.me.id}
         self._isolated_since = None
-        if not has_majority(self._live(now), self._agreed):
+        if not self._majority_of(self._agreed, now):
             self._isolated_since = self._lost_since if self._lost_since is not None else now
         self._evidence.clear()
         self._lost_since = None
@@ -1018,7 +1061,8 @@ class Node:
                 refusal = Refused(sender=self.me.id, epoch=self.epoch, reason=reason)
                 self.outbox.append(Send(msg.sender, msg.endpoints, refusal))
                 return
-        if self.replica.member(msg.sender) is None:
+        newcomer = self.replica.member(msg.sender) is None
+        if newcomer:
             member = Member(
                 id=msg.sender,
                 name=msg.name,
@@ -1057,7 +1101,17 @@ class Node:
         )
         self.stats["welcome_snapshot" if changes is None else "welcome_catchup"] += 1
         self._send_id(msg.sender, welcome)
-        self._conns[msg.sender] = _Conn(last_heard=now, synced=True, heard=now)
+        old = self._conns.get(msg.sender)
+        conn = self._conns[msg.sender] = _Conn(last_heard=now, synced=True)
+        if old is not None:
+            conn.heard = old.heard  # the same streak goes on
+        elif newcomer and self._isolated_since is None:
+            # It just asked in: live now, and in the agreed membership at once
+            # (a bigger one only makes majorities harder to reach). Not while
+            # we are isolated: it would help outvote the members we lost.
+            conn.heard = Streak(since=now - self.config.heartbeat_interval, last=now)
+            self._agreed |= {msg.sender}
+        conn.heard.hear(now, self.config)
         self._update_successor(resynced=msg.sender)
 
     def _host_write(self, msg: Write, now: float) -> None:
@@ -1137,7 +1191,8 @@ class Node:
                     Send(msg.sender, endpoints, Gone(sender=self.me.id, epoch=self.epoch))
                 )
             return None
-        conn.last_heard = conn.heard = now
+        conn.last_heard = now
+        conn.heard.hear(now, self.config)
         return conn
 
     # ================================================================ peer side
@@ -1406,8 +1461,8 @@ class Node:
             # A result held for a change we had not applied yet names a seq of
             # the history we leave; it says nothing of this one. Ask again.
             self.writer.held.clear()
-            rolled = self._rolled_back(msg.snapshot.terms, msg.snapshot.seq)
             self.replica.load(msg.snapshot, events=self.events if report else None)
+            rolled = self._rolled_back(msg.snapshot.terms, msg.snapshot.seq)
             self._expiry = {
                 key: self._clock + ttl for key, _, _, _, _, ttl in msg.snapshot.data if ttl > 0
             }
@@ -1450,15 +1505,42 @@ class Node:
 
         Taken from the acknowledgements we kept rather than from the log: the
         log starts afresh at every snapshot, and a write acknowledged before
-        an earlier snapshot is just as lost."""
+        an earlier snapshot is just as lost. Called once the snapshot is
+        loaded: a write the new history applied elsewhere (a resent request
+        that two lineages each applied, at different places) is in its table
+        of results, and is not lost."""
         out, kept = [], []
         for a in self._acked:
-            if history_contains(terms, last_seq, a.seq, a.epoch, a.origin):
-                kept.append(a)
+            found = self._found_in(a, terms, last_seq)
+            if found is not None:
+                kept.append(found)
             else:
                 out.append(RolledBackWrite(writer=self.me.id, request=a.req, keys=a.keys))
-        self._acked = deque(kept)
+                self._undone[a.req] = a
+        for req, a in list(self._undone.items()):
+            # undone by an earlier merge, and this history holds it after all
+            found = self._found_in(a, terms, last_seq)
+            if found is not None and req not in {w.request for w in out}:
+                del self._undone[req]
+                self.restored.add(req)
+                kept.append(found)
+        self._acked = deque(sorted(kept, key=lambda x: x.seq))
         return tuple(out)
+
+    def _found_in(
+        self, a: _Acked, terms: tuple[tuple[int, int, str], ...], last_seq: int
+    ) -> _Acked | None:
+        """Where acknowledged write *a* sits in the history just loaded (its
+        own place, or where that history applied the same request), if it is
+        there."""
+        if history_contains(terms, last_seq, a.seq, a.epoch, a.origin):
+            return a
+        record = self.replica.dedupe.get(self.me.id)
+        here = record.results.get(a.req) if record is not None else None
+        term = self.replica.term_of(here[2]) if here is not None and here[0] == "ok" else None
+        if here is None or term is None:
+            return None
+        return _Acked(a.req, here[2], term[0], term[1], a.keys)
 
     def _joining_refused(self, msg: Refused, now: float) -> None:
         """The host we ask to join is full or closed: a first join ends here

@@ -6,13 +6,17 @@ In order:
 
 1. A history that holds the other's last change *extends* it: it wins, as
    stepping down then undoes nothing.
-2. Otherwise both sides hold changes the other lacks. The side that holds
+2. Otherwise both sides hold changes the other lacks. If they are one
+   session (their histories start with the same term), the side that holds
    a majority of its last agreed membership *now* wins: only it can have
    acknowledged writes under the session's rules (a host without a majority
-   stops acknowledging, see :mod:`.quorum`).
+   stops acknowledging, see :mod:`.quorum`). Two sessions (a copy that found
+   no host and started its own, maybe while the session's last player waited
+   out ``isolation_timeout``) have no common membership to count: the longer
+   history wins, so the game's state is not replaced by a newcomer's.
 3. Then more live players (heard within ``host_timeout``, now), then the
-   higher epoch, then the lower node id: deterministic, the same on both
-   sides.
+   higher epoch, then the longer history, then the lower node id:
+   deterministic, the same on both sides.
 
 Each host counts its own live players itself, by the verified rule of
 :mod:`.quorum` (heard within ``host_timeout``, after it last woke from a
@@ -62,8 +66,13 @@ def wins(a: Standing, b: Standing) -> bool:
     a_extends, b_extends = a.holds_last_of(b), b.holds_last_of(a)
     if a_extends != b_extends:
         return a_extends
+    one_session = bool(a.terms) and bool(b.terms) and a.terms[0] == b.terms[0]
+    if one_session and a.majority != b.majority:
+        return a.majority
+    if not one_session and a.seq != b.seq:
+        return a.seq > b.seq
     return _key(a) > _key(b)
 
 
-def _key(s: Standing) -> tuple[bool, int, int, tuple[int, ...]]:
-    return (s.majority, s.live, s.epoch, tuple(-b for b in s.host_id.encode()))
+def _key(s: Standing) -> tuple[int, int, int, tuple[int, ...]]:
+    return (s.live, s.epoch, s.seq, tuple(-b for b in s.host_id.encode()))
