@@ -180,21 +180,7 @@ class Node:
         self._write_keys: dict[int, tuple[str, ...]] = {}  # request -> keys it writes
         # our acknowledged writes, where they sit in the history
         self._acked: deque[_Acked] = deque()
-        # reported undone by a merge; and those a later merge brought back
-        # (there is no event for that yet: see ``restored``)
-        self._undone: dict[int, _Acked] = {}
-        #: Requests of ours reported in a WritesRolledBack that a later merge
-        #: restored (the history that won held them after all).
-        self.restored: set[int] = set()
-        # liveness (core/quorum.py): when we last woke from a pause; members
-        # that asked us to take over from our host, and when; since when we
-        # have lost our host (peer) or reached no majority (host)
-        self._woke_at = float("-inf")
-        self._evidence: dict[str, Streak] = {}
-        self._lost_since: float | None = None
-        self._isolated_since: float | None = None
-        # the last membership a majority of its own saw (host): who votes
-        self._agreed: frozenset[str] = frozenset((node_id,))
+        self._init_liveness()
         # host side
         self._conns: dict[str, _Conn] = {}
         self._awaiting: dict[int, tuple[str, int]] = {}  # seq -> (writer, req) to answer
@@ -203,6 +189,24 @@ class Node:
         self._successor: str | None = None
         # writer -> (tokens, when counted): the write-rate token buckets
         self._buckets: dict[str, tuple[float, float]] = {}
+
+    def _init_liveness(self) -> None:
+        """The state of core/quorum.py's rules, and of exact rollback reports."""
+        # reported undone by a merge; and those a later merge brought back
+        # (there is no event for that yet: see ``restored``)
+        self._undone: dict[int, _Acked] = {}
+        #: Requests of ours reported in a WritesRolledBack that a later merge
+        #: restored (the history that won held them after all).
+        self.restored: set[int] = set()
+        # when we last woke from a pause; members that asked us to take over
+        # from our host, and when; since when we have lost our host (peer) or
+        # reached no majority (host)
+        self._woke_at = float("-inf")
+        self._evidence: dict[str, Streak] = {}
+        self._lost_since: float | None = None
+        self._isolated_since: float | None = None
+        # the last membership a majority of its own saw (host): who votes
+        self._agreed: frozenset[str] = frozenset((self.me.id,))
 
     # ================================================================ inputs
 
@@ -319,11 +323,11 @@ class Node:
         """Discovery saw another host of this session (two halves of a split
         session, or two nodes that started hosting at once).
 
-        We announce ourselves to it with our rank; the two settle on one by
-        :meth:`rank` (more players, then the higher epoch, then the lower node
-        id), and the lower steps down. Ranks travel in messages rather than in
-        the advertisement, so both sides compare fresh numbers; ``epoch`` (what
-        discovery advertised) is not needed for the decision."""
+        We announce ourselves to it with our :meth:`standing`; the two settle
+        on one by ``core/rank.py``, and the loser steps down. Standings travel
+        in messages rather than in the advertisement, so both sides compare
+        fresh numbers; ``epoch`` (what discovery advertised) is not needed for
+        the decision."""
         self._note_clock(now)
         if self.role is not Role.HOST or host_id == self.me.id:
             return
@@ -516,9 +520,16 @@ class Node:
 
     def _note_evidence(self, msg: Hello, now: float) -> None:
         """A member asks us to take over from the host it lost, which is ours:
-        it can reach us, which counts towards a majority."""
-        if self.replica.member(msg.sender) is not None:
-            self._evidence.setdefault(msg.sender, Streak()).hear(now, self.config)
+        it can reach us, which counts towards a majority at once (a takeover
+        waits for no second Hello: we lost that host too, see
+        _asked_to_take_over, so a Hello held by TCP is no news against it)."""
+        if self.replica.member(msg.sender) is None:
+            return
+        streak = self._evidence.get(msg.sender)
+        if streak is None or now - streak.last > self.config.host_timeout:
+            since = now - self.config.heartbeat_interval
+            streak = self._evidence[msg.sender] = Streak(since=since, last=now)
+        streak.hear(now, self.config)
 
     def _may_take_over(self, now: float) -> bool:
         """Peer next in succession: take over only if we reach a majority of the
@@ -1101,18 +1112,22 @@ class Node:
         )
         self.stats["welcome_snapshot" if changes is None else "welcome_catchup"] += 1
         self._send_id(msg.sender, welcome)
-        old = self._conns.get(msg.sender)
-        conn = self._conns[msg.sender] = _Conn(last_heard=now, synced=True)
-        if old is not None:
-            conn.heard = old.heard  # the same streak goes on
-        elif newcomer and self._isolated_since is None:
-            # It just asked in: live now, and in the agreed membership at once
-            # (a bigger one only makes majorities harder to reach). Not while
-            # we are isolated: it would help outvote the members we lost.
-            conn.heard = Streak(since=now - self.config.heartbeat_interval, last=now)
-            self._agreed |= {msg.sender}
-        conn.heard.hear(now, self.config)
+        self._welcomed(msg.sender, newcomer, now)
         self._update_successor(resynced=msg.sender)
+
+    def _welcomed(self, sender: str, newcomer: bool, now: float) -> None:
+        """Host: *sender* is a synced member now; its streak of messages goes
+        on if it had one. A newcomer is live at once and in the agreed
+        membership (a bigger one only makes majorities harder to reach), but
+        not while we are isolated: it would help outvote the members we lost."""
+        old = self._conns.get(sender)
+        conn = self._conns[sender] = _Conn(last_heard=now, synced=True)
+        if old is not None:
+            conn.heard = old.heard
+        elif newcomer and self._isolated_since is None:
+            conn.heard = Streak(since=now - self.config.heartbeat_interval, last=now)
+            self._agreed |= {sender}
+        conn.heard.hear(now, self.config)
 
     def _host_write(self, msg: Write, now: float) -> None:
         conn = self._member_conn(msg, now)
