@@ -50,7 +50,7 @@ __all__ = [
 #: hosts advertise it, and a copy that speaks another refuses to join them
 #: (IncompatibleVersionError) instead of sending frames neither side can read.
 #: 1 was every version before the number was advertised.
-WIRE_VERSION = 2
+WIRE_VERSION = 3  # 3: Redirect carries the standing (majority, seq, terms)
 
 #: Most messages one frame may carry (a sender batches what it has for one
 #: peer; see transport.py). More is refused, so a frame cannot expand into
