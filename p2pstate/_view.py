@@ -35,6 +35,7 @@ class View:
     epoch: int
     info: Mapping[str, Any]
     access: Access
+    isolated: bool
 
     def peer(self, member: Member) -> Peer:
         return Peer(
@@ -182,6 +183,7 @@ class ViewPublisher:
             or replica.host_id != view.host_id
             or node.role is not view.role
             or node.epoch != view.epoch
+            or node.isolated != view.isolated
             or replica.access is not view.access
             or replica.info is not self._info
         ):
@@ -219,6 +221,7 @@ class ViewPublisher:
             epoch=node.epoch,
             info=MappingProxyType(dict(replica.info)),
             access=replica.access,
+            isolated=node.isolated,
         )
 
 

@@ -10,6 +10,7 @@ __all__ = [
     "Event",
     "Expelled",
     "HostChanged",
+    "IsolationChanged",
     "KeyChanged",
     "KeyDeleted",
     "Message",
@@ -113,6 +114,17 @@ class Expelled:
     reason: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class IsolationChanged:
+    """This copy hosts and has heard from no majority of its session within
+    ``host_timeout`` (``isolated``: its cable is out, it was paused, the others
+    are gone), or hears from one again. While isolated it acknowledges no
+    write (they wait) and removes nobody; it goes on alone after
+    ``isolation_timeout`` unless durability is "majority"."""
+
+    isolated: bool
+
+
 Event = (
     KeyChanged
     | KeyDeleted
@@ -123,4 +135,5 @@ Event = (
     | Message
     | WritesRolledBack
     | Expelled
+    | IsolationChanged
 )

@@ -57,7 +57,7 @@ __all__ = [
 #: hosts advertise it, and a copy that speaks another refuses to join them
 #: (IncompatibleVersionError) instead of sending frames neither side can read.
 #: 1 was every version before the number was advertised.
-WIRE_VERSION = 2
+WIRE_VERSION = 3  # 3: Redirect carries the standing (majority, seq, terms)
 
 #: Most messages one frame may carry (a sender batches what it has for one
 #: peer; see transport.py). More is refused, so a frame cannot expand into
@@ -571,8 +571,8 @@ class Redirect(Message):
     """I am not (or no longer) the host: go to this one.
 
     A host that names itself (``host_id == sender``) is announcing that it
-    hosts: after a takeover, or to another host it met. ``players`` is then its
-    rank's first term, the number of synced members it serves (itself too).
+    hosts: after a takeover, or to another host it met. ``players`` is then the
+    number of live players it serves (itself too).
     """
 
     TYPE: ClassVar[int] = 3
@@ -580,6 +580,13 @@ class Redirect(Message):
     endpoints: tuple[str, ...]
     reason: str
     players: int = 0
+    # The rest of an announcing host's standing (core/rank.py): whether its
+    # live players are a majority of its last agreed membership, and its
+    # history (last seq, terms), so the other side can tell which extends
+    # which.
+    majority: bool = False
+    seq: int = 0
+    terms: tuple[tuple[int, int, str], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -675,7 +682,7 @@ _SPECS: dict[type[Message], tuple[Callable[[Any], Any], ...]] = {
         _nat,
         _str,
     ),
-    Redirect: (_str, _list(_str), _str, _nat),
+    Redirect: (_str, _list(_str), _str, _nat, _bool, _nat, _list(_tuple(_nat, _nat, _str))),
     Write: (_nat, _nat, _list(_op), _list(_cond)),
     Result: (_nat, _str, _value, _nat),
     ChangeMsg: (Change.from_wire, _bool),

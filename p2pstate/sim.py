@@ -3,7 +3,10 @@
 It drives many :class:`~p2pstate.core.node.Node` objects in one process with
 a simulated clock and a seeded random source: per-link FIFO delivery with
 random delay, crashes, partitions (messages across a cut are lost, as when a
-cable is pulled) and a stand-in for mDNS. Every message goes through the real
+cable is pulled), pauses of one node (SIGSTOP, a frozen laptop: it handles
+nothing, its inbound messages queue), link cuts of one node (its traffic both
+ways is held, as TCP holds it, and delivered in order when the link returns)
+and a stand-in for mDNS. Every message goes through the real
 wire codec. The same seed gives the same run, so a failing test prints a seed
 and a trace that reproduce it exactly.
 
@@ -88,6 +91,12 @@ class SimNetwork:
         #: Frames that failed to decode and were dropped.
         self.bad_frames = 0
         self._lan = _StartupLan(self)  # copies started together
+        #: Paused nodes, and the frames that reached each while paused.
+        self.paused: set[str] = set()
+        self._backlog: dict[str, list[tuple[bytes, str]]] = {}
+        #: Nodes whose link is cut, and what their links hold meanwhile.
+        self.cut_off: set[str] = set()
+        self._link_held: dict[tuple[str, str], list[bytes]] = {}
 
     # ------------------------------------------------------------ population
 
@@ -189,6 +198,54 @@ class SimNetwork:
             self.held_until = max(self.held_until, at)
         self._log("-", f"heal ({sum(len(f) for f in held.values())} held messages follow)")
 
+    def pause(self, node_id: str) -> None:
+        """SIGSTOP: the node runs no timers and handles nothing; what is sent
+        to it waits (its sockets' buffers) until :meth:`resume`."""
+        self.paused.add(node_id)
+        self._log(node_id, "pauses")
+
+    def resume(self, node_id: str) -> None:
+        """SIGCONT: the node handles its backlog now, late, with the state it
+        had, then its timers see the clock jump."""
+        self.paused.discard(node_id)
+        backlog = self._backlog.pop(node_id, [])
+        for frame, sender in backlog:
+            self._order += 1
+            heapq.heappush(self._queue, (self.now, self._order, node_id, frame, sender))
+        self._log(node_id, f"resumes ({len(backlog)} messages waited)")
+
+    def cut(self, node_id: str) -> None:
+        """Pull one node's cable: nothing it sends or is sent arrives, but
+        nothing is lost either (TCP retransmits): every link to or from it
+        holds its messages, in order, until :meth:`reconnect`."""
+        self.cut_off.add(node_id)
+        self._log(node_id, "link cut")
+
+    def reconnect(self, node_id: str, *, backoff: float = 0.2) -> None:
+        """The cable is back: each held link delivers what it held, in order
+        and back to back, after up to *backoff* seconds (TCP's retransmission
+        timer)."""
+        self.cut_off.discard(node_id)
+        released = 0
+        for link in sorted(self._link_held):
+            if link[0] in self.cut_off or link[1] in self.cut_off:
+                continue  # the other end is still cut off
+            frames = self._link_held.pop(link)
+            at = max(self.now, self._link_free.get(link, 0.0)) + self.rng.uniform(0.0, backoff)
+            at += self.rng.uniform(self.min_delay, self.max_delay)
+            for frame in frames:
+                at += 1e-5  # one retransmitted window: back to back
+                self._order += 1
+                heapq.heappush(self._queue, (at, self._order, link[1], frame, link[0]))
+                released += 1
+            self._link_free[link] = at
+            self.held_until = max(self.held_until, at)
+        self._log(node_id, f"link back ({released} held messages follow)")
+
+    def active(self, node_id: str) -> bool:
+        """Alive and not paused: its timers run and its game can write."""
+        return node_id in self.alive and node_id not in self.paused
+
     def send_raw(self, to: str, frame: bytes, *, delay: float = 0.001) -> None:
         """Deliver arbitrary bytes to node *to*, as a stranger (or a buggy
         peer) could: the node sees them only if they decode."""
@@ -230,8 +287,16 @@ class SimNetwork:
     def _step(self, end: float) -> None:
         nxt = min(self._next_tick, self._next_discovery, end)
         if self._queue and self._queue[0][0] <= nxt:
-            at, _, to, frame, _ = heapq.heappop(self._queue)
+            at, _, to, frame, sender = heapq.heappop(self._queue)
             self.now = max(self.now, at)
+            if to in self.cut_off or sender in self.cut_off:
+                # Held per link at the moment it would arrive: the per-link
+                # FIFO order of the queue is kept in what is held.
+                self._link_held.setdefault((sender, to), []).append(frame)
+                return
+            if to in self.paused and to in self.alive:
+                self._backlog.setdefault(to, []).append((frame, sender))
+                return
             if to in self.alive:
                 node = self.nodes[to]
                 try:
@@ -254,7 +319,7 @@ class SimNetwork:
         if self.now >= self._next_tick:
             self._next_tick = self.now + self.tick_interval
             self._lan.tick()
-            for nid in sorted(self.alive):
+            for nid in sorted(self.alive - self.paused):
                 node = self.nodes[nid]
                 node.tick(self.now)
                 self._flush(node)
@@ -308,11 +373,12 @@ class SimNetwork:
             and nid != node_id
             and n.role is Role.HOST
             and self.group[nid] == self.group[node_id]
+            and not {nid, node_id} & self.cut_off  # no multicast across a pulled cable
         ]
 
     def _discover(self) -> None:
         """What mDNS gives: hosts see each other; a stuck first join retries."""
-        for nid in sorted(self.alive):
+        for nid in sorted(self.alive - self.paused):
             node = self.nodes[nid]
             if node.role is Role.HOST:
                 for other in self._visible_hosts(nid):
@@ -682,7 +748,7 @@ class Counter:
         self._known = False
 
     def pump(self) -> None:
-        if self.in_flight or self.left == 0 or self.node_id not in self.net.alive:
+        if self.in_flight or self.left == 0 or not self.net.active(self.node_id):
             return
         node = self.net.nodes[self.node_id]
         if node.role in (Role.LEAVING, Role.CLOSED) or not node.ready:

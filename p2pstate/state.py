@@ -606,6 +606,14 @@ class SharedState(MutableMapping[str, Any]):
         return self._view().epoch
 
     @property
+    def isolated(self) -> bool:
+        """This copy hosts and hears no majority of its session (its cable is
+        out, it was paused, the others are gone): it acknowledges no write
+        until one is back, or until it goes on alone after the isolation
+        timeout. ``IsolationChanged`` events report each change."""
+        return self._view().isolated
+
+    @property
     def app(self) -> str:
         return self._rt.app
 

@@ -4,8 +4,14 @@ monotonic clock: the core never reads a clock itself."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["Config"]
+__all__ = ["Config", "Durability"]
+
+#: "default": a peer cut off from the majority of its session may go on alone
+#: after ``isolation_timeout`` (the last player of a game keeps playing);
+#: "majority": never, so nothing acknowledged is undone even by a true split.
+Durability = Literal["default", "majority"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +41,19 @@ class Config:
     #: The largest snapshot a newcomer can take (max_frame_size): the host
     #: refuses writes that would make the state outgrow it (see core/bounds.py).
     max_snapshot_bytes: int = 16 * 1024 * 1024
+    #: How long a node that reaches no majority of its session (a pulled
+    #: cable, a pause, everyone else gone) waits before it goes on alone, in
+    #: the "default" durability; None: four ``host_timeout``s.
+    isolation_timeout: float | None = None
+    #: Whether a lone node may ever host or acknowledge (see ``Durability``).
+    durability: Durability = "default"
+
+    @property
+    def lone_after(self) -> float:
+        """The isolation timeout in seconds."""
+        if self.isolation_timeout is not None:
+            return self.isolation_timeout
+        return 4 * self.host_timeout
 
     def __post_init__(self) -> None:
         for name in (
@@ -52,3 +71,7 @@ class Config:
             raise ValueError("peer_timeout must be longer than heartbeat_interval")
         if self.max_value_size <= 0 or self.log_keep <= 0 or self.log_bytes <= 0:
             raise ValueError("max_value_size, log_keep and log_bytes must be positive")
+        if self.isolation_timeout is not None and self.isolation_timeout < self.host_timeout:
+            raise ValueError("isolation_timeout must be at least host_timeout")
+        if self.durability not in ("default", "majority"):
+            raise ValueError('durability must be "default" or "majority"')

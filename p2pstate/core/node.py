@@ -32,10 +32,17 @@ The protocol (see the README's design section for why):
   ``write_retry``; the successor's heartbeat names the last change it holds
   and counts as an acknowledgement; a peer that sees a gap says hello again.
 * Two hosts of one session (a split that heals, two that started at once)
-  announce themselves to each other with their rank (players served, then
-  epoch, then the lower id); the lower steps down and its peers follow the
-  higher. Every acknowledged write the loser's side had that the winner's
+  announce themselves to each other with their standing; the rule of
+  ``core/rank.py`` picks one, the other steps down and its peers follow the
+  winner. Every acknowledged write the loser's side had that the winner's
   history lacks is reported to its writer (``WritesRolledBack``).
+* Faults of a LAN (``core/quorum.py``): a peer that loses its host takes
+  over at once only with evidence that a majority of the membership can
+  reach it (Hellos naming the lost host); a host that hears from no
+  majority stops acknowledging and removes nobody (``isolated``); either
+  may go on alone after ``isolation_timeout`` unless durability is
+  "majority". A node that notices a gap in its own clock (it was paused)
+  counts nobody as live on what it handles right after.
 """
 
 from __future__ import annotations
@@ -44,12 +51,12 @@ import enum
 import heapq
 import logging
 from collections import Counter, deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..codec import MAX_KEY_BYTES, encode, hash_value
 from ..errors import ProtocolError
-from ..events import Event, Expelled, RolledBackWrite, WritesRolledBack
+from ..events import Event, Expelled, IsolationChanged, RolledBackWrite, WritesRolledBack
 from ..events import Message as MessageEvent
 from ..messages import (
     EPHEMERAL,
@@ -79,7 +86,8 @@ from .advert import info_fault
 from .bounds import NEW_KEY_BYTES, key_bytes, snapshot_bytes
 from .config import Config
 from .ids import identity_of
-from .rank import Rank, host_rank
+from .quorum import Streak, has_majority, is_live, live_count, may_go_alone
+from .rank import Rank, Standing, host_rank, wins
 from .replica import Entry, Replica, history_contains, scalar_size, value_bytes
 from .writer import Outcome, Writer
 
@@ -121,8 +129,9 @@ class _Acked:
 class _Conn:
     """The host's view of one member's connection."""
 
-    last_heard: float
+    last_heard: float  # when its silence started to count (peer_timeout)
     synced: bool = False
+    heard: Streak = field(default_factory=Streak)  # its messages, for liveness
 
 
 _UNSYNCED = _Conn(last_heard=0.0)
@@ -174,7 +183,8 @@ class Node:
         self._sent_at: dict[int, float] = {}  # request -> when last sent to a host
         self._write_keys: dict[int, tuple[str, ...]] = {}  # request -> keys it writes
         # our acknowledged writes, where they sit in the history
-        self._acked: deque[_Acked] = deque(maxlen=self.config.log_keep)
+        self._acked: deque[_Acked] = deque()
+        self._init_liveness()
         # host side
         self._conns: dict[str, _Conn] = {}
         self._awaiting: dict[int, tuple[str, int]] = {}  # seq -> (writer, req) to answer
@@ -191,6 +201,24 @@ class Node:
         self._departed: dict[str, tuple[()]] = {}
         # Identities whose session state we refused: never followed again.
         self._foreign: dict[str, tuple[()]] = {}
+
+    def _init_liveness(self) -> None:
+        """The state of core/quorum.py's rules, and of exact rollback reports."""
+        # reported undone by a merge; and those a later merge brought back
+        # (there is no event for that yet: see ``restored``)
+        self._undone: dict[int, _Acked] = {}
+        #: Requests of ours reported in a WritesRolledBack that a later merge
+        #: restored (the history that won held them after all).
+        self.restored: set[int] = set()
+        # when we last woke from a pause; members that asked us to take over
+        # from our host, and when; since when we have lost our host (peer) or
+        # reached no majority (host)
+        self._woke_at = float("-inf")
+        self._evidence: dict[str, Streak] = {}
+        self._lost_since: float | None = None
+        self._isolated_since: float | None = None
+        # the last membership a majority of its own saw (host): who votes
+        self._agreed: frozenset[str] = frozenset((self.me.id,))
 
     # ================================================================ inputs
 
@@ -230,6 +258,7 @@ class Node:
             self.replica.seed(initial, initial_seq)
             self._expiry = {key: now + ttl for key, _, _, _, _, ttl in initial if ttl > 0}
         self.role, self.epoch, self.ready = Role.HOST, 1, True
+        self._agreed = frozenset((self.me.id,))
         ops: list[tuple[Any, ...]] = [
             ("join", self.me_at(self.replica.seq + 1)),
             ("term", 1, self.me.id, None, "created"),
@@ -249,7 +278,7 @@ class Node:
 
     def receive(self, msg: Message, now: float) -> None:
         """Handle one decoded message from the network."""
-        self._clock = now
+        self._note_clock(now)
         if msg.sender == self.me.id:
             self._drop("from myself")
             return
@@ -267,7 +296,7 @@ class Node:
         now: float,
     ) -> int:
         """Queue a write; its outcome appears in ``outcomes`` with the returned number."""
-        self._clock = now
+        self._note_clock(now)
         if self.role in (Role.LEAVING, Role.CLOSED):
             raise RuntimeError(f"can't write in role {self.role.name}")
         request = self.writer.new(ops, conds)
@@ -283,7 +312,7 @@ class Node:
 
     def leave(self, now: float) -> None:
         """Leave on purpose: a host hands over to its successor first."""
-        self._clock = now
+        self._note_clock(now)
         if self.role is Role.HOST:
             successor = self._synced_successor()
             self._close_host_side()
@@ -306,12 +335,12 @@ class Node:
         """Discovery saw another host of this session (two halves of a split
         session, or two nodes that started hosting at once).
 
-        We announce ourselves to it with our rank; the two settle on one by
-        :meth:`rank` (more players, then the higher epoch, then the lower node
-        id), and the lower steps down. Ranks travel in messages rather than in
-        the advertisement, so both sides compare fresh numbers; ``epoch`` (what
-        discovery advertised) is not needed for the decision."""
-        self._clock = now
+        We announce ourselves to it with our :meth:`standing`; the two settle
+        on one by ``core/rank.py``, and the loser steps down. Standings travel
+        in messages rather than in the advertisement, so both sides compare
+        fresh numbers; ``epoch`` (what discovery advertised) is not needed for
+        the decision."""
+        self._note_clock(now)
         if self.role is not Role.HOST or host_id == self.me.id:
             return
         if self._may_lead(host_id):
@@ -320,9 +349,10 @@ class Node:
 
     def tick(self, now: float) -> None:
         """Run timers: heartbeats, liveness, hello retries, leave deadline."""
-        self._clock = now
+        self._note_clock(now)
         cfg = self.config
         if self.role is Role.HOST:
+            self._check_isolation(now)
             if now - self._beat_at >= cfg.heartbeat_interval:
                 self._beat_at = now
                 beat = Heartbeat(sender=self.me.id, epoch=self.epoch, seq=self.replica.seq)
@@ -332,6 +362,8 @@ class Node:
             if self._expiry:
                 self._expire(now)
             dead = [pid for pid, c in self._conns.items() if now - c.last_heard > cfg.peer_timeout]
+            if dead and not self._may_remove(dead, now):
+                dead = []  # without a majority we cannot tell who is cut off: remove nobody
             for peer_id in dead:
                 self._remove_member(peer_id, "timeout", now)
         elif self.role is Role.PEER and self._target is not None:
@@ -372,12 +404,32 @@ class Node:
         return self.replica.host_id
 
     def rank(self) -> Rank:
-        """Host only: how two hosts of one session settle on one. The host that
-        serves more synced players wins (so an isolated peer that took over
-        alone gives way to the rest of the session, not the reverse); on a tie
-        the higher epoch, then the lower node id."""
-        players = 1 + sum(1 for conn in self._conns.values() if conn.synced)
-        return host_rank(players, self.epoch, self.me.id)
+        """Host only: this host as a first join ranks the hosts it finds, from
+        what our advert says (players, epoch, id): ``rank.host_rank``, the
+        part of ``rank.wins`` that an advert shows."""
+        return host_rank(len(self.replica.members), self.epoch, self.me.id)
+
+    def standing(self) -> Standing:
+        """Host only: what two hosts of one session compare to settle on one
+        (``core/rank.py``): its history, whether it hears from a majority of
+        its last agreed membership now, its live players, epoch and id."""
+        live = self._live(self._clock)
+        r = self.replica
+        return Standing(
+            host_id=self.me.id,
+            epoch=self.epoch,
+            live=live,
+            majority=self._majority_of(self._agreed, self._clock),
+            seq=r.seq,
+            terms=tuple(r.terms),
+        )
+
+    @property
+    def isolated(self) -> bool:
+        """Host only: it has heard from no majority of its session within
+        ``host_timeout`` (it then acknowledges nothing, unless it was allowed
+        to go on alone after ``isolation_timeout``)."""
+        return self.role is Role.HOST and self._isolated_since is not None
 
     @property
     def target_id(self) -> str | None:
@@ -408,6 +460,105 @@ class Node:
     def take_outcomes(self) -> list[Outcome]:
         out, self.outcomes = self.outcomes, []
         return out
+
+    # ================================================================ liveness
+
+    def _note_clock(self, now: float) -> None:
+        """Keep the caller's clock. An input after a silence longer than
+        host_timeout means we were not running (a pause, a frozen machine:
+        the adapter calls ``tick`` far more often): what we handle now was
+        sent long ago, so nobody counts as live on it."""
+        if now - self._clock > self.config.host_timeout and self.role is not Role.IDLE:
+            self._woke_at = now
+            self.stats["woke"] += 1
+        self._clock = now
+        if self._woke_at == now and self.role is Role.HOST:
+            self._check_isolation(now)
+
+    def _live(self, now: float) -> int:
+        """Host: itself and the members heard within host_timeout, since we woke."""
+        return live_count((c.heard for c in self._conns.values()), now, self._woke_at, self.config)
+
+    def _majority_of(
+        self,
+        ids: frozenset[str],
+        now: float,
+        *,
+        within: float | None = None,
+        exclude: tuple[str, ...] = (),
+    ) -> bool:
+        """Host: are we and the live members among *ids* a majority of them?
+        Only those vote: players who joined us while we were isolated do not
+        make us a majority of the membership we lost."""
+        heard = (c.heard for pid, c in self._conns.items() if pid in ids and pid not in exclude)
+        live = live_count(heard, now, self._woke_at, self.config, within=within)
+        return has_majority(live, len(ids | {self.me.id}))
+
+    def _check_isolation(self, now: float) -> None:
+        """Host: are we heard by a majority of the last agreed membership?
+        While we are, the current membership becomes agreed once that keeps
+        a majority; when we stop being, we become ``isolated``. The lone-node
+        rule: after isolation_timeout (durability "default") we go on with
+        the players we hear, which become the agreed membership."""
+        if not self._majority_of(self._agreed, now) and may_go_alone(
+            self._isolated_since, now, self.config
+        ):
+            self.stats["went_alone"] += 1
+            cfg, woke = self.config, self._woke_at
+            live = {pid for pid, c in self._conns.items() if is_live(c.heard, now, woke, cfg)}
+            self._agreed = frozenset(live | {self.me.id})
+        if self._majority_of(self._agreed, now):
+            members = frozenset(m.id for m in self.replica.members) | {self.me.id}
+            if self._majority_of(members, now):
+                self._agreed = members
+            if self._isolated_since is not None:
+                self._isolated_since = None
+                self.events.append(IsolationChanged(isolated=False))
+                if self._successor is not None:
+                    self._ask_ack(self._successor)  # it was told not to acknowledge
+                self._release_durable()
+        elif self._isolated_since is None:
+            self._isolated_since = now
+            self.stats["isolated"] += 1
+            self.events.append(IsolationChanged(isolated=True))
+
+    def _may_remove(self, dead: list[str], now: float) -> bool:
+        """Host: removing members changes the membership, so only while the
+        others (not counting them) are a majority of the agreed membership;
+        after isolation_timeout that is whoever we hear (_check_isolation).
+        The others must have been heard a heartbeat more recently than
+        host_timeout: members cut off together fall silent a heartbeat apart,
+        and the last of them must not vouch for the removal of the first."""
+        cfg = self.config
+        within = max(cfg.host_timeout - cfg.heartbeat_interval, cfg.heartbeat_interval)
+        return self._majority_of(self._agreed, now, within=within, exclude=tuple(dead))
+
+    def _acks_paused(self) -> bool:
+        """Host: isolated and not (yet) allowed to go on alone."""
+        since = self._isolated_since
+        return since is not None and not may_go_alone(since, self._clock, self.config)
+
+    def _note_evidence(self, msg: Hello, now: float) -> None:
+        """A member asks us to take over from the host it lost, which is ours:
+        it can reach us, which counts towards a majority at once (a takeover
+        waits for no second Hello: we lost that host too, see
+        _asked_to_take_over, so a Hello held by TCP is no news against it)."""
+        if self.replica.member(msg.sender) is None:
+            return
+        streak = self._evidence.get(msg.sender)
+        if streak is None or now - streak.last > self.config.host_timeout:
+            since = now - self.config.heartbeat_interval
+            streak = self._evidence[msg.sender] = Streak(since=since, last=now)
+        streak.hear(now, self.config)
+
+    def _may_take_over(self, now: float) -> bool:
+        """Peer next in succession: take over only if we reach a majority of the
+        membership (ourselves and the members that asked us, lately), or
+        after isolation_timeout without one, where allowed."""
+        reach = live_count(self._evidence.values(), now, self._woke_at, self.config)
+        if has_majority(reach, len(self.replica.members)):
+            return True
+        return may_go_alone(self._lost_since, now, self.config)
 
     # ================================================================ host side
 
@@ -687,11 +838,13 @@ class Node:
         """Host: apply a change it made and send it to every synced peer."""
         self.replica.apply(change, events=self.events if report else None)
         self._note_ttl(change)
-        # The successor first: its acknowledgement is what the writer waits for.
+        # The successor first: its acknowledgement is what the writer waits for
+        # (and it answers the writer itself: not while we are isolated).
         successor = self._successor
         if successor is not None and self._conns.get(successor, _UNSYNCED).synced:
+            ack = not self._acks_paused()
             self._send_id(
-                successor, ChangeMsg(sender=self.me.id, epoch=self.epoch, change=change, ack=True)
+                successor, ChangeMsg(sender=self.me.id, epoch=self.epoch, change=change, ack=ack)
             )
         others = ChangeMsg(sender=self.me.id, epoch=self.epoch, change=change, ack=False)
         for peer_id, conn in self._conns.items():
@@ -741,7 +894,10 @@ class Node:
         return self.replica.snapshot(self.ttl_left())
 
     def _durable_point(self) -> int:
-        """Highest seq that survives the loss of this host."""
+        """Highest seq that survives the loss of this host: none while we are
+        isolated (a takeover on the other side may not hold it)."""
+        if self._acks_paused():
+            return 0
         if not self.replica.succession():
             return self.replica.seq  # alone: nobody else could hold it
         return self._durable if self._successor is not None else 0
@@ -859,11 +1015,10 @@ class Node:
         self.role, self.ready = Role.HOST, True
         self.epoch = max(self.epoch, self.replica.epoch) + 1
         self._target, self._failing_over = None, False
-        self._conns = {
-            m.id: _Conn(last_heard=now)
-            for m in self.replica.members
-            if m.id not in gone and m.id != self.me.id
-        }
+        # A result held for a change we have not applied names a seq of the
+        # lost host's history, not of ours: those requests are ordered again.
+        self.writer.held.clear()
+        self._term_liveness(gone, reason == "handoff", now)
         self._successor, self._durable, self._awaiting = None, 0, {}
         self._awaiting_seqs = []
         leave_reason = "left" if reason == "handoff" else "failed"
@@ -892,6 +1047,30 @@ class Node:
         for request in self.writer.unacked():
             self._order(self.me.id, request.req, self.writer.acked_upto, request.ops, request.conds)
         self._release_durable()
+
+    def _term_liveness(self, gone: list[str], handoff: bool, now: float) -> None:
+        """A new host's view of who is live. After a handoff, the members the
+        old host served (it handed them over); after a failover, the members
+        that asked us to take over: the others have peer_timeout to say hello.
+        The agreed membership is the one we lost the host from (the lost host
+        is in it), so a node that goes on alone stays isolated, acting as
+        the lone-node rule allows."""
+        ids = [m.id for m in self.replica.members if m.id not in gone and m.id != self.me.id]
+        self._conns = {mid: _Conn(last_heard=now) for mid in ids}
+        for mid, conn in self._conns.items():
+            if handoff:
+                conn.heard = Streak(since=now - self.config.heartbeat_interval, last=now)
+            elif mid in self._evidence:
+                conn.heard = self._evidence[mid]
+        if handoff:
+            self._agreed = frozenset(self._conns) | {self.me.id}
+        else:  # the membership we lost the host from, the host included
+            self._agreed = frozenset(m.id for m in self.replica.members) | {self.me.id}
+        self._isolated_since = None
+        if not self._majority_of(self._agreed, now):
+            self._isolated_since = self._lost_since if self._lost_since is not None else now
+        self._evidence.clear()
+        self._lost_since = None
 
     def _step_down(self, winner: Member, now: float) -> None:
         """Another host outranks us: send our peers there and join it."""
@@ -952,7 +1131,8 @@ class Node:
                 refusal = Refused(sender=self.me.id, epoch=self.epoch, reason=reason)
                 self.outbox.append(Send(msg.sender, msg.endpoints, refusal))
                 return
-        if self.replica.member(msg.sender) is None:
+        newcomer = self.replica.member(msg.sender) is None
+        if newcomer:
             member = Member(
                 id=msg.sender,
                 name=msg.name,
@@ -991,8 +1171,22 @@ class Node:
         )
         self.stats["welcome_snapshot" if changes is None else "welcome_catchup"] += 1
         self._send_id(msg.sender, welcome)
-        self._conns[msg.sender] = _Conn(last_heard=now, synced=True)
+        self._welcomed(msg.sender, newcomer, now)
         self._update_successor(resynced=msg.sender)
+
+    def _welcomed(self, sender: str, newcomer: bool, now: float) -> None:
+        """Host: *sender* is a synced member now; its streak of messages goes
+        on if it had one. A newcomer is live at once and in the agreed
+        membership (a bigger one only makes majorities harder to reach), but
+        not while we are isolated: it would help outvote the members we lost."""
+        old = self._conns.get(sender)
+        conn = self._conns[sender] = _Conn(last_heard=now, synced=True)
+        if old is not None:
+            conn.heard = old.heard
+        elif newcomer and self._isolated_since is None:
+            conn.heard = Streak(since=now - self.config.heartbeat_interval, last=now)
+            self._agreed |= {sender}
+        conn.heard.hear(now, self.config)
 
     def _host_write(self, msg: Write, now: float) -> None:
         conn = self._member_conn(msg, now)
@@ -1026,30 +1220,41 @@ class Node:
 
     def _host_redirect(self, msg: Redirect, now: float) -> None:
         """Another host announces itself: it took over while we were cut off,
-        or discovery made us meet. The lower rank steps down; the higher one
-        answers once, so that the other learns it is outranked."""
+        or discovery made us meet. ``rank.wins`` decides; the loser steps
+        down, the winner answers once, so that the other learns it lost."""
         if msg.host_id != msg.sender:
             self._drop("redirect to a third node, sent to a host")
             return
         if not self._may_meet(msg, now):
             return
         _remember(self._rivals, msg.sender, msg.endpoints)
-        theirs = host_rank(msg.players, msg.epoch, msg.host_id)
-        if theirs > self.rank():
+        mine = self.standing()
+        theirs = Standing(
+            host_id=msg.host_id,
+            epoch=msg.epoch,
+            live=max(1, msg.players),
+            majority=msg.majority,
+            seq=msg.seq,
+            terms=msg.terms,
+        )
+        if wins(theirs, mine):
             self._step_down(Member(id=msg.host_id, name="", endpoints=msg.endpoints), now)
         elif msg.reason != "outranked":
             self.outbox.append(Send(msg.sender, msg.endpoints, self._announce("outranked")))
 
     def _announce(self, reason: str) -> Redirect:
-        """A host's notice that it hosts, with its rank."""
-        players, epoch, _ = self.rank()
+        """A host's notice that it hosts, with its standing (core/rank.py)."""
+        mine = self.standing()
         return Redirect(
             sender=self.me.id,
-            epoch=epoch,
+            epoch=mine.epoch,
             host_id=self.me.id,
             endpoints=self.me.endpoints,
             reason=reason,
-            players=players,
+            players=mine.live,
+            majority=mine.majority,
+            seq=mine.seq,
+            terms=mine.terms,
         )
 
     def _member_conn(self, msg: Message, now: float) -> _Conn | None:
@@ -1064,6 +1269,7 @@ class Node:
                 )
             return None
         conn.last_heard = now
+        conn.heard.hear(now, self.config)
         return conn
 
     # ================================================================ who may change a role
@@ -1194,25 +1400,37 @@ class Node:
 
     def _host_lost(self, lost: str, now: float) -> None:
         """The host (or the candidate we were asking) is silent: try the next
-        member in succession, or take over if that is us."""
+        member in succession. If that is us, take over when a majority can
+        reach us (``_may_take_over``); else keep asking the host we lost (the
+        one cut off may be us) and count the members who ask us."""
         if self._sent_in_vain(lost, now):
             return
         self._suspects.add(lost)
         self._failing_over = True
+        if self._lost_since is None:
+            self._lost_since = now
         self.stats["host_lost"] += 1
         for m in self.replica.succession():
             if m.id in self._suspects:
                 continue
-            if m.id == self.me.id:
-                self._take_over("failover", now)
-            else:
+            if m.id != self.me.id:
                 self._follow(m, now)
+                return
+            break
+        if self._may_take_over(now):
+            self._take_over("failover", now)
             return
-        self._take_over("failover", now)
+        self.stats["takeover_waits"] += 1
+        host = self.replica.member(self.replica.host_id)
+        if host is None or host.id == self.me.id:
+            host = self._target
+        if host is not None:
+            self._follow(host, now)
 
-    def _should_take_over(self, msg: Hello, now: float) -> bool:
-        """Someone asks us to host: agree when the host they lost is ours and
-        every member ahead of us in succession is lost too."""
+    def _asked_to_take_over(self, msg: Hello, now: float) -> bool:
+        """Someone asks us to host: true when the host they lost is ours and
+        every member ahead of us in succession is lost too (we then take over
+        once a majority asks, ``_may_take_over``)."""
         if msg.prev_host is None or msg.prev_host != self.replica.host_id:
             return False
         if self.role is Role.JOINING and not self._failing_over:
@@ -1236,9 +1454,22 @@ class Node:
             self._drop("hello from a refused identity")  # it may not make us host either
             return
         member = self.replica.member(msg.sender) is not None
-        if self.ready and member and self._should_take_over(msg, now):
+        if self.ready and member and self._asked_to_take_over(msg, now):
+            self._note_evidence(msg, now)
             self._suspects |= set(msg.suspects) | {msg.prev_host or ""}
             self._suspects.discard("")
+            if not self._may_take_over(now):
+                # not (yet) a majority: tell it we are alive and gathering, so
+                # that it goes on asking us rather than the next in line
+                notice = Redirect(
+                    sender=self.me.id,
+                    epoch=self.epoch,
+                    host_id=self.me.id,
+                    endpoints=self.me.endpoints,
+                    reason="candidate",
+                )
+                self.outbox.append(Send(msg.sender, msg.endpoints, notice))
+                return
             self._take_over("failover", now)
             self._host_hello(msg, now)
             return
@@ -1346,6 +1577,13 @@ class Node:
             self._follow(self._target or self.me, now)
 
     def _peer_redirect(self, msg: Redirect, now: float) -> None:
+        if msg.reason == "candidate":
+            # The next in succession is alive and waits for a majority to ask
+            # it: keep asking it (it takes over once enough do).
+            target = self._target
+            if self.role is Role.JOINING and target and msg.sender == target.id == msg.host_id:
+                self._asked_since = now
+            return
         if msg.reason in ("host", "outranked"):
             # one host to another (discovery's view of who hosts may be stale):
             # a peer follows its own host, which settles with the other
@@ -1360,6 +1598,17 @@ class Node:
         from_host = self._target is not None and msg.sender == self._target.id
         if not (from_host and msg.epoch >= self.epoch) and msg.epoch <= self.epoch:
             self._drop("redirect from a lower epoch")
+            return
+        if (
+            not from_host
+            and msg.reason != "handoff"  # our host left on purpose and chose it
+            and self.role is Role.PEER
+            and now - self._heard <= self.config.host_timeout
+            and now >= self._woke_at + self.config.heartbeat_interval
+        ):
+            # Our host is alive: another node's takeover is stale news (held
+            # by TCP) or a minority's; our host settles with it if they meet.
+            self._drop("takeover notice while our host is alive")
             return
         if msg.host_id == self.me.id:
             return
@@ -1403,8 +1652,8 @@ class Node:
             # A result held for a change we had not applied yet names a seq of
             # the history we leave; it says nothing of this one. Ask again.
             self.writer.held.clear()
-            rolled = self._rolled_back(msg.snapshot.terms, msg.snapshot.seq)
             self.replica.load(msg.snapshot, events=self.events if report else None)
+            rolled = self._rolled_back(msg.snapshot.terms, msg.snapshot.seq)
             self._expiry = {
                 key: self._clock + ttl for key, _, _, _, _, ttl in msg.snapshot.data if ttl > 0
             }
@@ -1421,7 +1670,8 @@ class Node:
             return
         self._target = self.replica.member(msg.sender) or self._target
         self._suspects.clear()
-        self._failing_over = False
+        self._evidence.clear()
+        self._failing_over, self._lost_since = False, None
         self._heard = self._beat_at = now
         self._release_own()
         for request in self.writer.unacked():
@@ -1446,15 +1696,42 @@ class Node:
 
         Taken from the acknowledgements we kept rather than from the log: the
         log starts afresh at every snapshot, and a write acknowledged before
-        an earlier snapshot is just as lost."""
+        an earlier snapshot is just as lost. Called once the snapshot is
+        loaded: a write the new history applied elsewhere (a resent request
+        that two lineages each applied, at different places) is in its table
+        of results, and is not lost."""
         out, kept = [], []
         for a in self._acked:
-            if history_contains(terms, last_seq, a.seq, a.epoch, a.origin):
-                kept.append(a)
+            found = self._found_in(a, terms, last_seq)
+            if found is not None:
+                kept.append(found)
             else:
                 out.append(RolledBackWrite(writer=self.me.id, request=a.req, keys=a.keys))
-        self._acked = deque(kept, maxlen=self.config.log_keep)
+                self._undone[a.req] = a
+        for req, a in list(self._undone.items()):
+            # undone by an earlier merge, and this history holds it after all
+            found = self._found_in(a, terms, last_seq)
+            if found is not None and req not in {w.request for w in out}:
+                del self._undone[req]
+                self.restored.add(req)
+                kept.append(found)
+        self._acked = deque(sorted(kept, key=lambda x: x.seq))
         return tuple(out)
+
+    def _found_in(
+        self, a: _Acked, terms: tuple[tuple[int, int, str], ...], last_seq: int
+    ) -> _Acked | None:
+        """Where acknowledged write *a* sits in the history just loaded (its
+        own place, or where that history applied the same request), if it is
+        there."""
+        if history_contains(terms, last_seq, a.seq, a.epoch, a.origin):
+            return a
+        record = self.replica.dedupe.get(self.me.id)
+        here = record.results.get(a.req) if record is not None else None
+        term = self.replica.term_of(here[2]) if here is not None and here[0] == "ok" else None
+        if here is None or term is None:
+            return None
+        return _Acked(a.req, here[2], term[0], term[1], a.keys)
 
     def _joining_refused(self, msg: Refused, now: float) -> None:
         """The host we ask to join is full or closed: a first join ends here

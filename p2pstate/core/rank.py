@@ -1,22 +1,98 @@
-"""Which of two hosts of one session a merge keeps: one rule, used by the
-node (its own rank and a rival's), the lobby (which host to list) and a first
-join (which host to ask).
+"""The one rule that decides which of two hosts of a session (and so which
+of two histories) wins when they meet: after a split heals, after a pause,
+or when two copies started hosting at once.
 
-Pure: numbers in, an order key out. The host serving more players wins (an
-isolated peer that took over alone gives way to the rest of the session);
-on a tie the higher epoch, then the lower node id.
+In order:
+
+1. A history that holds the other's last change *extends* it: it wins, as
+   stepping down then undoes nothing.
+2. Otherwise both sides hold changes the other lacks. If they are one
+   session (their histories start with the same term), the side that holds
+   a majority of its last agreed membership *now* wins: only it can have
+   acknowledged writes under the session's rules (a host without a majority
+   stops acknowledging, see :mod:`.quorum`). Two sessions (a copy that found
+   no host and started its own, maybe while the session's last player waited
+   out ``isolation_timeout``) have no common membership to count: the longer
+   history wins, so the game's state is not replaced by a newcomer's.
+3. Then more live players (heard within ``host_timeout``, now), then the
+   higher epoch, then the longer history, then the lower node id:
+   deterministic, the same on both sides.
+
+Each host counts its own live players itself, by the verified rule of
+:mod:`.quorum` (heard within ``host_timeout``, after it last woke from a
+pause), and both sides compare the same two standings by the same total
+order: that symmetry is what makes them settle. (Capping a rival's claim by
+what *we* see was tried, and made two hosts with crossed membership lists
+each think it won, for ever: PARTITION seed 200109.) Who may take part at
+all is decided before this rule: a host never meets a rival that its access
+state refuses, nor a member it hears as live (node.py, ``_may_meet``).
+
+A first join and the lobby see only a host's mDNS record (players, epoch,
+id), not its history: :func:`host_rank` is the part of this order that a
+record shows (rule 3 without the history), so they pick the host that
+would win a merge whenever histories do not decide it.
 """
 
 from __future__ import annotations
 
-__all__ = ["Rank", "host_rank"]
+from dataclasses import dataclass
+
+from .replica import history_contains
+
+__all__ = ["Rank", "Standing", "host_rank", "wins"]
+
+Terms = tuple[tuple[int, int, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """What a host knows of itself, or what a rival claims of itself."""
+
+    host_id: str
+    epoch: int
+    #: Players heard within host_timeout, the host included.
+    live: int
+    #: Whether ``live`` is a majority of the host's last agreed membership.
+    majority: bool
+    #: Its last change and the terms (first seq, epoch, origin) of its history.
+    seq: int
+    terms: Terms
+
+    def holds_last_of(self, other: Standing) -> bool:
+        """Whether this history contains the other's last change."""
+        if other.seq == 0:
+            return True
+        if not other.terms:
+            return False
+        _, epoch, origin = other.terms[-1]
+        return history_contains(self.terms, self.seq, other.seq, epoch, origin)
+
+
+def wins(a: Standing, b: Standing) -> bool:
+    """Whether host *a* wins over host *b* (see the module's rule)."""
+    a_extends, b_extends = a.holds_last_of(b), b.holds_last_of(a)
+    if a_extends != b_extends:
+        return a_extends
+    one_session = bool(a.terms) and bool(b.terms) and a.terms[0] == b.terms[0]
+    if one_session and a.majority != b.majority:
+        return a.majority
+    if not one_session and a.seq != b.seq:
+        return a.seq > b.seq
+    return _key(a) > _key(b)
+
+
+def _key(s: Standing) -> tuple[int, int, int, tuple[int, ...]]:
+    return (s.live, s.epoch, s.seq, _lower_first(s.host_id))
+
 
 #: (players, epoch, the node id as a key under which a lower id is larger)
 Rank = tuple[int, int, tuple[int, ...]]
 
 
 def host_rank(players: int, epoch: int, node_id: str) -> Rank:
-    """The order key of a host: compare two with ``>``; the larger wins."""
+    """A host as its advert shows it: compare two with ``>``; the larger is
+    the one a merge keeps when histories do not decide (more players, then
+    the higher epoch, then the lower node id)."""
     return (players, epoch, _lower_first(node_id))
 
 

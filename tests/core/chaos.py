@@ -105,7 +105,7 @@ class Pipeline:
     acked: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (value, req)
 
     def pump(self) -> None:
-        if self.node_id not in self.net.alive:
+        if not self.net.active(self.node_id):  # crashed, or paused with its game
             return
         node = self.net.nodes[self.node_id]
         if node.role in (Role.LEAVING, Role.CLOSED) or not node.ready:

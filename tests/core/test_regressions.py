@@ -11,7 +11,7 @@ from simsession import CONFIG, Session
 from p2pstate.codec import hash_value
 from p2pstate.core.node import Role
 from p2pstate.events import WritesRolledBack
-from p2pstate.messages import Redirect, to_frame
+from p2pstate.messages import Heartbeat, Redirect, to_frame
 
 
 def test_resent_request_decided_in_an_earlier_term_is_answered() -> None:
@@ -54,14 +54,16 @@ def test_successor_that_said_hello_again_is_asked_to_acknowledge() -> None:
 def test_losing_the_last_peer_makes_awaiting_writes_durable() -> None:
     """The host's only peer died while a write awaited its acknowledgement.
     When the host removed it, it was alone (so every change is durable) but
-    did not look at the waiting writes again. Found by PARTITION seed 1049."""
+    did not look at the waiting writes again. Found by PARTITION seed 1049.
+    (A host that hears no majority goes on alone only after isolation_timeout.)"""
     s = Session(1049)
     a, b = s.start(2)
     s.net.crash(b.me.id)
     out = s.write(a, (("set", "k", 1),))
     s.net.run(0.01)
     assert not out
-    assert s.run_until(lambda: bool(out), CONFIG.peer_timeout + 0.2), s.tail()
+    limit = CONFIG.host_timeout + CONFIG.lone_after + CONFIG.peer_timeout + 0.2
+    assert s.run_until(lambda: bool(out), limit), s.tail()
     assert out[0].status == "ok"
     assert [m.id for m in a.replica.members] == [a.me.id]
 
@@ -152,11 +154,12 @@ def test_isolated_peer_that_took_over_gives_way_to_the_rest() -> None:
     """A peer cut off alone long enough took over at a higher epoch; the merge
     rule was "higher epoch wins", so when its cable came back the whole rest
     of the session stepped down to it and every write they made meanwhile was
-    rolled back. Hosts now rank by players served first."""
+    rolled back. Hosts now rank by players served first. (c goes on alone
+    only after isolation_timeout.)"""
     s = Session(1)
     a, b, c = s.start(3)
     s.net.partition({c.me.id})
-    s.net.run(2.0)
+    s.net.run(CONFIG.host_timeout + CONFIG.lone_after + 0.5)
     # c is the last one standing, for all it knows
     assert (c.role, c.epoch, a.role, a.epoch) == (Role.HOST, 2, Role.HOST, 1)
     s.put(a, "majority", 1)
@@ -198,7 +201,7 @@ def test_rollback_reports_writes_acknowledged_before_an_earlier_snapshot() -> No
     s = Session(0, max_delay=0.01)
     a, succ, w, *_others = s.start(7)
     s.net.partition({a.me.id, succ.me.id, w.me.id})  # 3 against 4
-    s.net.run(2.5)
+    s.net.run(CONFIG.host_timeout + CONFIG.lone_after + 0.5)  # a goes on alone
     assert s.put(w, "w1", 1).status == "ok"  # acknowledged by a and succ
     # w gets a change its host's successor does not, then the host dies:
     # the successor takes over and w resyncs from a snapshot
@@ -208,7 +211,7 @@ def test_rollback_reports_writes_acknowledged_before_an_earlier_snapshot() -> No
     s.net.crash(a.me.id)
     s.net.partition({succ.me.id, w.me.id})
     s.net.run(2.0)
-    assert succ.role is Role.HOST and succ.stats["welcome_snapshot"] == 1
+    assert succ.role is Role.HOST and succ.stats["welcome_snapshot"] >= 1
     assert "w1" in s.values(w)
     s.net.heal()  # the four win the merge
     assert s.settle(), s.tail()
@@ -240,17 +243,22 @@ def test_peer_removed_for_silence_is_told_at_once() -> None:
     """The host removed a peer that had been silent for peer_timeout, just
     after its link came back; the peer, still taking itself for a member,
     heard nothing more and only noticed host_timeout later. The host now
-    tells it. Found by PARTITION seed 375."""
+    tells it. Found by PARTITION seed 375. (The host's clock runs on in
+    ticks while c is heard: a host that hears no majority removes nobody, and
+    one whose clock jumped was paused and trusts nothing it held.)"""
     s = Session(375)
     a, b, c = s.start(3)
-    later = s.net.now + CONFIG.peer_timeout + 0.01
-    a.tick(later)  # the host's clock runs past everyone's silence
+    now = s.net.now
+    end = now + CONFIG.peer_timeout + 0.01
+    while now < end:  # the host's clock runs past b's silence
+        now += CONFIG.heartbeat_interval / 2
+        a.receive(Heartbeat(sender=c.me.id, epoch=a.epoch, seq=a.replica.seq), now)
+        a.tick(now)
     gone = [x for x in a.outbox if x.to in (b.me.id, c.me.id) and type(x.msg).__name__ == "Gone"]
-    assert {x.to for x in gone} == {b.me.id, c.me.id}
+    assert {x.to for x in gone} == {b.me.id}
     s.net.flush(a)
     assert s.settle(), s.tail()
-    # Both were told and came back, once each; which of the two comes back
-    # first is a race, and join order records it.
+    # b was told and came back, once
     members = s.members(a)
     assert members[0] == a.me.id and len(members) == 3
     assert set(members) == {a.me.id, b.me.id, c.me.id}

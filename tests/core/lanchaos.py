@@ -1,0 +1,157 @@
+"""Seeded schedules of LAN faults (issue 17) on top of chaos.py's workload:
+pauses (SIGSTOP) and link cuts (TCP holds the traffic) of the host, its
+successor, a writer or a pair, mixed with chaos.py's crashes, leaves,
+restarts and delay changes.
+
+* ``LanKind.SHORT``: one fault at a time (each after the session recovered
+  from the last), pauses and cuts shorter than ``isolation_timeout``: nothing
+  acknowledged may be undone, counters exact, no rollback reported.
+* ``LanKind.LONG``: also faults up to ten ``host_timeout``s (a cut-off node
+  then goes on alone) and pairs (host and successor, host and a writer):
+  a merge may undo what a minority acknowledged, and the rollback reports
+  must then be exact: the writes reported undone are exactly the
+  acknowledged writes that are gone.
+
+Both end with one host, every live replica equal, one session.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+
+from chaos import (
+    CONFIG,
+    COUNTER_KEYS,
+    Kind,
+    Report,
+    _rolled_back,
+    _Schedule,
+    check_quiet,
+    live,
+    recovered,
+)
+
+from p2pstate.core.node import Node, Role
+from p2pstate.sim import SimNetwork
+
+__all__ = ["LanKind", "run_lan_schedule"]
+
+T = CONFIG.host_timeout
+SHORT = (0.6 * T, 1.2 * T, 3.0 * T)  # all under isolation_timeout (4 T)
+LONG = (0.6 * T, 1.2 * T, 3.0 * T, 10.0 * T)
+
+
+class LanKind(enum.Enum):
+    SHORT = "short"
+    LONG = "long"
+
+
+class _LanSchedule(_Schedule):
+    def __init__(self, rng: random.Random, report: Report, lan: LanKind) -> None:
+        super().__init__(rng, report, 1)
+        self.lan = lan
+
+    def plan(self) -> list[tuple[float, str]]:
+        rng = self.rng
+        # chaos.py's crashes, leaves, restarts, delays (not its partitions)
+        plan = [p for p in super().plan() if p[1] not in ("partition", "heal")]
+        if rng.random() < 0.5:
+            plan = [p for p in plan if not p[1].startswith(("crash", "leave"))]
+        faults = ["pause_host", "pause_successor", "pause_peer", "cut_host", "cut_successor"]
+        faults += ["cut_peer"]
+        if self.lan is LanKind.LONG:
+            faults += ["pause_pair", "cut_pair", "cut_host_writer"]
+        start = self.net.now
+        for _ in range(rng.randint(1, 3)):
+            plan.append((start + rng.uniform(0.0, self.horizon), rng.choice(faults)))
+        return sorted(plan)
+
+    def inject(self, what: str) -> None:
+        if not what.startswith(("pause", "cut")):
+            super().inject(what)
+            return
+        net, report = self.net, self.report
+        if not self.run_pumping(lambda: recovered(net), 10.0):
+            raise report.fail("the session did not recover from the previous fault")
+        victims = self._victims(what)
+        if not victims:
+            return
+        seconds = self.rng.choice(SHORT if self.lan is LanKind.SHORT else LONG)
+        names = " ".join(v.me.id[:6] for v in victims)
+        report.faults.append(f"{net.now:.3f} {what} {names} for {seconds:.2f} s")
+        for v in victims:
+            (net.pause if what.startswith("pause") else net.cut)(v.me.id)
+        self.run_pumping(lambda: False, seconds)
+        for v in victims:
+            if what.startswith("pause"):
+                net.resume(v.me.id)
+            else:
+                net.reconnect(v.me.id)
+
+    def _victims(self, what: str) -> list[Node]:
+        nodes = [n for n in live(self.net) if n.ready and n.role is not Role.LEAVING]
+        hosts = [n for n in nodes if n.role is Role.HOST]
+        if len(nodes) < 2 or len(hosts) != 1:
+            return []
+        host = hosts[0]
+        succ = self.net.nodes.get(host.successor_id or "")
+        peers = [n for n in nodes if n is not host and n is not succ]
+        target = what.split("_", 1)[1]
+        if target == "host":
+            return [host]
+        if target == "successor":
+            return [succ] if succ is not None else []
+        if target == "peer":
+            return [self.rng.choice(peers)] if peers else []
+        if target == "pair":
+            return [host, succ] if succ is not None and len(nodes) > 2 else []
+        return [host, self.rng.choice(peers)] if peers else []  # host_writer
+
+
+def run_lan_schedule(seed: int, lan: LanKind) -> Report:
+    """Run the LAN-fault schedule of *seed*; raise GuaranteeError (with the
+    seed, faults and trace) when a guarantee does not hold."""
+    rng = random.Random(seed)
+    max_delay = rng.choice((0.001, 0.003, 0.01))
+    net = SimNetwork(seed, config=CONFIG, max_delay=max_delay)
+    # SHORT is checked as chaos.py's SINGLE (nothing lost); LONG as PARTITION
+    # (losses reported), and then for exact reports below.
+    kind = Kind.SINGLE if lan is LanKind.SHORT else Kind.PARTITION
+    report = Report(seed, kind, net, [], [])
+    try:
+        _LanSchedule(rng, report, lan).run()
+        check_quiet(report)
+        _check_exact_reports(report)
+    except AssertionError:
+        raise
+    except Exception as exc:
+        raise report.fail(f"{type(exc).__name__}: {exc}") from exc
+    return report
+
+
+def _check_exact_reports(report: Report) -> None:
+    """Reported undone == acknowledged and gone, for every writer still here
+    (never more: a report of a write that is still there is a false alarm)."""
+    net = report.net
+    host = next(n for n in live(net) if n.role is Role.HOST)
+    data = host.replica.data
+    for p in report.pipelines:
+        if p.node_id in report.departed or p.node_id not in net.alive:
+            continue
+        gone = {
+            (req, key)
+            for key, (value, req) in p.acked.items()
+            if (entry := data.get(key)) is None or entry.value != value
+        }
+        reported = {(req, key) for req, key in _rolled_back(net, p.node_id) if key.startswith("u/")}
+        # a write undone by one merge and brought back by a later one
+        restored = {(req, key) for req, key in reported if req in net.nodes[p.node_id].restored}
+        if gone != reported - restored:
+            who = p.node_id[:6]
+            raise report.fail(f"{who}: undone {sorted(gone)}, reported {sorted(reported)}")
+    if report.kind is Kind.SINGLE:
+        for node_id in net.alive:
+            for req, key in _rolled_back(net, node_id):
+                if key in COUNTER_KEYS:
+                    raise report.fail(f"{node_id[:6]}: increment {req} reported undone")

@@ -1,0 +1,137 @@
+"""Issue 17, one test per row of its table, on the core under the simulator:
+pauses and link cuts must not undo acknowledged writes, and what a merge
+does undo is reported exactly."""
+
+from __future__ import annotations
+
+import pytest
+from lanfaults import party
+
+from p2pstate.core.config import Config
+from p2pstate.core.node import Role
+from p2pstate.core.writer import Outcome
+from p2pstate.events import IsolationChanged
+from p2pstate.sim import SimNetwork
+
+CONFIG = Config()
+
+
+@pytest.mark.parametrize("seconds", [0.6, 1.0, 1.5, 3.0, 8.0, 20.0])
+def test_host_paused(seconds: float) -> None:
+    p = party(1)
+    host = p.host
+    p.net.pause(host.me.id)
+    p.run(seconds)
+    p.net.resume(host.me.id)
+    p.check()
+
+
+def test_host_and_successor_paused_together() -> None:
+    """Two at once: the rest (a majority) go on; what only the paused pair
+    held may be undone, and is then reported exactly."""
+    p = party(2)
+    host, succ = p.host, p.successor()
+    p.net.pause(host.me.id)
+    p.net.pause(succ.me.id)
+    p.run(1.5)
+    p.net.resume(host.me.id)
+    p.net.resume(succ.me.id)
+    p.check(may_lose=True)
+
+
+def test_host_closes_while_its_successor_is_paused() -> None:
+    p = party(3)
+    host, succ = p.host, p.successor()
+    p.net.pause(succ.me.id)
+    p.run(0.2)
+    p.net.leave(host.me.id)
+    p.run(3.0)
+    p.net.resume(succ.me.id)
+    p.check()
+
+
+@pytest.mark.parametrize("seconds", [1.2, 2.0])
+def test_a_writers_link_cut(seconds: float) -> None:
+    p = party(4)
+    w = p.writer()
+    p.net.cut(w.me.id)
+    p.run(seconds)
+    p.net.reconnect(w.me.id)
+    p.check()
+
+
+@pytest.mark.parametrize("seconds", [0.8, 1.5, 3.0])
+def test_the_successors_link_cut(seconds: float) -> None:
+    p = party(5)
+    succ = p.successor()
+    p.net.cut(succ.me.id)
+    p.run(seconds)
+    p.net.reconnect(succ.me.id)
+    p.check()
+
+
+def test_repeated_short_blips_on_the_hosts_link_cause_no_failover() -> None:
+    p = party(6)
+    host = p.host
+    for _ in range(5):
+        p.net.cut(host.me.id)
+        p.run(0.3)
+        p.net.reconnect(host.me.id)
+        p.run(0.5)
+    p.check()
+    assert p.host is host and host.epoch == 1
+
+
+def test_the_link_of_a_host_that_writes_cut() -> None:
+    """The host writes too; cut off, it must stop acknowledging its own
+    writes (it has no majority), so the others' takeover undoes nothing."""
+    p = party(7, writers=7)
+    host = p.host
+    p.net.cut(host.me.id)
+    p.run(1.5)
+    p.net.reconnect(host.me.id)
+    p.check()
+    assert host.role is Role.PEER
+
+
+def test_a_game_of_two_goes_on_alone_after_the_isolation_timeout() -> None:
+    """Default durability: the peer of a game of two dies; the host is
+    isolated and its write waits, then after isolation_timeout it goes on."""
+    net = SimNetwork(8)
+    host, peer = net.add_node(), net.add_node()
+    assert net.run_until(net.quiet, 5.0)
+    net.crash(peer.me.id)
+    net.run(CONFIG.host_timeout + 0.1)
+    assert host.isolated
+    out: list[Outcome] = []
+    net.write(host.me.id, (("set", "k", 1),), (), out.append)
+    net.run(CONFIG.lone_after - CONFIG.host_timeout)
+    assert not out  # waits: no majority yet
+    assert net.run_until(lambda: bool(out), CONFIG.lone_after), net.trace_tail()
+    assert out[0].status == "ok" and not host.isolated
+    assert IsolationChanged(isolated=True) in net.events[host.me.id]
+
+
+def test_majority_durability_never_lets_a_minority_host() -> None:
+    """durability="majority": the host of a game of two never goes on alone
+    (its write waits for good), and a peer cut off alone never takes over;
+    when the link is back it rejoins the host and nothing is undone."""
+    config = Config(durability="majority")
+    net = SimNetwork(9, config=config)
+    host, peer = net.add_node(), net.add_node()
+    third = net.add_node()
+    assert net.run_until(net.quiet, 5.0)
+    out: list[Outcome] = []
+    net.cut(third.me.id)
+    net.run(3 * config.lone_after)
+    assert third.role is not Role.HOST and host.role is Role.HOST and not host.isolated
+    net.write(third.me.id, (("set", "from-third", 1),), (), out.append)
+    net.reconnect(third.me.id)
+    assert net.run_until(lambda: bool(out) and net.quiet(), 10.0), net.trace_tail()
+    assert out[0].status == "ok"
+    net.crash(peer.me.id)
+    net.crash(third.me.id)
+    late: list[Outcome] = []
+    net.write(host.me.id, (("set", "alone", 1),), (), late.append)
+    net.run(3 * config.lone_after)
+    assert host.isolated and not late  # never acknowledged by a minority
