@@ -1453,12 +1453,16 @@ class Node:
         if not self._may_lead(msg.sender):
             self._drop("hello from a refused identity")  # it may not make us host either
             return
-        member = self.replica.member(msg.sender) is not None
-        if self.ready and member and self._asked_to_take_over(msg, now):
-            self._note_evidence(msg, now)
-            self._suspects |= set(msg.suspects) | {msg.prev_host or ""}
-            self._suspects.discard("")
-            if not self._may_take_over(now):
+        if self.ready and self._asked_to_take_over(msg, now):
+            # Only a member's word moves us (its suspects, its vote); one we
+            # do not know yet (its join was lost with the host) is told to
+            # keep asking us, or it would walk on and take over beside us.
+            member = self.replica.member(msg.sender) is not None
+            if member:
+                self._note_evidence(msg, now)
+                self._suspects |= set(msg.suspects) | {msg.prev_host or ""}
+                self._suspects.discard("")
+            if not member or not self._may_take_over(now):
                 # not (yet) a majority: tell it we are alive and gathering, so
                 # that it goes on asking us rather than the next in line
                 notice = Redirect(

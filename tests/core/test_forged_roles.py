@@ -15,7 +15,7 @@ from simsession import done, member_ids, start_players
 
 from p2pstate.core.access import Access
 from p2pstate.core.node import Node, Role
-from p2pstate.core.rank import host_rank
+from p2pstate.core.rank import Standing
 from p2pstate.messages import MAX_COUNTER, Redirect, to_frame
 from p2pstate.sim import SimNetwork
 
@@ -72,9 +72,17 @@ def test_a_live_members_claim_to_host_elsewhere_does_not_make_the_host_step_down
 def _lying_rival(
     net: SimNetwork, monkeypatch: pytest.MonkeyPatch, stored: Access | None = None
 ) -> Node:
-    """A host of its own session that claims a thousand players, met by discovery."""
+    """A host of its own session that claims a thousand live players, a
+    majority and a history a million changes long, met by discovery: by the
+    merge rule alone it wins, so only the access checks keep it out."""
     rival = net.add_node("eve", host=True, node_id="eve.1", stored_access=stored)
-    monkeypatch.setattr(rival, "rank", lambda: host_rank(1000, rival.epoch, rival.me.id))
+    honest = rival.standing
+
+    def lying() -> Standing:
+        real = honest()
+        return replace(real, live=1000, majority=True, seq=real.seq + 1_000_000)
+
+    monkeypatch.setattr(rival, "standing", lying)
     return rival
 
 

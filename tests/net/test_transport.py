@@ -131,7 +131,7 @@ def test_a_batch_never_exceeds_the_frame_limit() -> None:
     b = Transport(ctx, "bbbb", ["127.0.0.1"], max_frame_size=4096)
     try:
         hellos = [
-            replace(_hello("aaaa"), name="x" * 1500, resume_seq=i) for i in range(5)
+            replace(_hello("aaaa"), profile={"bio": "x" * 1500}, resume_seq=i) for i in range(5)
         ]  # each about 1.6 KB: five are twice the limit together
         for hello in hellos:
             a.send_io(Send("bbbb", b.endpoints, hello))
