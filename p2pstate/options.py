@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .core.access import ANY, MODES, Access, settings_from_wire
-from .core.config import Config
+from .core.config import Config, Durability
 from .errors import ProtocolError
 from .messages import check_profile, session_info
 from .storage import SqliteStorage, Storage
@@ -23,6 +23,16 @@ class Options:
     host_timeout: float = 0.5
     #: A peer silent this long is removed from the session by the host.
     peer_timeout: float = 0.5
+    #: How long a copy that reaches no majority of its session (its cable is
+    #: out, it was paused, the others are gone) waits before it goes on alone;
+    #: None: four ``host_timeout``s. Never, with ``durability="majority"``.
+    isolation_timeout: float | None = None
+    #: "default": a copy left alone goes on after ``isolation_timeout`` (the
+    #: last player of a game plays on; the halves of a true split both go on,
+    #: and a merge reports what it undoes). "majority": no copy hosts or
+    #: acknowledges without a majority of the session, so nothing acknowledged
+    #: is ever undone, and a session that lost its majority waits for it.
+    durability: Durability = "default"
     #: How long ``join`` listens for an existing host before hosting itself
     #: (copies starting together may wait up to twice that, or 1 s, to agree).
     discovery_window: float = 0.5
@@ -167,6 +177,8 @@ class Options:
             log_keep=self.log_keep,
             log_bytes=self.log_bytes,
             max_snapshot_bytes=self.max_frame_size,
+            isolation_timeout=self.isolation_timeout,
+            durability=self.durability,
         )
 
     def open_store(self) -> Storage | None:

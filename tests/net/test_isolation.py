@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from netkit import Join, PeerProcess, eventually
 
 import p2pstate
@@ -38,3 +39,29 @@ def test_host_of_two_is_isolated_when_its_peer_dies_then_goes_on(
     host.flush(timeout=5.0)  # the write made while isolated went through
     host["after"] = 3  # acknowledged alone now
     assert (host["before"], host["during"], host["after"]) == (1, 2, 3)
+
+
+def test_in_majority_mode_a_host_of_two_never_goes_on_alone(
+    join: Join, spawn: Callable[..., PeerProcess]
+) -> None:
+    """join(durability="majority"): the same game of two, the peer killed.
+    The host stays isolated well past isolation_timeout and acknowledges
+    nothing: a blocking write runs out its write_timeout (it stays queued,
+    and waits for a majority)."""
+    host = join(name="host", durability="majority", isolation_timeout=0.6, write_timeout=1.0)
+    peer = spawn(name="peer")
+    peer.wait_ready()
+    eventually(lambda: len(host.peers) == 2)
+    host["before"] = 1
+    peer.kill()
+    eventually(lambda: host.isolated, timeout=5.0)
+    with pytest.raises(p2pstate.SessionLostError):
+        host["during"] = 2  # 1 s: well past isolation_timeout (0.6 s)
+    assert host.is_host and host.isolated
+
+
+def test_join_checks_the_durability_options() -> None:
+    with pytest.raises(ValueError, match="durability"):
+        p2pstate.join("app", durability="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="isolation_timeout"):
+        p2pstate.join("app", isolation_timeout=0.1)
