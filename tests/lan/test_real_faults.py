@@ -29,37 +29,8 @@ if _REASON is not None:
 
 pytestmark = pytest.mark.netns
 
-#: Rows that undid acknowledged writes (or misreported them) on the code before
-#: issue 17's fix, seen failing here. Drop this set once the fix has landed.
-FAILING_BEFORE_FIX = {
-    "host-pause-0.6",
-    "host-pause-1.5",
-    "host-pause-3",
-    "pair-pause-1.5",
-    "close-successor-paused",
-    "writer-cut-1.5",
-    "successor-cut-1.5",
-    "host-blips",
-    "writing-host-cut-1.5",
-    "secret-writer-cut-1.5",
-}
 
-
-def _params() -> list[object]:
-    reason = "issue 17: acknowledged increments undone or misreported under this fault"
-    return [
-        pytest.param(
-            row,
-            id=row.id,
-            marks=[pytest.mark.xfail(strict=False, reason=reason)]
-            if row.id in FAILING_BEFORE_FIX
-            else [],
-        )
-        for row in ROWS
-    ]
-
-
-@pytest.mark.parametrize("row", _params())
+@pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
 def test_fault_keeps_every_acknowledged_increment(
     row: Row, make_lan: Callable[[int], Lan], app_name: str
 ) -> None:
