@@ -200,10 +200,10 @@ def _profile(v: Any) -> dict[str, Any]:
 def session_info(v: Any) -> dict[str, Any]:
     """The session's settings as a write or a snapshot carries them: only the
     known keys, each of its type. Raises ProtocolError (a ValueError)."""
-    info = _dict(v)
+    info = _dict(v)  # normalised: its str are valid text (no lone surrogate)
     for key, value in info.items():
         ok = {
-            "max_players": lambda x: x is None or (isinstance(x, int) and 1 <= x <= 10_000),
+            "max_players": lambda x: x is None or (_plain_int(x) and 1 <= int(x) <= 10_000),
             "joinable": lambda x: isinstance(x, bool),
             "version": lambda x: x is None or (isinstance(x, str) and len(x) <= 100),
             "metadata": lambda x: (
@@ -214,6 +214,10 @@ def session_info(v: Any) -> dict[str, Any]:
         if ok is None or not ok(value):
             raise ProtocolError(f"bad session setting {key!r}: {value!r}")
     return info
+
+
+def _plain_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _op(v: Any) -> tuple[Any, ...]:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .codec import check_text, normalize
 from .core.access import ANY, MODES, Access, settings_from_wire
 from .core.config import Config
 from .errors import ProtocolError
 from .messages import session_info
 from .storage import SqliteStorage, Storage
 
-__all__ = ["Options", "check_access_settings"]
+__all__ = ["Options", "check_access_settings", "check_count", "check_seconds"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,17 +94,27 @@ class Options:
         return cls(**kwargs)
 
     def __post_init__(self) -> None:
-        for name in ("discovery_window", "write_timeout", "rediscovery_interval"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
+        for name in _SECONDS:
+            check_seconds(name, getattr(self, name))
+        for name in _COUNTS:
+            check_count(name, getattr(self, name))
+        for name in ("poll_events", "joinable"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, not {getattr(self, name)!r}")
         if self.max_frame_size < 2 * self.max_value_size:
             raise ValueError("max_frame_size must be at least twice max_value_size")
         if self.secret is not None and (not isinstance(self.secret, str) or not self.secret):
             raise ValueError("secret must be a non-empty str (or None: no secret)")
+        if self.secret is not None:
+            check_text("secret", self.secret)
         if self.identity_dir is not None and not isinstance(self.identity_dir, (str, os.PathLike)):
             raise TypeError("identity_dir must be a path")
         if not isinstance(self.profile, dict):
             raise TypeError("profile must be a dict")
+        try:  # it travels in every Hello: what every peer can hold, or nothing
+            object.__setattr__(self, "profile", normalize(self.profile))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"profile: {exc}") from None
         self.core_config()  # validates the timing options
         if isinstance(self.store, (str, os.PathLike)):
             if not os.fspath(self.store):
@@ -155,6 +167,36 @@ class Options:
         if isinstance(self.store, (str, os.PathLike)):
             return SqliteStorage(self.store)
         return self.store
+
+
+_SECONDS = (
+    "heartbeat_interval",
+    "host_timeout",
+    "peer_timeout",
+    "discovery_window",
+    "rediscovery_interval",
+    "write_timeout",
+)
+_COUNTS = ("max_value_size", "max_frame_size", "max_pending_events", "log_keep")
+
+
+def check_seconds(name: str, value: object) -> float:
+    """A duration given to the API: a finite number of seconds above 0
+    (NaN would make every deadline compare false, so it is refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number of seconds above 0, got {value!r}")
+    return float(value)
+
+
+def check_count(name: str, value: object) -> int:
+    """A size or count given to the API: a positive int (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
 
 
 def check_access_settings(settings: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import zmq
 
-from .codec import fresh_copy
+from .codec import encode, fresh_copy
 from .core.access import AUTHORIZED_ONLY, Access
 from .core.ids import identity_of
 from .core.node import Node, Role
@@ -282,6 +282,8 @@ class Runtime:
         def submit_io() -> None:
             # Everything written before this goes first, coalesced or not.
             self._release_latest_io()
+            if self._unsendable_io(ops, conds, pending):
+                return
             try:
                 req = self.node.submit(ops, conds, now=time.monotonic())
             except RuntimeError:
@@ -306,6 +308,8 @@ class Runtime:
         self._submit_latest_io(key, ops)
 
     def _submit_latest_io(self, key: str, ops: tuple[tuple[Any, ...], ...]) -> None:
+        if self._unsendable_io(ops, (), None):
+            return
         try:
             req = self.node.submit(ops, (), now=time.monotonic())
         except RuntimeError:
@@ -326,6 +330,29 @@ class Runtime:
         ops = self._latest_waiting.pop(key, None)
         if ops is not None:
             self._submit_latest_io(key, ops)
+
+    def _unsendable_io(
+        self,
+        ops: tuple[tuple[Any, ...], ...],
+        conds: tuple[tuple[Any, ...], ...],
+        pending: _Pending | None,
+    ) -> bool:
+        """True if this write cannot be encoded, and then fail it alone, now.
+        The API's checks should make this impossible; but a write the core
+        took and could never send would stay first in line, resent forever,
+        and hold back every later write of this peer."""
+        try:
+            encode((ops, conds))
+        except Exception as exc:  # noqa: BLE001 (msgpack: TypeError, OverflowError, UnicodeError...)
+            self.stats["unsendable_writes"] += 1
+            level = logging.ERROR if self.stats["unsendable_writes"] == 1 else logging.DEBUG
+            log.log(level, "a write that cannot be encoded failed alone: %s", exc)
+            if pending is not None:
+                detail = f"{type(exc).__name__}: {exc}"
+                pending.outcome = Outcome(req=0, status="unsendable", detail=detail, seq=0)
+                pending.done.set()
+            return True
+        return False
 
     def check_expelled(self) -> None:
         """Raise BannedError (or PermissionDeniedError) once the session
