@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from netkit import Join, eventually
+from netkit import Join, eventually, run_cli
 
 import p2pstate
 from p2pstate import SharedState
@@ -174,3 +174,39 @@ def test_join_refuses_bad_arguments_before_starting(
 )
 def test_browse_refuses_bad_arguments(options: dict[str, Any], kind: type[Exception]) -> None:
     _refused_at_once(lambda: p2pstate.browse(interfaces=["127.0.0.1"], **options), kind)
+
+
+def test_the_longest_names_work_and_one_more_byte_is_refused(app_name: str) -> None:
+    """100 bytes of session name and player name (multi-byte characters, a
+    dot, a backslash) travel through mDNS and the lobby intact."""
+    session, name = "é.\\" + "é" * 47 + "xx", "é" * 50
+    assert len(session.encode()) == len(name.encode()) == 100
+    _refused_at_once(lambda: p2pstate.join(app_name, session + "x", interfaces=["127.0.0.1"]))
+    _refused_at_once(lambda: p2pstate.join(app_name, name=name + "x", interfaces=["127.0.0.1"]))
+    a = p2pstate.join(app_name, session, name=name, discovery_window=0.3, interfaces=["127.0.0.1"])
+    try:
+        found = p2pstate.browse(app_name, 1.0, session=session, interfaces=["127.0.0.1"])
+        assert [info.session for info in found] == [session]
+        assert a.me.name == name
+    finally:
+        a.close()
+
+
+def test_the_cli_refuses_what_no_peer_can_hold(spawn: Callable[..., Any], app_name: str) -> None:
+    """A file name decoded with surrogateescape as a key, a lone surrogate
+    escaped in JSON, an int past 64 bits: a clear error, and the session
+    goes on."""
+    host = spawn(name="host")
+    host.wait_ready()
+    for args, problem in (
+        (("\udcff.png", "1"), "surrogate"),
+        (("k", '"\\ud800"'), "surrogate"),
+        (("k", "18446744073709551616"), "64 bits"),
+    ):
+        done = run_cli("set", app_name, *args)
+        assert done.returncode == 1 and problem in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    done = run_cli("del", app_name, "\udcff")
+    assert done.returncode == 1 and "surrogate" in done.stderr, done.stderr
+    assert run_cli("set", app_name, "ok", "1").returncode == 0
+    assert host.cmd("get", key="ok")["value"] == 1
