@@ -210,3 +210,13 @@ def test_the_cli_refuses_what_no_peer_can_hold(spawn: Callable[..., Any], app_na
     assert done.returncode == 1 and "surrogate" in done.stderr, done.stderr
     assert run_cli("set", app_name, "ok", "1").returncode == 0
     assert host.cmd("get", key="ok")["value"] == 1
+
+
+def test_acl_calls_refuse_an_identity_no_peer_can_hold(join: Join) -> None:
+    a, b = join(**QUICK), join(**QUICK)
+    for call in (a.authorize, a.unauthorize, a.ban, a.unban):
+        message = _refused_at_once(functools.partial(call, "\ud800"))
+        assert "not a peer id or an identity" in message, message
+    a.authorize(b.me.id)
+    eventually(lambda: len(b.authorized) == 1)
+    _goes_on(a, b)
