@@ -16,8 +16,10 @@ from __future__ import annotations
 import enum
 import math
 import os
+import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -36,12 +38,22 @@ AT_ONCE = WRITE_TIMEOUT / 3
 #: should have made itself) or anything else.
 DOCUMENTED = (
     TypeError,
-    ValueError,
+    ValueError,  # BackupError and ValueTooLargeError are ValueErrors too
     KeyError,
     p2pstate.UpdateFailedError,
     p2pstate.DataUnchangedError,
     p2pstate.PermissionDeniedError,
+    p2pstate.QuotaExceededError,
+    p2pstate.RateLimitedError,
 )
+#: The session's limits as they start; each example ends by restoring them.
+OPEN = {
+    "writemode": p2pstate.ANY,
+    "max_keys": 100_000,
+    "max_total_bytes": 256 * 1024 * 1024,
+    "write_rate": 5_000.0,
+    "write_burst": 20_000,
+}
 
 
 class Color(str, enum.Enum):
@@ -96,7 +108,14 @@ values = st.recursive(
     ),
     max_leaves=10,
 )
-keys = texts | st.sampled_from(["k1", "k2", "k3"]) | st.integers() | st.binary(max_size=3)
+
+
+def mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """*good* two times in three, so that calls also meet state that exists."""
+    return st.integers(0, 2).flatmap(lambda i: good if i else bad)
+
+
+keys = mostly(st.sampled_from(["k1", "k2", "k3"]), texts | st.integers() | st.binary(max_size=3))
 ttls = st.none() | st.sampled_from([1000.0, 0, -1, math.nan, math.inf, 1e9, True, "5"])
 flags = st.booleans()
 
@@ -105,10 +124,15 @@ def call_strategy(peer_ids: list[str]) -> st.SearchStrategy[tuple[Any, ...]]:
     """(method name, arguments) of one public call."""
     peer = st.sampled_from(peer_ids) | texts
     oldhash = st.sampled_from(["0" * 32]) | texts | st.integers()
+    setting = st.sampled_from(["max_keys", "max_total_bytes", "write_rate", "write_burst"])
+    modes = mostly(st.sampled_from([p2pstate.ANY, p2pstate.UNBANNED_ONLY]), texts)
+    limit = mostly(st.integers(1, 10**6), numbers | texts)
     return st.one_of(
         st.tuples(st.just("set"), keys, values, flags, flags, flags, ttls),
         st.tuples(st.just("del"), keys),
+        st.tuples(st.just("read"), keys),
         st.tuples(st.just("update_many"), st.dictionaries(keys, values, max_size=4)),
+        st.tuples(st.just("update_kwargs"), st.dictionaries(texts, values, max_size=3)),
         st.tuples(st.just("update_cas"), keys, oldhash, values, flags),
         st.tuples(st.just("apply_op"), keys, values, flags, values),
         st.tuples(st.just("get_if_changed"), keys, oldhash, flags),
@@ -122,61 +146,122 @@ def call_strategy(peer_ids: list[str]) -> st.SearchStrategy[tuple[Any, ...]]:
             st.dictionaries(texts, texts | st.integers(), max_size=3),
             st.none() | st.integers(-2, 20_000) | st.booleans(),
         ),
+        st.tuples(st.just("access"), st.dictionaries(setting, limit, max_size=2), modes),
+        st.tuples(
+            st.just("acl"), st.sampled_from(["authorize", "unauthorize", "ban", "unban"]), peer
+        ),
+        st.tuples(st.just("backup"), st.binary(max_size=40) | st.none()),
         st.tuples(st.just("hash"), values),
     )
 
 
+def _set(s: SharedState, key: Any, value: Any, *flags_and_ttl: Any) -> None:
+    wait, ephemeral, owner_only, ttl = flags_and_ttl
+    s.set(key, value, wait=wait, ephemeral=ephemeral, owner_only=owner_only, ttl=ttl)
+    s.flush()
+
+
+def _read(s: SharedState, key: Any) -> None:
+    assert (key in s) == (s.get(key, s) is not s)
+    s.version(key)
+
+
+def _current(s: SharedState, key: Any, oldhash: Any, use_current: bool) -> Any:
+    if use_current and isinstance(key, str) and key in s:
+        return p2pstate.hash_value(s[key])
+    return oldhash
+
+
+def _update_cas(s: SharedState, key: Any, oldhash: Any, new: Any, use_current: bool) -> None:
+    s.update(key, _current(s, key, oldhash, use_current), new)
+
+
+def _get_if_changed(s: SharedState, key: Any, oldhash: Any, use_current: bool) -> None:
+    s.get_if_changed(key, _current(s, key, oldhash, use_current))
+
+
+def _transaction(s: SharedState, writes: list[tuple[Any, Any]]) -> None:
+    with s.transaction() as t:
+        for key, value in writes:
+            t[key] = value
+
+
+def _broadcast(s: SharedState, payload: Any, wait: bool) -> None:
+    s.broadcast(payload, wait=wait)
+    s.flush()
+
+
+def _info(s: SharedState, version: Any, metadata: Any, max_players: Any) -> None:
+    s.set_session_info(version=version, metadata=metadata, max_players=max_players)
+
+
+def _access(s: SharedState, limits: dict[str, Any], mode: Any) -> None:
+    s.set_access(writemode=mode, **limits)
+
+
+def _acl(s: SharedState, action: str, peer_id: Any) -> None:
+    if action == "ban" and any(peer_id in (p.id, p.id.split(".")[0]) for p in s.peers):
+        return  # banning a member of the pair would end the run, rightly
+    getattr(s, action)(peer_id)
+
+
+def _backup(s: SharedState, garbage: bytes | None) -> None:
+    """A backup and its restore, or a restore of a file that is no backup."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "state.bak")
+        if garbage is None:
+            s.backup(path)
+        else:
+            with open(path, "wb") as f:
+                f.write(garbage)
+        s.restore(path)
+
+
+def _hash(s: SharedState, value: Any) -> None:
+    assert len(p2pstate.hash_value(value)) == 32 and p2pstate.length_data(value) > 0
+
+
+CALLS: dict[str, Callable[..., Any]] = {
+    "set": _set,
+    "del": lambda s, key: s.__delitem__(key),
+    "read": _read,
+    "update_many": lambda s, items: s.update(items),
+    "update_kwargs": lambda s, items: s.update(**items),
+    "update_cas": _update_cas,
+    "apply_op": lambda s, key, new, create, default: s.apply_op(
+        key, lambda _old: new, create=create, defaultvalue=default
+    ),
+    "get_if_changed": _get_if_changed,
+    "transaction": _transaction,
+    "broadcast": _broadcast,
+    "send": lambda s, peer_id, payload: s.send(peer_id, payload),
+    "profile": lambda s, profile: s.set_profile(profile),
+    "info": _info,
+    "access": _access,
+    "acl": _acl,
+    "backup": _backup,
+    "hash": _hash,
+}
+
+
 def _run(s: SharedState, call: tuple[Any, ...]) -> None:
-    name, *args = call
-    if name == "set":
-        key, value, wait, ephemeral, owner_only, ttl = args
-        s.set(key, value, wait=wait, ephemeral=ephemeral, owner_only=owner_only, ttl=ttl)
-        s.flush()
-    elif name == "del":
-        del s[args[0]]
-    elif name == "update_many":
-        s.update(args[0])
-    elif name == "update_cas":
-        key, oldhash, new, use_current = args
-        if use_current and isinstance(key, str) and key in s:
-            oldhash = p2pstate.hash_value(s[key])
-        s.update(key, oldhash, new)
-    elif name == "apply_op":
-        key, new, create, default = args
-        s.apply_op(key, lambda _old: new, create=create, defaultvalue=default)
-    elif name == "get_if_changed":
-        key, oldhash, use_current = args
-        if use_current and isinstance(key, str) and key in s:
-            oldhash = p2pstate.hash_value(s[key])
-        s.get_if_changed(key, oldhash)
-    elif name == "transaction":
-        with s.transaction() as t:
-            for key, value in args[0]:
-                t[key] = value
-    elif name == "broadcast":
-        s.broadcast(args[0], wait=args[1])
-        s.flush()
-    elif name == "send":
-        s.send(args[0], args[1])
-    elif name == "profile":
-        s.set_profile(args[0])
-    elif name == "info":
-        version, metadata, max_players = args
-        s.set_session_info(version=version, metadata=metadata, max_players=max_players)
-    elif name == "hash":
-        for digest in (p2pstate.hash_value(args[0]), str(p2pstate.length_data(args[0]))):
-            assert digest and isinstance(digest, str)
+    CALLS[call[0]](s, *call[1:])
 
 
-def _view(s: SharedState) -> str:
-    """Everything both replicas must agree on, as one digest (NaN-safe)."""
-    return p2pstate.hash_value(
-        {
-            "data": {k: s.get(k) for k in list(s)},
-            "info": s.session_info,
-            "profiles": {p.id: p.profile for p in s.peers},
-        }
-    )
+def _view(s: SharedState) -> dict[str, Any] | None:
+    """Everything both replicas must agree on, each value as its digest (NaN
+    equals NaN there; a value nested to the limit is hashed at its own level).
+    None while a change is being applied under our feet."""
+    digest = p2pstate.hash_value
+    try:
+        data = {k: (digest(s[k]), s.version(k)) for k in list(s)}
+    except KeyError:
+        return None
+    return {
+        "data": data,
+        "info": digest(s.session_info),
+        "profiles": {p.id: digest(p.profile) for p in s.peers},
+    }
 
 
 def _check_call(s: SharedState, pair: tuple[SharedState, SharedState], call: Any) -> str:
@@ -190,14 +275,17 @@ def _check_call(s: SharedState, pair: tuple[SharedState, SharedState], call: Any
         assert took < AT_ONCE, f"{call[0]} raised {exc!r} only after {took:.2f} s"
         return "refused"
     a, b = pair
-    eventually(lambda: _view(a) == _view(b), timeout=WRITE_TIMEOUT)
-    if call[0] == "set" and isinstance(call[1], str):
-        assert p2pstate.hash_value(a[call[1]]) == p2pstate.hash_value(call[2])
+    eventually(lambda: _view(a) == _view(b) is not None, timeout=WRITE_TIMEOUT)
+    if call[0] == "set" and call[3]:  # blocking: its value is there (wait=False ones
+        # may be refused silently: an owner-only key, a quota the example lowered)
+        held = [p.get(call[1], "<absent>") for p in pair]
+        assert p2pstate.hash_value(a.get(call[1])) == p2pstate.hash_value(call[2]), (call, held)
     return "ok"
 
 
 def _still_writes(pair: tuple[SharedState, SharedState], n: int) -> None:
     a, b = pair
+    a.set_access(**OPEN)  # a is the admin; limits the example lowered would refuse these
     b["canary"] = n
     a["canary2"] = n
     eventually(lambda: a.get("canary") == n and b.get("canary2") == n)
