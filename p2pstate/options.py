@@ -7,10 +7,10 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .codec import check_text, normalize
+from .codec import check_text, encode, normalize
 from .core.access import ANY, MODES, Access, settings_from_wire
 from .core.config import Config
-from .errors import ProtocolError
+from .errors import ProtocolError, ValueTooLargeError
 from .messages import session_info
 from .storage import SqliteStorage, Storage
 
@@ -115,6 +115,11 @@ class Options:
             object.__setattr__(self, "profile", normalize(self.profile))
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"profile: {exc}") from None
+        size = len(encode(self.profile))
+        if size > self.max_value_size:  # as set_profile: one rule for the profile
+            raise ValueTooLargeError(
+                f"profile is {size} bytes encoded; max_value_size is {self.max_value_size}"
+            )
         self.core_config()  # validates the timing options
         if isinstance(self.store, (str, os.PathLike)):
             if not os.fspath(self.store):

@@ -154,6 +154,7 @@ def test_numbers_at_the_edges_agree_on_both_peers(join: Join) -> None:
         (("app",), {"discovery_window": "1"}, TypeError),
         (("app",), {"max_value_size": 1.5}, TypeError),
         (("app",), {"log_keep": True}, TypeError),
+        (("app",), {"profile": {"x": "a" * 70_000}}, p2pstate.ValueTooLargeError),
     ],
 )
 def test_join_refuses_bad_arguments_before_starting(
