@@ -10,6 +10,8 @@ import struct
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from p2pstate.codec import (
     MAX_DEPTH,
@@ -22,7 +24,7 @@ from p2pstate.codec import (
     normalize,
 )
 from p2pstate.errors import ProtocolError
-from p2pstate.messages import _op
+from p2pstate.messages import Write, _op, from_frame, to_frame
 
 LONE = "\ud800"  # a lone surrogate: a Python str, but not Unicode text UTF-8 can carry
 
@@ -196,3 +198,45 @@ def _nest(depth: int) -> Any:
     for _ in range(depth):
         value = [value]
     return value
+
+
+# What the API accepts, the wire carries and every peer decodes alike: the
+# property behind "nothing that passed validation may fail later".
+_any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=8)
+_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**65), max_value=2**65)
+    | st.floats(allow_nan=True)
+    | _any_text
+    | st.binary(max_size=8)
+    | st.sampled_from([Color.RED, Level.HIGH, Lying("x"), Raw(b"r"), bytearray(b"y")])
+)
+_values = st.recursive(
+    _leaves,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner)
+        | st.dictionaries(_any_text, inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(key=_any_text, value=_values, oldhash=_any_text)
+def test_what_the_api_accepts_every_peer_decodes_alike(key: str, value: Any, oldhash: str) -> None:
+    try:
+        plain_key, plain = check_key(key), normalize(value)
+        oldhash = check_text("oldhash", oldhash)
+    except (TypeError, ValueError) as exc:
+        assert not isinstance(exc, UnicodeError)
+        return
+    ops = (("set", plain_key, plain), ("msg", "", plain), ("profile", {"v": plain}))
+    msg = Write(
+        sender="a.1", epoch=1, req=1, acked_upto=0, ops=ops, conds=(("hash", key, oldhash),)
+    )
+    got = from_frame(to_frame(msg), max_size=1 << 20)
+    assert isinstance(got, Write)
+    assert got.ops[0][1] == plain_key and got.conds[0][2] == oldhash
+    assert hash_value(got.ops[0][2]) == hash_value(plain) == hash_value(value)
