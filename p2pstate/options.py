@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -14,7 +13,7 @@ from .errors import ProtocolError, ValueTooLargeError
 from .messages import session_info
 from .storage import SqliteStorage, Storage
 
-__all__ = ["Options", "check_access_settings", "check_count", "check_seconds"]
+__all__ = ["MAX_SECONDS", "Options", "check_access_settings", "check_count", "check_seconds"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,13 +184,22 @@ _SECONDS = (
 _COUNTS = ("max_value_size", "max_frame_size", "max_pending_events", "log_keep")
 
 
-def check_seconds(name: str, value: object) -> float:
-    """A duration given to the API: a finite number of seconds above 0
-    (NaN would make every deadline compare false, so it is refused)."""
+#: The longest duration the API takes, in seconds (about 115 days): longer
+#: ones overflow the platform's wait (threading raises OverflowError).
+MAX_SECONDS = 10_000_000.0
+
+
+def check_seconds(name: str, value: object, *, zero: bool = False) -> float:
+    """A duration given to the API: a number of seconds above 0 (or 0 too,
+    with *zero*) and at most MAX_SECONDS. NaN would make every deadline
+    compare false, so it is refused."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number of seconds above 0, got {value!r}")
+    if not (0 <= value <= MAX_SECONDS and (zero or value > 0)):
+        least = "0" if zero else "above 0"
+        raise ValueError(
+            f"{name} must be a number of seconds from {least} to {MAX_SECONDS:,.0f}, got {value!r}"
+        )
     return float(value)
 
 

@@ -38,7 +38,7 @@ from .errors import (
 )
 from .events import Event, Peer
 from .messages import EPHEMERAL, OWNER_ONLY, session_info
-from .options import check_access_settings
+from .options import check_access_settings, check_seconds
 
 if TYPE_CHECKING:
     from _typeshed import SupportsKeysAndGetItem
@@ -454,6 +454,7 @@ class SharedState(MutableMapping[str, Any]):
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every write made here (``wait=False`` ones too) is acknowledged."""
         limit = self._rt.options.write_timeout if timeout is None else timeout
+        check_seconds("timeout", limit, zero=True)
         if not self._rt.flush(limit):
             raise SessionLostError(f"writes still unacknowledged after {limit} s")
 

@@ -121,6 +121,16 @@ def test_a_write_over_the_frame_limit_is_refused_and_the_peer_goes_on(join: Join
         assert "k0" not in s and "k0" not in other
 
 
+def test_flush_takes_a_duration(join: Join) -> None:
+    s = join(**QUICK)
+    bad = ((math.nan, ValueError), (math.inf, ValueError), (-1, ValueError), ("1", TypeError))
+    for timeout, kind in bad:
+        _refused_at_once(functools.partial(s.flush, timeout), kind)
+    s.set("k", 1, wait=False)
+    s.flush(5.0)
+    assert s["k"] == 1
+
+
 def test_numbers_at_the_edges_agree_on_both_peers(join: Join) -> None:
     a, b = join(**QUICK), join(**QUICK)
     b["n"] = [float("inf") * 0, -0.0, 0.0, True, 1, 2**64 - 1, -(2**63)]
@@ -151,6 +161,8 @@ def test_numbers_at_the_edges_agree_on_both_peers(join: Join) -> None:
         (("app",), {"secret": LONE}, ValueError),
         (("app",), {"write_timeout": math.nan}, ValueError),
         (("app",), {"heartbeat_interval": math.inf}, ValueError),
+        (("app",), {"write_timeout": 1e300}, ValueError),
+        (("app",), {"timeout": -1}, ValueError),
         (("app",), {"discovery_window": "1"}, TypeError),
         (("app",), {"max_value_size": 1.5}, TypeError),
         (("app",), {"log_keep": True}, TypeError),
