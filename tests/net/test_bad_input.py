@@ -233,3 +233,25 @@ def test_acl_calls_refuse_an_identity_no_peer_can_hold(join: Join) -> None:
     a.authorize(b.me.id)
     eventually(lambda: len(b.authorized) == 1)
     _goes_on(a, b)
+
+
+def test_edge_keys_and_values_outlive_a_restart_in_a_store(app_name: str, tmp_path: Any) -> None:
+    """Empty and NUL-bearing keys, -0.0, NaN and the largest int go through
+    an SQLite store and come back as they were."""
+    edge = {"": 1, "a\x00b": 2, "\x00": 3, "é\U0001f600": -0.0, "nan": math.nan, "max": 2**64 - 1}
+    path, home = str(tmp_path / "state.db"), str(tmp_path / "identity")
+    options: dict[str, Any] = {"store": path, "identity_dir": home, "discovery_window": 0.3}
+    s = p2pstate.join(app_name, interfaces=["127.0.0.1"], **options)
+    try:
+        s.update(edge)
+    finally:
+        s.close()
+    s = p2pstate.join(app_name, interfaces=["127.0.0.1"], **options)
+    try:
+        assert sorted(s) == sorted(edge)
+        assert {k: p2pstate.hash_value(s[k]) for k in s} == {
+            k: p2pstate.hash_value(v) for k, v in edge.items()
+        }
+        assert math.copysign(1, s["é\U0001f600"]) == -1
+    finally:
+        s.close()
