@@ -196,7 +196,8 @@ def quick_join(
     """
     wanted = dict(metadata or {})
     # Checked before browsing: a bad option fails now, not after browse_timeout.
-    _check_names(app, "quick", options.get("name", "player"))
+    name = options.get("name")
+    _check_names(app, "quick", "player" if name is None else name)
     check_seconds("timeout", timeout)
     Options.from_kwargs(
         {k: v for k, v in options.items() if k != "name"} | {"version": version, "metadata": wanted}

@@ -176,6 +176,26 @@ def test_join_refuses_bad_arguments_before_starting(
 
 
 @pytest.mark.parametrize(
+    ("given", "kind"),
+    [
+        ({"name": "bob" + LONE}, ValueError),
+        ({"metadata": {"mode": LONE}}, ValueError),
+        ({"version": LONE}, ValueError),
+        ({"timeout": math.nan}, ValueError),
+        ({"write_timeout": "1"}, TypeError),
+        ({"no_such_option": 1}, TypeError),
+    ],
+)
+def test_quick_join_refuses_bad_arguments_before_browsing(
+    app_name: str, given: dict[str, Any], kind: type[Exception]
+) -> None:
+    call = functools.partial(
+        p2pstate.quick_join, app_name, browse_timeout=2.0, interfaces=["127.0.0.1"], **given
+    )
+    _refused_at_once(call, kind)  # at once: before browse_timeout, and no session made
+
+
+@pytest.mark.parametrize(
     ("options", "kind"),
     [
         ({"app": "a" + LONE}, ValueError),
