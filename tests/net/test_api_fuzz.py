@@ -4,7 +4,7 @@ succeeded and both replicas agree (the value as hash_value sees it), or it
 raised one of the documented exceptions at once; after every example, both
 peers still accept a normal write.
 
-CI runs a bounded number of examples (``P2PSTATE_FUZZ_EXAMPLES``, default 40,
+CI runs a bounded number of examples (``P2PSTATE_FUZZ_EXAMPLES``, default 150,
 well under a minute). The long run is marked ``fuzz_long`` and skipped unless
 ``P2PSTATE_FUZZ_LONG=1``::
 
@@ -322,10 +322,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDep
 
 
 def test_no_input_breaks_a_live_session(join: Join) -> None:
-    _fuzz(join, int(os.environ.get("P2PSTATE_FUZZ_EXAMPLES", "40")))
+    _fuzz(join, int(os.environ.get("P2PSTATE_FUZZ_EXAMPLES", "150")))
 
 
 @pytest.mark.fuzz_long
 @pytest.mark.skipif(not os.environ.get("P2PSTATE_FUZZ_LONG"), reason="set P2PSTATE_FUZZ_LONG=1")
 def test_no_input_breaks_a_live_session_long(join: Join) -> None:
-    _fuzz(join, 2000)
+    _fuzz(join, 20_000)
