@@ -26,6 +26,7 @@ __all__ = [
     "hash_value",
     "length_data",
     "normalize",
+    "normalize_detail",
 ]
 
 MAX_KEY_BYTES = 255
@@ -107,6 +108,13 @@ def normalize(value: Any, _depth: int = 0) -> Any:
         f"p2pstate cannot store a value of type {type(value).__name__}; "
         "use None, bool, int, float, str, bytes, list or dict with str keys"
     )
+
+
+def normalize_detail(detail: Any) -> Any:
+    """A write's outcome detail, as normalize, but one level deeper: it may
+    hold a stored value inside a map (a conflict's {"key", "exists",
+    "value"}), and any value that may be stored must be reportable too."""
+    return normalize(detail, -1)
 
 
 def _normalize_dict(value: dict[Any, Any], depth: int) -> dict[str, Any]:

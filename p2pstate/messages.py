@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from .codec import MAX_KEY_BYTES, decode, decode_all, encode, normalize
+from .codec import MAX_KEY_BYTES, decode, decode_all, encode, normalize, normalize_detail
 from .core.access import ACL_ACTIONS, Access, check_identity, settings_from_wire
 from .errors import ProtocolError
 
@@ -109,6 +109,15 @@ def _value(v: Any) -> Any:
         return normalize(v)
     except (TypeError, ValueError) as exc:
         raise ProtocolError(f"bad value: {exc}") from None
+
+
+def _detail(v: Any) -> Any:
+    """A write's outcome detail: a conflict's carries the current value one
+    level down, so a value nested to the limit still fits (see codec)."""
+    try:
+        return normalize_detail(v)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"bad detail: {exc}") from None
 
 
 def _dict(v: Any) -> dict[str, Any]:
@@ -358,10 +367,10 @@ class Change:
                     req=req,
                     acked_upto=acked,
                     status=status,
-                    detail=_value(detail),
+                    detail=_detail(detail),
                     ops=tuple([_op(op) for op in ops]),
                 )
-        t = _tuple(_nat, _nat, _str, _str, _nat, _nat, _str, _value, _list(_op))(v)
+        t = _tuple(_nat, _nat, _str, _str, _nat, _nat, _str, _detail, _list(_op))(v)
         return cls(
             seq=t[0],
             epoch=t[1],
@@ -418,7 +427,7 @@ class Snapshot:
 
     @classmethod
     def from_wire(cls, v: Any) -> Snapshot:
-        result = _tuple(_nat, _str, _value, _nat)
+        result = _tuple(_nat, _str, _detail, _nat)
         t = _tuple(
             _str,
             _nat,
@@ -613,7 +622,7 @@ _SPECS: dict[type[Message], tuple[Callable[[Any], Any], ...]] = {
     ),
     Redirect: (_str, _list(_str), _str, _nat),
     Write: (_nat, _nat, _list(_op), _list(_cond)),
-    Result: (_nat, _str, _value, _nat),
+    Result: (_nat, _str, _detail, _nat),
     ChangeMsg: (Change.from_wire, _bool),
     Ack: (_nat,),
     Heartbeat: (_nat,),

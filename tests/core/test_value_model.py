@@ -24,7 +24,7 @@ from p2pstate.codec import (
     normalize,
 )
 from p2pstate.errors import ProtocolError
-from p2pstate.messages import Write, _op, from_frame, to_frame
+from p2pstate.messages import Change, ChangeMsg, Result, Write, _op, from_frame, to_frame
 
 LONE = "\ud800"  # a lone surrogate: a Python str, but not Unicode text UTF-8 can carry
 
@@ -240,3 +240,23 @@ def test_what_the_api_accepts_every_peer_decodes_alike(key: str, value: Any, old
     assert isinstance(got, Write)
     assert got.ops[0][1] == plain_key and got.conds[0][2] == oldhash
     assert hash_value(got.ops[0][2]) == hash_value(plain) == hash_value(value)
+
+
+def test_a_conflict_on_a_value_nested_to_the_limit_still_decodes() -> None:
+    """A refused compare-and-swap carries the current value one level down
+    ({"key", "exists", "value"}) in the Result and in the Change every peer
+    applies: a value nested to the limit must not make that frame undecodable
+    (it was dropped, and the writer and every peer waited forever). Found by
+    the API fuzzer (issue 15)."""
+    deepest = _nest(MAX_DEPTH)
+    assert normalize(deepest) == deepest
+    detail = {"key": "k", "exists": True, "value": deepest}
+    result = Result(sender="h.1", epoch=1, req=3, status="conflict", detail=detail, seq=9)
+    got = from_frame(to_frame(result), max_size=1 << 20)
+    assert isinstance(got, Result) and got.detail == detail
+    change = Change(
+        seq=9, epoch=1, origin="h.1", writer="p.1", req=3, status="conflict", detail=detail
+    )
+    sent = ChangeMsg(sender="h.1", epoch=1, change=change, ack=True)
+    back = from_frame(to_frame(sent), max_size=1 << 20)
+    assert isinstance(back, ChangeMsg) and back.change.detail == detail

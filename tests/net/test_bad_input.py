@@ -275,3 +275,26 @@ def test_edge_keys_and_values_outlive_a_restart_in_a_store(app_name: str, tmp_pa
         assert math.copysign(1, s["é\U0001f600"]) == -1
     finally:
         s.close()
+
+
+def test_a_conflict_on_a_value_nested_to_the_limit(join: Join) -> None:
+    """A refused compare-and-swap reports the current value one level down;
+    at the nesting limit that frame was dropped, and the writer (and every
+    peer, for the Change) waited forever. Found by the API fuzzer."""
+    a, b = join(**QUICK), join(**QUICK)
+    deepest: Any = 0
+    for _ in range(64):
+        deepest = [deepest]
+    b["deep"] = deepest
+    eventually(lambda: "deep" in a)
+    for s in (b, a):
+        _refused_at_once(
+            functools.partial(s.update, "deep", "0" * 32, 1), p2pstate.UpdateFailedError
+        )
+    stale = p2pstate.hash_value(deepest)
+    b["deep"] = [deepest[0]]  # still 64 deep, another value
+    assert a.apply_op("deep", lambda v: v[0]) == deepest[0]  # retried after the conflict
+    with pytest.raises(p2pstate.UpdateFailedError):
+        b.update("deep", stale, 2)
+    _goes_on(a, b)
+    _goes_on(b, a)
