@@ -331,6 +331,7 @@ def test_no_input_breaks_a_live_session(join: Join) -> None:
 
 
 @pytest.mark.fuzz_long
+@pytest.mark.timeout(3600)  # 20,000 examples: several minutes, more on a busy machine
 @pytest.mark.skipif(not os.environ.get("P2PSTATE_FUZZ_LONG"), reason="set P2PSTATE_FUZZ_LONG=1")
 def test_no_input_breaks_a_live_session_long(join: Join) -> None:
     _fuzz(join, 20_000)
