@@ -20,7 +20,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from .codec import hash_value, length_data
+from .codec import check_text, hash_value, length_data
 from .core.access import ADMIN_ONLY, ANY, AUTHORIZED_ONLY, UNBANNED_ONLY
 from .errors import (
     AuthenticationError,
@@ -58,7 +58,7 @@ from .events import (
 )
 from .lobby import Lobby, SessionInfo, browse
 from .messages import MAX_NAME_BYTES
-from .options import Options
+from .options import Options, check_seconds
 from .state import SharedState, Transaction
 from .storage import Batch, MemoryStorage, MetaStorage, SqliteStorage, Storage, StoredEntry
 
@@ -151,21 +151,26 @@ def join(
     # Imported here so that `import p2pstate` (and the core) never loads zmq.
     from .session import Runtime  # noqa: PLC0415
 
-    for label, value in (("app", app), ("session", session)):
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"{label} must be a non-empty str")
-        if len(value.encode()) > 100 or "\x00" in value:
-            raise ValueError(f"{label} must be at most 100 bytes with no NUL")
     if name is None:
         name = f"{socket.gethostname()}-{os.getpid()}"
-    if not isinstance(name, str) or len(name.encode()) > _MAX_NAME_BYTES:
-        raise ValueError(f"name must be a str of at most {_MAX_NAME_BYTES} bytes")
-    if timeout <= 0:
-        raise ValueError("timeout must be positive")
+    _check_names(app, session, name)
+    check_seconds("timeout", timeout)
     opts = Options.from_kwargs(options)
     runtime = Runtime(app, session, name=name, interfaces=interfaces, options=opts)
     runtime.start(timeout)
     return SharedState(runtime)
+
+
+def _check_names(app: object, session: object, name: object) -> None:
+    """ValueError unless the names fit the mDNS record and every peer can read them."""
+    for label, value in (("app", app), ("session", session)):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{label} must be a non-empty str")
+        text = check_text(label, value)
+        if len(text.encode()) > 100 or "\x00" in text:
+            raise ValueError(f"{label} must be at most 100 bytes with no NUL")
+    if not isinstance(name, str) or len(check_text("name", name).encode()) > _MAX_NAME_BYTES:
+        raise ValueError(f"name must be a str of at most {_MAX_NAME_BYTES} bytes")
 
 
 def quick_join(
@@ -193,6 +198,13 @@ def quick_join(
     Other keyword options are :func:`join`'s (``name``, ``max_players``...).
     """
     wanted = dict(metadata or {})
+    # Checked before browsing: a bad option fails now, not after browse_timeout.
+    name = options.get("name")
+    _check_names(app, "quick", "player" if name is None else name)
+    check_seconds("timeout", timeout)
+    Options.from_kwargs(
+        {k: v for k, v in options.items() if k != "name"} | {"version": version, "metadata": wanted}
+    )
     secured = options.get("secret") is not None
 
     me: list[str] = []  # this installation's identity, read once if needed

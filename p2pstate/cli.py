@@ -49,6 +49,7 @@ from typing import IO, Any, TextIO
 
 from . import __version__, join
 from .backup import read_backup
+from .codec import check_key, normalize
 from .core.ids import identity_of
 from .errors import P2PStateError
 from .events import (
@@ -302,13 +303,16 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_set(args: argparse.Namespace) -> int:
-    value = parse_value(args.value)
+    # Checked before joining: a key or value no peer can hold (a name decoded
+    # with surrogateescape, "\\ud800" in JSON, an int past 64 bits) fails now.
+    key, value = check_key(args.key), normalize(parse_value(args.value))
     with connect(args) as s:
-        s[args.key] = value  # returns once the host and its successor hold it
+        s[key] = value  # returns once the host and its successor hold it
     return 0
 
 
 def cmd_del(args: argparse.Namespace) -> int:
+    check_key(args.key)
     with connect(args) as s:
         try:
             del s[args.key]

@@ -56,6 +56,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Final
 
+from .codec import check_text
 from .core.access import ADMIN_ONLY, ANY, AUTHORIZED_ONLY, MODES, Access, check_identity
 from .core.rank import host_rank
 from .errors import ProtocolError
@@ -391,6 +392,8 @@ class _Filter:
         for label, value in labelled:
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"{label} must be a str or None, got {value!r}")
+            if value is not None:
+                check_text(label, value)
         if where is not None and not callable(where):
             raise TypeError(f"where must be a callable taking a SessionInfo, got {where!r}")
         checked: dict[str, str] = {}
@@ -405,7 +408,7 @@ class _Filter:
                     f"metadata filter {key}={value!r}: metadata values are str, "
                     f"so compare with a str"
                 )
-            checked[key] = value
+            checked[key] = check_text(f"metadata filter {key}", value)
         self.session = session
         self._version = version
         self._open_slots = bool(open_slots)
@@ -427,6 +430,8 @@ class _Filter:
 def _check_app(app: str | None) -> None:
     if app is not None and (not isinstance(app, str) or not app):
         raise ValueError("app must be a non-empty str, or None for every app")
+    if app is not None:
+        check_text("app", app)
 
 
 # --------------------------------------------------------------------------- browse
@@ -462,6 +467,8 @@ def browse(
     check = _Filter(
         session=session, version=version, open_slots=open_slots, where=where, metadata=metadata
     )
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
     if not timeout > 0:
         raise ValueError("timeout must be positive")
     if limit is not None and (not isinstance(limit, int) or limit < 1):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from .codec import MAX_KEY_BYTES, decode, decode_all, encode, normalize
+from .codec import MAX_KEY_BYTES, decode, decode_all, encode, normalize, normalize_detail
 from .core.access import ACL_ACTIONS, Access, check_identity, settings_from_wire
 from .errors import ProtocolError
 
@@ -154,6 +154,15 @@ def _value(v: Any) -> Any:
         raise ProtocolError(f"bad value: {exc}") from None
 
 
+def _detail(v: Any) -> Any:
+    """A write's outcome detail: a conflict's carries the current value one
+    level down, so a value nested to the limit still fits (see codec)."""
+    try:
+        return normalize_detail(v)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"bad detail: {exc}") from None
+
+
 def _dict(v: Any) -> dict[str, Any]:
     if not isinstance(v, dict):
         raise ProtocolError(f"expected map, got {type(v).__name__}")
@@ -268,10 +277,10 @@ def check_profile(v: Any) -> dict[str, Any]:
 def session_info(v: Any) -> dict[str, Any]:
     """The session's settings as a write or a snapshot carries them: only the
     known keys, each of its type. Raises ProtocolError (a ValueError)."""
-    info = _dict(v)
+    info = _dict(v)  # normalised: its str are valid text (no lone surrogate)
     for key, value in info.items():
         ok = {
-            "max_players": lambda x: x is None or (isinstance(x, int) and 1 <= x <= 10_000),
+            "max_players": lambda x: x is None or (_plain_int(x) and 1 <= int(x) <= 10_000),
             "joinable": lambda x: isinstance(x, bool),
             "version": lambda x: x is None or (isinstance(x, str) and len(x) <= 100),
             "metadata": lambda x: (
@@ -282,6 +291,10 @@ def session_info(v: Any) -> dict[str, Any]:
         if ok is None or not ok(value):
             raise ProtocolError(f"bad session setting {key!r}: {value!r}")
     return info
+
+
+def _plain_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _op(v: Any) -> tuple[Any, ...]:
@@ -422,10 +435,10 @@ class Change:
                     req=req,
                     acked_upto=acked,
                     status=status,
-                    detail=_value(detail),
+                    detail=_detail(detail),
                     ops=tuple([_op(op) for op in ops]),
                 )
-        t = _tuple(_nat, _nat, _str, _str, _nat, _nat, _str, _value, _list(_op))(v)
+        t = _tuple(_nat, _nat, _str, _str, _nat, _nat, _str, _detail, _list(_op))(v)
         return cls(
             seq=t[0],
             epoch=t[1],
@@ -482,7 +495,7 @@ class Snapshot:
 
     @classmethod
     def from_wire(cls, v: Any) -> Snapshot:
-        result = _tuple(_nat, _str, _value, _nat)
+        result = _tuple(_nat, _str, _detail, _nat)
         t = _tuple(
             _str,
             _nat,
@@ -684,7 +697,7 @@ _SPECS: dict[type[Message], tuple[Callable[[Any], Any], ...]] = {
     ),
     Redirect: (_str, _list(_str), _str, _nat, _bool, _nat, _list(_tuple(_nat, _nat, _str))),
     Write: (_nat, _nat, _list(_op), _list(_cond)),
-    Result: (_nat, _str, _value, _nat),
+    Result: (_nat, _str, _detail, _nat),
     ChangeMsg: (Change.from_wire, _bool),
     Ack: (_nat,),
     Heartbeat: (_nat,),

@@ -6,13 +6,14 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .codec import check_text, encode, normalize
 from .core.access import ANY, MODES, Access, settings_from_wire
 from .core.config import Config, Durability
-from .errors import ProtocolError
+from .errors import ProtocolError, ValueTooLargeError
 from .messages import check_profile, session_info
 from .storage import SqliteStorage, Storage
 
-__all__ = ["Options", "check_access_settings"]
+__all__ = ["MAX_SECONDS", "Options", "check_access_settings", "check_count", "check_seconds"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,23 +112,36 @@ class Options:
         return cls(**kwargs)
 
     def __post_init__(self) -> None:
-        for name in ("discovery_window", "write_timeout", "rediscovery_interval", "link_idle"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-        if isinstance(self.max_links, bool) or not isinstance(self.max_links, int):
-            raise TypeError(f"max_links must be an int, got {self.max_links!r}")
-        if self.max_links < 1:
-            raise ValueError(f"max_links must be at least 1, got {self.max_links}")
+        for name in _SECONDS:
+            check_seconds(name, getattr(self, name))
+        for name in _COUNTS:
+            check_count(name, getattr(self, name))
+        for name in ("poll_events", "joinable"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, not {getattr(self, name)!r}")
+        if self.isolation_timeout is not None:
+            check_seconds("isolation_timeout", self.isolation_timeout)
         if self.max_frame_size < 2 * self.max_value_size:
             raise ValueError("max_frame_size must be at least twice max_value_size")
         if self.secret is not None and (not isinstance(self.secret, str) or not self.secret):
             raise ValueError("secret must be a non-empty str (or None: no secret)")
+        if self.secret is not None:
+            check_text("secret", self.secret)
         if self.identity_dir is not None and not isinstance(self.identity_dir, (str, os.PathLike)):
             raise TypeError("identity_dir must be a path")
         if not isinstance(self.profile, dict):
             raise TypeError("profile must be a dict")
+        try:  # it travels in every Hello: what every peer can hold, or nothing
+            object.__setattr__(self, "profile", normalize(self.profile))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"profile: {exc}") from None
+        size = len(encode(self.profile))
+        if size > self.max_value_size:  # as set_profile: one rule for the profile
+            raise ValueTooLargeError(
+                f"profile is {size} bytes encoded; max_value_size is {self.max_value_size}"
+            )
         try:
-            check_profile(self.profile)  # what the host will take in our Hello
+            check_profile(self.profile)  # the bounds the host holds a Hello to
         except ProtocolError as exc:
             raise ValueError(str(exc)) from None
         self.core_config()  # validates the timing options
@@ -186,6 +200,53 @@ class Options:
         if isinstance(self.store, (str, os.PathLike)):
             return SqliteStorage(self.store)
         return self.store
+
+
+_SECONDS = (
+    "heartbeat_interval",
+    "host_timeout",
+    "peer_timeout",
+    "discovery_window",
+    "rediscovery_interval",
+    "write_timeout",
+    "link_idle",
+)
+_COUNTS = (
+    "max_value_size",
+    "max_frame_size",
+    "max_pending_events",
+    "log_keep",
+    "log_bytes",
+    "max_links",
+)
+
+
+#: The longest duration the API takes, in seconds (about 115 days): longer
+#: ones overflow the platform's wait (threading raises OverflowError).
+MAX_SECONDS = 10_000_000.0
+
+
+def check_seconds(name: str, value: object, *, zero: bool = False) -> float:
+    """A duration given to the API: a number of seconds above 0 (or 0 too,
+    with *zero*) and at most MAX_SECONDS. NaN would make every deadline
+    compare false, so it is refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+    if not (0 <= value <= MAX_SECONDS and (zero or value > 0)):
+        least = "0" if zero else "above 0"
+        raise ValueError(
+            f"{name} must be a number of seconds from {least} to {MAX_SECONDS:,.0f}, got {value!r}"
+        )
+    return float(value)
+
+
+def check_count(name: str, value: object) -> int:
+    """A size or count given to the API: a positive int (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
 
 
 def check_access_settings(settings: dict[str, Any]) -> None:

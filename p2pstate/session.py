@@ -23,7 +23,7 @@ import zmq
 
 from ._dispatch import Dispatcher
 from ._view import View, ViewPublisher
-from .codec import fresh_copy
+from .codec import encode, fresh_copy
 from .core.access import AUTHORIZED_ONLY, Access
 from .core.advert import MAX_TXT_TOTAL_BYTES, info_fault, info_properties, txt_bytes
 from .core.ids import identity_of
@@ -326,6 +326,8 @@ class Runtime:
         def submit_io() -> None:
             # Everything written before this goes first, coalesced or not.
             self._release_latest_io()
+            if self._unsendable_io(ops, conds, pending):
+                return
             try:
                 req = self.node.submit(ops, conds, now=time.monotonic())
             except RuntimeError:
@@ -357,8 +359,11 @@ class Runtime:
         self._submit_latest_io({key: ops[0]})
 
     def _submit_latest_io(self, batch: dict[str, tuple[Any, ...]]) -> None:
+        ops = tuple(batch.values())
+        if self._unsendable_io(ops, (), None):
+            return
         try:
-            req = self.node.submit(tuple(batch.values()), (), now=time.monotonic())
+            req = self.node.submit(ops, (), now=time.monotonic())
         except RuntimeError:
             return  # closing
         for key in batch:
@@ -380,6 +385,29 @@ class Runtime:
         # The waiting writes go once none of their keys has one on its way.
         if self._latest_waiting and self._latest_in_flight.keys().isdisjoint(self._latest_waiting):
             self._release_latest_io()
+
+    def _unsendable_io(
+        self,
+        ops: tuple[tuple[Any, ...], ...],
+        conds: tuple[tuple[Any, ...], ...],
+        pending: _Pending | None,
+    ) -> bool:
+        """True if this write cannot be encoded, and then fail it alone, now.
+        The API's checks should make this impossible; but a write the core
+        took and could never send would stay first in line, resent forever,
+        and hold back every later write of this peer."""
+        try:
+            encode((ops, conds))
+        except Exception as exc:  # noqa: BLE001 (msgpack: TypeError, OverflowError, UnicodeError...)
+            self.stats["unsendable_writes"] += 1
+            level = logging.ERROR if self.stats["unsendable_writes"] == 1 else logging.DEBUG
+            log.log(level, "a write that cannot be encoded failed alone: %s", exc)
+            if pending is not None:
+                detail = f"{type(exc).__name__}: {exc}"
+                pending.outcome = Outcome(req=0, status="unsendable", detail=detail, seq=0)
+                pending.done.set()
+            return True
+        return False
 
     def check_expelled(self) -> None:
         """Raise BannedError (or PermissionDeniedError) once the session

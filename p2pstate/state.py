@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, overload
 import msgpack
 
 from .backup import Backup, read_backup, write_backup
-from .codec import check_key, encode, fresh_copy, hash_value, normalize
+from .codec import check_key, check_text, encode, fresh_copy, hash_value, normalize
 from .core.access import check_identity
 from .core.ids import identity_of
 from .core.node import Role
@@ -48,7 +48,7 @@ from .errors import (
 )
 from .events import Event, Peer
 from .messages import EPHEMERAL, MAX_PROFILE_BYTES, OWNER_ONLY, session_info
-from .options import check_access_settings
+from .options import check_access_settings, check_seconds
 
 if TYPE_CHECKING:
     from _typeshed import SupportsKeysAndGetItem
@@ -153,6 +153,8 @@ class SharedState(MutableMapping[str, Any]):
     def get_if_changed(self, key: str, oldhash: str) -> Any:
         """The value of *key*, or DataUnchangedError if it still hashes to *oldhash*."""
         value = self[key]
+        if not isinstance(oldhash, str):
+            raise TypeError("oldhash must be the str that p2pstate.hash_value returned")
         if hash_value(value) == oldhash:
             raise DataUnchangedError(f"{key!r} is unchanged")
         return value
@@ -163,7 +165,7 @@ class SharedState(MutableMapping[str, Any]):
         self.set(key, value)
 
     def __delitem__(self, key: str) -> None:
-        check_key(key)
+        key = check_key(key)
         self._write((("del", key),), (("exists", key),), key=key)
 
     def set(
@@ -191,10 +193,13 @@ class SharedState(MutableMapping[str, Any]):
         long, by its own clock; a new host keeps the deadline. A later write
         of the key sets its flags anew.
         """
-        check_key(key)
+        key = check_key(key)
         flags = (EPHEMERAL if ephemeral else 0) | (OWNER_ONLY if owner_only else 0)
-        if ttl is not None and not 0 < ttl <= 10_000_000:
-            raise ValueError("ttl must be a number of seconds above 0")
+        if ttl is not None:
+            if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+                raise TypeError(f"ttl must be a number of seconds or None, not {ttl!r}")
+            if not 0 < ttl <= 10_000_000:
+                raise ValueError(f"ttl must be seconds above 0, at most 10,000,000; got {ttl!r}")
         op: tuple[Any, ...] = ("set", key, self._checked(value))
         if flags or ttl:
             op = (*op, flags, float(ttl or 0.0))
@@ -240,7 +245,7 @@ class SharedState(MutableMapping[str, Any]):
         }
         info = {k: v for k, v in given.items() if v is not _UNSET}
         try:
-            session_info(info)
+            info = session_info(info)  # plain types, as every peer will hold them
         except ProtocolError as exc:  # the wire's check, an API caller's ValueError
             raise ValueError(str(exc)) from None
         self._rt.check_session_info(info)
@@ -379,6 +384,7 @@ class SharedState(MutableMapping[str, Any]):
         KeyError if no such peer is in the session."""
         if not isinstance(peer_id, str):
             raise TypeError("peer_id must be the str id of a peer (see .peers)")
+        peer_id = check_text("peer_id", peer_id)
         self._write((("msg", peer_id, self._checked(payload)),), (), key=peer_id, wait=wait)
 
     def transaction(self) -> Transaction:
@@ -408,9 +414,10 @@ class SharedState(MutableMapping[str, Any]):
         else UpdateFailedError; KeyError if *key* does not exist."""
         if len(args) == 3 and not kwargs:
             key, oldhash, new = args
-            check_key(key)
+            key = check_key(key)
             if not isinstance(oldhash, str):
                 raise TypeError("oldhash must be the str that p2pstate.hash_value returned")
+            oldhash = check_text("oldhash", oldhash)
             self._write((("set", key, self._checked(new)),), (("hash", key, oldhash),), key=key)
             return
         if len(args) > 1:
@@ -433,7 +440,9 @@ class SharedState(MutableMapping[str, Any]):
 
         A missing key raises KeyError, or with ``create=True`` is set to
         *defaultvalue* (``fn`` is not applied then)."""
-        check_key(key)
+        key = check_key(key)
+        if not callable(fn):
+            raise TypeError(f"fn must be a callable taking the value, not {type(fn).__name__}")
         entry = self._entry(key)
         if entry is None:
             if not create:
@@ -469,9 +478,23 @@ class SharedState(MutableMapping[str, Any]):
             raise ValueTooLargeError(f"value is {size} bytes encoded; max_value_size is {limit}")
         return value
 
+    def _fits(self, ops: tuple[tuple[Any, ...], ...]) -> None:
+        """Refuse a write of several values that one message cannot carry
+        (each fits max_value_size, together they may not): the host would
+        drop it, and it would wait in line ahead of every later write."""
+        if len(ops) < 2:
+            return  # one value is at most max_value_size, half a frame
+        size, limit = len(encode(ops)), self._rt.options.max_frame_size // 2
+        if size > limit:
+            raise ValueTooLargeError(
+                f"this write is {size} bytes encoded; one write travels as one message "
+                f"of at most half of max_frame_size ({limit} bytes): split it"
+            )
+
     def _send(
         self, ops: tuple[tuple[Any, ...], ...], conds: tuple[tuple[Any, ...], ...]
     ) -> Outcome:
+        self._fits(ops)
         pending = self._rt.submit(ops, conds, wait=True)
         assert pending is not None
         return self._rt.wait(pending, self._rt.options.write_timeout)
@@ -485,6 +508,7 @@ class SharedState(MutableMapping[str, Any]):
         wait: bool = True,
     ) -> None:
         if not wait:
+            self._fits(ops)
             self._rt.submit(ops, conds, wait=False)
             return
         outcome = self._send(ops, conds)
@@ -496,6 +520,7 @@ class SharedState(MutableMapping[str, Any]):
         acknowledged: SessionLostError if that takes longer than *timeout*,
         SessionClosedError if the state closed (or its I/O thread ended) first."""
         limit = self._rt.options.write_timeout if timeout is None else timeout
+        check_seconds("timeout", limit, zero=True)
         if not self._rt.flush(limit):
             raise SessionLostError(f"writes still unacknowledged after {limit} s")
 
@@ -556,6 +581,8 @@ class SharedState(MutableMapping[str, Any]):
         blocking write or close(), and a slow one delays only the callbacks
         after it. One that raises is logged and counted
         (``stats["callback_errors"]``). Returns a function that removes it."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         return self._rt.on_change(callback)
 
     def poll(self) -> list[Event]:
@@ -730,6 +757,8 @@ def _raise_for(outcome: Outcome, key: str | None) -> Any:
         )
     if status == "closed":
         raise SessionClosedError("the shared state is closed")
+    if status == "unsendable":
+        raise ValueError(f"this write cannot be encoded, so it was never sent: {detail}")
     raise P2PStateError(f"the host refused the write: {status}: {detail}")
 
 
@@ -776,7 +805,7 @@ class Transaction:
         return value
 
     def get(self, key: str, default: Any = None) -> Any:
-        check_key(key)
+        key = check_key(key)
         if key in self._writes:
             written = self._writes[key]
             return default if written is _DELETED else fresh_copy(written)
@@ -791,7 +820,7 @@ class Transaction:
         return self.get(key, _ABSENT) is not _ABSENT
 
     def __setitem__(self, key: str, value: Any) -> None:
-        check_key(key)
+        key = check_key(key)
         self._writes[key] = self._state._checked(value)
 
     def __delitem__(self, key: str) -> None:

@@ -77,6 +77,11 @@ def check_identity(v: Any) -> str:
     """An identity as the wire carries it; raises ProtocolError."""
     if not isinstance(v, str) or not 0 < len(v) <= MAX_IDENTITY_CHARS or "." in v:
         raise ProtocolError(f"bad identity {v!r}")
+    if not v.isascii():
+        try:  # a lone surrogate: no peer could receive it (the API's rule for text)
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError(f"bad identity {v!r}: not valid Unicode text") from None
     return v
 
 

@@ -664,7 +664,9 @@ class Node:
         if denied is not None:
             self._refusal("writes_denied", writer)
             return "denied", denied
-        if not self._take_token(writer, access):
+        # A change of settings (the admin's alone, checked above) takes no
+        # token: a rate set by mistake can always be lifted.
+        if kinds != {"access_set"} and not self._take_token(writer, access):
             self._refusal("writes_rate_limited", writer)
             return "rate_limited", {"rate": access.write_rate, "burst": access.write_burst}
         data = self.replica.data

@@ -218,3 +218,20 @@ def test_random_setting_changes_and_crashes_keep_every_replica_agreed(seed: int)
         assert access.may_read(node.me.id.split(".")[0]), (node.me.id, access)
     assert len({tuple(member_ids(n)) for n in live}) == 1
     assert len(session.digests()) == 1
+
+
+def test_the_admin_can_always_lift_a_rate_it_set() -> None:
+    """A write_rate set by mistake (5e-324 writes a second passes every check)
+    must not lock the admin out of changing it back: a change of settings
+    takes no token. Found by the API fuzzer (issue 15)."""
+    session, (admin, bob) = start_players("admin.1", "bob.1", access=Access(write_burst=2))
+    tiny = {"write_rate": 5e-324, "write_burst": 1}
+    assert done(session, admin, ("access_set", tiny)).status == "ok"
+    assert done(session, admin, ("set", "k", 1)).status == "ok"
+    assert done(session, admin, ("set", "k", 2)).status == "rate_limited"
+    assert done(session, bob, ("access_set", {"write_rate": 5.0})).status == "denied"
+    assert (
+        done(session, admin, ("access_set", {"write_rate": 1e6, "write_burst": 10})).status == "ok"
+    )
+    assert done(session, admin, ("set", "k", 3)).status == "ok"
+    assert done(session, bob, ("set", "k", 4)).status == "ok"
