@@ -109,10 +109,10 @@ def test_an_unsendable_write_fails_alone(join: Join) -> None:
 def test_a_write_over_the_frame_limit_is_refused_and_the_peer_goes_on(join: Join) -> None:
     """Every value fits max_value_size, but together they are more than one
     message may carry: the host could never receive it."""
-    opts = {**QUICK, "max_value_size": 1000, "max_frame_size": 2000}
+    opts = {**QUICK, "max_value_size": 20_000, "max_frame_size": 40_000}
     a, b = join(**opts), join(**opts)
     for s, other in ((b, a), (a, b)):
-        many = {f"k{i}": "x" * 900 for i in range(5)}
+        many = {f"k{i}": "x" * 18_000 for i in range(5)}
         _refused_at_once(functools.partial(s.update, many), p2pstate.ValueTooLargeError)
         with pytest.raises(p2pstate.ValueTooLargeError), s.transaction() as t:
             for k, v in many.items():

@@ -209,6 +209,8 @@ def test_a_rival_host_lying_about_its_players_gets_neither_the_admin_role_nor_th
     admin = host.admin
     m = Mallory(ctx, app_name, knows_secret=True)
     try:
+        # A standing that wins by the merge rule alone (another session
+        # with a far longer history, a majority, a million players).
         claim = Redirect(
             sender=m.id,
             epoch=host.epoch + 1,
@@ -216,6 +218,9 @@ def test_a_rival_host_lying_about_its_players_gets_neither_the_admin_role_nor_th
             endpoints=(m.endpoint,),
             reason="host",
             players=10**6,
+            majority=True,
+            seq=10**9,
+            terms=((1, 1, m.id),),
         )
         m.send(host.me.endpoint, claim)
         deadline = time.monotonic() + 3.0
