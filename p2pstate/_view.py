@@ -16,7 +16,7 @@ from typing import Any
 
 from .core.access import Access
 from .core.node import Node, Role
-from .core.replica import Entry
+from .core.replica import Entry, peer_of
 from .events import Peer
 from .messages import Member
 
@@ -38,16 +38,7 @@ class View:
     isolated: bool
 
     def peer(self, member: Member) -> Peer:
-        return Peer(
-            id=member.id,
-            name=member.name,
-            endpoint=member.endpoints[0] if member.endpoints else "",
-            endpoints=member.endpoints,
-            joined_seq=member.joined_seq,
-            joined_at=member.joined_at,
-            is_host=member.id == self.host_id,
-            profile=dict(member.profile),
-        )
+        return peer_of(member, self.host_id)
 
     def member(self, node_id: str) -> Member | None:
         for m in self.members:

@@ -29,6 +29,7 @@ __all__ = [
     "WriterRecord",
     "change_bytes",
     "history_contains",
+    "peer_of",
     "scalar_size",
     "value_bytes",
 ]
@@ -84,6 +85,20 @@ class Entry:
         else:
             packed, size = None, scalar_size(value)
         return cls(value, version, packed, owner if flags else "", flags, ttl, size)
+
+
+def peer_of(m: Member, host_id: str) -> Peer:
+    """What the API shows of member *m* of a session hosted by *host_id*."""
+    return Peer(
+        id=m.id,
+        name=m.name,
+        endpoint=m.endpoints[0] if m.endpoints else "",
+        endpoints=m.endpoints,
+        joined_seq=m.joined_seq,
+        joined_at=m.joined_at,
+        is_host=m.id == host_id,
+        profile=dict(m.profile),
+    )
 
 
 def scalar_size(value: Any) -> int:
@@ -177,16 +192,7 @@ class Replica:
         return None
 
     def peer(self, m: Member) -> Peer:
-        return Peer(
-            id=m.id,
-            name=m.name,
-            endpoint=m.endpoints[0] if m.endpoints else "",
-            endpoints=m.endpoints,
-            joined_seq=m.joined_seq,
-            joined_at=m.joined_at,
-            is_host=m.id == self.host_id,
-            profile=dict(m.profile),
-        )
+        return peer_of(m, self.host_id)
 
     def succession(self) -> list[Member]:
         """Members in the order they would host: join order, host excluded."""

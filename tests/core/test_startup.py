@@ -15,6 +15,7 @@ import random
 
 import pytest
 from chaos import Pipeline
+from samples import first_hello
 from simsession import CONFIG
 
 from p2pstate.core.node import Node, Role
@@ -59,19 +60,7 @@ def advert(node_id: str, epoch: int = 0, **kwargs: object) -> Advert:
 
 
 def hello(sender: str) -> Hello:
-    return Hello(
-        sender=sender,
-        epoch=0,
-        name=sender,
-        endpoints=(f"tcp://{sender}",),
-        profile={},
-        session_id=None,
-        resume_seq=0,
-        resume_epoch=0,
-        resume_origin="",
-        prev_host=None,
-        suspects=(),
-    )
+    return first_hello(sender, name=sender, endpoints=(f"tcp://{sender}",))
 
 
 # ---------------------------------------------------------------- whom to join
