@@ -10,13 +10,17 @@ as a targeted scenario. Reproduce one schedule with::
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 from redteam import FAMILIES, run_red_schedule
+from samples import first_hello
+from simsession import done, member_ids, start_players
 
 from p2pstate.core.config import Config
-from p2pstate.core.node import Role
+from p2pstate.core.node import Node, Role
 from p2pstate.core.writer import Outcome
+from p2pstate.messages import Redirect, to_frame
 from p2pstate.sim import SimNetwork
 
 FACTOR = int(os.environ.get("P2PSTATE_SCHEDULES", "1"))
@@ -105,3 +109,71 @@ def test_a_member_removed_while_cut_off_finds_the_host_that_took_over(players: i
     net.write(succ.me.id, (("set", "k", 1),), (), out.append)
     assert net.run_until(lambda: bool(out) and net.quiet(), 5.0), net.trace_tail()
     assert out[0].status == "ok"
+
+
+def _forged_host_claim(sender: str, victim: Node, reason: str) -> bytes:
+    """A Redirect naming *sender* as host with the best standing there is:
+    a majority, a million players, and a history that extends the victim's."""
+    r = victim.replica
+    terms = (*r.terms, (r.seq + 1, victim.epoch + 3, sender))
+    msg = Redirect(
+        sender=sender,
+        epoch=victim.epoch + 3,
+        host_id=sender,
+        endpoints=(f"sim://{sender}",),
+        reason=reason,
+        players=10**6,
+        majority=True,
+        seq=r.seq + 10**6,
+        terms=terms,
+    )
+    return to_frame(msg)
+
+
+def _forged_vote(sender: str, victim: Node) -> bytes:
+    hello = first_hello(sender, epoch=victim.replica.epoch, name="x", endpoints=("sim://x",))
+    r = victim.replica
+    forged = replace(
+        hello,
+        session_id=r.session_id,
+        resume_seq=r.seq,
+        prev_host=r.host_id,
+        suspects=tuple(m.id for m in r.members),
+    )
+    return to_frame(forged)
+
+
+@pytest.mark.parametrize("fault", ["crash", "cut", "pause"])
+def test_a_banned_secret_holder_cannot_steer_a_real_failover(fault: str) -> None:
+    """Issue 16 item 1 during a real failover: while the admin's host is
+    lost (crashed, cut off, paused), a banned identity that holds the secret
+    floods every copy with takeover notices claiming the best standing there
+    is and with votes naming every member as lost. No copy follows it, the
+    session settles on one of its own members, and the ban holds."""
+    session, nodes = start_players("admin.1", "bob.1", "carol.1", "dave.1", "erin.1")
+    admin, others = nodes[0], nodes[1:]
+    assert done(session, admin, ("acl", "ban", "villain")).status == "ok"
+    net = session.net
+    {"crash": net.crash, "cut": net.cut, "pause": net.pause}[fault](admin.me.id)
+    for step in range(100):
+        for victim in others:
+            reason = ("failover", "takeover", "handoff", "host")[step % 4]
+            net.send_raw(victim.me.id, _forged_host_claim("villain.1", victim, reason))
+            net.send_raw(victim.me.id, _forged_vote("villain.1", victim))
+        net.run(0.03)
+    if fault == "cut":
+        net.reconnect(admin.me.id)
+    elif fault == "pause":
+        net.resume(admin.me.id)
+    assert session.settle(15.0), session.tail()
+    live = net.live_nodes()
+    hosts = [n for n in live if n.role is Role.HOST]
+    assert len(hosts) == 1 and hosts[0].me.id not in ("villain.1", "admin.1"), session.tail()
+    for n in others:  # every copy heard the villain, and refused it
+        assert n.stats["dropped: redirect from or to a refused identity"] > 0
+        assert n.stats["dropped: hello from a refused identity"] > 0
+    for n in live:
+        assert "villain.1" not in member_ids(n)
+        assert n.replica.access.banned == {"villain"}
+        assert n.target_id != "villain.1"
+    assert len(session.digests()) == 1
