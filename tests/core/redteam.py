@@ -326,8 +326,10 @@ class _Faults:
         """A node is cut off, then restarts (same identity, new instance)
         while its old instance's messages are still held."""
         nodes = self._nodes()
-        if self.run.config.durability == "majority" and 2 * (len(nodes) - 1) <= len(nodes):
-            return  # a crash of half the session stops it, as documented
+        host = self._host()
+        members = len(host.replica.members) if host is not None else len(nodes)
+        if self.run.config.durability == "majority" and 2 * (len(nodes) - 1) <= members:
+            return  # a crash of half the membership stops it, as documented
         victim = self.rng.choice(nodes)
         self.net.cut(victim.me.id)
         self._note("cut", [victim])
