@@ -34,6 +34,12 @@ def test_red_team_schedules(seed: int) -> None:
     run_red_schedule(700_000 + seed, family=family)
 
 
+@pytest.mark.parametrize("seed", range(90 * FACTOR))
+def test_red_team_schedules_with_a_short_log(seed: int) -> None:
+    """log_keep of 8 changes: rollback reports must stay exact without it."""
+    run_red_schedule(900_000 + seed, log_keep=8)
+
+
 #: Schedules that broke a rule before the fixes (each failed on the code
 #: the red team started from): a member removed while cut off, or a Handoff
 #: held by TCP, left a copy asking a closed host for ever in "majority"
