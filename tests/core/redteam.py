@@ -101,8 +101,8 @@ class _Run:
             return False
         node = net.nodes[writer_id]
         host = net.nodes.get(node.target_id or writer_id)
-        if host is None or host.role is not Role.HOST:
-            return False
+        if host is None or host.role is not Role.HOST or host.isolated:
+            return False  # an isolated host acknowledges only as a lone one
         connected = {
             n for n in net.alive - net.paused - net.cut_off if net.group[n] == net.group[host.me.id]
         }
