@@ -175,6 +175,8 @@ class Node:
         self._hello_at = 0.0
         self._asked_since = 0.0  # first hello to the current target
         self._suspects: set[str] = set()
+        # members asked who hosts while we wait for votes (_probe_members)
+        self._probed: set[str] = set()
         self._failing_over = False
         self._leave_deadline = 0.0
         # The caller's clock at the latest input: TTLs are kept by it.
@@ -215,10 +217,15 @@ class Node:
         # reached no majority (host)
         self._woke_at = float("-inf")
         self._evidence: dict[str, Streak] = {}
+        # members that handed over to us on leaving: out of every majority
+        self._handed: set[str] = set()
         self._lost_since: float | None = None
         self._isolated_since: float | None = None
         # the last membership a majority of its own saw (host): who votes
         self._agreed: frozenset[str] = frozenset((self.me.id,))
+        # the agreed membership we had when we went on alone, until we hear
+        # a majority of it again: till then our side is no majority's
+        self._lone_from: frozenset[str] | None = None
 
     # ================================================================ inputs
 
@@ -382,16 +389,30 @@ class Node:
             # along the succession; a first join is the adapter's to time out.
             if (self._failing_over or self.ready) and now - self._asked_since > cfg.host_timeout:
                 self._host_lost(self._target.id, now)
-            elif now - self._hello_at >= cfg.hello_retry:
+            elif now - self._hello_at >= self._hello_retry():
                 self._send_hello(now)
         elif self.role is Role.LEAVING and now >= self._leave_deadline:
             self.role = Role.CLOSED
+
+    def _hello_retry(self) -> float:
+        """While failing over our Hellos are votes, and a candidate counts a
+        voter once its Hellos span half a heartbeat (a streak, core/quorum.py:
+        a burst held by TCP is no vote): send the second a little over half a
+        heartbeat after the first (jitter must not shorten the span), so a
+        takeover waits about that, not a whole hello_retry."""
+        cfg = self.config
+        if self._failing_over:
+            return min(cfg.hello_retry, 0.6 * cfg.heartbeat_interval)
+        return cfg.hello_retry
 
     def next_deadline(self, now: float) -> float:
         """When ``tick`` next has something to do (an upper bound is fine)."""
         if self.role in (Role.IDLE, Role.CLOSED):
             return now + 1.0
-        return now + min(self.config.heartbeat_interval, self.config.hello_retry) / 2
+        soon = now + min(self.config.heartbeat_interval, self.config.hello_retry) / 2
+        if self.role is Role.JOINING:  # a vote's second Hello (_hello_retry)
+            return max(now, min(soon, self._hello_at + self._hello_retry()))
+        return soon
 
     # ================================================================ views
 
@@ -419,7 +440,9 @@ class Node:
             host_id=self.me.id,
             epoch=self.epoch,
             live=live,
-            majority=self._majority_of(self._agreed, self._clock),
+            # a side that went on alone holds its own majority, not the
+            # session's: a real majority that went on too must win the merge
+            majority=self._lone_from is None and self._majority_of(self._agreed, self._clock),
             seq=r.seq,
             terms=tuple(r.terms),
         )
@@ -504,9 +527,13 @@ class Node:
             self._isolated_since, now, self.config
         ):
             self.stats["went_alone"] += 1
+            if self._lone_from is None:
+                self._lone_from = self._agreed
             cfg, woke = self.config, self._woke_at
             live = {pid for pid, c in self._conns.items() if is_live(c.heard, now, woke, cfg)}
             self._agreed = frozenset(live | {self.me.id})
+        if self._lone_from is not None and self._majority_of(self._lone_from, now):
+            self._lone_from = None
         if self._majority_of(self._agreed, now):
             members = frozenset(m.id for m in self.replica.members) | {self.me.id}
             if self._majority_of(members, now):
@@ -545,18 +572,15 @@ class Node:
         _asked_to_take_over, so a Hello held by TCP is no news against it)."""
         if self.replica.member(msg.sender) is None:
             return
-        streak = self._evidence.get(msg.sender)
-        if streak is None or now - streak.last > self.config.host_timeout:
-            since = now - self.config.heartbeat_interval
-            streak = self._evidence[msg.sender] = Streak(since=since, last=now)
-        streak.hear(now, self.config)
+        self._evidence.setdefault(msg.sender, Streak()).hear(now, self.config)
 
     def _may_take_over(self, now: float) -> bool:
         """Peer next in succession: take over only if we reach a majority of the
         membership (ourselves and the members that asked us, lately), or
         after isolation_timeout without one, where allowed."""
         reach = live_count(self._evidence.values(), now, self._woke_at, self.config)
-        if has_majority(reach, len(self.replica.members)):
+        staying = [m for m in self.replica.members if m.id not in self._handed]
+        if has_majority(reach, len(staying)):
             return True
         return may_go_alone(self._lost_since, now, self.config)
 
@@ -1045,6 +1069,7 @@ class Node:
         if old and old != self.me.id and self.replica.member(old) is None and old_endpoints:
             self.outbox.append(Send(old, old_endpoints, notice))
         self._suspects.clear()
+        self._probed.clear()
         self._beat_at = now
         for request in self.writer.unacked():
             self._order(self.me.id, request.req, self.writer.acked_upto, request.ops, request.conds)
@@ -1067,11 +1092,14 @@ class Node:
         if handoff:
             self._agreed = frozenset(self._conns) | {self.me.id}
         else:  # the membership we lost the host from, the host included
-            self._agreed = frozenset(m.id for m in self.replica.members) | {self.me.id}
+            members = frozenset(m.id for m in self.replica.members) | {self.me.id}
+            self._agreed = members - self._handed  # unless it left on purpose
         self._isolated_since = None
         if not self._majority_of(self._agreed, now):
             self._isolated_since = self._lost_since if self._lost_since is not None else now
         self._evidence.clear()
+        self._handed.clear()
+        self._lone_from = None
         self._lost_since = None
 
     def _step_down(self, winner: Member, now: float) -> None:
@@ -1259,6 +1287,18 @@ class Node:
             terms=mine.terms,
         )
 
+    def _host_welcome(self, msg: Welcome, now: float) -> None:
+        """A host welcomes a Hello we sent before we took over (held by TCP,
+        or a question of ours, _probe_members). Tell it we are not coming,
+        or it keeps us as a member it hears from (our heartbeats, as host),
+        refuses to weigh our announcements (_may_meet) while we refuse its
+        own for the same reason, and the two hosts never settle."""
+        self._drop("Welcome in role HOST")
+        endpoints = self._endpoints_of(msg.sender) or self._rivals.get(msg.sender, ())
+        if endpoints:
+            leave = Leave(sender=self.me.id, epoch=msg.epoch)
+            self.outbox.append(Send(msg.sender, endpoints, leave))
+
     def _member_conn(self, msg: Message, now: float) -> _Conn | None:
         conn = self._conns.get(msg.sender)
         if conn is None:
@@ -1382,8 +1422,15 @@ class Node:
 
     def _send_hello(self, now: float) -> None:
         assert self._target is not None
+        self._hello_at = now
+        self._send(self._target, self._hello())
+
+    def _hello(self, *, vote: bool = True) -> Hello:
+        """Our Hello; while failing over it names the host we lost (asking
+        the next in line to take over), unless not *vote* (a question only)."""
         r = self.replica
-        hello = Hello(
+        vote = vote and self._failing_over
+        return Hello(
             sender=self.me.id,
             epoch=self.epoch,
             name=self.me.name,
@@ -1393,12 +1440,28 @@ class Node:
             resume_seq=r.seq,
             resume_epoch=r.last_epoch,
             resume_origin=r.last_origin,
-            prev_host=r.host_id if self._failing_over else None,
-            suspects=tuple(sorted(self._suspects)),
+            prev_host=r.host_id if vote else None,
+            suspects=tuple(sorted(self._suspects)) if vote else (),
             joined_at=self.me.joined_at,
         )
-        self._hello_at = now
-        self._send(self._target, hello)
+
+    def _probe_members(self) -> None:
+        """We are next in succession but no majority asks us: the others may
+        have gone on without us (the host handed over to another while our
+        cable was out, and removed us). Ask every other member, as we would
+        a host: a peer answers with its host, which we follow if
+        newer; a member that hosts welcomes us (``_joining_welcome``). It is
+        a question, not a vote: it names no lost host, so no candidate takes
+        over on it. Only in "majority" durability: in the default one the
+        isolation timeout ends the wait, and discovery merges the hosts."""
+        for m in self.replica.members:
+            # suspects too: we may have suspected them while our cable was out
+            if m.id == self.me.id or not self._may_lead(m.id):
+                continue
+            if self._target is not None and m.id == self._target.id:
+                continue
+            self._probed.add(m.id)
+            self._send(m, self._hello(vote=False))
 
     def _host_lost(self, lost: str, now: float) -> None:
         """The host (or the candidate we were asking) is silent: try the next
@@ -1428,6 +1491,9 @@ class Node:
             host = self._target
         if host is not None:
             self._follow(host, now)
+        if self.config.durability == "majority":
+            # never going alone, we must find the session's host ourselves
+            self._probe_members()
 
     def _asked_to_take_over(self, msg: Hello, now: float) -> bool:
         """Someone asks us to host: true when the host they lost is ours and
@@ -1455,6 +1521,8 @@ class Node:
         if not self._may_lead(msg.sender):
             self._drop("hello from a refused identity")  # it may not make us host either
             return
+        if self._suspect_ahead_is_back(msg.sender, now):
+            return
         if self.ready and self._asked_to_take_over(msg, now):
             # Only a member's word moves us (its suspects, its vote); one we
             # do not know yet (its join was lost with the host) is told to
@@ -1463,7 +1531,8 @@ class Node:
             if member:
                 self._note_evidence(msg, now)
                 self._suspects |= set(msg.suspects) | {msg.prev_host or ""}
-                self._suspects.discard("")
+                # it suspected us while its cable was out: we are the one asked
+                self._suspects -= {"", self.me.id}
             if not member or not self._may_take_over(now):
                 # not (yet) a majority: tell it we are alive and gathering, so
                 # that it goes on asking us rather than the next in line
@@ -1489,6 +1558,23 @@ class Node:
                 reason="not host",
             )
             self.outbox.append(Send(msg.sender, msg.endpoints, notice))
+
+    def _suspect_ahead_is_back(self, sender: str, now: float) -> bool:
+        """While failing over, a member ahead of us in succession that we
+        suspected (its cable was out when we asked it) speaks to us: it is
+        the candidate, not us. Ask it (our Hellos are votes), or two
+        candidates that suspect each other wait for each other's votes for
+        ever (a held Handoff made one of them next; "majority" durability)."""
+        if not (self._failing_over and self.ready) or sender not in self._suspects:
+            return False
+        for m in self.replica.succession():
+            if m.id == self.me.id:
+                return False
+            if m.id == sender:
+                self._suspects.discard(sender)
+                self._follow(m, now)
+                return True
+        return False
 
     def _from_target(self, msg: Message) -> bool:
         """Peers act only on their host's messages, and never on a stale epoch."""
@@ -1631,8 +1717,25 @@ class Node:
         if self._from_target(msg) and self._may_lead(msg.sender):
             self._take_over("handoff", now)
 
+    def _joining_handoff(self, msg: Handoff, now: float) -> None:
+        """Our host handed over to us while we were asking it again (our
+        cable was out: TCP held its Handoff, and the others may have gone on
+        without us). It left on purpose and votes no more: the majority we
+        need is of the members that stay (``_handed``); we take over as a
+        failover, on their votes, or follow whoever they chose."""
+        r = self.replica
+        if not (self.ready and self._failing_over) or msg.sender != r.host_id:
+            self._drop("handoff from a node that is not our host")
+            return
+        if msg.epoch != r.epoch or not self._may_lead(msg.sender):
+            self._drop("stale handoff")
+            return
+        self._handed.add(msg.sender)
+        self._host_lost(msg.sender, now)
+
     def _joining_welcome(self, msg: Welcome, now: float) -> None:
-        if self._target is None or msg.sender != self._target.id:
+        asked = self._target is not None and msg.sender == self._target.id
+        if not asked and not (self._failing_over and msg.sender in self._probed):
             self._drop("welcome from a node we did not ask")
             return
         if msg.host_id != msg.sender or (msg.snapshot and msg.snapshot.host_id != msg.sender):
@@ -1676,7 +1779,9 @@ class Node:
             return
         self._target = self.replica.member(msg.sender) or self._target
         self._suspects.clear()
+        self._probed.clear()
         self._evidence.clear()
+        self._handed.clear()
         self._failing_over, self._lost_since = False, None
         self._heard = self._beat_at = now
         self._release_own()
@@ -1925,6 +2030,7 @@ _HANDLERS: dict[tuple[Role, type[Message]], Any] = {
     (Role.HOST, Leave): Node._host_leave,
     (Role.HOST, Redirect): Node._host_redirect,
     (Role.HOST, Refused): Node._host_refused,
+    (Role.HOST, Welcome): Node._host_welcome,
     (Role.PEER, Hello): Node._peer_hello,
     (Role.PEER, ChangeMsg): Node._peer_change,
     (Role.PEER, Result): Node._peer_result,
@@ -1937,6 +2043,7 @@ _HANDLERS: dict[tuple[Role, type[Message]], Any] = {
     (Role.JOINING, Welcome): Node._joining_welcome,
     (Role.JOINING, Refused): Node._joining_refused,
     (Role.JOINING, Redirect): Node._peer_redirect,
+    (Role.JOINING, Handoff): Node._joining_handoff,
     (Role.LEAVING, Gone): Node._leaving_gone,
     (Role.LEAVING, Redirect): Node._leaving_redirect,
 }

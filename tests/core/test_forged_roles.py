@@ -170,7 +170,8 @@ def test_a_player_banned_during_a_split_who_hosts_the_other_half_sends_it_over()
     assert admin.role is Role.HOST and bob.refused == "banned", session.tail()
     for node in (admin, carol, dave):
         assert node.replica.access.banned == {"bob"}
-        assert member_ids(node) == ["admin.1", "carol.1", "dave.1"]
+        # (in the order they rejoined the admin, which timing decides)
+        assert sorted(member_ids(node)) == ["admin.1", "carol.1", "dave.1"]
 
 
 def test_a_host_that_claims_a_million_players_and_stays_silent_changes_no_host() -> None:
