@@ -389,30 +389,16 @@ class Node:
             # along the succession; a first join is the adapter's to time out.
             if (self._failing_over or self.ready) and now - self._asked_since > cfg.host_timeout:
                 self._host_lost(self._target.id, now)
-            elif now - self._hello_at >= self._hello_retry():
+            elif now - self._hello_at >= cfg.hello_retry:
                 self._send_hello(now)
         elif self.role is Role.LEAVING and now >= self._leave_deadline:
             self.role = Role.CLOSED
-
-    def _hello_retry(self) -> float:
-        """While failing over our Hellos are votes, and a candidate counts a
-        voter once its Hellos span half a heartbeat (a streak, core/quorum.py:
-        a burst held by TCP is no vote): send the second a little over half a
-        heartbeat after the first (jitter must not shorten the span), so a
-        takeover waits about that, not a whole hello_retry."""
-        cfg = self.config
-        if self._failing_over:
-            return min(cfg.hello_retry, 0.6 * cfg.heartbeat_interval)
-        return cfg.hello_retry
 
     def next_deadline(self, now: float) -> float:
         """When ``tick`` next has something to do (an upper bound is fine)."""
         if self.role in (Role.IDLE, Role.CLOSED):
             return now + 1.0
-        soon = now + min(self.config.heartbeat_interval, self.config.hello_retry) / 2
-        if self.role is Role.JOINING:  # a vote's second Hello (_hello_retry)
-            return max(now, min(soon, self._hello_at + self._hello_retry()))
-        return soon
+        return now + min(self.config.heartbeat_interval, self.config.hello_retry) / 2
 
     # ================================================================ views
 
