@@ -31,8 +31,8 @@ class Options:
     #: "default": a copy left alone goes on after ``isolation_timeout`` (the
     #: last player of a game plays on; the halves of a true split both go on,
     #: and a merge reports what it undoes). "majority": no copy hosts or
-    #: acknowledges without a majority of the session, so nothing acknowledged
-    #: is ever undone, and a session that lost its majority waits for it.
+    #: acknowledges without a majority of the session, and a session that lost
+    #: its majority waits for it (README, Guarantees: one gap remains).
     durability: Durability = "default"
     #: How long ``join`` listens for an existing host before hosting itself
     #: (copies starting together may wait up to twice that, or 1 s, to agree).
