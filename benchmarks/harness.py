@@ -26,6 +26,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import zmq
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 #: Every socket and mDNS packet of the benchmarks stays on this address.
@@ -180,6 +182,17 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def bound_router(ctx: zmq.Context[zmq.Socket[bytes]]) -> tuple[zmq.Socket[bytes], str]:
+    """A ROUTER bound to a free port on loopback, and its endpoint: the far
+    end of a baseline (``worker_zmq.py``, ``worker_chain.py``)."""
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(f"tcp://{LOOPBACK}:*")
+    endpoint = router.getsockopt(zmq.LAST_ENDPOINT)
+    assert isinstance(endpoint, bytes)
+    return router, endpoint.decode()
 
 
 def serve(target: object, hello: dict[str, Any]) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgpack
 import zmq
-from harness import LOOPBACK, serve
+from harness import bound_router, serve
 
 
 def relay(router: zmq.Socket[bytes], forward: zmq.Socket[bytes]) -> None:
@@ -44,12 +44,8 @@ class Control:
 
 def main() -> None:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    router = ctx.socket(zmq.ROUTER)
-    router.setsockopt(zmq.LINGER, 0)
-    router.bind(f"tcp://{LOOPBACK}:*")
-    endpoint = router.getsockopt(zmq.LAST_ENDPOINT)
-    assert isinstance(endpoint, bytes)
-    serve(Control(ctx, router), {"endpoint": endpoint.decode()})
+    router, endpoint = bound_router(ctx)
+    serve(Control(ctx, router), {"endpoint": endpoint})
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgpack
 import zmq
-from harness import LOOPBACK, serve
+from harness import bound_router, serve
 
 
 def answer(body: list[Any]) -> Any:
@@ -36,13 +36,9 @@ class Control:
 
 def main() -> None:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    router = ctx.socket(zmq.ROUTER)
-    router.setsockopt(zmq.LINGER, 0)
-    router.bind(f"tcp://{LOOPBACK}:*")
-    endpoint = router.getsockopt(zmq.LAST_ENDPOINT)
-    assert isinstance(endpoint, bytes)
+    router, endpoint = bound_router(ctx)
     threading.Thread(target=echo, args=(router,), daemon=True).start()
-    serve(Control(), {"endpoint": endpoint.decode()})
+    serve(Control(), {"endpoint": endpoint})
 
 
 if __name__ == "__main__":
