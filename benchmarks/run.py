@@ -255,24 +255,29 @@ def dealer(endpoint: str) -> Iterator[zmq.Socket[bytes]]:
         ctx.term()
 
 
-def raw_round_trips(sock: zmq.Socket[bytes], msg: Any, n: int) -> Latency:
+def round_trips(out: zmq.Socket[bytes], receive: Callable[[], bytes], msg: Any, n: int) -> Latency:
+    """*n* messages one at a time: send on *out*, wait for *receive* to give
+    the answer back (the echo's, or the chain's last relay's)."""
     samples = []
     for _ in range(n):
         start = time.monotonic_ns()
-        sock.send(msgpack.packb(msg))
-        msgpack.unpackb(sock.recv())
+        out.send(msgpack.packb(msg))
+        msgpack.unpackb(receive())
         samples.append(time.monotonic_ns() - start)
     return Latency.of_ns(samples)
 
 
-def raw_pipelined_rate(sock: zmq.Socket[bytes], msg: Any, n: int, window: int) -> float:
+def pipelined_rate(
+    out: zmq.Socket[bytes], receive: Callable[[], bytes], msg: Any, n: int, window: int
+) -> float:
+    """*n* messages with *window* of them in flight: answers a second."""
     start = time.monotonic()
     sent = received = 0
     while received < n:
         while sent < n and sent - received < window:
-            sock.send(msgpack.packb(msg))
+            out.send(msgpack.packb(msg))
             sent += 1
-        msgpack.unpackb(sock.recv())
+        msgpack.unpackb(receive())
         received += 1
     return n / (time.monotonic() - start)
 
@@ -293,10 +298,10 @@ def measure_baseline(ctx: Context) -> list[Row]:
     with Group() as group:
         echo = group.start("worker_zmq.py")
         with dealer(echo.hello()["endpoint"]) as sock:
-            raw_round_trips(sock, msg, 200)  # warm up
-            rtts = [raw_round_trips(sock, msg, cfg.raw_samples) for _ in range(cfg.rounds)]
+            round_trips(sock, sock.recv, msg, 200)  # warm up
+            rtts = [round_trips(sock, sock.recv, msg, cfg.raw_samples) for _ in range(cfg.rounds)]
             rates = [
-                raw_pipelined_rate(sock, msg, cfg.raw_messages, cfg.window)
+                pipelined_rate(sock, sock.recv, msg, cfg.raw_messages, cfg.window)
                 for _ in range(cfg.rounds)
             ]
             transfers = [raw_transfer(sock, data) for _ in range(cfg.rounds)]
@@ -358,30 +363,6 @@ def chain_ends(first: str) -> Iterator[tuple[zmq.Socket[bytes], zmq.Socket[bytes
         ctx.term()
 
 
-def chain_round_trips(out: zmq.Socket[bytes], back: zmq.Socket[bytes], msg: Any, n: int) -> Latency:
-    samples = []
-    for _ in range(n):
-        start = time.monotonic_ns()
-        out.send(msgpack.packb(msg))
-        msgpack.unpackb(back.recv_multipart()[1])
-        samples.append(time.monotonic_ns() - start)
-    return Latency.of_ns(samples)
-
-
-def chain_pipelined_rate(
-    out: zmq.Socket[bytes], back: zmq.Socket[bytes], msg: Any, n: int, window: int
-) -> float:
-    start = time.monotonic()
-    sent = received = 0
-    while received < n:
-        while sent < n and sent - received < window:
-            out.send(msgpack.packb(msg))
-            sent += 1
-        msgpack.unpackb(back.recv_multipart()[1])
-        received += 1
-    return n / (time.monotonic() - start)
-
-
 def measure_chain(ctx: Context) -> list[Row]:
     """The limit of an acknowledged write on this machine: writer -> host ->
     successor -> writer, three Python processes on pyzmq, each hop decoding
@@ -393,10 +374,14 @@ def measure_chain(ctx: Context) -> list[Row]:
         with chain_ends(host.hello()["endpoint"]) as (out, back, writer_endpoint):
             host.cmd("next", endpoint=successor.hello()["endpoint"])
             successor.cmd("next", endpoint=writer_endpoint)
-            chain_round_trips(out, back, msg, 200)  # warm up
-            rounds = [chain_round_trips(out, back, msg, cfg.raw_samples) for _ in range(cfg.rounds)]
+
+            def answer() -> bytes:  # what the last relay sends back: [identity, frame]
+                return back.recv_multipart()[1]
+
+            round_trips(out, answer, msg, 200)  # warm up
+            rounds = [round_trips(out, answer, msg, cfg.raw_samples) for _ in range(cfg.rounds)]
             rates = [
-                chain_pipelined_rate(out, back, msg, cfg.raw_messages, cfg.window)
+                pipelined_rate(out, answer, msg, cfg.raw_messages, cfg.window)
                 for _ in range(cfg.rounds)
             ]
     ctx.chain, ctx.chain_rate = median_round(rounds), median(rates)
