@@ -14,31 +14,10 @@ or the instant of a failover), it is listed once, by the host that wins a
 merge: the most players, then the highest epoch, then the lowest node id
 (``core/rank.py``, the rule the hosts themselves use).
 
-TXT keys read here (besides the ones ``discovery.py`` owns: app, session, id,
-name, epoch, sid). Whoever advertises them must use exactly these names:
-
-- ``players``: decimal count of members, host included -> ``players``
-  (absent or unreadable: 1);
-- ``max_players``: decimal, at least 1 -> ``max_players`` (absent: None, no limit);
-- ``joinable``: "1" or "0" (also true/false, yes/no) -> ``joinable`` (absent: True);
-- ``secured``: "1" or "0" (likewise) -> ``secured`` (absent: False);
-- ``wire``: decimal, the host's wire format (``p2pstate.messages.WIRE_VERSION``)
-  -> ``compatible``, whether this copy can join it (absent: a version from
-  before the field existed, so not compatible);
-- ``version``: any text, e.g. the game's version -> ``version`` (absent: None);
-- ``m.<name>``: any text -> ``metadata[<name>]``, the session's own small
-  str-to-str information (map, mode...). Each TXT entry is at most 255 bytes
-  and the whole record at most 1300 (see discovery.py);
-- ``readmode``, ``writemode``: the session's permission modes, "admin_only",
-  "authorized_only" or "unbanned_only" -> ``readmode``, ``writemode``
-  (absent, the usual case, or unknown: "any");
-- ``admin``: the admin's identity, only where the readmode is admin_only or
-  authorized_only -> ``admin`` (absent: None), so ``quick_join`` can tell
-  whether this installation would be let in;
-- ``rev``: decimal, a number the host raises with every change of its record.
-  Not shown; it orders records of one epoch that arrive out of order (see
-  _newer). Absent: such records cannot be ordered, and a lobby may show an
-  older player count for a few seconds.
+What a record's TXT properties say (players, max_players, joinable, secured,
+wire, version, ``m.<name>`` metadata, modes, admin, rev) is read by
+``core/advert.py``, the module that also builds them for the host: the
+record's schema, both directions, in one place.
 
 An unreadable value is logged at debug level and the default is used: what
 comes from the network never raises here.
@@ -57,9 +36,26 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Final
 
 from .codec import check_text
-from .core.access import ADMIN_ONLY, ANY, AUTHORIZED_ONLY, MODES, Access, check_identity
+from .core.access import ANY
+from .core.advert import (
+    TXT_ADMIN,
+    TXT_JOINABLE,
+    TXT_MAX_PLAYERS,
+    TXT_METADATA_PREFIX,
+    TXT_PLAYERS,
+    TXT_READMODE,
+    TXT_REVISION,
+    TXT_SECURED,
+    TXT_VERSION,
+    TXT_WIRE,
+    TXT_WRITEMODE,
+    advertised_revision,
+    advertised_secured,
+    advertised_wire,
+    read_properties,
+)
+from .core.advert import access_properties as access_txt
 from .core.rank import host_rank
-from .errors import ProtocolError
 from .messages import WIRE_VERSION
 
 if TYPE_CHECKING:
@@ -93,21 +89,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TXT_PLAYERS: Final = "players"
-TXT_MAX_PLAYERS: Final = "max_players"
-TXT_JOINABLE: Final = "joinable"
-TXT_SECURED: Final = "secured"
-TXT_WIRE: Final = "wire"
-TXT_VERSION: Final = "version"
-TXT_METADATA_PREFIX: Final = "m."
-TXT_REVISION: Final = "rev"
-TXT_READMODE: Final = "readmode"
-TXT_WRITEMODE: Final = "writemode"
-TXT_ADMIN: Final = "admin"
-
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off"})
-_MAX_INT_DIGITS: Final = 9
 # Seconds during which a record equal to one just withdrawn is a late copy.
 _ECHO_S: Final = 2.0
 # A Lobby's refresh listens this long, and drops a host that missed this many in a row.
@@ -204,108 +185,28 @@ def _session_info(record: HostRecord) -> SessionInfo | None:
     """The SessionInfo a host's record advertises; None for a candidate."""
     if record.epoch <= 0 or not record.endpoints:
         return None
-    props = record.properties
     where = f"{record.app}/{record.session} host {record.node_id}"
-    players = _parse_int(props.get(TXT_PLAYERS), 1, minimum=0, what=f"players of {where}")
-    max_players = _parse_int(
-        props.get(TXT_MAX_PLAYERS), None, minimum=1, what=f"max_players of {where}"
-    )
-    metadata = {
-        key[len(TXT_METADATA_PREFIX) :]: value
-        for key, value in props.items()
-        if key.startswith(TXT_METADATA_PREFIX) and len(key) > len(TXT_METADATA_PREFIX)
-    }
+    said = read_properties(record.properties, where=where)
     return SessionInfo(
         app=record.app,
         session=record.session,
         host_name=record.host_name,
-        players=players if players is not None else 1,
-        max_players=max_players,
-        joinable=_parse_bool(props.get(TXT_JOINABLE), True, what=f"joinable of {where}"),
-        secured=_parse_bool(props.get(TXT_SECURED), False, what=f"secured of {where}"),
-        compatible=advertised_wire(props) == WIRE_VERSION,
-        version=props.get(TXT_VERSION),
-        metadata=metadata,
-        readmode=_parse_mode(props.get(TXT_READMODE), what=f"readmode of {where}"),
-        writemode=_parse_mode(props.get(TXT_WRITEMODE), what=f"writemode of {where}"),
-        admin=_parse_admin(props.get(TXT_ADMIN), what=f"admin of {where}"),
+        players=said.players,
+        max_players=said.max_players,
+        joinable=said.joinable,
+        secured=said.secured,
+        compatible=said.wire == WIRE_VERSION,
+        version=said.version,
+        metadata=said.metadata,
+        readmode=said.readmode,
+        writemode=said.writemode,
+        admin=said.admin,
         endpoint=record.endpoints[0],
         endpoints=record.endpoints,
         host_id=record.node_id,
         epoch=record.epoch,
         session_id=record.session_id,
     )
-
-
-def _parse_int(text: str | None, default: int | None, *, minimum: int, what: str) -> int | None:
-    if text is None:
-        return default
-    text = text.strip()
-    # isdigit() alone takes "²", which int() refuses: ASCII digits only.
-    if not _is_decimal(text) or int(text) < minimum:
-        log.debug("ignoring %s: %r", what, text)
-        return default
-    return int(text)
-
-
-def _is_decimal(text: str) -> bool:
-    """Whether *text* is a short run of ASCII digits, so int() takes it."""
-    return text.isascii() and text.isdigit() and len(text) <= _MAX_INT_DIGITS
-
-
-def _parse_mode(text: str | None, *, what: str) -> str:
-    if text is None:
-        return ANY
-    if text not in MODES:
-        log.debug("ignoring %s: %r", what, text)
-        return ANY
-    return text
-
-
-def _parse_admin(text: str | None, *, what: str) -> str | None:
-    if text is None:
-        return None
-    try:
-        return check_identity(text)
-    except ProtocolError:
-        log.debug("ignoring %s: %r", what, text)
-        return None
-
-
-def access_txt(access: Access) -> dict[str, str]:
-    """The TXT properties that advertise *access*: the modes that are not ANY
-    (most sessions add nothing), and the admin where only it or those it
-    authorized may join."""
-    properties = {}
-    if access.readmode != ANY:
-        properties[TXT_READMODE] = access.readmode
-    if access.writemode != ANY:
-        properties[TXT_WRITEMODE] = access.writemode
-    if access.readmode in (ADMIN_ONLY, AUTHORIZED_ONLY) and access.admin:
-        properties[TXT_ADMIN] = access.admin
-    return properties
-
-
-def advertised_wire(properties: Mapping[str, str]) -> int | None:
-    """The wire format a host's TXT properties name; None if they name none."""
-    return _parse_int(properties.get(TXT_WIRE), None, minimum=1, what="wire")
-
-
-def advertised_secured(properties: Mapping[str, str]) -> bool:
-    """Whether a host's TXT properties say its session needs a secret."""
-    return _parse_bool(properties.get(TXT_SECURED), False, what="secured")
-
-
-def _parse_bool(text: str | None, default: bool, *, what: str) -> bool:
-    if text is None:
-        return default
-    word = text.strip().lower()
-    if word in _TRUE:
-        return True
-    if word in _FALSE:
-        return False
-    log.debug("ignoring %s: %r", what, text)
-    return default
 
 
 def _winner(a: SessionInfo, b: SessionInfo) -> SessionInfo:
@@ -331,9 +232,7 @@ def _sessions(records: Iterable[HostRecord]) -> dict[_Key, SessionInfo]:
 
 def _revision(record: HostRecord) -> tuple[int, int]:
     """How recent a host's record is: (epoch, rev); rev is -1 when not advertised."""
-    text = record.properties.get(TXT_REVISION, "")
-    rev = int(text) if _is_decimal(text) else -1
-    return (record.epoch, rev)
+    return (record.epoch, advertised_revision(record.properties))
 
 
 def _newer(known: HostRecord | None, heard: HostRecord, *, first_wins: bool = False) -> HostRecord:
