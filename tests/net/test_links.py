@@ -154,7 +154,7 @@ def test_fake_secured_adverts_open_bounded_links(join: Join, app_name: str) -> N
             session_id=secrets.token_hex(8),
             properties=properties,
         )
-        runtime._on_record("added", record, f"fake{i}")
+        runtime.startup.on_record("added", record, f"fake{i}")
     eventually(lambda: host.stats.get("links_closed", 0) >= 600 - CAP, 20)
     assert _open_fds() - baseline < 6 * CAP, (baseline, _open_fds(), host.stats)
     assert host.stats.get("internal_errors", 0) == 0, host.stats

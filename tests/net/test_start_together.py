@@ -16,6 +16,7 @@ from netkit import eventually
 
 import p2pstate
 from p2pstate import SharedState
+from p2pstate._startup_io import StartupAdapter
 from p2pstate.discovery import HostRecord
 from p2pstate.session import Runtime
 
@@ -48,15 +49,15 @@ def all_made_first(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
 
 
 def hide_records(
-    monkeypatch: pytest.MonkeyPatch, hidden: Callable[[Runtime, HostRecord], bool]
+    monkeypatch: pytest.MonkeyPatch, hidden: Callable[[StartupAdapter, HostRecord], bool]
 ) -> None:
     """Make a copy miss the mDNS records for which *hidden* is true."""
-    remember, observe = Runtime._remember, Runtime._observe_io
+    remember, observe = StartupAdapter.remember, StartupAdapter.observe_io
     monkeypatch.setattr(
-        Runtime, "_remember", lambda rt, r: None if hidden(rt, r) else remember(rt, r)
+        StartupAdapter, "remember", lambda rt, r: None if hidden(rt, r) else remember(rt, r)
     )
     monkeypatch.setattr(
-        Runtime, "_observe_io", lambda rt, r: None if hidden(rt, r) else observe(rt, r)
+        StartupAdapter, "observe_io", lambda rt, r: None if hidden(rt, r) else observe(rt, r)
     )
 
 
@@ -132,10 +133,10 @@ def test_a_late_lowest_copy_leaves_no_one_waiting(
     """Regression (review): a copy that gave up on a slow lowest candidate,
     then was welcomed by it, kept its waiting deadline, and its I/O thread
     polled without sleeping for the rest of the session."""
-    begin = Runtime._begin_io
+    begin = StartupAdapter.begin_io
     delayed: list[threading.Timer] = []
 
-    def slow_lowest(self: Runtime, now: float) -> None:
+    def slow_lowest(self: StartupAdapter, now: float) -> None:
         lowest = self.node_id == min(r.node_id for r in runtimes)
         if lowest and not delayed:  # its machine is busy: it decides 2.5 s late
             timer = threading.Timer(2.5, lambda: self.call(lambda: begin(self, time.monotonic())))
@@ -145,7 +146,7 @@ def test_a_late_lowest_copy_leaves_no_one_waiting(
         begin(self, now)
 
     all_made_first(monkeypatch, 3)
-    monkeypatch.setattr(Runtime, "_begin_io", slow_lowest)
+    monkeypatch.setattr(StartupAdapter, "begin_io", slow_lowest)
     states, errors = start_copies(
         f"late-{secrets.token_hex(4)}", 3, discovery_window=0.3, timeout=10
     )
@@ -156,7 +157,7 @@ def test_a_late_lowest_copy_leaves_no_one_waiting(
         for runtime in runtimes:
             # Once in, no copy waits for other starters any more: a deadline
             # left behind makes its I/O loop poll with a zero timeout.
-            wait = runtime.run_on_io(lambda rt=runtime: rt._startup.next_deadline(), 2)
+            wait = runtime.run_on_io(lambda rt=runtime: rt.startup.election.next_deadline(), 2)
             assert wait is None
     finally:
         for s in states.values():
@@ -218,14 +219,14 @@ def test_a_silent_candidate_does_not_make_join_time_out(
     """Regression (review): a copy that chose a lower candidate which never
     answered (killed while starting; its record lives on) waited so long
     for it that join() timed out with a long discovery window."""
-    begin = Runtime._begin_io
+    begin = StartupAdapter.begin_io
 
-    def silent_lowest(self: Runtime, now: float) -> None:
+    def silent_lowest(self: StartupAdapter, now: float) -> None:
         if self.node_id != min(r.node_id for r in runtimes):
             begin(self, now)
 
     all_made_first(monkeypatch, 2)
-    monkeypatch.setattr(Runtime, "_begin_io", silent_lowest)
+    monkeypatch.setattr(StartupAdapter, "begin_io", silent_lowest)
     states, errors = start_copies(
         f"silent-{secrets.token_hex(4)}", 2, discovery_window=1.5, timeout=5.0
     )
