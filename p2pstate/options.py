@@ -1,4 +1,13 @@
-"""The options ``join`` takes, checked in one place."""
+"""The options ``join`` takes, declared and checked in one place.
+
+Each field of :class:`Options` is the one declaration of a setting: its
+name, type, default (the core's own, for the settings the core reads) and
+doc comment; its field metadata says how it is checked (``kind``), who uses
+it (``group``: the core's Config, the session's info, its access state, or
+the runtime) and the ``p2pstate`` command's flag for it, if any (``cli``).
+``Options.core_config``, ``session_info`` and ``access`` are built from that
+table, and tests/test_settings.py holds Config, ``set_session_info``, the
+CLI and the README to it."""
 
 from __future__ import annotations
 
@@ -7,101 +16,148 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .codec import check_text, encode, normalize
-from .core.access import ANY, MODES, Access, settings_from_wire
+from .core.access import MODES, Access, settings_from_wire
 from .core.config import Config, Durability
 from .errors import ProtocolError, ValueTooLargeError
 from .messages import check_profile, session_info
 from .storage import SqliteStorage, Storage
 
-__all__ = ["MAX_SECONDS", "Options", "check_access_settings", "check_count", "check_seconds"]
+__all__ = [
+    "DERIVED_CONFIG",
+    "MAX_SECONDS",
+    "Options",
+    "check_access_settings",
+    "check_count",
+    "check_seconds",
+    "settings",
+]
+
+# The core's and the access state's own defaults: declared there, used here.
+_CONFIG = Config()
+_ACCESS = Access()
+
+#: The fields of the core's Config that are not options of the same name,
+#: and where their values come from.
+DERIVED_CONFIG: dict[str, str] = {
+    "hello_retry": "min(0.1 s, heartbeat_interval)",
+    "max_snapshot_bytes": "max_frame_size",
+    "advert_room": "the runtime, from the app and session names (core/advert.py)",
+    "write_retry": "the core's default",
+    "leave_timeout": "the core's default",
+}
+
+
+def _meta(*, kind: str = "", group: str = "runtime", cli: str | None = None) -> dict[str, Any]:
+    """One row of the settings table, as a field's metadata. *kind*:
+    "seconds" or "count" (checked by check_seconds/check_count), "bool", or
+    "" (checked by hand in __post_init__). *group*: "core" (passed to Config
+    by name), "session" (the session's info), "access" (its access state) or
+    "runtime". *cli*: the ``p2pstate`` command's flag for it."""
+    return {"kind": kind, "group": group, "cli": cli}
 
 
 @dataclass(frozen=True, kw_only=True)
 class Options:
     #: Seconds between heartbeats when idle.
-    heartbeat_interval: float = 0.1
+    heartbeat_interval: float = field(
+        default=_CONFIG.heartbeat_interval, metadata=_meta(kind="seconds", group="core")
+    )
     #: A host silent this long is taken for dead; the next peer takes over.
-    host_timeout: float = 0.5
+    host_timeout: float = field(
+        default=_CONFIG.host_timeout, metadata=_meta(kind="seconds", group="core")
+    )
     #: A peer silent this long is removed from the session by the host.
-    peer_timeout: float = 0.5
+    peer_timeout: float = field(
+        default=_CONFIG.peer_timeout, metadata=_meta(kind="seconds", group="core")
+    )
     #: How long a copy that reaches no majority of its session (its cable is
     #: out, it was paused, the others are gone) waits before it goes on alone;
     #: None: four ``host_timeout``s. Never, with ``durability="majority"``.
-    isolation_timeout: float | None = None
+    isolation_timeout: float | None = field(
+        default=_CONFIG.isolation_timeout, metadata=_meta(group="core")
+    )
     #: "default": a copy left alone goes on after ``isolation_timeout`` (the
     #: last player of a game plays on; the halves of a true split both go on,
     #: and a merge reports what it undoes). "majority": no copy hosts or
     #: acknowledges without a majority of the session, and a session that lost
     #: its majority waits for it (README, Guarantees: one gap remains).
-    durability: Durability = "default"
+    durability: Durability = field(default=_CONFIG.durability, metadata=_meta(group="core"))
     #: How long ``join`` listens for an existing host before hosting itself
     #: (copies starting together may wait up to twice that, or 1 s, to agree).
-    discovery_window: float = 0.5
+    discovery_window: float = field(default=0.5, metadata=_meta(kind="seconds"))
     #: While hosting, how often to ask the LAN for other hosts of the session
     #: (two halves of a healed split meet this way).
-    rediscovery_interval: float = 2.0
+    rediscovery_interval: float = field(default=2.0, metadata=_meta(kind="seconds"))
     #: How long a blocking write waits for a host before SessionLostError.
-    write_timeout: float = 10.0
+    write_timeout: float = field(default=10.0, metadata=_meta(kind="seconds"))
     #: Largest value, in encoded bytes (see ``p2pstate.length_data``).
-    max_value_size: int = 64 * 1024
+    max_value_size: int = field(
+        default=_CONFIG.max_value_size, metadata=_meta(kind="count", group="core")
+    )
     #: Largest frame accepted from the network (zmq MAXMSGSIZE).
-    max_frame_size: int = 16 * 1024 * 1024
+    max_frame_size: int = field(default=16 * 1024 * 1024, metadata=_meta(kind="count"))
     #: Keep events for ``poll()``. Turn off when events are taken only through
     #: ``on_change`` or ``p2pstate.pygame``, so nothing piles up unread.
-    poll_events: bool = True
+    poll_events: bool = field(default=True, metadata=_meta(kind="bool"))
     #: Events kept for ``poll()``; older ones are dropped (and counted) past this.
-    max_pending_events: int = 100_000
+    max_pending_events: int = field(default=100_000, metadata=_meta(kind="count"))
     #: Most links (sockets) open at once to peers that are not members:
     #: strangers, joiners being refused, rival hosts. Members' links are kept
     #: open beyond it; others close oldest first at the cap, and when idle.
-    max_links: int = 256
+    max_links: int = field(default=256, metadata=_meta(kind="count"))
     #: Seconds a link to a non-member stays open unused.
-    link_idle: float = 30.0
+    link_idle: float = field(default=30.0, metadata=_meta(kind="seconds"))
     #: Changes kept so a peer that reconnects can catch up without a snapshot.
-    log_keep: int = 4096
+    log_keep: int = field(default=_CONFIG.log_keep, metadata=_meta(kind="count", group="core"))
     #: Bytes of changes that log may hold (values counted as max_total_bytes
     #: counts them); a bigger change is not kept, and peers behind it resync.
-    log_bytes: int = 32 * 1024 * 1024
+    log_bytes: int = field(default=_CONFIG.log_bytes, metadata=_meta(kind="count", group="core"))
     #: A small dict describing this player, shown to the others in ``peers``.
-    profile: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict, metadata=_meta())
     #: Settings of a session this peer creates (ignored when joining one):
     #: at most this many players; whether newcomers may join; the game's version
     #: and small str-to-str metadata, all shown in the lobby (``p2pstate.browse``).
-    max_players: int | None = None
-    joinable: bool = True
-    version: str | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
+    max_players: int | None = field(
+        default=None, metadata=_meta(group="session", cli="--max-players")
+    )
+    joinable: bool = field(default=True, metadata=_meta(kind="bool", group="session"))
+    version: str | None = field(default=None, metadata=_meta(group="session"))
+    metadata: dict[str, str] = field(
+        default_factory=dict, metadata=_meta(group="session", cli="--meta")
+    )
 
     # Persistence (README: Persistence).
     #: Durable storage for the session's lasting keys: a path (an SQLite file,
     #: see SqliteStorage) or a Storage object, used as is and closed with the
     #: state. A session created with a store starts from what it holds. None:
     #: nothing outlives the session.
-    store: str | os.PathLike[str] | Storage | None = None
+    store: str | os.PathLike[str] | Storage | None = field(default=None, metadata=_meta())
 
     # Security: the secret and this installation's identity (README: Security).
     #: The session's secret: all traffic is encrypted and authenticated
     #: (CurveZMQ), and only peers that know it can join, read or host.
     #: Never logged nor shown in repr.
-    secret: str | None = field(default=None, repr=False)
+    secret: str | None = field(default=None, repr=False, metadata=_meta(cli="--secret"))
     #: Where this installation's identity keypair lives (default: $P2PSTATE_HOME,
     #: else the user's config directory; see ``p2pstate.identity``).
-    identity_dir: str | os.PathLike[str] | None = None
+    identity_dir: str | os.PathLike[str] | None = field(
+        default=None, metadata=_meta(cli="--identity-dir")
+    )
 
     # Security: permissions and limits (README: Security). Settings of a session
     # this peer creates, kept by every later host; ignored when joining one.
     #: Who may join (and so read): p2pstate.ANY, ADMIN_ONLY, AUTHORIZED_ONLY
     #: or UNBANNED_ONLY. The admin is the identity that created the session.
-    readmode: str = ANY
+    readmode: str = field(default=_ACCESS.readmode, metadata=_meta(group="access"))
     #: Who may set, delete and send messages: one of the same modes.
-    writemode: str = ANY
+    writemode: str = field(default=_ACCESS.writemode, metadata=_meta(group="access"))
     #: Most keys the session holds; a write that would add more is refused.
-    max_keys: int = 100_000
+    max_keys: int = field(default=_ACCESS.max_keys, metadata=_meta(group="access"))
     #: Most bytes of values the session holds (see ``p2pstate.length_data``).
-    max_total_bytes: int = 256 * 1024 * 1024
+    max_total_bytes: int = field(default=_ACCESS.max_total_bytes, metadata=_meta(group="access"))
     #: Writes a second each peer may make, after a burst of ``write_burst``.
-    write_rate: float = 5_000.0
-    write_burst: int = 20_000
+    write_rate: float = field(default=_ACCESS.write_rate, metadata=_meta(group="access"))
+    write_burst: int = field(default=_ACCESS.write_burst, metadata=_meta(group="access"))
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> Options:
@@ -112,11 +168,11 @@ class Options:
         return cls(**kwargs)
 
     def __post_init__(self) -> None:
-        for name in _SECONDS:
+        for name in _of_kind("seconds"):
             check_seconds(name, getattr(self, name))
-        for name in _COUNTS:
+        for name in _of_kind("count"):
             check_count(name, getattr(self, name))
-        for name in ("poll_events", "joinable"):
+        for name in _of_kind("bool"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, not {getattr(self, name)!r}")
         if self.isolation_timeout is not None:
@@ -162,37 +218,22 @@ class Options:
 
     def session_info(self) -> dict[str, Any]:
         """The settings a session created by this peer starts with."""
-        return {
-            "max_players": self.max_players,
-            "joinable": self.joinable,
-            "version": self.version,
-            "metadata": dict(self.metadata),
-        }
+        info = {name: getattr(self, name) for name in settings("session")}
+        info["metadata"] = dict(self.metadata)
+        return info
 
     def access(self) -> Access:
         """The access state a session created by this peer starts with (the
         core makes its identity the admin)."""
-        return Access(
-            readmode=self.readmode,
-            writemode=self.writemode,
-            max_keys=self.max_keys,
-            max_total_bytes=self.max_total_bytes,
-            write_rate=float(self.write_rate),
-            write_burst=self.write_burst,
-        )
+        values = {name: getattr(self, name) for name in settings("access")}
+        values["write_rate"] = float(self.write_rate)
+        return Access(**values)
 
     def core_config(self) -> Config:
         return Config(
-            heartbeat_interval=self.heartbeat_interval,
-            host_timeout=self.host_timeout,
-            peer_timeout=self.peer_timeout,
+            **{name: getattr(self, name) for name in settings("core")},
             hello_retry=min(0.1, self.heartbeat_interval),
-            max_value_size=self.max_value_size,
-            log_keep=self.log_keep,
-            log_bytes=self.log_bytes,
             max_snapshot_bytes=self.max_frame_size,
-            isolation_timeout=self.isolation_timeout,
-            durability=self.durability,
         )
 
     def open_store(self) -> Storage | None:
@@ -202,23 +243,14 @@ class Options:
         return self.store
 
 
-_SECONDS = (
-    "heartbeat_interval",
-    "host_timeout",
-    "peer_timeout",
-    "discovery_window",
-    "rediscovery_interval",
-    "write_timeout",
-    "link_idle",
-)
-_COUNTS = (
-    "max_value_size",
-    "max_frame_size",
-    "max_pending_events",
-    "log_keep",
-    "log_bytes",
-    "max_links",
-)
+def settings(group: str) -> tuple[str, ...]:
+    """The names of the options of *group* ("core", "session", "access",
+    "runtime"), in their declared order."""
+    return tuple(f.name for f in fields(Options) if f.metadata["group"] == group)
+
+
+def _of_kind(kind: str) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(Options) if f.metadata["kind"] == kind)
 
 
 #: The longest duration the API takes, in seconds (about 115 days): longer
