@@ -205,8 +205,31 @@ def quick_join(
     Options.from_kwargs(
         {k: v for k, v in options.items() if k != "name"} | {"version": version, "metadata": wanted}
     )
-    secured = options.get("secret") is not None
+    matches = _quick_match(wanted, where, options)
+    found = browse(
+        app, browse_timeout, version=version, open_slots=True, where=matches, interfaces=interfaces
+    )
+    for info in sorted(found, key=lambda i: (-i.players, i.session)):
+        try:
+            return join(app, info.session, timeout=timeout, interfaces=interfaces, **options)
+        except (SessionFullError, PermissionDeniedError):
+            continue  # it filled up since it was advertised, or bans us: the next one
+    return join(
+        app,
+        f"quick-{secrets.token_hex(4)}",
+        timeout=timeout,
+        interfaces=interfaces,
+        version=version,
+        metadata=wanted,
+        **options,
+    )
 
+
+def _quick_match(
+    wanted: dict[str, str], where: Callable[[SessionInfo], bool] | None, options: dict[str, Any]
+) -> Callable[[SessionInfo], bool]:
+    """Which advertised sessions quick_join may try (see its docstring)."""
+    secured = options.get("secret") is not None
     me: list[str] = []  # this installation's identity, read once if needed
 
     def let_in(info: SessionInfo) -> bool:
@@ -229,20 +252,4 @@ def quick_join(
             return False
         return where is None or where(info)
 
-    found = browse(
-        app, browse_timeout, version=version, open_slots=True, where=matches, interfaces=interfaces
-    )
-    for info in sorted(found, key=lambda i: (-i.players, i.session)):
-        try:
-            return join(app, info.session, timeout=timeout, interfaces=interfaces, **options)
-        except (SessionFullError, PermissionDeniedError):
-            continue  # it filled up since it was advertised, or bans us: the next one
-    return join(
-        app,
-        f"quick-{secrets.token_hex(4)}",
-        timeout=timeout,
-        interfaces=interfaces,
-        version=version,
-        metadata=wanted,
-        **options,
-    )
+    return matches

@@ -235,7 +235,21 @@ class Tour:
         self.print("p2pstate tour: three copies of a program share one dict, with no server.")
         self.print(f"Each peer is its own process on this machine; session {self.session!r}.")
         self.print(f"Every packet stays on {', '.join(self.interfaces)}.")
+        if not self.join_all():
+            return False
+        self.write_and_read()
+        self.watch_events()
+        crash = self.crash_the_host()
+        if crash is None:
+            return False
+        ok, host, new, survivors = crash
+        other = next(peer for peer in survivors if peer is not new)
+        ok = self.go_on(new, other, survivors) and ok
+        self.leave(host, new, other)
+        self.print("\nTour complete." if ok else "\nTour FAILED: see above.")
+        return ok
 
+    def join_all(self) -> bool:
         self.step("1. Three peers join")
         self.say(f"each one runs  s = p2pstate.join({APP!r}, session, name=NAME)")
         for name in NAMES:
@@ -249,9 +263,11 @@ class Tour:
             else:
                 self.say(f"{name:<6} did not find the session and started its own. Stopping.")
                 return False
-        alice, bob, carol = (self.peers[name] for name in NAMES)
-        self.say(f"carol's s.peers: {', '.join(carol.ask('info')['peers'])}")
+        self.say(f"carol's s.peers: {', '.join(self.peers['carol'].ask('info')['peers'])}")
+        return True
 
+    def write_and_read(self) -> None:
+        alice, bob, carol = (self.peers[name] for name in NAMES)
         self.step("2. Writes go through the host; reads are local")
         bob.ask("set", "level", 1)
         self.say("bob    s['level'] = 1")
@@ -263,6 +279,8 @@ class Tour:
         for name, peer in self.peers.items():
             self.say(f"  {name:<6} {show(peer.ask('read'))}")
 
+    def watch_events(self) -> None:
+        alice, bob, carol = (self.peers[name] for name in NAMES)
         self.step("3. Other peers' changes arrive as events (s.on_change or s.poll)")
         carol.ask("forget_events")
         alice.ask("set", "level", 2)
@@ -274,6 +292,12 @@ class Tour:
         for _, event in carol.ask("wait_for", ["KeyChanged"], "scores", 5.0):
             self.say(f"carol  got {describe(event)}")
 
+    def crash_the_host(
+        self,
+    ) -> tuple[bool, PeerProcess, PeerProcess, list[PeerProcess]] | None:
+        """Kill the host; (values intact, the killed, the new host, the
+        survivors), or None if the survivors do not agree on a new host."""
+        carol = self.peers["carol"]
         self.step("4. The host crashes")
         before = carol.ask("read")
         host = self.peers[carol.ask("info")["host"]]
@@ -293,7 +317,7 @@ class Tour:
         hosts = {info["host"] for info in infos.values()}
         if len(hosts) != 1 or None in hosts or host.name in hosts:
             self.say(f"the survivors do not agree on a new host: {infos}")
-            return False
+            return None
         new = self.peers[hosts.pop()]
         info = infos[new.name]
         peers = ", ".join(info["peers"])
@@ -307,18 +331,22 @@ class Tour:
                 f"{peer.name:<6} reads: "
                 + ("all values intact" if after == before else show(after))
             )
+        return ok, host, new, survivors
 
+    def go_on(self, new: PeerProcess, other: PeerProcess, survivors: list[PeerProcess]) -> bool:
         self.step("5. Life goes on with the new host")
-        other = next(peer for peer in survivors if peer is not new)
         other.ask("set", "level", 3)
         self.say(f"{other.name:<6} s['level'] = 3   (through {new.name}, the new host)")
         new.ask("add_score", other.name, 5)
         self.say(f"{new.name:<6} s.apply_op('scores', add_5_to_{other.name})")
+        ok = True
         for peer in survivors:
             state = peer.ask("read")
             ok = ok and state["level"] == 3 and state["scores"][other.name] == 5
             self.say(f"{peer.name:<6} reads {show({k: state[k] for k in ('level', 'scores')})}")
+        return ok
 
+    def leave(self, host: PeerProcess, new: PeerProcess, other: PeerProcess) -> None:
         self.step("6. Everyone leaves cleanly")
         self.peers.pop(host.name).stop()  # the killed one: just reap its process
         other.ask("forget_events")
@@ -328,9 +356,6 @@ class Tour:
             self.say(f"{other.name:<6} got {describe(event)}")
         self.peers.pop(other.name).stop()
         self.say(f"{other.name:<6} s.close(): the last one out; nothing is left behind")
-
-        self.print("\nTour complete." if ok else "\nTour FAILED: see above.")
-        return ok
 
     def stop_all(self) -> None:
         for peer in self.peers.values():

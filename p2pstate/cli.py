@@ -899,7 +899,11 @@ def _positive(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+_Add = Callable[..., argparse.ArgumentParser]
+
+
+def _net_parent() -> argparse.ArgumentParser:
+    """Flags of every command that touches the network."""
     net = argparse.ArgumentParser(add_help=False)
     net.add_argument(
         "--interfaces",
@@ -907,10 +911,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated IPv4 addresses to use (default: $P2PSTATE_INTERFACES, "
         "else every usable one)",
     )
-    net.add_argument(
+    _add_verbose(net)
+    return net
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="log more (-vv: debug) on stderr"
     )
 
+
+def _app_parent() -> argparse.ArgumentParser:
+    """Flags of every command that joins one session of an app."""
     app = argparse.ArgumentParser(add_help=False)
     app.add_argument("app", metavar="APP", help="the application's name, as passed to join()")
     app.add_argument(
@@ -935,23 +947,21 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the session's secret, if it is secured (default: ${ENV_SECRET}; "
         "prefer it: a command line is visible to other users)",
     )
+    return app
 
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="p2pstate: a shared dict for the copies of a program on one LAN. "
-        "See the sessions on the LAN, read and write them, or run the demo.",
-        epilog=f"Start with '{PROG} demo'. Each command has --help.",
+
+def _identity_parent() -> argparse.ArgumentParser:
+    ident = argparse.ArgumentParser(add_help=False)
+    ident.add_argument(
+        "--identity-dir",
+        metavar="DIR",
+        help="the installation whose identity to act as (default: $P2PSTATE_HOME, else "
+        "the user's config directory); the admin's, to change permissions",
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    return ident
 
-    def add(
-        name: str, handler: Callable[[argparse.Namespace], int], summary: str, **kw: Any
-    ) -> Any:
-        p = sub.add_parser(name, help=summary, description=kw.pop("description", summary), **kw)
-        p.set_defaults(handler=handler)
-        return p
 
+def _add_lobby(add: _Add, net: argparse.ArgumentParser) -> None:
     p = add(
         "lobby",
         cmd_lobby,
@@ -984,20 +994,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON: with --once a list of sessions, else one line per event",
     )
 
+
+def _add_key_tools(add: _Add, parents: list[argparse.ArgumentParser]) -> None:
+    """get, set, del and keys."""
     p = add(
         "get",
         cmd_get,
         "print the value of KEY (as JSON)",
-        parents=[app, net],
+        parents=parents,
         epilog="Fails (exit status 1) if the session or the key does not exist.",
     )
     p.add_argument("key", metavar="KEY", help="the key")
-
     p = add(
         "set",
         cmd_set,
         "write KEY",
-        parents=[app, net],
+        parents=parents,
         description="Write KEY in an existing session. Returns once the write is "
         "acknowledged (held by the host and its successor).",
         epilog="VALUE is read as JSON if it parses (3, true, null, '[1, 2]', '\"3\"'), "
@@ -1005,27 +1017,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("key", metavar="KEY", help="the key (any text)")
     p.add_argument("value", metavar="VALUE", help="the value: JSON, or else a string")
-
-    p = add("del", cmd_del, "delete KEY", parents=[app, net])
+    p = add("del", cmd_del, "delete KEY", parents=parents)
     p.add_argument("key", metavar="KEY", help="the key")
+    add("keys", cmd_keys, "list the keys, sorted", parents=parents)
 
-    add("keys", cmd_keys, "list the keys, sorted", parents=[app, net])
 
+def _add_backup_tools(add: _Add, parents: list[argparse.ArgumentParser]) -> None:
+    """backup and restore."""
     p = add(
         "backup",
         cmd_backup,
         "write the session's keys to a backup file",
-        parents=[app, net],
+        parents=parents,
         description="Join the session and write its lasting keys (not ephemeral ones) to "
         "FILE, a versioned p2pstate backup, whole or not at all.",
     )
     p.add_argument("file", metavar="FILE", help="the backup file to write (replaced if it exists)")
-
     p = add(
         "restore",
         cmd_restore,
         "replace the session's keys by a backup's",
-        parents=[app, net],
+        parents=parents,
         description="Check FILE, join the session and replace its lasting keys by the "
         "backup's as one change every peer sees (the players' ephemeral keys stay). "
         "Administrators only where the session sets permissions.",
@@ -1034,21 +1046,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file", metavar="FILE", help="a backup written by 'p2pstate backup'")
 
+
+def _add_shells(add: _Add, parents: list[argparse.ArgumentParser]) -> None:
+    """watch, host and join."""
     p = add(
         "watch",
         cmd_watch,
         "print changes as they happen",
-        parents=[app, net],
+        parents=parents,
         description="Join the session and print each change as it happens, until Ctrl-C: "
         "'set KEY VALUE' and 'del KEY' lines, and '# ...' lines for peers and hosts.",
     )
     p.add_argument("--initial", action="store_true", help="first print every key's value")
-
     p = add(
         "host",
         cmd_host,
         "start a session and type commands in it",
-        parents=[app, net],
+        parents=parents,
         description="Start the session and open a shell in it (get, set, del, keys, peers, "
         "info, watch, quit). Fails if the session already exists: use join.",
     )
@@ -1066,18 +1080,14 @@ def build_parser() -> argparse.ArgumentParser:
         "join",
         cmd_join,
         "join a session and type commands in it",
-        parents=[app, net],
+        parents=parents,
         description="Join an existing session and open a shell in it (get, set, del, keys, "
         "peers, info, watch, quit). Fails if nobody hosts it: use host.",
     )
 
-    ident = argparse.ArgumentParser(add_help=False)
-    ident.add_argument(
-        "--identity-dir",
-        metavar="DIR",
-        help="the installation whose identity to act as (default: $P2PSTATE_HOME, else "
-        "the user's config directory); the admin's, to change permissions",
-    )
+
+def _add_access_tools(add: _Add, parents: list[argparse.ArgumentParser]) -> None:
+    """ban, unban, authorize, unauthorize and access."""
     acl_help = {
         "ban": "ban a player's identity: its peers leave at once and are refused after",
         "unban": "lift a ban",
@@ -1089,23 +1099,24 @@ def build_parser() -> argparse.ArgumentParser:
             action,
             cmd_acl,
             summary,
-            parents=[app, ident, net],
+            parents=parents,
             description=f"Join the session as this installation's identity and {action} ID. "
             "Only the session's admin (the identity that created it) may.",
             epilog="Fails (exit status 1) if this installation is not the admin.",
         )
         p.add_argument("id", metavar="ID", help="a peer id (see 'info' in join) or an identity")
-
     p = add(
         "access",
         cmd_access,
         "show who may read and write the session, and its limits",
-        parents=[app, ident, net],
+        parents=parents,
         description="Print the session's admin, readmode and writemode, limits, and its "
         "authorized and banned identities.",
     )
     p.add_argument("--json", action="store_true", help="one JSON object")
 
+
+def _add_demo_and_id(add: _Add, net: argparse.ArgumentParser) -> None:
     p = add(
         "demo",
         cmd_demo,
@@ -1116,7 +1127,6 @@ def build_parser() -> argparse.ArgumentParser:
         "and show the session carrying on.",
     )
     p.add_argument("--fast", action="store_true", help="no pauses")
-
     p = add(
         "id",
         cmd_id,
@@ -1130,9 +1140,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the identity is kept (default: $P2PSTATE_HOME, else the user's "
         "config directory)",
     )
-    p.add_argument(
-        "-v", "--verbose", action="count", default=0, help="log more (-vv: debug) on stderr"
+    _add_verbose(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="p2pstate: a shared dict for the copies of a program on one LAN. "
+        "See the sessions on the LAN, read and write them, or run the demo.",
+        epilog=f"Start with '{PROG} demo'. Each command has --help.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(
+        name: str, handler: Callable[[argparse.Namespace], int], summary: str, **kw: Any
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=summary, description=kw.pop("description", summary), **kw)
+        p.set_defaults(handler=handler)
+        return p
+
+    net, app = _net_parent(), _app_parent()
+    # In the order `p2pstate --help` lists them.
+    _add_lobby(add, net)
+    _add_key_tools(add, [app, net])
+    _add_backup_tools(add, [app, net])
+    _add_shells(add, [app, net])
+    _add_access_tools(add, [app, _identity_parent(), net])
+    _add_demo_and_id(add, net)
     return parser
 
 

@@ -835,6 +835,44 @@ def _new_zeroconf(interfaces: list[str]) -> Zeroconf:
         return pool.submit(Zeroconf, interfaces=interfaces).result()
 
 
+class _Heard:
+    """What one Discovery.browse() heard, from either path (a watch, legacy
+    queries), keyed by lowercase name since both may report an instance;
+    ``got_one`` is set once a record satisfies *stop_on*."""
+
+    def __init__(
+        self,
+        app: str | None,
+        session: str | None,
+        *,
+        stop_on: Callable[[HostRecord], bool] | None,
+    ) -> None:
+        self._app, self._session, self._stop_on = app, session, stop_on
+        self._found: dict[str, HostRecord] = {}
+        self._lock = threading.Lock()
+        self.got_one = threading.Event()
+        self.wake: Callable[[], None] = lambda: None  # the legacy query's, once made
+
+    def on_event(self, kind: str, record: HostRecord | None, name: str) -> None:
+        with self._lock:
+            if record is None:
+                self._found.pop(name.lower(), None)
+            else:
+                self._found[name.lower()] = record
+        if record is not None and self._stop_on is not None and self._stop_on(record):
+            self.got_one.set()
+            self.wake()
+
+    def on_answer(self, name: str, record: HostRecord) -> None:
+        # Like a watch: a host that no longer matches is dropped.
+        matching = _matches(record, self._app, self._session)
+        self.on_event("added", record if matching else None, name)
+
+    def records(self) -> list[HostRecord]:
+        with self._lock:
+            return list(self._found.values())
+
+
 class Discovery:
     """Owns one Zeroconf instance bound to the given interfaces.
 
@@ -1045,41 +1083,23 @@ class Discovery:
         self._check_open()
         started = time.monotonic()
         deadline = started + max(0.0, timeout)
-        # Keyed by lowercase name: both paths may report the same instance.
-        found: dict[str, HostRecord] = {}
-        found_lock = threading.Lock()
-        got_one = threading.Event()
-
-        def on_event(kind: str, record: HostRecord | None, name: str) -> None:
-            with found_lock:
-                if record is None:
-                    found.pop(name.lower(), None)
-                else:
-                    found[name.lower()] = record
-            if record is not None and (first or (until is not None and until(record))):
-                got_one.set()
-                legacy.wake()
-
-        def on_answer(name: str, record: HostRecord) -> None:
-            # Like a watch: a host that no longer matches is dropped.
-            on_event("added", record if _matches(record, app, session) else None, name)
-
-        legacy = _LegacyQuery(self._interfaces, on_answer)
+        heard = _Heard(app, session, stop_on=(lambda _: True) if first else until)
+        legacy = _LegacyQuery(self._interfaces, heard.on_answer)
+        heard.wake = legacy.wake
         try:
             legacy.start()  # before the watch: its answer is usually here first
-            stop = self.watch(app, session, on_event)
+            stop = self.watch(app, session, heard.on_event)
             try:
                 try:
-                    legacy.run(deadline, got_one)
+                    legacy.run(deadline, heard.got_one)
                 except Exception:  # a bug there must not cost us the multicast path
                     log.exception("legacy mDNS query failed; browsing by multicast only")
-                got_one.wait(max(0.0, deadline - time.monotonic()))
+                heard.got_one.wait(max(0.0, deadline - time.monotonic()))
             finally:
                 stop()
         finally:
             legacy.close()
-        with found_lock:
-            result = list(found.values())
+        result = heard.records()
         log.debug(
             "browse app=%s session=%s found %d host(s) in %.1f ms",
             app,

@@ -366,14 +366,33 @@ def browse(
     check = _Filter(
         session=session, version=version, open_slots=open_slots, where=where, metadata=metadata
     )
+    _check_browse_args(timeout, limit)
+    from .discovery import resolve_interfaces  # noqa: PLC0415
+
+    enough = _enough(check, limit)
+    started = time.monotonic()
+    records = _browse_records(resolve_interfaces(interfaces), app, session, timeout, enough)
+    found = sorted((i for i in _sessions(records.values()).values() if check(i)), key=_order)
+    log.debug(
+        "browse app=%s found %d session(s) in %.1f ms",
+        app,
+        len(found),
+        (time.monotonic() - started) * 1000,
+    )
+    return found if limit is None else found[:limit]
+
+
+def _check_browse_args(timeout: object, limit: object) -> None:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
     if not timeout > 0:
         raise ValueError("timeout must be positive")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError("limit must be a positive int or None")
-    from .discovery import resolve_interfaces  # noqa: PLC0415
 
+
+def _enough(check: _Filter, limit: int | None) -> Callable[[HostRecord], bool]:
+    """Whether browse() has heard *limit* matching sessions (never, without one)."""
     matched: set[_Key] = set()
     lock = threading.Lock()
 
@@ -392,16 +411,7 @@ def browse(
                 matched.add((info.app, info.session))
             return len(matched) >= limit
 
-    started = time.monotonic()
-    records = _browse_records(resolve_interfaces(interfaces), app, session, timeout, enough)
-    found = sorted((i for i in _sessions(records.values()).values() if check(i)), key=_order)
-    log.debug(
-        "browse app=%s found %d session(s) in %.1f ms",
-        app,
-        len(found),
-        (time.monotonic() - started) * 1000,
-    )
-    return found if limit is None else found[:limit]
+    return enough
 
 
 def _browse_records(

@@ -341,7 +341,7 @@ class Runtime:
 
     # ================================================================ I/O thread
 
-    def _run_io(self) -> None:
+    def _run_io(self) -> None:  # noqa: PLR0915 (the I/O loop reads better whole)
         poller = zmq.Poller()
         poller.register(self.transport.router, zmq.POLLIN)
         poller.register(self._waker.socket, zmq.POLLIN)
