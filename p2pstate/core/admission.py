@@ -5,6 +5,7 @@ move our epoch or make us follow a node."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..codec import MAX_KEY_BYTES, encode, hash_value
@@ -44,6 +45,35 @@ def check(
     node: Node, writer: str, ops: tuple[tuple[Any, ...], ...], conds: tuple[tuple[Any, ...], ...]
 ) -> tuple[str, Any]:
     """The host's verdict on a write: ("ok", None) or a refusal with detail."""
+    verdict = _check_writer(node, writer, ops)
+    if verdict is not None:
+        return verdict
+    growth = _Growth()
+    verdict = _check_ops(node, writer, ops, growth)
+    if verdict is not None:
+        return verdict
+    sizes, profile_grow = growth.sizes, growth.profile
+    access = node.replica.access
+    quota = over_quota(node, sizes, access, profile_grow) if sizes or profile_grow > 0 else None
+    if quota is not None:
+        node.refusal("writes_over_quota", writer)
+        return "quota", quota
+    return _check_conds(node.replica.data, conds)
+
+
+@dataclass(slots=True)
+class _Growth:
+    """What a write makes of the session, for the quotas."""
+
+    sizes: dict[str, int] = field(default_factory=dict)  # key -> size after, -1: deleted
+    profile: int = 0  # bytes the writer's new profile adds to the session's
+
+
+def _check_writer(
+    node: Node, writer: str, ops: tuple[tuple[Any, ...], ...]
+) -> tuple[str, Any] | None:
+    """Whether *writer* may make a write of these kinds of operation now:
+    None, or the refusal (forged ops, access, rate limit)."""
     if not ops:
         return "invalid", "a write needs at least one operation"
     kinds = {op[0] for op in ops}
@@ -63,10 +93,19 @@ def check(
     if kinds != {"access_set"} and not take_token(node, writer, access):
         node.refusal("writes_rate_limited", writer)
         return "rate_limited", {"rate": access.write_rate, "burst": access.write_burst}
+    return None
+
+
+def _check_ops(
+    node: Node, writer: str, ops: tuple[tuple[Any, ...], ...], growth: _Growth
+) -> tuple[str, Any] | None:
+    """Each operation of a write in turn: None if all may apply, else the
+    first refusal. Notes in *growth* what the write makes of the session."""
+    access = node.replica.access
+    identity = identity_of(writer)
     data = node.replica.data
     limit = node.config.max_value_size
-    sizes: dict[str, int] = {}  # key -> its value's size after the write, -1: deleted
-    profile_grow = 0  # bytes the writer's new profile adds to the session's
+    sizes = growth.sizes
     acl = access  # as the write's ACL ops leave it, one after another
     for op in ops:
         kind = op[0]
@@ -83,7 +122,7 @@ def check(
             if size > MAX_PROFILE_BYTES:  # as the wire and the API hold it
                 return "too_large", {"key": kind, "limit": MAX_PROFILE_BYTES}
             me = node.replica.member(writer)
-            profile_grow = size - (value_bytes(me.profile) if me is not None else 0)
+            growth.profile = size - (value_bytes(me.profile) if me is not None else 0)
             continue
         if kind == "info":
             if len(encode(op[1])) > limit:
@@ -118,10 +157,11 @@ def check(
         # Owned by the player (the identity), not by one run of the game.
         if entry is not None and entry.flags & OWNER_ONLY and not _owns(entry, identity):
             return "denied", {"key": op[1], "owner": entry.owner}
-    quota = over_quota(node, sizes, access, profile_grow) if sizes or profile_grow > 0 else None
-    if quota is not None:
-        node.refusal("writes_over_quota", writer)
-        return "quota", quota
+    return None
+
+
+def _check_conds(data: dict[str, Entry], conds: tuple[tuple[Any, ...], ...]) -> tuple[str, Any]:
+    """The write's conditions on the state as it is: ("ok", None) or why not."""
     for cond in conds:
         kind, key = cond[0], cond[1]
         entry = data.get(key)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..messages import Change, Handoff, Hello, Redirect
+from ..messages import Change, Handoff, Heartbeat, Hello, Member, Redirect
 from . import admission, follower, host, liveness, merge
 from .common import Role, Send, remember
 from .ids import identity_of
@@ -249,7 +249,7 @@ def on_joining_handoff(node: Node, msg: Handoff, now: float) -> None:
     """Our host handed over to us while we were asking it again (our
     cable was out: TCP held its Handoff, and the others may have gone on
     without us). It left on purpose and votes no more: the majority we
-    need is of the members that stay (``_handed``); we take over as a
+    need is of the members that stay (``liveness.handed``); we take over as a
     failover, on their votes, or follow whoever they chose."""
     r = node.replica
     if not (node.ready and node.failing_over) or msg.sender != r.host_id:
@@ -260,3 +260,29 @@ def on_joining_handoff(node: Node, msg: Handoff, now: float) -> None:
         return
     node.liveness.handed.add(msg.sender)
     host_lost(node, msg.sender, now)
+
+
+def tick_peer(node: Node, target: Member, now: float) -> None:
+    """A peer's timers: a silent host is lost; heartbeats; unanswered writes."""
+    cfg = node.config
+    if now - node.heard > cfg.host_timeout:
+        host_lost(node, target.id, now)
+        return
+    if now - node.beat_at >= cfg.heartbeat_interval:
+        node.beat_at = now
+        node.send(
+            target,
+            Heartbeat(sender=node.me.id, epoch=node.epoch, seq=node.replica.seq),
+        )
+    follower.resend_unanswered(node, now)
+
+
+def tick_joining(node: Node, target: Member, now: float) -> None:
+    """A joining node's timers: hello again, or give up on a silent host."""
+    cfg = node.config
+    # A node that holds a session gives up on a silent host and moves
+    # along the succession; a first join is the adapter's to time out.
+    if (node.failing_over or node.ready) and now - node.asked_since > cfg.host_timeout:
+        host_lost(node, target.id, now)
+    elif now - node.hello_at >= cfg.hello_retry:
+        follower.send_hello(node, now)

@@ -295,6 +295,27 @@ def close_host_side(node: Node) -> None:
 
 
 def on_hello(node: Node, msg: Hello, now: float) -> None:
+    """A node asks to join, or a member to catch up: welcome it with the
+    changes after its resume point, or a snapshot, unless admission refuses."""
+    if _refused_by_access(node, msg, now):
+        return
+    if msg.epoch > node.epoch and not _move_epoch(node, msg):
+        return
+    if node.replica.member(msg.sender) is None and not _room_for(node, msg):
+        return
+    newcomer = node.replica.member(msg.sender) is None
+    if newcomer:
+        _add_member(node, msg)
+    welcome = _welcome(node, msg)
+    node.stats["welcome_snapshot" if welcome.snapshot is not None else "welcome_catchup"] += 1
+    node.send_id(msg.sender, welcome)
+    welcomed(node, msg.sender, newcomer, now)
+    update_successor(node, resynced=msg.sender)
+
+
+def _refused_by_access(node: Node, msg: Hello, now: float) -> bool:
+    """Refuse a Hello from an identity our access state refuses (and remove
+    it, if a member): True if we did."""
     identity = identity_of(msg.sender)
     if not node.replica.access.may_read(identity):
         # readmode, or a ban: checked on every hello, a member's too, so a
@@ -306,56 +327,73 @@ def on_hello(node: Node, msg: Hello, now: float) -> None:
         node.outbox.append(Send(msg.sender, msg.endpoints, refused))
         if node.replica.member(msg.sender) is not None:
             remove_member(node, msg.sender, why, now)
-        return
-    if msg.epoch > node.epoch:
-        if not admission.may_move_epoch(node, msg):
-            # Asked again soon: by then a merging host is known to us.
-            node.drop("hello with an epoch we cannot verify")
-            return
-        # The newcomer knew a later epoch than ours: move past it so that
-        # nothing from that other lineage can be taken for ours.
-        node.epoch = msg.epoch + 1
-        apply(
-            node,
-            Change(
-                seq=node.replica.seq + 1,
-                epoch=node.epoch,
-                origin=node.me.id,
-                ops=(("term", node.epoch, node.me.id, node.me.id, "merge"),),
-            ),
-        )
-    if node.replica.member(msg.sender) is None:
-        # A newcomer: is there room? Only a current member skips this (its
-        # id is in our membership), never a Hello that names our session.
-        info = node.replica.info
-        limit = info.get("max_players")
-        reason = "closed" if info.get("joinable") is False else None
-        if limit is not None and len(node.replica.members) >= limit:
-            reason = "full"
-        if reason is not None:
-            node.stats[f"refused_{reason}"] += 1
-            refusal = Refused(sender=node.me.id, epoch=node.epoch, reason=reason)
-            node.outbox.append(Send(msg.sender, msg.endpoints, refusal))
-            return
-    newcomer = node.replica.member(msg.sender) is None
-    if newcomer:
-        member = Member(
-            id=msg.sender,
-            name=msg.name,
-            endpoints=msg.endpoints,
-            joined_seq=node.replica.seq + 1,
-            profile=msg.profile,
-            joined_at=msg.joined_at,
-        )
-        apply(
-            node,
-            Change(
-                seq=node.replica.seq + 1,
-                epoch=node.epoch,
-                origin=node.me.id,
-                ops=(("join", member),),
-            ),
-        )
+        return True
+    return False
+
+
+def _move_epoch(node: Node, msg: Hello) -> bool:
+    """A Hello names a later epoch than ours: move past it if it may (True),
+    else drop it (False)."""
+    if not admission.may_move_epoch(node, msg):
+        # Asked again soon: by then a merging host is known to us.
+        node.drop("hello with an epoch we cannot verify")
+        return False
+    # The newcomer knew a later epoch than ours: move past it so that
+    # nothing from that other lineage can be taken for ours.
+    node.epoch = msg.epoch + 1
+    apply(
+        node,
+        Change(
+            seq=node.replica.seq + 1,
+            epoch=node.epoch,
+            origin=node.me.id,
+            ops=(("term", node.epoch, node.me.id, node.me.id, "merge"),),
+        ),
+    )
+    return True
+
+
+def _room_for(node: Node, msg: Hello) -> bool:
+    """A newcomer: is there room (max_players, joinable)? Refuse it if not
+    (False). Only a current member skips this (its id is in our
+    membership), never a Hello that names our session."""
+    info = node.replica.info
+    limit = info.get("max_players")
+    reason = "closed" if info.get("joinable") is False else None
+    if limit is not None and len(node.replica.members) >= limit:
+        reason = "full"
+    if reason is not None:
+        node.stats[f"refused_{reason}"] += 1
+        refusal = Refused(sender=node.me.id, epoch=node.epoch, reason=reason)
+        node.outbox.append(Send(msg.sender, msg.endpoints, refusal))
+        return False
+    return True
+
+
+def _add_member(node: Node, msg: Hello) -> None:
+    """A newcomer joins the membership, as the next change."""
+    member = Member(
+        id=msg.sender,
+        name=msg.name,
+        endpoints=msg.endpoints,
+        joined_seq=node.replica.seq + 1,
+        profile=msg.profile,
+        joined_at=msg.joined_at,
+    )
+    apply(
+        node,
+        Change(
+            seq=node.replica.seq + 1,
+            epoch=node.epoch,
+            origin=node.me.id,
+            ops=(("join", member),),
+        ),
+    )
+
+
+def _welcome(node: Node, msg: Hello) -> Welcome:
+    """Our answer to *msg*: the changes after its resume point when we hold
+    them, else a snapshot."""
     changes = None
     if msg.session_id == node.replica.session_id:
         changes = node.replica.changes_after(msg.resume_seq, msg.resume_epoch, msg.resume_origin)
@@ -363,7 +401,7 @@ def on_hello(node: Node, msg: Hello, now: float) -> None:
             # A restore is as big as the state: one snapshot rather than the
             # restore plus every change around it in one message.
             changes = None
-    welcome = Welcome(
+    return Welcome(
         sender=node.me.id,
         epoch=node.epoch,
         session_id=node.replica.session_id,
@@ -374,10 +412,6 @@ def on_hello(node: Node, msg: Hello, now: float) -> None:
         resume_epoch=msg.resume_epoch,
         resume_origin=msg.resume_origin,
     )
-    node.stats["welcome_snapshot" if changes is None else "welcome_catchup"] += 1
-    node.send_id(msg.sender, welcome)
-    welcomed(node, msg.sender, newcomer, now)
-    update_successor(node, resynced=msg.sender)
 
 
 def welcomed(node: Node, sender: str, newcomer: bool, now: float) -> None:
@@ -444,3 +478,22 @@ def member_conn(node: Node, msg: Message, now: float) -> Conn | None:
     conn.last_heard = now
     conn.heard.hear(now, node.config)
     return conn
+
+
+def tick(node: Node, now: float) -> None:
+    """The host's timers: isolation, heartbeats, TTL expiry, silent members."""
+    cfg = node.config
+    check_isolation(node, now)
+    if now - node.beat_at >= cfg.heartbeat_interval:
+        node.beat_at = now
+        beat = Heartbeat(sender=node.me.id, epoch=node.epoch, seq=node.replica.seq)
+        for peer_id, conn in node.conns.items():
+            if conn.synced:
+                node.send_id(peer_id, beat)
+    if node.expiry:
+        expire(node, now)
+    dead = [pid for pid, c in node.conns.items() if now - c.last_heard > cfg.peer_timeout]
+    if dead and not liveness.may_remove(node, dead, now):
+        dead = []  # without a majority we cannot tell who is cut off: remove nobody
+    for peer_id in dead:
+        remove_member(node, peer_id, "timeout", now)

@@ -5,13 +5,35 @@ Inputs are method calls carrying the caller's clock (``receive``, ``tick``,
 ``outbox`` (messages to send), ``events`` (for the user) and ``outcomes``
 (answers to this node's own writes). No sockets, threads or clocks here.
 
+This module holds the node's role and state, its inputs and views, and the
+one table ``DISPATCH`` that sends each (role, message) to its handler or
+drops it. The handlers and the rules live in the modules around it::
+
+    admission.py  the host's verdict on a write; who may move our epoch
+    host.py       ordering, applying, the successor's acks, membership, TTL
+    follower.py   applying the host's changes, acks, our writes (re)sent
+    joining.py    Welcome and Refused while joining
+    failover.py   a lost host: the succession, votes, take-over, go back
+    merge.py      two hosts of one session meet: one steps down
+    liveness.py   who is live, majorities (core/quorum.py's state)
+    rollback.py   our writes' outcomes, and those a merge undid
+    ttl.py        expiry times of keys with a ttl
+
+A write's path: ``submit`` (on the writer) sends a ``Write`` to the host
+(``follower.send_write``); the host's ``host.on_write`` -> ``host.order``
+asks ``admission.check``, makes the next ``Change`` and ``host.apply``
+applies it and sends a ``ChangeMsg`` to every peer, the successor first;
+each peer's ``follower.on_change`` applies it to its ``Replica``, and the
+successor's ``Ack`` lets ``host.release_durable`` answer the writer (the
+successor answers it too, one hop earlier: ``follower.answer_writer``).
+
 Roles::
 
     IDLE --start_host--> HOST                       (first of a session)
-    IDLE --join--------> JOINING --Welcome--> PEER
+    IDLE --join--------> JOINING --Welcome--> PEER  (joining.py)
     PEER --host silent / Redirect / Gone--> JOINING (next host in succession)
-    PEER/JOINING --I am next in succession / Handoff--> HOST   (failover)
-    HOST --a host that outranks me--> JOINING       (two halves merge)
+    PEER/JOINING --I am next in succession / Handoff--> HOST   (failover.py)
+    HOST --a host that outranks me--> JOINING       (two halves merge: merge.py)
     HOST/PEER --leave--> LEAVING --> CLOSED
 
 The protocol (see the README's design section for why):
@@ -118,7 +140,12 @@ class Node:
         self.ready = False
         #: Why the host refused to let us in ("full", "closed"), if it did.
         self.refused: str | None = None
-        # peer side
+        self._init_peer_side()
+        self._init_liveness()
+        self._init_host_side()
+
+    def _init_peer_side(self) -> None:
+        """What a node keeps of the host it follows and of its own writes."""
         self.target: Member | None = None  # the host we follow or are joining
         self.heard = 0.0  # last time the target spoke
         self.beat_at = 0.0  # when we last sent to the target/peers
@@ -136,8 +163,9 @@ class Node:
         self.write_keys: dict[int, tuple[str, ...]] = {}  # request -> keys it writes
         # our acknowledged writes, where they sit in the history
         self.acked: deque[Acked] = deque()
-        self._init_liveness()
-        # host side
+
+    def _init_host_side(self) -> None:
+        """What a host keeps of its members, and what it remembers of others."""
         self.conns: dict[str, Conn] = {}
         self.awaiting: dict[int, tuple[str, int]] = {}  # seq -> (writer, req) to answer
         self.awaiting_seqs: list[int] = []  # a heap of the seqs above, lowest first
@@ -226,8 +254,8 @@ class Node:
         if msg.sender == self.me.id:
             self.drop("from myself")
             return
-        handler = _HANDLERS.get((self.role, type(msg)))
-        if handler is None:
+        handler = DISPATCH[self.role].get(type(msg), DROP)
+        if handler is DROP:
             self.drop(f"{type(msg).__name__} in role {self.role.name}")
             return
         handler(self, msg, now)
@@ -294,40 +322,12 @@ class Node:
     def tick(self, now: float) -> None:
         """Run timers: heartbeats, liveness, hello retries, leave deadline."""
         self._note_clock(now)
-        cfg = self.config
         if self.role is Role.HOST:
-            host.check_isolation(self, now)
-            if now - self.beat_at >= cfg.heartbeat_interval:
-                self.beat_at = now
-                beat = Heartbeat(sender=self.me.id, epoch=self.epoch, seq=self.replica.seq)
-                for peer_id, conn in self.conns.items():
-                    if conn.synced:
-                        self.send_id(peer_id, beat)
-            if self.expiry:
-                host.expire(self, now)
-            dead = [pid for pid, c in self.conns.items() if now - c.last_heard > cfg.peer_timeout]
-            if dead and not liveness.may_remove(self, dead, now):
-                dead = []  # without a majority we cannot tell who is cut off: remove nobody
-            for peer_id in dead:
-                host.remove_member(self, peer_id, "timeout", now)
+            host.tick(self, now)
         elif self.role is Role.PEER and self.target is not None:
-            if now - self.heard > cfg.host_timeout:
-                failover.host_lost(self, self.target.id, now)
-                return
-            if now - self.beat_at >= cfg.heartbeat_interval:
-                self.beat_at = now
-                self.send(
-                    self.target,
-                    Heartbeat(sender=self.me.id, epoch=self.epoch, seq=self.replica.seq),
-                )
-            follower.resend_unanswered(self, now)
+            failover.tick_peer(self, self.target, now)
         elif self.role is Role.JOINING and self.target is not None:
-            # A node that holds a session gives up on a silent host and moves
-            # along the succession; a first join is the adapter's to time out.
-            if (self.failing_over or self.ready) and now - self.asked_since > cfg.host_timeout:
-                failover.host_lost(self, self.target.id, now)
-            elif now - self.hello_at >= cfg.hello_retry:
-                follower.send_hello(self, now)
+            failover.tick_joining(self, self.target, now)
         elif self.role is Role.LEAVING and now >= self.leave_deadline:
             self.role = Role.CLOSED
 
@@ -408,7 +408,7 @@ class Node:
         out, self.outcomes = self.outcomes, []
         return out
 
-    # ================================================================ liveness
+    # ================================================================ clock
 
     def _note_clock(self, now: float) -> None:
         """Keep the caller's clock. An input after a silence longer than
@@ -422,21 +422,14 @@ class Node:
         if self.liveness.woke_at == now and self.role is Role.HOST:
             host.check_isolation(self, now)
 
-    # ================================================================ host side
-
     def ttl_left(self) -> dict[str, float]:
         """Seconds left of every key with a ttl, as of the latest input."""
         return {key: max(0.001, at - self.clock) for key, at in self.expiry.items()}
 
-    # ---------------------------------------------------------------- host handlers
-
-    # ================================================================ who may change a role
-
-    # ================================================================ peer side
-
-    # ================================================================ helpers
+    # ================================================================ for the role modules
 
     def send(self, to: Member, msg: Message) -> None:
+        """Send *msg* to member *to* (at the endpoints we know for it)."""
         self.outbox.append(Send(to.id, to.endpoints or self.endpoints_of(to.id), msg))
 
     def send_id(self, node_id: str, msg: Message) -> None:
@@ -458,6 +451,7 @@ class Node:
         log.log(level, "%s: %s from %s (%d so far)", self.me.id, what, who, self.stats[what])
 
     def drop(self, why: str) -> None:
+        """Count a message we do not act on, and why."""
         self.stats["dropped"] += 1
         self.stats[f"dropped: {why}"] += 1
 
@@ -468,29 +462,84 @@ class Node:
 
 
 _Handler = Callable[[Node, Any, float], None]
+#: A message that no handler takes in that role: dropped and counted, as
+#: "dropped: <Message> in role <ROLE>" in ``Node.stats``.
+DROP = None
+_EVERY_MESSAGE: tuple[type[Message], ...] = (
+    Hello,
+    Welcome,
+    Redirect,
+    Write,
+    Result,
+    ChangeMsg,
+    Ack,
+    Heartbeat,
+    Leave,
+    Handoff,
+    Refused,
+    Gone,
+)
 
-_HANDLERS: dict[tuple[Role, type[Message]], _Handler] = {
-    (Role.HOST, Hello): host.on_hello,
-    (Role.HOST, Write): host.on_write,
-    (Role.HOST, Ack): host.on_ack,
-    (Role.HOST, Heartbeat): host.on_heartbeat,
-    (Role.HOST, Leave): host.on_leave,
-    (Role.HOST, Redirect): merge.on_redirect,
-    (Role.HOST, Refused): merge.on_refused,
-    (Role.HOST, Welcome): merge.on_welcome,
-    (Role.PEER, Hello): failover.on_hello,
-    (Role.PEER, ChangeMsg): follower.on_change,
-    (Role.PEER, Result): follower.on_result,
-    (Role.PEER, Heartbeat): follower.on_heartbeat,
-    (Role.PEER, Redirect): follower.on_redirect,
-    (Role.PEER, Gone): follower.on_gone,
-    (Role.PEER, Handoff): failover.on_handoff,
-    (Role.PEER, Refused): follower.on_refused,
-    (Role.JOINING, Hello): failover.on_hello,
-    (Role.JOINING, Welcome): joining.on_welcome,
-    (Role.JOINING, Refused): joining.on_refused,
-    (Role.JOINING, Redirect): follower.on_redirect,
-    (Role.JOINING, Handoff): failover.on_joining_handoff,
-    (Role.LEAVING, Gone): follower.on_leaving_gone,
-    (Role.LEAVING, Redirect): follower.on_leaving_redirect,
+#: Every transition of the protocol: for each role, what each message does.
+#: Every role names every message type (tests/core/test_dispatch.py checks),
+#: so a message a role does not handle is a decision, not an omission.
+DISPATCH: dict[Role, dict[type[Message], _Handler | None]] = {
+    Role.IDLE: dict.fromkeys(_EVERY_MESSAGE, DROP),  # takes no message
+    Role.JOINING: {
+        Hello: failover.on_hello,  # a member that lost our host too asks us
+        Welcome: joining.on_welcome,
+        Refused: joining.on_refused,
+        Redirect: follower.on_redirect,
+        Handoff: failover.on_joining_handoff,
+        Write: DROP,
+        Result: DROP,
+        ChangeMsg: DROP,  # the Welcome's changes come first
+        Ack: DROP,
+        Heartbeat: DROP,
+        Leave: DROP,
+        Gone: DROP,
+    },
+    Role.PEER: {
+        Hello: failover.on_hello,  # a vote for us, or told who hosts
+        ChangeMsg: follower.on_change,
+        Result: follower.on_result,
+        Heartbeat: follower.on_heartbeat,
+        Redirect: follower.on_redirect,
+        Gone: follower.on_gone,
+        Handoff: failover.on_handoff,
+        Refused: follower.on_refused,
+        Welcome: DROP,
+        Write: DROP,  # writes go to the host only
+        Ack: DROP,
+        Leave: DROP,
+    },
+    Role.HOST: {
+        Hello: host.on_hello,
+        Write: host.on_write,
+        Ack: host.on_ack,
+        Heartbeat: host.on_heartbeat,
+        Leave: host.on_leave,
+        Redirect: merge.on_redirect,  # another host of this session
+        Refused: merge.on_refused,
+        Welcome: merge.on_welcome,
+        Result: DROP,
+        ChangeMsg: DROP,  # only the host makes changes
+        Handoff: DROP,
+        Gone: DROP,
+    },
+    Role.LEAVING: {
+        Gone: follower.on_leaving_gone,
+        Redirect: follower.on_leaving_redirect,
+        Hello: DROP,
+        Welcome: DROP,
+        Write: DROP,
+        Result: DROP,
+        ChangeMsg: DROP,
+        Ack: DROP,
+        Heartbeat: DROP,
+        Leave: DROP,
+        Handoff: DROP,
+        Refused: DROP,
+    },
+    Role.CLOSED: dict.fromkeys(_EVERY_MESSAGE, DROP),  # takes no message
 }
