@@ -41,14 +41,16 @@ The protocol (see the README's design section for why):
 * The host alone numbers changes. It applies each one, sends it to every
   synced peer at once, and answers the writer only when its *successor* (the
   next member in join order) has acknowledged holding it. The successor is
-  who takes over, so an acknowledged write survives the loss of the host.
+  who takes over, so an acknowledged write survives the loss of the host
+  (``host.py``; the successor's side in ``follower.py``).
 * A change carries the term (epoch, origin host) that made it; a reconnecting
   peer names its last change and gets the changes after it when that change
-  is in the host's history, else a snapshot (log matching, as in Raft).
+  is in the host's history, else a snapshot (log matching, as in Raft;
+  ``host._welcome``, ``joining.on_welcome``).
 * Writes carry (writer, request number); the replicated table of results makes
   a resent request return its first result instead of applying twice. A
   writer's requests apply in its own order: one that arrives after a lost
-  one waits for the writer to send again from the lost one.
+  one waits for the writer to send again from the lost one (``host.order``).
 * Links may drop messages and come back within the timeouts, so nothing
   waits on one message: a writer resends what is unanswered after
   ``write_retry``; the successor's heartbeat names the last change it holds
@@ -57,14 +59,16 @@ The protocol (see the README's design section for why):
   announce themselves to each other with their standing; the rule of
   ``core/rank.py`` picks one, the other steps down and its peers follow the
   winner. Every acknowledged write the loser's side had that the winner's
-  history lacks is reported to its writer (``WritesRolledBack``).
+  history lacks is reported to its writer (``WritesRolledBack``; ``merge.py``,
+  ``rollback.py``).
 * Faults of a LAN (``core/quorum.py``): a peer that loses its host takes
   over at once only with evidence that a majority of the membership can
   reach it (Hellos naming the lost host); a host that hears from no
   majority stops acknowledging and removes nobody (``isolated``); either
   may go on alone after ``isolation_timeout`` unless durability is
   "majority". A node that notices a gap in its own clock (it was paused)
-  counts nobody as live on what it handles right after.
+  counts nobody as live on what it handles right after (``liveness.py``,
+  ``failover.py``).
 """
 
 from __future__ import annotations
