@@ -9,6 +9,7 @@ from chaos import Kind, run_schedule
 from simsession import CONFIG, Session
 
 from p2pstate.codec import hash_value
+from p2pstate.core import merge
 from p2pstate.core.node import Role
 from p2pstate.events import WritesRolledBack
 from p2pstate.messages import Heartbeat, Redirect, to_frame
@@ -141,7 +142,7 @@ def test_malformed_frames_never_stop_a_node() -> None:
     s = Session(9)
     a, b = s.start(2)
     frames = [b"", b"\xc1", b"\x93\x01", msgpack.packb([99, "x", 1]), msgpack.packb({"a": 1})]
-    frames.append(to_frame(a._announce("host"))[:-1])  # truncated
+    frames.append(to_frame(merge.announce(a, "host"))[:-1])  # truncated
     for frame in frames:
         s.net.send_raw(a.me.id, frame)
         s.net.send_raw(b.me.id, frame)

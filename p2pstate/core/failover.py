@@ -1,0 +1,288 @@
+"""Failover: a peer that loses its host walks the succession; the next in
+line takes over once a majority asks it (``liveness.may_take_over``) or its
+host hands over; a node sent to a host that never welcomes it goes back."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..messages import Change, Handoff, Heartbeat, Hello, Member, Redirect
+from . import admission, follower, host, liveness, merge
+from .common import Role, Send, remember
+from .ids import identity_of
+
+if TYPE_CHECKING:
+    from .node import Node
+
+
+def take_over(node: Node, reason: str, now: float) -> None:
+    """Become host at a new epoch, after the host died or handed over."""
+    old = node.replica.host_id
+    if old == node.me.id:
+        # Our own history: we hosted it, stepped down to another host and
+        # lost that one before it welcomed us. There is no old host to drop.
+        old = ""
+    old_endpoints = node.endpoints_of(old) if old else ()
+    gone = [
+        m.id
+        for m in node.replica.members
+        if m.id != node.me.id and (m.id == old or m.id in node.suspects)
+    ]
+    node.role, node.ready = Role.HOST, True
+    node.epoch = max(node.epoch, node.replica.epoch) + 1
+    node.target, node.failing_over = None, False
+    # A result held for a change we have not applied names a seq of the
+    # lost host's history, not of ours: those requests are ordered again.
+    node.writer.held.clear()
+    liveness.term_liveness(node, gone, reason == "handoff", now)
+    node.successor, node.durable, node.awaiting = None, 0, {}
+    node.awaiting_seqs = []
+    leave_reason = "left" if reason == "handoff" else "failed"
+    ops: list[tuple[Any, ...]] = [("term", node.epoch, node.me.id, old or None, reason)]
+    ops.extend(("leave", mid, leave_reason) for mid in gone)
+    if node.replica.member(node.me.id) is None:
+        ops.append(("join", node.me_at(node.replica.seq + 1)))
+    host.apply(
+        node,
+        Change(
+            seq=node.replica.seq + 1,
+            epoch=node.epoch,
+            origin=node.me.id,
+            ops=tuple(ops),
+        ),
+    )
+    # Tell everyone at once rather than let each find out by timeout; the old
+    # host too, which steps down if it is in fact alive.
+    notice = merge.announce(node, reason)
+    for m in node.replica.members:
+        if m.id != node.me.id:
+            node.send(m, notice)
+    if old and old != node.me.id and node.replica.member(old) is None and old_endpoints:
+        node.outbox.append(Send(old, old_endpoints, notice))
+    node.suspects.clear()
+    node.probed.clear()
+    node.beat_at = now
+    for request in node.writer.unacked():
+        host.order(
+            node, node.me.id, request.req, node.writer.acked_upto, request.ops, request.conds
+        )
+    host.release_durable(node)
+
+
+def sent_in_vain(node: Node, lost: str, now: float) -> bool:
+    """A merge sent us to *lost* (our own step-down, or our host's Redirect)
+    and it never welcomed us: its rank was a claim. Go back to the host we
+    had (host again, if that is us) rather than along the succession, so a
+    host that lies about its players and then stays silent changes no host."""
+    if node.role is not Role.JOINING or node.failing_over or not node.ready:
+        return False
+    if lost == node.replica.host_id:
+        return False
+    node.stats["merge_target_silent"] += 1
+    go_back(node, now)
+    return True
+
+
+def go_back(node: Node, now: float) -> None:
+    """Return to the host our replica names: host again if that is us."""
+    if node.replica.host_id == node.me.id:
+        take_over(node, "merge_refused", now)
+        return
+    leader = node.replica.member(node.replica.host_id)
+    if leader is not None and admission.may_lead(node, leader.id):
+        follower.follow(node, leader, now)
+    else:
+        host_lost(node, node.replica.host_id, now)
+
+
+def refuse_state(node: Node, sender: str, why: str, now: float) -> None:
+    """A Welcome whose access state we may not take on (takeover_refusal):
+    drop it, never follow that identity again, and go back: host again if
+    we stepped down to it, else to our host, else along the succession."""
+    node.refusal(f"refused_state_{why}", sender)
+    remember(node.foreign, identity_of(sender), ())
+    go_back(node, now)
+
+
+def probe_members(node: Node) -> None:
+    """We are next in succession but no majority asks us: the others may
+    have gone on without us (the host handed over to another while our
+    cable was out, and removed us). Ask every other member, as we would
+    a host: a peer answers with its host, which we follow if
+    newer; a member that hosts welcomes us (``joining.on_welcome``). It is
+    a question, not a vote: it names no lost host, so no candidate takes
+    over on it. Only in "majority" durability: in the default one the
+    isolation timeout ends the wait, and discovery merges the hosts."""
+    for m in node.replica.members:
+        # suspects too: we may have suspected them while our cable was out
+        if m.id == node.me.id or not admission.may_lead(node, m.id):
+            continue
+        if node.target is not None and m.id == node.target.id:
+            continue
+        node.probed.add(m.id)
+        node.send(m, follower.hello(node, vote=False))
+
+
+def host_lost(node: Node, lost: str, now: float) -> None:
+    """The host (or the candidate we were asking) is silent: try the next
+    member in succession. If that is us, take over when a majority can
+    reach us (``liveness.may_take_over``); else keep asking the host we lost (the
+    one cut off may be us) and count the members who ask us."""
+    if sent_in_vain(node, lost, now):
+        return
+    node.suspects.add(lost)
+    node.failing_over = True
+    if node.liveness.lost_since is None:
+        node.liveness.lost_since = now
+    node.stats["host_lost"] += 1
+    for m in node.replica.succession():
+        if m.id in node.suspects:
+            continue
+        if m.id != node.me.id:
+            follower.follow(node, m, now)
+            return
+        break
+    if liveness.may_take_over(node, now):
+        take_over(node, "failover", now)
+        return
+    node.stats["takeover_waits"] += 1
+    leader = node.replica.member(node.replica.host_id)
+    if leader is None or leader.id == node.me.id:
+        leader = node.target
+    if leader is not None:
+        follower.follow(node, leader, now)
+    if node.config.durability == "majority":
+        # never going alone, we must find the session's host ourselves
+        probe_members(node)
+
+
+def asked_to_take_over(node: Node, msg: Hello, now: float) -> bool:
+    """Someone asks us to host: true when the host they lost is ours and
+    every member ahead of us in succession is lost too (we then take over
+    once a majority asks, ``liveness.may_take_over``)."""
+    if msg.prev_host is None or msg.prev_host != node.replica.host_id:
+        return False
+    if node.role is Role.JOINING and not node.failing_over:
+        # We were sent to a new host (a merge): a Hello about the host we
+        # had before is stale news, held by TCP during a split.
+        return False
+    if msg.epoch not in (node.replica.epoch, node.epoch):
+        return False
+    if node.role is Role.PEER and now - node.heard < 2 * node.config.heartbeat_interval:
+        return False  # our host is alive: their link is the problem
+    lost = node.suspects | set(msg.suspects) | {msg.prev_host}
+    for m in node.replica.succession():
+        if m.id == node.me.id:
+            return True
+        if m.id not in lost:
+            return False
+    return False
+
+
+def on_hello(node: Node, msg: Hello, now: float) -> None:
+    if not admission.may_lead(node, msg.sender):
+        node.drop("hello from a refused identity")  # it may not make us host either
+        return
+    if suspect_ahead_is_back(node, msg.sender, now):
+        return
+    if node.ready and asked_to_take_over(node, msg, now):
+        # Only a member's word moves us (its suspects, its vote); one we
+        # do not know yet (its join was lost with the host) is told to
+        # keep asking us, or it would walk on and take over beside us.
+        member = node.replica.member(msg.sender) is not None
+        if member:
+            liveness.note_evidence(node, msg, now)
+            node.suspects |= set(msg.suspects) | {msg.prev_host or ""}
+            # it suspected us while its cable was out: we are the one asked
+            node.suspects -= {"", node.me.id}
+        if not member or not liveness.may_take_over(node, now):
+            # not (yet) a majority: tell it we are alive and gathering, so
+            # that it goes on asking us rather than the next in line
+            notice = Redirect(
+                sender=node.me.id,
+                epoch=node.epoch,
+                host_id=node.me.id,
+                endpoints=node.me.endpoints,
+                reason="candidate",
+            )
+            node.outbox.append(Send(msg.sender, msg.endpoints, notice))
+            return
+        take_over(node, "failover", now)
+        host.on_hello(node, msg, now)
+        return
+    target = node.target
+    if node.role is Role.PEER and target is not None:
+        notice = Redirect(
+            sender=node.me.id,
+            epoch=node.epoch,
+            host_id=target.id,
+            endpoints=target.endpoints,
+            reason="not host",
+        )
+        node.outbox.append(Send(msg.sender, msg.endpoints, notice))
+
+
+def suspect_ahead_is_back(node: Node, sender: str, now: float) -> bool:
+    """While failing over, a member ahead of us in succession that we
+    suspected (its cable was out when we asked it) speaks to us: it is
+    the candidate, not us. Ask it (our Hellos are votes), or two
+    candidates that suspect each other wait for each other's votes for
+    ever (a held Handoff made one of them next; "majority" durability)."""
+    if not (node.failing_over and node.ready) or sender not in node.suspects:
+        return False
+    for m in node.replica.succession():
+        if m.id == node.me.id:
+            return False
+        if m.id == sender:
+            node.suspects.discard(sender)
+            follower.follow(node, m, now)
+            return True
+    return False
+
+
+def on_handoff(node: Node, msg: Handoff, now: float) -> None:
+    if follower.from_target(node, msg) and admission.may_lead(node, msg.sender):
+        take_over(node, "handoff", now)
+
+
+def on_joining_handoff(node: Node, msg: Handoff, now: float) -> None:
+    """Our host handed over to us while we were asking it again (our
+    cable was out: TCP held its Handoff, and the others may have gone on
+    without us). It left on purpose and votes no more: the majority we
+    need is of the members that stay (``liveness.handed``); we take over as a
+    failover, on their votes, or follow whoever they chose."""
+    r = node.replica
+    if not (node.ready and node.failing_over) or msg.sender != r.host_id:
+        node.drop("handoff from a node that is not our host")
+        return
+    if msg.epoch != r.epoch or not admission.may_lead(node, msg.sender):
+        node.drop("stale handoff")
+        return
+    node.liveness.handed.add(msg.sender)
+    host_lost(node, msg.sender, now)
+
+
+def tick_peer(node: Node, target: Member, now: float) -> None:
+    """A peer's timers: a silent host is lost; heartbeats; unanswered writes."""
+    cfg = node.config
+    if now - node.heard > cfg.host_timeout:
+        host_lost(node, target.id, now)
+        return
+    if now - node.beat_at >= cfg.heartbeat_interval:
+        node.beat_at = now
+        node.send(
+            target,
+            Heartbeat(sender=node.me.id, epoch=node.epoch, seq=node.replica.seq),
+        )
+    follower.resend_unanswered(node, now)
+
+
+def tick_joining(node: Node, target: Member, now: float) -> None:
+    """A joining node's timers: hello again, or give up on a silent host."""
+    cfg = node.config
+    # A node that holds a session gives up on a silent host and moves
+    # along the succession; a first join is the adapter's to time out.
+    if (node.failing_over or node.ready) and now - node.asked_since > cfg.host_timeout:
+        host_lost(node, target.id, now)
+    elif now - node.hello_at >= cfg.hello_retry:
+        follower.send_hello(node, now)

@@ -1,0 +1,291 @@
+"""The follower side: joining a host, applying its changes in order (a gap
+makes us say hello again), acknowledging them as its successor, answering
+writers one hop early, sending and resending our own writes, and leaving."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..events import Expelled
+from ..messages import (
+    Ack,
+    Change,
+    ChangeMsg,
+    Gone,
+    Heartbeat,
+    Hello,
+    Member,
+    Message,
+    Redirect,
+    Refused,
+    Result,
+    Write,
+)
+from . import admission, rollback, ttl
+from .common import EPOCH_CEILING, Role, Send
+from .ids import identity_of
+from .writer import Outcome
+
+if TYPE_CHECKING:
+    from .node import Node
+
+
+def follow(node: Node, host: Member, now: float) -> None:
+    """Start (or restart) joining *host*."""
+    node.role = Role.JOINING
+    node.target = host
+    node.asked_since = now
+    send_hello(node, now)
+
+
+def send_hello(node: Node, now: float) -> None:
+    assert node.target is not None
+    node.hello_at = now
+    node.send(node.target, hello(node))
+
+
+def hello(node: Node, *, vote: bool = True) -> Hello:
+    """Our Hello; while failing over it names the host we lost (asking
+    the next in line to take over), unless not *vote* (a question only)."""
+    r = node.replica
+    vote = vote and node.failing_over
+    return Hello(
+        sender=node.me.id,
+        epoch=node.epoch,
+        name=node.me.name,
+        endpoints=node.me.endpoints,
+        profile=node.me.profile,
+        session_id=r.session_id or None,
+        resume_seq=r.seq,
+        resume_epoch=r.last_epoch,
+        resume_origin=r.last_origin,
+        prev_host=r.host_id if vote else None,
+        suspects=tuple(sorted(node.suspects)) if vote else (),
+        joined_at=node.me.joined_at,
+    )
+
+
+def from_target(node: Node, msg: Message) -> bool:
+    """Peers act only on their host's messages, and never on a stale epoch."""
+    if node.target is None or msg.sender != node.target.id:
+        node.drop(f"{type(msg).__name__} from a node that is not our host")
+        return False
+    if msg.epoch < node.epoch:
+        node.drop("stale epoch")
+        return False
+    return True
+
+
+def from_successor(node: Node, msg: Message) -> bool:
+    """Our host's successor may answer writes it holds (answer_writer)."""
+    succession = node.replica.succession()
+    if msg.epoch != node.epoch or not succession or succession[0].id != msg.sender:
+        node.drop(f"{type(msg).__name__} from a node that is neither our host nor its successor")
+        return False
+    return True
+
+
+def on_change(node: Node, msg: ChangeMsg, now: float) -> None:
+    if not from_target(node, msg):
+        return
+    node.heard, node.epoch = now, msg.epoch
+    change = msg.change
+    if change.seq == node.replica.seq + 1:
+        node.replica.apply(change, events=node.events)
+        ttl.note_ttl(node, change)
+        rollback.release_own(node)
+        if refused_here(node):
+            return
+    elif change.seq > node.replica.seq + 1:
+        node.stats["gap"] += 1  # we missed changes: ask again from where we are
+        follow(node, node.target or node.me, now)
+        return
+    if msg.ack:
+        ack = Send(
+            msg.sender,
+            node.endpoints_of(msg.sender),
+            Ack(sender=node.me.id, epoch=node.epoch, seq=node.replica.seq),
+        )
+        last = node.outbox[-1] if node.outbox else None
+        if last is not None and isinstance(last.msg, Ack) and last.to == msg.sender:
+            node.outbox[-1] = ack  # acks are cumulative: one for all that came at once
+        else:
+            node.outbox.append(ack)
+        answer_writer(node, change)
+
+
+def answer_writer(node: Node, change: Change) -> None:
+    """As the host's successor we now hold *change*, so its write is
+    acknowledged (guarantee 2): tell the writer ourselves, one hop before
+    the host could (it hears our Ack first). The host answers too, in case
+    we die first; the writer takes whichever comes first, once."""
+    writer = change.writer
+    if not writer or writer == change.origin:
+        return  # not a write, or the host's own: the host answers itself
+    outcome = Outcome(req=change.req, status=change.status, detail=change.detail, seq=change.seq)
+    if writer == node.me.id:
+        rollback.deliver(node, node.writer.result(outcome, node.replica.seq))
+        return
+    member = node.replica.member(writer)
+    if member is not None:
+        result = Result(
+            sender=node.me.id,
+            epoch=node.epoch,
+            req=change.req,
+            status=change.status,
+            detail=change.detail,
+            seq=change.seq,
+        )
+        node.send(member, result)
+
+
+def on_result(node: Node, msg: Result, now: float) -> None:
+    if node.target is not None and msg.sender == node.target.id:
+        if not from_target(node, msg):
+            return
+        node.heard = now
+    elif not from_successor(node, msg):
+        return
+    outcome = Outcome(req=msg.req, status=msg.status, detail=msg.detail, seq=msg.seq)
+    rollback.deliver(node, node.writer.result(outcome, node.replica.seq))
+
+
+def on_heartbeat(node: Node, msg: Heartbeat, now: float) -> None:
+    if not from_target(node, msg):
+        return
+    node.heard, node.epoch = now, msg.epoch
+    if msg.seq > node.replica.seq:
+        node.stats["gap"] += 1
+        follow(node, node.target or node.me, now)
+
+
+def on_redirect(node: Node, msg: Redirect, now: float) -> None:
+    if msg.reason == "candidate":
+        # The next in succession is alive and waits for a majority to ask
+        # it: keep asking it (it takes over once enough do).
+        target = node.target
+        if node.role is Role.JOINING and target and msg.sender == target.id == msg.host_id:
+            node.asked_since = now
+        return
+    if msg.reason in ("host", "outranked"):
+        # one host to another (discovery's view of who hosts may be stale):
+        # a peer follows its own host, which settles with the other
+        node.drop("host announcement sent to a peer")
+        return
+    if not (admission.may_lead(node, msg.sender) and admission.may_lead(node, msg.host_id)):
+        node.drop("redirect from or to a refused identity")
+        return
+    if msg.epoch >= EPOCH_CEILING:
+        node.drop("redirect with an implausible epoch")
+        return
+    from_host = node.target is not None and msg.sender == node.target.id
+    if not (from_host and msg.epoch >= node.epoch) and msg.epoch <= node.epoch:
+        node.drop("redirect from a lower epoch")
+        return
+    if (
+        not from_host
+        and msg.reason != "handoff"  # our host left on purpose and chose it
+        and node.role is Role.PEER
+        and now - node.heard <= node.config.host_timeout
+        and now >= node.liveness.woke_at + node.config.heartbeat_interval
+    ):
+        # Our host is alive: another node's takeover is stale news (held
+        # by TCP) or a minority's; our host settles with it if they meet.
+        node.drop("takeover notice while our host is alive")
+        return
+    if msg.host_id == node.me.id:
+        return
+    if msg.reason in ("takeover", "failover", "handoff") and node.replica.host_id:
+        node.failing_over = True
+        node.suspects.add(node.replica.host_id)
+    follow(node, Member(id=msg.host_id, name="", endpoints=msg.endpoints), now)
+
+
+def on_gone(node: Node, msg: Gone, now: float) -> None:
+    if from_target(node, msg):
+        follow(node, node.target or node.me, now)  # we were dropped: join again
+
+
+def on_refused(node: Node, msg: Refused, now: float) -> None:
+    """A member learns of its own ban from the change that holds it, which
+    its host sent first; a Refused it did not see coming (a forged one,
+    or one that overtook a change we missed) only makes it ask again: a
+    host that means it refuses that hello too."""
+    if from_target(node, msg):
+        node.stats["refused_as_member"] += 1
+        follow(node, node.target or node.me, now)
+
+
+def refused_here(node: Node) -> bool:
+    """Peer: expel ourselves if the state we now hold refuses our identity
+    (a ban reached us before, or instead of, the host's Refused)."""
+    mine = identity_of(node.me.id)
+    if node.replica.access.may_read(mine):
+        return False
+    expel(node, node.replica.access.refusal(mine))
+    return True
+
+
+def expel(node: Node, reason: str) -> None:
+    """We may no longer be in this session: stop, fail our writes still
+    waiting, tell the user. We never take over after this."""
+    node.refused = reason
+    if node.role is not Role.LEAVING:
+        node.role = Role.CLOSED
+    node.target, node.failing_over = None, False
+    detail = {"reason": reason}
+    failed = [
+        Outcome(req=r.req, status="denied", detail=detail, seq=0) for r in node.writer.unacked()
+    ]
+    node.writer.pending.clear()
+    node.writer.held.clear()
+    node.write_keys.clear()
+    node.outcomes.extend(failed)
+    node.stats[f"expelled_{reason}"] += 1
+    node.events.append(Expelled(reason=reason))
+
+
+def on_leaving_gone(node: Node, msg: Gone, now: float) -> None:
+    node.role = Role.CLOSED
+
+
+def on_leaving_redirect(node: Node, msg: Redirect, now: float) -> None:
+    # The successor confirms it took over: our handoff is complete.
+    if msg.epoch > node.epoch and admission.may_lead(node, msg.sender):
+        node.role = Role.CLOSED
+
+
+def resend_unanswered(node: Node, now: float) -> None:
+    """A write or its result can be lost (a link that drops and comes back
+    within the timeouts): resend every request still unanswered after
+    ``write_retry``, in order. The host's dedupe table makes it safe."""
+    for req in [r for r in node.sent_at if r not in node.writer.pending]:
+        del node.sent_at[req]
+    waiting = [r for r in node.writer.unacked() if r.req not in node.writer.held]
+    if not waiting:
+        return
+    if now - min(node.sent_at.get(r.req, now) for r in waiting) < node.config.write_retry:
+        return
+    node.stats["writes_resent"] += 1
+    for r in waiting:
+        send_write(node, r.req, r.ops, r.conds, now)
+
+
+def send_write(
+    node: Node,
+    req: int,
+    ops: tuple[tuple[Any, ...], ...],
+    conds: tuple[tuple[Any, ...], ...],
+    now: float,
+) -> None:
+    assert node.target is not None
+    node.sent_at[req] = now
+    msg = Write(
+        sender=node.me.id,
+        epoch=node.epoch,
+        req=req,
+        acked_upto=node.writer.acked_upto,
+        ops=ops,
+        conds=conds,
+    )
+    node.send(node.target, msg)

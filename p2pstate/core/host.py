@@ -1,0 +1,499 @@
+"""The host pipeline: a write is checked (``admission``), ordered as the next
+change, applied and sent to every synced peer, the successor first; it is
+answered once the successor holds it (the durable point). Also TTL expiry,
+membership (hellos, leaves, timeouts), the successor and isolation."""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from ..events import IsolationChanged
+from ..messages import (
+    Ack,
+    Change,
+    ChangeMsg,
+    Gone,
+    Heartbeat,
+    Hello,
+    Leave,
+    Member,
+    Message,
+    Refused,
+    Result,
+    Snapshot,
+    Welcome,
+    Write,
+)
+from . import admission, follower, liveness, rollback, ttl
+from .access import ALWAYS_ADMIN_OPS
+from .common import UNSYNCED, Conn, Send, remember
+from .ids import identity_of
+from .quorum import Streak, is_live, may_go_alone
+from .writer import Outcome
+
+if TYPE_CHECKING:
+    from .node import Node
+
+
+def check_isolation(node: Node, now: float) -> None:
+    """Host: are we heard by a majority of the last agreed membership?
+    While we are, the current membership becomes agreed once that keeps
+    a majority; when we stop being, we become ``isolated``. The lone-node
+    rule: after isolation_timeout (durability "default") we go on with
+    the players we hear, which become the agreed membership."""
+    if not liveness.majority_of(node, node.liveness.agreed, now) and may_go_alone(
+        node.liveness.isolated_since, now, node.config
+    ):
+        node.stats["went_alone"] += 1
+        if node.liveness.lone_from is None:
+            node.liveness.lone_from = node.liveness.agreed
+        cfg, woke = node.config, node.liveness.woke_at
+        live = {pid for pid, c in node.conns.items() if is_live(c.heard, now, woke, cfg)}
+        node.liveness.agreed = frozenset(live | {node.me.id})
+    if node.liveness.lone_from is not None and liveness.majority_of(
+        node, node.liveness.lone_from, now
+    ):
+        node.liveness.lone_from = None
+    if liveness.majority_of(node, node.liveness.agreed, now):
+        members = frozenset(m.id for m in node.replica.members) | {node.me.id}
+        if liveness.majority_of(node, members, now):
+            node.liveness.agreed = members
+        if node.liveness.isolated_since is not None:
+            node.liveness.isolated_since = None
+            node.events.append(IsolationChanged(isolated=False))
+            if node.successor is not None:
+                ask_ack(node, node.successor)  # it was told not to acknowledge
+            release_durable(node)
+    elif node.liveness.isolated_since is None:
+        node.liveness.isolated_since = now
+        node.stats["isolated"] += 1
+        node.events.append(IsolationChanged(isolated=True))
+
+
+def order(  # noqa: PLR0917 (a write's fields, as they come)
+    node: Node,
+    writer: str,
+    req: int,
+    acked_upto: int,
+    ops: tuple[tuple[Any, ...], ...],
+    conds: tuple[tuple[Any, ...], ...],
+) -> None:
+    """Decide one write and make it the next change."""
+    record = node.replica.dedupe.get(writer)
+    if req > max(record.last_req if record else 0, acked_upto) + 1:
+        # An earlier request of this writer is still pending and not here:
+        # it was lost on the way. Requests are applied in the writer's
+        # order, so this one waits for the writer to resend from there.
+        node.stats["write_gap"] += 1
+        return
+    if record is not None and req <= record.last_req:
+        kept = record.results.get(req)
+        if kept is None:
+            node.stats["duplicate_without_result"] += 1
+            answer(node, writer, req, "invalid", "request already applied", 0)
+        elif kept[2] > durable_point(node):
+            await_seq(node, kept[2], writer, req)
+        else:
+            answer(node, writer, req, kept[0], kept[1], kept[2])
+        return
+    status, detail = admission.check(node, writer, ops, conds)
+    change = Change(
+        seq=node.replica.seq + 1,
+        epoch=node.epoch,
+        origin=node.me.id,
+        writer=writer,
+        req=req,
+        acked_upto=acked_upto,
+        status=status,
+        detail=detail,
+        ops=ops if status == "ok" else (),
+    )
+    expelled: dict[str, tuple[str, ...]] = {}  # member -> its endpoints
+    acl = status == "ok" and any(op[0] in ALWAYS_ADMIN_OPS for op in ops)
+    if acl:
+        # A member the new rules refuse leaves in the same change, so no
+        # replica ever holds the rule without its effect.
+        leaves = admission.expulsions(node, ops)
+        expelled = {op[1]: node.endpoints_of(op[1]) for op in leaves}
+        change = replace(change, ops=ops + leaves)
+    apply(node, change)
+    await_seq(node, change.seq, writer, req)
+    release_durable(node)
+    if acl:
+        after_expulsions(node, change, expelled)
+
+
+def after_expulsions(node: Node, change: Change, expelled: dict[str, tuple[str, ...]]) -> None:
+    """Host: tell each member that *change* removed why (at *expelled*, its
+    endpoints), forget its connection; leave ourselves if the change
+    refuses us."""
+    for op in change.ops:
+        if op[0] != "leave":
+            continue
+        node.conns.pop(op[1], None)
+        node.buckets.pop(op[1], None)
+        refusal = Refused(sender=node.me.id, epoch=node.epoch, reason=op[2])
+        node.outbox.append(Send(op[1], expelled.get(op[1], ()), refusal))
+    update_successor(node)
+    mine = identity_of(node.me.id)
+    if not node.replica.access.may_read(mine):
+        node.leave(node.clock)  # hand over first, as any host that leaves
+        follower.expel(node, node.replica.access.refusal(mine))
+
+
+def apply(node: Node, change: Change, *, report: bool = True) -> None:
+    """Host: apply a change it made and send it to every synced peer."""
+    node.replica.apply(change, events=node.events if report else None)
+    ttl.note_ttl(node, change)
+    # The successor first: its acknowledgement is what the writer waits for
+    # (and it answers the writer itself: not while we are isolated).
+    successor = node.successor
+    if successor is not None and node.conns.get(successor, UNSYNCED).synced:
+        ack = not liveness.acks_paused(node)
+        node.send_id(
+            successor, ChangeMsg(sender=node.me.id, epoch=node.epoch, change=change, ack=ack)
+        )
+    others = ChangeMsg(sender=node.me.id, epoch=node.epoch, change=change, ack=False)
+    for peer_id, conn in node.conns.items():
+        if conn.synced and peer_id != successor:
+            node.send_id(peer_id, others)  # one message: the adapter encodes it once
+    rollback.release_own(node)
+
+
+def expire(node: Node, now: float) -> None:
+    """Host: delete the keys whose ttl ran out, as one change."""
+    due = sorted(key for key, at in node.expiry.items() if at <= now)
+    for key in due:
+        del node.expiry[key]
+    ops = tuple(("del", key) for key in due if key in node.replica.data)
+    if ops:
+        node.stats["expired"] += len(ops)
+        apply(node, Change(seq=node.replica.seq + 1, epoch=node.epoch, origin=node.me.id, ops=ops))
+
+
+def snapshot(node: Node) -> Snapshot:
+    return node.replica.snapshot(node.ttl_left())
+
+
+def durable_point(node: Node) -> int:
+    """Highest seq that survives the loss of this host: none while we are
+    isolated (a takeover on the other side may not hold it)."""
+    if liveness.acks_paused(node):
+        return 0
+    if not node.replica.succession():
+        return node.replica.seq  # alone: nobody else could hold it
+    return node.durable if node.successor is not None else 0
+
+
+def await_seq(node: Node, seq: int, writer: str, req: int) -> None:
+    node.awaiting[seq] = (writer, req)
+    heapq.heappush(node.awaiting_seqs, seq)
+
+
+def release_durable(node: Node) -> None:
+    # A heap, not a scan: with thousands of writes in flight, a scan per
+    # write made the host quadratic.
+    point = durable_point(node)
+    seqs = node.awaiting_seqs
+    while seqs and seqs[0] <= point:
+        entry = node.awaiting.pop(heapq.heappop(seqs), None)
+        if entry is None:
+            continue  # the same seq was awaited twice
+        writer, req = entry
+        record = node.replica.dedupe.get(writer)
+        kept = record.results.get(req) if record else None
+        if kept is not None:
+            answer(node, writer, req, kept[0], kept[1], kept[2])
+
+
+def answer(  # noqa: PLR0917 (a kept result's fields, as they come)
+    node: Node, writer: str, req: int, status: str, detail: Any, seq: int
+) -> None:
+    if writer == node.me.id:
+        outcome = Outcome(req=req, status=status, detail=detail, seq=seq)
+        rollback.deliver(node, node.writer.result(outcome, node.replica.seq))
+    elif writer in node.conns:
+        msg = Result(
+            sender=node.me.id,
+            epoch=node.epoch,
+            req=req,
+            status=status,
+            detail=detail,
+            seq=seq,
+        )
+        node.send_id(writer, msg)
+
+
+def synced_successor(node: Node) -> str | None:
+    for m in node.replica.succession():
+        conn = node.conns.get(m.id)
+        return m.id if conn is not None and conn.synced else None
+    return None
+
+
+def update_successor(node: Node, *, resynced: str | None = None) -> None:
+    """Pick the successor again after membership or sync changed (or after
+    member *resynced* said hello again); a new one is sent every change
+    still awaiting durability, to acknowledge.
+
+    It is asked to acknowledge the latest change even when nothing awaits:
+    a resent request whose result was decided in an earlier term waits on
+    that acknowledgement, and no new change may come to bring one. A
+    successor that says hello again (it missed changes, and a welcome is
+    not acknowledged) is asked again for the same reason."""
+    successor = synced_successor(node)
+    if successor != node.successor or (successor is not None and successor == resynced):
+        node.successor, node.durable = successor, 0
+        if successor is not None:
+            ask_ack(node, successor)
+    # Always: losing the last peer makes everything awaiting durable.
+    release_durable(node)
+
+
+def ask_ack(node: Node, successor: str) -> None:
+    """Send *successor* every change still awaiting durability (at least
+    the latest one), each asking for an acknowledgement."""
+    first = min(node.awaiting, default=node.replica.seq)
+    for change in node.replica.log:
+        if change.seq >= first:
+            msg = ChangeMsg(sender=node.me.id, epoch=node.epoch, change=change, ack=True)
+            node.send_id(successor, msg)
+
+
+def remove_member(node: Node, peer_id: str, reason: str, now: float) -> None:
+    node.conns.pop(peer_id, None)
+    node.buckets.pop(peer_id, None)
+    member = node.replica.member(peer_id)
+    if member is not None:
+        change = Change(
+            seq=node.replica.seq + 1,
+            epoch=node.epoch,
+            origin=node.me.id,
+            ops=(("leave", peer_id, reason),),
+        )
+        apply(node, change)
+        if reason == "timeout":
+            remember(node.departed, peer_id, ())
+        if reason == "timeout" and member.endpoints:
+            # It may only have been silent for a while: tell it, so that
+            # it says hello again at once rather than after host_timeout
+            # (we will not know where it is once it is no member).
+            node.outbox.append(
+                Send(peer_id, member.endpoints, Gone(sender=node.me.id, epoch=node.epoch))
+            )
+    update_successor(node)
+
+
+def close_host_side(node: Node) -> None:
+    node.conns.clear()
+    node.buckets.clear()
+    node.awaiting.clear()
+    node.awaiting_seqs.clear()
+    node.successor, node.durable = None, 0
+
+
+def on_hello(node: Node, msg: Hello, now: float) -> None:
+    """A node asks to join, or a member to catch up: welcome it with the
+    changes after its resume point, or a snapshot, unless admission refuses."""
+    if _refused_by_access(node, msg, now):
+        return
+    if msg.epoch > node.epoch and not _move_epoch(node, msg):
+        return
+    if node.replica.member(msg.sender) is None and not _room_for(node, msg):
+        return
+    newcomer = node.replica.member(msg.sender) is None
+    if newcomer:
+        _add_member(node, msg)
+    welcome = _welcome(node, msg)
+    node.stats["welcome_snapshot" if welcome.snapshot is not None else "welcome_catchup"] += 1
+    node.send_id(msg.sender, welcome)
+    welcomed(node, msg.sender, newcomer, now)
+    update_successor(node, resynced=msg.sender)
+
+
+def _refused_by_access(node: Node, msg: Hello, now: float) -> bool:
+    """Refuse a Hello from an identity our access state refuses (and remove
+    it, if a member): True if we did."""
+    identity = identity_of(msg.sender)
+    if not node.replica.access.may_read(identity):
+        # readmode, or a ban: checked on every hello, a member's too, so a
+        # new host refuses what the old one did; before anything else, so
+        # a refused hello changes nothing here (not even our epoch)
+        why = node.replica.access.refusal(identity)
+        node.refusal(f"refused_{why}", msg.sender)
+        refused = Refused(sender=node.me.id, epoch=node.epoch, reason=why)
+        node.outbox.append(Send(msg.sender, msg.endpoints, refused))
+        if node.replica.member(msg.sender) is not None:
+            remove_member(node, msg.sender, why, now)
+        return True
+    return False
+
+
+def _move_epoch(node: Node, msg: Hello) -> bool:
+    """A Hello names a later epoch than ours: move past it if it may (True),
+    else drop it (False)."""
+    if not admission.may_move_epoch(node, msg):
+        # Asked again soon: by then a merging host is known to us.
+        node.drop("hello with an epoch we cannot verify")
+        return False
+    # The newcomer knew a later epoch than ours: move past it so that
+    # nothing from that other lineage can be taken for ours.
+    node.epoch = msg.epoch + 1
+    apply(
+        node,
+        Change(
+            seq=node.replica.seq + 1,
+            epoch=node.epoch,
+            origin=node.me.id,
+            ops=(("term", node.epoch, node.me.id, node.me.id, "merge"),),
+        ),
+    )
+    return True
+
+
+def _room_for(node: Node, msg: Hello) -> bool:
+    """A newcomer: is there room (max_players, joinable)? Refuse it if not
+    (False). Only a current member skips this (its id is in our
+    membership), never a Hello that names our session."""
+    info = node.replica.info
+    limit = info.get("max_players")
+    reason = "closed" if info.get("joinable") is False else None
+    if limit is not None and len(node.replica.members) >= limit:
+        reason = "full"
+    if reason is not None:
+        node.stats[f"refused_{reason}"] += 1
+        refusal = Refused(sender=node.me.id, epoch=node.epoch, reason=reason)
+        node.outbox.append(Send(msg.sender, msg.endpoints, refusal))
+        return False
+    return True
+
+
+def _add_member(node: Node, msg: Hello) -> None:
+    """A newcomer joins the membership, as the next change."""
+    member = Member(
+        id=msg.sender,
+        name=msg.name,
+        endpoints=msg.endpoints,
+        joined_seq=node.replica.seq + 1,
+        profile=msg.profile,
+        joined_at=msg.joined_at,
+    )
+    apply(
+        node,
+        Change(
+            seq=node.replica.seq + 1,
+            epoch=node.epoch,
+            origin=node.me.id,
+            ops=(("join", member),),
+        ),
+    )
+
+
+def _welcome(node: Node, msg: Hello) -> Welcome:
+    """Our answer to *msg*: the changes after its resume point when we hold
+    them, else a snapshot."""
+    changes = None
+    if msg.session_id == node.replica.session_id:
+        changes = node.replica.changes_after(msg.resume_seq, msg.resume_epoch, msg.resume_origin)
+        if changes and any(op[0] == "restore" for c in changes for op in c.ops):
+            # A restore is as big as the state: one snapshot rather than the
+            # restore plus every change around it in one message.
+            changes = None
+    return Welcome(
+        sender=node.me.id,
+        epoch=node.epoch,
+        session_id=node.replica.session_id,
+        host_id=node.me.id,
+        snapshot=snapshot(node) if changes is None else None,
+        changes=tuple(changes or ()),
+        resume_seq=msg.resume_seq,
+        resume_epoch=msg.resume_epoch,
+        resume_origin=msg.resume_origin,
+    )
+
+
+def welcomed(node: Node, sender: str, newcomer: bool, now: float) -> None:
+    """Host: *sender* is a synced member now; its streak of messages goes
+    on if it had one. A newcomer is live at once and in the agreed
+    membership (a bigger one only makes majorities harder to reach), but
+    not while we are isolated: it would help outvote the members we lost."""
+    old = node.conns.get(sender)
+    conn = node.conns[sender] = Conn(last_heard=now, synced=True)
+    if old is not None:
+        conn.heard = old.heard
+    elif newcomer and node.liveness.isolated_since is None:
+        conn.heard = Streak(since=now - node.config.heartbeat_interval, last=now)
+        node.liveness.agreed |= {sender}
+    conn.heard.hear(now, node.config)
+
+
+def on_write(node: Node, msg: Write, now: float) -> None:
+    conn = member_conn(node, msg, now)
+    if conn is None:
+        return
+    if msg.epoch != node.epoch:
+        node.drop("write from another epoch")
+        return
+    order(node, msg.sender, msg.req, msg.acked_upto, msg.ops, msg.conds)
+
+
+def on_ack(node: Node, msg: Ack, now: float) -> None:
+    if member_conn(node, msg, now) is not None:
+        successor_holds(node, msg.sender, msg.epoch, msg.seq)
+
+
+def on_heartbeat(node: Node, msg: Heartbeat, now: float) -> None:
+    # A synced peer's heartbeat names the last change it holds: from the
+    # successor it is an acknowledgement too, which heals a lost Ack.
+    if member_conn(node, msg, now) is not None:
+        successor_holds(node, msg.sender, msg.epoch, msg.seq)
+
+
+def successor_holds(node: Node, sender: str, epoch: int, seq: int) -> None:
+    if sender == node.successor and epoch == node.epoch and seq > node.durable:
+        node.durable = min(seq, node.replica.seq)
+        release_durable(node)
+
+
+def on_leave(node: Node, msg: Leave, now: float) -> None:
+    if member_conn(node, msg, now) is None:
+        return
+    node.send_id(msg.sender, Gone(sender=node.me.id, epoch=node.epoch))
+    remove_member(node, msg.sender, "left", now)
+
+
+def member_conn(node: Node, msg: Message, now: float) -> Conn | None:
+    conn = node.conns.get(msg.sender)
+    if conn is None:
+        node.drop(f"{type(msg).__name__} from a non-member")
+        member = node.replica.member(msg.sender)
+        endpoints = member.endpoints if member else node.endpoints_of(msg.sender)
+        if endpoints:
+            node.outbox.append(
+                Send(msg.sender, endpoints, Gone(sender=node.me.id, epoch=node.epoch))
+            )
+        return None
+    conn.last_heard = now
+    conn.heard.hear(now, node.config)
+    return conn
+
+
+def tick(node: Node, now: float) -> None:
+    """The host's timers: isolation, heartbeats, TTL expiry, silent members."""
+    cfg = node.config
+    check_isolation(node, now)
+    if now - node.beat_at >= cfg.heartbeat_interval:
+        node.beat_at = now
+        beat = Heartbeat(sender=node.me.id, epoch=node.epoch, seq=node.replica.seq)
+        for peer_id, conn in node.conns.items():
+            if conn.synced:
+                node.send_id(peer_id, beat)
+    if node.expiry:
+        expire(node, now)
+    dead = [pid for pid, c in node.conns.items() if now - c.last_heard > cfg.peer_timeout]
+    if dead and not liveness.may_remove(node, dead, now):
+        dead = []  # without a majority we cannot tell who is cut off: remove nobody
+    for peer_id in dead:
+        remove_member(node, peer_id, "timeout", now)

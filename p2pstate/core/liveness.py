@@ -1,0 +1,129 @@
+"""Liveness and isolation: who counts as live, whether we reach a majority,
+when a host may remove members or a peer may take over. The pure rules are
+in ``core/quorum.py``; this holds their state (``Liveness``) and applies them
+to a node's members."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..messages import Hello
+from .common import Conn
+from .quorum import Streak, has_majority, live_count, may_go_alone
+
+if TYPE_CHECKING:
+    from .node import Node
+
+
+@dataclass(slots=True)
+class Liveness:
+    """The state of core/quorum.py's rules for one node."""
+
+    #: the last membership a majority of its own saw (host): who votes
+    agreed: frozenset[str]
+    #: when we last woke from a pause (a gap in the caller's clock)
+    woke_at: float = float("-inf")
+    #: members that asked us to take over from our host, and when
+    evidence: dict[str, Streak] = field(default_factory=dict)
+    #: members that handed over to us on leaving: out of every majority
+    handed: set[str] = field(default_factory=set)
+    #: since when we have lost our host (peer)
+    lost_since: float | None = None
+    #: since when we have reached no majority (host)
+    isolated_since: float | None = None
+    #: the agreed membership we had when we went on alone, until we hear
+    #: a majority of it again: till then our side is no majority's
+    lone_from: frozenset[str] | None = None
+
+
+def live(node: Node, now: float) -> int:
+    """Host: itself and the members heard within host_timeout, since we woke."""
+    return live_count(
+        (c.heard for c in node.conns.values()), now, node.liveness.woke_at, node.config
+    )
+
+
+def majority_of(
+    node: Node,
+    ids: frozenset[str],
+    now: float,
+    *,
+    within: float | None = None,
+    exclude: tuple[str, ...] = (),
+) -> bool:
+    """Host: are we and the live members among *ids* a majority of them?
+    Only those vote: players who joined us while we were isolated do not
+    make us a majority of the membership we lost."""
+    heard = (c.heard for pid, c in node.conns.items() if pid in ids and pid not in exclude)
+    live = live_count(heard, now, node.liveness.woke_at, node.config, within=within)
+    return has_majority(live, len(ids | {node.me.id}))
+
+
+def may_remove(node: Node, dead: list[str], now: float) -> bool:
+    """Host: removing members changes the membership, so only while the
+    others (not counting them) are a majority of the agreed membership;
+    after isolation_timeout that is whoever we hear (host.check_isolation).
+    The others must have been heard a heartbeat more recently than
+    host_timeout: members cut off together fall silent a heartbeat apart,
+    and the last of them must not vouch for the removal of the first."""
+    cfg = node.config
+    within = max(cfg.host_timeout - cfg.heartbeat_interval, cfg.heartbeat_interval)
+    return majority_of(node, node.liveness.agreed, now, within=within, exclude=tuple(dead))
+
+
+def acks_paused(node: Node) -> bool:
+    """Host: isolated and not (yet) allowed to go on alone."""
+    since = node.liveness.isolated_since
+    return since is not None and not may_go_alone(since, node.clock, node.config)
+
+
+def note_evidence(node: Node, msg: Hello, now: float) -> None:
+    """A member asks us to take over from the host it lost, which is ours:
+    it can reach us, which counts towards a majority at once (a takeover
+    waits for no second Hello: we lost that host too, see
+    failover.asked_to_take_over, so a Hello held by TCP is no news against it)."""
+    if node.replica.member(msg.sender) is None:
+        return
+    node.liveness.evidence.setdefault(msg.sender, Streak()).hear(now, node.config)
+
+
+def may_take_over(node: Node, now: float) -> bool:
+    """Peer next in succession: take over only if we reach a majority of the
+    membership (ourselves and the members that asked us, lately), or
+    after isolation_timeout without one, where allowed."""
+    reach = live_count(node.liveness.evidence.values(), now, node.liveness.woke_at, node.config)
+    staying = [m for m in node.replica.members if m.id not in node.liveness.handed]
+    if has_majority(reach, len(staying)):
+        return True
+    return may_go_alone(node.liveness.lost_since, now, node.config)
+
+
+def term_liveness(node: Node, gone: list[str], handoff: bool, now: float) -> None:
+    """A new host's view of who is live. After a handoff, the members the
+    old host served (it handed them over); after a failover, the members
+    that asked us to take over: the others have peer_timeout to say hello.
+    The agreed membership is the one we lost the host from (the lost host
+    is in it), so a node that goes on alone stays isolated, acting as
+    the lone-node rule allows."""
+    ids = [m.id for m in node.replica.members if m.id not in gone and m.id != node.me.id]
+    node.conns = {mid: Conn(last_heard=now) for mid in ids}
+    for mid, conn in node.conns.items():
+        if handoff:
+            conn.heard = Streak(since=now - node.config.heartbeat_interval, last=now)
+        elif mid in node.liveness.evidence:
+            conn.heard = node.liveness.evidence[mid]
+    if handoff:
+        node.liveness.agreed = frozenset(node.conns) | {node.me.id}
+    else:  # the membership we lost the host from, the host included
+        members = frozenset(m.id for m in node.replica.members) | {node.me.id}
+        node.liveness.agreed = members - node.liveness.handed  # unless it left on purpose
+    node.liveness.isolated_since = None
+    if not majority_of(node, node.liveness.agreed, now):
+        node.liveness.isolated_since = (
+            node.liveness.lost_since if node.liveness.lost_since is not None else now
+        )
+    node.liveness.evidence.clear()
+    node.liveness.handed.clear()
+    node.liveness.lone_from = None
+    node.liveness.lost_since = None
