@@ -5,6 +5,7 @@ move our epoch or make us follow a node."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,8 +16,9 @@ from .access import Access
 from .advert import info_fault
 from .bounds import NEW_KEY_BYTES, key_bytes, snapshot_bytes
 from .common import EPOCH_CEILING
+from .config import Config
 from .ids import identity_of
-from .replica import Entry, scalar_size, value_bytes
+from .replica import Entry, Replica, scalar_size, value_bytes
 
 if TYPE_CHECKING:
     from .node import Node
@@ -25,40 +27,249 @@ if TYPE_CHECKING:
 _WRITE_OPS = frozenset({"set", "del", "msg", "profile", "info", "acl", "access_set", "restore"})
 
 
-def expulsions(node: Node, ops: tuple[tuple[Any, ...], ...]) -> tuple[tuple[Any, ...], ...]:
-    """Leave ops for the members (other than this host) that *ops*' access
-    changes refuse."""
-    access = node.replica.access
-    for op in ops:
-        if op[0] == "acl":
-            access = access.apply_acl(op[1], op[2])
-        elif op[0] == "access_set":
-            access = access.with_settings(op[1])
-    return tuple(
-        ("leave", m.id, access.refusal(identity_of(m.id)))
-        for m in node.replica.members
-        if m.id != node.me.id and not access.may_read(identity_of(m.id))
-    )
+class Admission:
+    """What the host lets into the history, and whom a node may follow.
 
+    It reads the replica and the settings and keeps the state its rules
+    need: the writers' token buckets and the identities whose session state
+    we refused. Refusals are counted through *refusal* (``Node.refusal``)."""
 
-def check(
-    node: Node, writer: str, ops: tuple[tuple[Any, ...], ...], conds: tuple[tuple[Any, ...], ...]
-) -> tuple[str, Any]:
-    """The host's verdict on a write: ("ok", None) or a refusal with detail."""
-    verdict = _check_writer(node, writer, ops)
-    if verdict is not None:
-        return verdict
-    growth = _Growth()
-    verdict = _check_ops(node, writer, ops, growth)
-    if verdict is not None:
-        return verdict
-    sizes, profile_grow = growth.sizes, growth.profile
-    access = node.replica.access
-    quota = over_quota(node, sizes, access, profile_grow) if sizes or profile_grow > 0 else None
-    if quota is not None:
-        node.refusal("writes_over_quota", writer)
-        return "quota", quota
-    return _check_conds(node.replica.data, conds)
+    def __init__(
+        self, replica: Replica, config: Config, refusal: Callable[[str, str], None]
+    ) -> None:
+        self.replica = replica
+        self.config = config
+        self.refusal = refusal
+        #: writer -> (tokens, when counted): the write-rate token buckets
+        self.buckets: dict[str, tuple[float, float]] = {}
+        #: Identities whose session state we refused: never followed again.
+        self.foreign: dict[str, tuple[()]] = {}
+
+    def check(
+        self,
+        writer: str,
+        ops: tuple[tuple[Any, ...], ...],
+        conds: tuple[tuple[Any, ...], ...],
+        now: float,
+    ) -> tuple[str, Any]:
+        """The host's verdict on a write: ("ok", None) or a refusal with detail."""
+        verdict = self._check_writer(writer, ops, now)
+        if verdict is not None:
+            return verdict
+        growth = _Growth()
+        verdict = self._check_ops(writer, ops, growth)
+        if verdict is not None:
+            return verdict
+        sizes, profile_grow = growth.sizes, growth.profile
+        access = self.replica.access
+        quota = self.over_quota(sizes, access, profile_grow) if sizes or profile_grow > 0 else None
+        if quota is not None:
+            self.refusal("writes_over_quota", writer)
+            return "quota", quota
+        return _check_conds(self.replica.data, conds)
+
+    def _check_writer(
+        self, writer: str, ops: tuple[tuple[Any, ...], ...], now: float
+    ) -> tuple[str, Any] | None:
+        """Whether *writer* may make a write of these kinds of operation now:
+        None, or the refusal (forged ops, access, rate limit)."""
+        if not ops:
+            return "invalid", "a write needs at least one operation"
+        kinds = {op[0] for op in ops}
+        if not kinds <= _WRITE_OPS:
+            # join/leave/term/access name a member or the host: only the host
+            # makes them, never on a writer's word.
+            self.refusal("forged_ops", writer)
+            return "invalid", f"operations {sorted(kinds - _WRITE_OPS)} are not allowed in a write"
+        access = self.replica.access
+        identity = identity_of(writer)
+        denied = access.check_write(identity, kinds)
+        if denied is not None:
+            self.refusal("writes_denied", writer)
+            return "denied", denied
+        # A change of settings (the admin's alone, checked above) takes no
+        # token: a rate set by mistake can always be lifted.
+        if kinds != {"access_set"} and not self.take_token(writer, access, now):
+            self.refusal("writes_rate_limited", writer)
+            return "rate_limited", {"rate": access.write_rate, "burst": access.write_burst}
+        return None
+
+    def _check_ops(
+        self, writer: str, ops: tuple[tuple[Any, ...], ...], growth: _Growth
+    ) -> tuple[str, Any] | None:
+        """Each operation of a write in turn: None if all may apply, else the
+        first refusal. Notes in *growth* what the write makes of the session."""
+        access = self.replica.access
+        identity = identity_of(writer)
+        data = self.replica.data
+        limit = self.config.max_value_size
+        sizes = growth.sizes
+        acl = access  # as the write's ACL ops leave it, one after another
+        for op in ops:
+            kind = op[0]
+            if kind == "acl":
+                refused = acl.check_acl(op[1], op[2])
+                if refused is not None:
+                    return "invalid", refused
+                acl = acl.apply_acl(op[1], op[2])
+                continue
+            if kind == "access_set":
+                continue  # checked whole on the wire and by check_write (admin)
+            if kind == "profile":
+                size = len(encode(op[1]))
+                if size > MAX_PROFILE_BYTES:  # as the wire and the API hold it
+                    return "too_large", {"key": kind, "limit": MAX_PROFILE_BYTES}
+                me = self.replica.member(writer)
+                growth.profile = size - (value_bytes(me.profile) if me is not None else 0)
+                continue
+            if kind == "info":
+                if len(encode(op[1])) > limit:
+                    return "too_large", {"key": kind, "limit": limit}
+                # What the API checks, so that every host can advertise it.
+                fault = info_fault({**self.replica.info, **op[1]}, self.config.advert_room)
+                if fault is not None:
+                    self.refusal("info_refused", writer)
+                    return "invalid", fault
+                continue
+            if kind == "msg":
+                if op[1] and self.replica.member(op[1]) is None:
+                    return "no_peer", {"peer": op[1]}
+                if len(encode(op[2])) > limit:
+                    return "too_large", {"key": "message", "limit": limit}
+                continue
+            if kind == "restore":
+                refusal = self.check_restore(op[1], identity, access, sizes)
+                if refusal is not None:
+                    return refusal
+                continue
+            if len(op[1].encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+                return "invalid", "key too long"
+            if kind == "set":
+                size = len(encode(op[2]))
+                if size > limit:
+                    return "too_large", {"key": op[1], "limit": limit}
+                sizes[op[1]] = _stored_size(op[2], size)
+            else:
+                sizes[op[1]] = -1
+            entry = data.get(op[1])
+            # Owned by the player (the identity), not by one run of the game.
+            if entry is not None and entry.flags & OWNER_ONLY and not _owns(entry, identity):
+                return "denied", {"key": op[1], "owner": entry.owner}
+        return None
+
+    def check_restore(
+        self,
+        entries: tuple[tuple[str, Any, str, int, float], ...],
+        identity: str,
+        access: Access,
+        sizes: dict[str, int],
+    ) -> tuple[str, Any] | None:
+        """A restore replaces every lasting key: None if it may, else the
+        refusal. Notes in *sizes* what each key will hold, for the quotas."""
+        try:
+            # Our own restore comes from a file, not the wire: hold it to what
+            # every peer will accept (a ttl in range...), or they all drop it.
+            restore_entries([list(entry) for entry in entries])
+        except ProtocolError as exc:
+            return "invalid", f"restore: {exc}"
+        limit = self.config.max_value_size
+        new = {entry[0]: entry for entry in entries}
+        for key, value, *_ in entries:
+            if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+                return "invalid", "key too long"
+            size = len(encode(value))
+            if size > limit:
+                return "too_large", {"key": key, "limit": limit}
+            sizes[key] = _stored_size(value, size)
+        for key, old in self.replica.data.items():
+            entry = new.get(key)
+            # Another player's owner-only key, ephemeral or not: only the admin
+            # may change it, so the restore must leave it exactly as it is.
+            if old.flags & OWNER_ONLY and not _owns(old, identity) and identity != access.admin:
+                ephemeral_left = old.flags & EPHEMERAL and entry is None
+                if not ephemeral_left and (entry is None or not _restore_keeps(old, entry)):
+                    return "denied", {"key": key, "owner": old.owner}
+            if key not in new and not old.flags & EPHEMERAL:
+                sizes[key] = -1  # lasting keys not in the backup go; ephemeral ones stay
+        return None
+
+    def take_token(self, writer: str, access: Access, now: float) -> bool:
+        """The writer's token bucket: ``write_burst`` writes at once, refilled
+        at ``write_rate`` a second, by the caller's clock."""
+        tokens, then = self.buckets.get(writer, (float(access.write_burst), now))
+        tokens = min(float(access.write_burst), tokens + (now - then) * access.write_rate)
+        if tokens < 1.0:
+            self.buckets[writer] = (tokens, now)
+            return False
+        self.buckets[writer] = (tokens - 1.0, now)
+        return True
+
+    def over_quota(
+        self, sizes: dict[str, int], access: Access, profile_grow: int = 0
+    ) -> dict[str, Any] | None:
+        """None if the session stays within max_keys and max_total_bytes once
+        each key of *sizes* holds a value of that size (-1: deleted) and the
+        members' profiles grew by *profile_grow* bytes, else what it would
+        exceed. A write that does not grow the session is let through, so one
+        over its limits can still be cleaned up."""
+        data = self.replica.data
+        before = self.replica.total_bytes + self.replica.profile_bytes
+        keys, total = len(data), before + profile_grow
+        grow = sum(size for size in sizes.values() if size > 0)
+        most_bytes = min(access.max_total_bytes, self.snapshot_room(sizes, every_new=True))
+        if keys + len(sizes) <= access.max_keys and total + grow <= most_bytes:
+            return None  # fits even if every key were new: the common case, found cheaply
+        for key, size in sizes.items():
+            old = data.get(key)
+            keys += (size >= 0) - (old is not None)
+            total += max(size, 0) - (old.size if old is not None else 0)
+        if keys > access.max_keys and keys > len(data):
+            return {"limit": "max_keys", "max": access.max_keys}
+        if total > access.max_total_bytes and total > before:
+            return {"limit": "max_total_bytes", "max": access.max_total_bytes}
+        if total > self.snapshot_room(sizes) and (total > before or keys > len(data)):
+            # A newcomer could no longer take the state in one snapshot.
+            return {"limit": "max_frame_size", "max": self.config.max_snapshot_bytes}
+        return None
+
+    def snapshot_room(self, sizes: dict[str, int], *, every_new: bool = False) -> int:
+        """Bytes of values and profiles the snapshot has room for once the
+        keys of *sizes* (-1: deleted) are written; *every_new*: as if none
+        existed yet (an upper bound, found without lookups)."""
+        records = self.replica.record_bytes
+        data = self.replica.data
+        for key, size in sizes.items():
+            old = None if every_new else data.get(key)
+            if size >= 0 and old is None:
+                records += len(key) + NEW_KEY_BYTES
+            elif size < 0 and old is not None:
+                records -= key_bytes(key, old.owner)
+        return self.config.max_snapshot_bytes - snapshot_bytes(self.replica, 0, records)
+
+    def expulsions(
+        self, ops: tuple[tuple[Any, ...], ...], host_id: str
+    ) -> tuple[tuple[Any, ...], ...]:
+        """Leave ops for the members (other than the host, *host_id*) that
+        *ops*' access changes refuse."""
+        access = self.replica.access
+        for op in ops:
+            if op[0] == "acl":
+                access = access.apply_acl(op[1], op[2])
+            elif op[0] == "access_set":
+                access = access.with_settings(op[1])
+        return tuple(
+            ("leave", m.id, access.refusal(identity_of(m.id)))
+            for m in self.replica.members
+            if m.id != host_id and not access.may_read(identity_of(m.id))
+        )
+
+    def may_lead(self, node_id: str) -> bool:
+        """Whether *node_id* may make us change role (step down to it, follow
+        it, take over for it, load its state): never an identity our access
+        state refuses (banned, not authorized), nor one whose session state
+        we refused before (it named another admin)."""
+        identity = identity_of(node_id)
+        return self.replica.access.may_read(identity) and identity not in self.foreign
 
 
 @dataclass(slots=True)
@@ -67,97 +278,6 @@ class _Growth:
 
     sizes: dict[str, int] = field(default_factory=dict)  # key -> size after, -1: deleted
     profile: int = 0  # bytes the writer's new profile adds to the session's
-
-
-def _check_writer(
-    node: Node, writer: str, ops: tuple[tuple[Any, ...], ...]
-) -> tuple[str, Any] | None:
-    """Whether *writer* may make a write of these kinds of operation now:
-    None, or the refusal (forged ops, access, rate limit)."""
-    if not ops:
-        return "invalid", "a write needs at least one operation"
-    kinds = {op[0] for op in ops}
-    if not kinds <= _WRITE_OPS:
-        # join/leave/term/access name a member or the host: only the host
-        # makes them, never on a writer's word.
-        node.refusal("forged_ops", writer)
-        return "invalid", f"operations {sorted(kinds - _WRITE_OPS)} are not allowed in a write"
-    access = node.replica.access
-    identity = identity_of(writer)
-    denied = access.check_write(identity, kinds)
-    if denied is not None:
-        node.refusal("writes_denied", writer)
-        return "denied", denied
-    # A change of settings (the admin's alone, checked above) takes no
-    # token: a rate set by mistake can always be lifted.
-    if kinds != {"access_set"} and not take_token(node, writer, access):
-        node.refusal("writes_rate_limited", writer)
-        return "rate_limited", {"rate": access.write_rate, "burst": access.write_burst}
-    return None
-
-
-def _check_ops(
-    node: Node, writer: str, ops: tuple[tuple[Any, ...], ...], growth: _Growth
-) -> tuple[str, Any] | None:
-    """Each operation of a write in turn: None if all may apply, else the
-    first refusal. Notes in *growth* what the write makes of the session."""
-    access = node.replica.access
-    identity = identity_of(writer)
-    data = node.replica.data
-    limit = node.config.max_value_size
-    sizes = growth.sizes
-    acl = access  # as the write's ACL ops leave it, one after another
-    for op in ops:
-        kind = op[0]
-        if kind == "acl":
-            refused = acl.check_acl(op[1], op[2])
-            if refused is not None:
-                return "invalid", refused
-            acl = acl.apply_acl(op[1], op[2])
-            continue
-        if kind == "access_set":
-            continue  # checked whole on the wire and by check_write (admin)
-        if kind == "profile":
-            size = len(encode(op[1]))
-            if size > MAX_PROFILE_BYTES:  # as the wire and the API hold it
-                return "too_large", {"key": kind, "limit": MAX_PROFILE_BYTES}
-            me = node.replica.member(writer)
-            growth.profile = size - (value_bytes(me.profile) if me is not None else 0)
-            continue
-        if kind == "info":
-            if len(encode(op[1])) > limit:
-                return "too_large", {"key": kind, "limit": limit}
-            # What the API checks, so that every host can advertise it.
-            fault = info_fault({**node.replica.info, **op[1]}, node.config.advert_room)
-            if fault is not None:
-                node.refusal("info_refused", writer)
-                return "invalid", fault
-            continue
-        if kind == "msg":
-            if op[1] and node.replica.member(op[1]) is None:
-                return "no_peer", {"peer": op[1]}
-            if len(encode(op[2])) > limit:
-                return "too_large", {"key": "message", "limit": limit}
-            continue
-        if kind == "restore":
-            refusal = check_restore(node, op[1], identity, access, sizes)
-            if refusal is not None:
-                return refusal
-            continue
-        if len(op[1].encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-            return "invalid", "key too long"
-        if kind == "set":
-            size = len(encode(op[2]))
-            if size > limit:
-                return "too_large", {"key": op[1], "limit": limit}
-            sizes[op[1]] = _stored_size(op[2], size)
-        else:
-            sizes[op[1]] = -1
-        entry = data.get(op[1])
-        # Owned by the player (the identity), not by one run of the game.
-        if entry is not None and entry.flags & OWNER_ONLY and not _owns(entry, identity):
-            return "denied", {"key": op[1], "owner": entry.owner}
-    return None
 
 
 def _check_conds(data: dict[str, Entry], conds: tuple[tuple[Any, ...], ...]) -> tuple[str, Any]:
@@ -179,109 +299,6 @@ def _check_conds(data: dict[str, Entry], conds: tuple[tuple[Any, ...], ...]) -> 
                     "value": entry.value,
                 }
     return "ok", None
-
-
-def check_restore(
-    node: Node,
-    entries: tuple[tuple[str, Any, str, int, float], ...],
-    identity: str,
-    access: Access,
-    sizes: dict[str, int],
-) -> tuple[str, Any] | None:
-    """A restore replaces every lasting key: None if it may, else the
-    refusal. Notes in *sizes* what each key will hold, for the quotas."""
-    try:
-        # Our own restore comes from a file, not the wire: hold it to what
-        # every peer will accept (a ttl in range...), or they all drop it.
-        restore_entries([list(entry) for entry in entries])
-    except ProtocolError as exc:
-        return "invalid", f"restore: {exc}"
-    limit = node.config.max_value_size
-    new = {entry[0]: entry for entry in entries}
-    for key, value, *_ in entries:
-        if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-            return "invalid", "key too long"
-        size = len(encode(value))
-        if size > limit:
-            return "too_large", {"key": key, "limit": limit}
-        sizes[key] = _stored_size(value, size)
-    for key, old in node.replica.data.items():
-        entry = new.get(key)
-        # Another player's owner-only key, ephemeral or not: only the admin
-        # may change it, so the restore must leave it exactly as it is.
-        if old.flags & OWNER_ONLY and not _owns(old, identity) and identity != access.admin:
-            ephemeral_left = old.flags & EPHEMERAL and entry is None
-            if not ephemeral_left and (entry is None or not _restore_keeps(old, entry)):
-                return "denied", {"key": key, "owner": old.owner}
-        if key not in new and not old.flags & EPHEMERAL:
-            sizes[key] = -1  # lasting keys not in the backup go; ephemeral ones stay
-    return None
-
-
-def take_token(node: Node, writer: str, access: Access) -> bool:
-    """The writer's token bucket: ``write_burst`` writes at once, refilled
-    at ``write_rate`` a second, by the caller's clock."""
-    now = node.clock
-    tokens, then = node.buckets.get(writer, (float(access.write_burst), now))
-    tokens = min(float(access.write_burst), tokens + (now - then) * access.write_rate)
-    if tokens < 1.0:
-        node.buckets[writer] = (tokens, now)
-        return False
-    node.buckets[writer] = (tokens - 1.0, now)
-    return True
-
-
-def over_quota(
-    node: Node, sizes: dict[str, int], access: Access, profile_grow: int = 0
-) -> dict[str, Any] | None:
-    """None if the session stays within max_keys and max_total_bytes once
-    each key of *sizes* holds a value of that size (-1: deleted) and the
-    members' profiles grew by *profile_grow* bytes, else what it would
-    exceed. A write that does not grow the session is let through, so one
-    over its limits can still be cleaned up."""
-    data = node.replica.data
-    before = node.replica.total_bytes + node.replica.profile_bytes
-    keys, total = len(data), before + profile_grow
-    grow = sum(size for size in sizes.values() if size > 0)
-    most_bytes = min(access.max_total_bytes, snapshot_room(node, sizes, every_new=True))
-    if keys + len(sizes) <= access.max_keys and total + grow <= most_bytes:
-        return None  # fits even if every key were new: the common case, found cheaply
-    for key, size in sizes.items():
-        old = data.get(key)
-        keys += (size >= 0) - (old is not None)
-        total += max(size, 0) - (old.size if old is not None else 0)
-    if keys > access.max_keys and keys > len(data):
-        return {"limit": "max_keys", "max": access.max_keys}
-    if total > access.max_total_bytes and total > before:
-        return {"limit": "max_total_bytes", "max": access.max_total_bytes}
-    if total > snapshot_room(node, sizes) and (total > before or keys > len(data)):
-        # A newcomer could no longer take the state in one snapshot.
-        return {"limit": "max_frame_size", "max": node.config.max_snapshot_bytes}
-    return None
-
-
-def snapshot_room(node: Node, sizes: dict[str, int], *, every_new: bool = False) -> int:
-    """Bytes of values and profiles the snapshot has room for once the
-    keys of *sizes* (-1: deleted) are written; *every_new*: as if none
-    existed yet (an upper bound, found without lookups)."""
-    records = node.replica.record_bytes
-    data = node.replica.data
-    for key, size in sizes.items():
-        old = None if every_new else data.get(key)
-        if size >= 0 and old is None:
-            records += len(key) + NEW_KEY_BYTES
-        elif size < 0 and old is not None:
-            records -= key_bytes(key, old.owner)
-    return node.config.max_snapshot_bytes - snapshot_bytes(node.replica, 0, records)
-
-
-def may_lead(node: Node, node_id: str) -> bool:
-    """Whether *node_id* may make us change role (step down to it, follow
-    it, take over for it, load its state): never an identity our access
-    state refuses (banned, not authorized), nor one whose session state
-    we refused before (it named another admin)."""
-    identity = identity_of(node_id)
-    return node.replica.access.may_read(identity) and identity not in node.foreign
 
 
 def may_move_epoch(node: Node, msg: Hello) -> bool:

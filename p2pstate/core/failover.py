@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..messages import Change, Handoff, Heartbeat, Hello, Member, Redirect
-from . import admission, follower, host, liveness, merge
+from . import follower, host, liveness, merge
 from .common import Role, Send, remember
 from .ids import identity_of
 
@@ -89,7 +89,7 @@ def go_back(node: Node, now: float) -> None:
         take_over(node, "merge_refused", now)
         return
     leader = node.replica.member(node.replica.host_id)
-    if leader is not None and admission.may_lead(node, leader.id):
+    if leader is not None and node.admission.may_lead(leader.id):
         follower.follow(node, leader, now)
     else:
         host_lost(node, node.replica.host_id, now)
@@ -100,7 +100,7 @@ def refuse_state(node: Node, sender: str, why: str, now: float) -> None:
     drop it, never follow that identity again, and go back: host again if
     we stepped down to it, else to our host, else along the succession."""
     node.refusal(f"refused_state_{why}", sender)
-    remember(node.foreign, identity_of(sender), ())
+    remember(node.admission.foreign, identity_of(sender), ())
     go_back(node, now)
 
 
@@ -115,7 +115,7 @@ def probe_members(node: Node) -> None:
     isolation timeout ends the wait, and discovery merges the hosts."""
     for m in node.replica.members:
         # suspects too: we may have suspected them while our cable was out
-        if m.id == node.me.id or not admission.may_lead(node, m.id):
+        if m.id == node.me.id or not node.admission.may_lead(m.id):
             continue
         if node.target is not None and m.id == node.target.id:
             continue
@@ -180,7 +180,7 @@ def asked_to_take_over(node: Node, msg: Hello, now: float) -> bool:
 
 
 def on_hello(node: Node, msg: Hello, now: float) -> None:
-    if not admission.may_lead(node, msg.sender):
+    if not node.admission.may_lead(msg.sender):
         node.drop("hello from a refused identity")  # it may not make us host either
         return
     if suspect_ahead_is_back(node, msg.sender, now):
@@ -241,7 +241,7 @@ def suspect_ahead_is_back(node: Node, sender: str, now: float) -> bool:
 
 
 def on_handoff(node: Node, msg: Handoff, now: float) -> None:
-    if follower.from_target(node, msg) and admission.may_lead(node, msg.sender):
+    if follower.from_target(node, msg) and node.admission.may_lead(msg.sender):
         take_over(node, "handoff", now)
 
 
@@ -255,7 +255,7 @@ def on_joining_handoff(node: Node, msg: Handoff, now: float) -> None:
     if not (node.ready and node.failing_over) or msg.sender != r.host_id:
         node.drop("handoff from a node that is not our host")
         return
-    if msg.epoch != r.epoch or not admission.may_lead(node, msg.sender):
+    if msg.epoch != r.epoch or not node.admission.may_lead(msg.sender):
         node.drop("stale handoff")
         return
     node.liveness.handed.add(msg.sender)

@@ -21,7 +21,7 @@ from ..messages import (
     Result,
     Write,
 )
-from . import admission, rollback, ttl
+from . import rollback, ttl
 from .common import EPOCH_CEILING, Role, Send
 from .ids import identity_of
 from .writer import Outcome
@@ -172,7 +172,7 @@ def on_redirect(node: Node, msg: Redirect, now: float) -> None:
         # a peer follows its own host, which settles with the other
         node.drop("host announcement sent to a peer")
         return
-    if not (admission.may_lead(node, msg.sender) and admission.may_lead(node, msg.host_id)):
+    if not (node.admission.may_lead(msg.sender) and node.admission.may_lead(msg.host_id)):
         node.drop("redirect from or to a refused identity")
         return
     if msg.epoch >= EPOCH_CEILING:
@@ -251,7 +251,7 @@ def on_leaving_gone(node: Node, msg: Gone, now: float) -> None:
 
 def on_leaving_redirect(node: Node, msg: Redirect, now: float) -> None:
     # The successor confirms it took over: our handoff is complete.
-    if msg.epoch > node.epoch and admission.may_lead(node, msg.sender):
+    if msg.epoch > node.epoch and node.admission.may_lead(msg.sender):
         node.role = Role.CLOSED
 
 

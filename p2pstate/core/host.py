@@ -98,7 +98,7 @@ def order(  # noqa: PLR0917 (a write's fields, as they come)
         else:
             answer(node, writer, req, kept[0], kept[1], kept[2])
         return
-    status, detail = admission.check(node, writer, ops, conds)
+    status, detail = node.admission.check(writer, ops, conds, node.clock)
     change = Change(
         seq=node.replica.seq + 1,
         epoch=node.epoch,
@@ -115,7 +115,7 @@ def order(  # noqa: PLR0917 (a write's fields, as they come)
     if acl:
         # A member the new rules refuse leaves in the same change, so no
         # replica ever holds the rule without its effect.
-        leaves = admission.expulsions(node, ops)
+        leaves = node.admission.expulsions(ops, node.me.id)
         expelled = {op[1]: node.endpoints_of(op[1]) for op in leaves}
         change = replace(change, ops=ops + leaves)
     apply(node, change)
@@ -133,7 +133,7 @@ def after_expulsions(node: Node, change: Change, expelled: dict[str, tuple[str, 
         if op[0] != "leave":
             continue
         node.conns.pop(op[1], None)
-        node.buckets.pop(op[1], None)
+        node.admission.buckets.pop(op[1], None)
         refusal = Refused(sender=node.me.id, epoch=node.epoch, reason=op[2])
         node.outbox.append(Send(op[1], expelled.get(op[1], ()), refusal))
     update_successor(node)
@@ -264,7 +264,7 @@ def ask_ack(node: Node, successor: str) -> None:
 
 def remove_member(node: Node, peer_id: str, reason: str, now: float) -> None:
     node.conns.pop(peer_id, None)
-    node.buckets.pop(peer_id, None)
+    node.admission.buckets.pop(peer_id, None)
     member = node.replica.member(peer_id)
     if member is not None:
         change = Change(
@@ -288,7 +288,7 @@ def remove_member(node: Node, peer_id: str, reason: str, now: float) -> None:
 
 def close_host_side(node: Node) -> None:
     node.conns.clear()
-    node.buckets.clear()
+    node.admission.buckets.clear()
     node.awaiting.clear()
     node.awaiting_seqs.clear()
     node.successor, node.durable = None, 0

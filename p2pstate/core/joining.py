@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..events import WritesRolledBack
 from ..messages import Refused, Welcome
-from . import admission, failover, follower, rollback, ttl
+from . import failover, follower, rollback, ttl
 from .access import takeover_refusal
 from .common import ACCESS_REFUSALS, Role
 from .ids import identity_of
@@ -34,7 +34,7 @@ def on_welcome(node: Node, msg: Welcome, now: float) -> None:
     if msg.host_id != msg.sender or (msg.snapshot and msg.snapshot.host_id != msg.sender):
         node.drop("welcome naming another node as host")
         return
-    if not admission.may_lead(node, msg.sender):
+    if not node.admission.may_lead(msg.sender):
         node.drop("welcome from a refused identity")
         return
     snap = msg.snapshot

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..messages import Leave, Member, Redirect, Refused, Welcome
-from . import admission, follower, host
+from . import follower, host
 from .common import ACCESS_REFUSALS, EPOCH_CEILING, Send, remember
 from .ids import identity_of
 from .rank import Standing, wins
@@ -92,7 +92,7 @@ def may_meet(node: Node, msg: Redirect, now: float) -> bool:
     (that one stopped hearing us): its claim is not weighed, only answered;
     an epoch no session reaches is a lie."""
     conn = node.conns.get(msg.sender)
-    if not admission.may_lead(node, msg.sender):
+    if not node.admission.may_lead(msg.sender):
         node.drop("host announcement from a refused identity")
         why = node.replica.access.refusal(identity_of(msg.sender))
         if why in ACCESS_REFUSALS:

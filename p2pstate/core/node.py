@@ -21,7 +21,7 @@ drops it. The handlers and the rules live in the modules around it::
 
 A write's path: ``submit`` (on the writer) sends a ``Write`` to the host
 (``follower.send_write``); the host's ``host.on_write`` -> ``host.order``
-asks ``admission.check``, makes the next ``Change`` and ``host.apply``
+asks ``node.admission.check``, makes the next ``Change`` and ``host.apply``
 applies it and sends a ``ChangeMsg`` to every peer, the successor first;
 each peer's ``follower.on_change`` applies it to its ``Replica``, and the
 successor's ``Ack`` lets ``host.release_durable`` answer the writer (the
@@ -98,8 +98,9 @@ from ..messages import (
     Welcome,
     Write,
 )
-from . import admission, failover, follower, host, joining, liveness, merge
+from . import failover, follower, host, joining, liveness, merge
 from .access import Access
+from .admission import Admission
 from .common import Acked, Conn, Role, Send, remember
 from .config import Config
 from .ids import identity_of
@@ -134,6 +135,7 @@ class Node:
         )
         self.replica = Replica(log_keep=self.config.log_keep, log_bytes=self.config.log_bytes)
         self.writer = Writer()
+        self.admission = Admission(self.replica, self.config, self.refusal)
         self.role = Role.IDLE
         self.epoch = 0
         self.outbox: list[Send] = []
@@ -175,16 +177,12 @@ class Node:
         self.awaiting_seqs: list[int] = []  # a heap of the seqs above, lowest first
         self.durable = 0  # highest seq the successor holds
         self.successor: str | None = None
-        # writer -> (tokens, when counted): the write-rate token buckets
-        self.buckets: dict[str, tuple[float, float]] = {}
         # Hosts of another session we met (by Redirect or discovery): their
         # Hellos may move our epoch when they step down and join us.
         self.rivals: dict[str, tuple[str, ...]] = {}  # node id -> its endpoints
         # Members we dropped when they fell silent: one coming back from the
         # other half of a split may move our epoch, as a member would.
         self.departed: dict[str, tuple[()]] = {}
-        # Identities whose session state we refused: never followed again.
-        self.foreign: dict[str, tuple[()]] = {}
 
     def _init_liveness(self) -> None:
         """The state of core/quorum.py's rules, and of exact rollback reports."""
@@ -319,7 +317,7 @@ class Node:
         self._note_clock(now)
         if self.role is not Role.HOST or host_id == self.me.id:
             return
-        if admission.may_lead(self, host_id):
+        if self.admission.may_lead(host_id):
             remember(self.rivals, host_id, endpoints)
         self.outbox.append(Send(host_id, endpoints, merge.announce(self, "host")))
 
