@@ -4,6 +4,7 @@ changes to it in sequence order. Pure data, no I/O."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,6 +23,22 @@ from ..events import (
 from ..messages import EPHEMERAL, Change, Member, Snapshot
 from .access import Access
 from .bounds import key_bytes, member_bytes
+from .ops import (
+    Acl,
+    ChangeSettings,
+    Delete,
+    Info,
+    Join,
+    Msg,
+    Profile,
+    Restore,
+    RestoreEntry,
+    Set,
+    SetAccess,
+    SetOpts,
+    Term,
+)
+from .ops import Leave as LeaveOp
 
 __all__ = [
     "Entry",
@@ -126,21 +143,33 @@ def change_bytes(change: Change, set_sizes: int | None = None) -> int:
     *set_sizes*, if given, is what its "set" ops' values already counted."""
     total = _CHANGE_OVERHEAD + (value_bytes(change.detail) if change.detail is not None else 0)
     for op in change.ops:
-        kind = op[0]
-        total += 16
-        if kind == "set":
-            total += len(op[1]) + (0 if set_sizes is not None else value_bytes(op[2]))
-        elif kind == "restore":
-            total += sum(len(e[0]) + len(e[2]) + value_bytes(e[1]) + 16 for e in op[1])
-        elif kind == "msg":
-            total += len(op[1]) + value_bytes(op[2])
-        elif kind in ("profile", "info"):
-            total += value_bytes(op[1])
-        elif kind in ("join", "access"):
-            total += value_bytes(op[1].to_wire())
+        if set_sizes is not None and isinstance(op, _SETS):
+            total += 16 + len(op.key)  # its value is in set_sizes
         else:
-            total += value_bytes(list(op[1:]))
+            total += 16 + _OP_BYTES.get(type(op), _fields_bytes)(op)
     return total + (set_sizes or 0)
+
+
+def _fields_bytes(op: Any) -> int:
+    return value_bytes(list(op[1:]))
+
+
+def _restore_bytes(op: Restore) -> int:
+    return sum(len(key) + len(owner) + value_bytes(v) + 16 for key, v, owner, _, _ in op.entries)
+
+
+_SETS = (Set, SetOpts)
+#: What an op's values count in the log, by its type (_fields_bytes for the rest).
+_OP_BYTES: dict[type[Any], Callable[[Any], int]] = {
+    Set: lambda op: len(op.key) + value_bytes(op.value),
+    SetOpts: lambda op: len(op.key) + value_bytes(op.value),
+    Restore: _restore_bytes,
+    Msg: lambda op: len(op.to) + value_bytes(op.payload),
+    Profile: lambda op: value_bytes(op.profile),
+    Info: lambda op: value_bytes(op.settings),
+    Join: lambda op: value_bytes(op.member.to_wire()),
+    SetAccess: lambda op: value_bytes(op.access.to_wire()),
+}
 
 
 @dataclass(slots=True)
@@ -237,103 +266,9 @@ class Replica:
         """Apply the next change. The caller checks ``change.seq == self.seq + 1``."""
         set_sizes = 0  # what its "set" values count, for the log's byte budget
         for op in change.ops:
-            kind = op[0]
-            if kind == "set":
-                key, value = op[1], op[2]
-                flags, ttl = (op[3], op[4]) if len(op) == 5 else (0, 0.0)
-                entry = Entry.make(value, change.seq, change.writer, flags, ttl)
-                set_sizes += entry.size
-                before = self.data.get(key)
-                if before is None:
-                    self.total_bytes += entry.size
-                    self.record_bytes += key_bytes(key, entry.owner)
-                else:
-                    self.total_bytes += entry.size - before.size
-                    self.record_bytes += len(entry.owner) - len(before.owner)
-                self.data[key] = entry
-                if events is not None:
-                    events.append(KeyChanged(key=key, value=value, version=change.seq))
-            elif kind == "msg":
-                sender = self.member(change.writer)
-                if events is not None and sender is not None:
-                    events.append(
-                        Message(sender=self.peer(sender), payload=op[2], to=op[1] or None)
-                    )
-            elif kind == "info":
-                self.info = {**self.info, **op[1]}
-            elif kind == "profile":
-                who = self.member(change.writer)
-                if who is not None:
-                    self.profile_bytes += value_bytes(op[1]) - value_bytes(who.profile)
-                    updated = replace(who, profile=op[1])
-                    self.members[self.members.index(who)] = updated
-                    if events is not None:
-                        events.append(PeerUpdated(peer=self.peer(updated)))
-            elif kind == "del":
-                gone_entry = self.data.pop(op[1], None)
-                if gone_entry is not None:
-                    self.total_bytes -= gone_entry.size
-                    self.record_bytes -= key_bytes(op[1], gone_entry.owner)
-                    if events is not None:
-                        events.append(KeyDeleted(key=op[1], version=change.seq))
-            elif kind == "join":
-                member: Member = op[1]
-                before_member = self.member(member.id)
-                if before_member is not None:
-                    self.members.remove(before_member)
-                    self.profile_bytes -= value_bytes(before_member.profile)
-                    self.record_bytes -= member_bytes(before_member)
-                self.members.append(member)
-                self.profile_bytes += value_bytes(member.profile)
-                self.record_bytes += member_bytes(member)
-                if events is not None:
-                    events.append(PeerJoined(peer=self.peer(member)))
-            elif kind == "leave":
-                gone = self.member(op[1])
-                if gone is not None:
-                    self.members.remove(gone)
-                    self.profile_bytes -= value_bytes(gone.profile)
-                    self.record_bytes -= member_bytes(gone)
-                    if events is not None:
-                        events.append(PeerLeft(peer=self.peer(gone), reason=op[2]))
-                    # Its ephemeral keys go with it, on every replica alike.
-                    for key in [
-                        k for k, e in self.data.items() if e.flags & EPHEMERAL and e.owner == op[1]
-                    ]:
-                        lost = self.data.pop(key)
-                        self.total_bytes -= lost.size
-                        self.record_bytes -= key_bytes(key, lost.owner)
-                        if events is not None:
-                            events.append(KeyDeleted(key=key, version=change.seq))
-            elif kind == "restore":
-                self._restore(op[1], change.seq, change.writer, events)
-            elif kind == "acl":
-                self.access = self.access.apply_acl(op[1], op[2])
-            elif kind == "access":
-                self.access = op[1]
-            elif kind == "access_set":
-                self.access = self.access.with_settings(op[1])
-            elif kind == "term":
-                old = self.member(op[3]) if op[3] else None
-                self.epoch, self.host_id = op[1], op[2]
-                new = self.member(op[2])
-                if events is not None and new is not None:
-                    events.append(
-                        HostChanged(
-                            old=self.peer(old) if old else None,
-                            new=self.peer(new),
-                            epoch=op[1],
-                        )
-                    )
+            set_sizes += _APPLY[type(op)](self, op, change, events)
         if change.writer:
-            rec = self.dedupe.setdefault(change.writer, WriterRecord())
-            rec.last_req = max(rec.last_req, change.req)
-            if change.acked_upto > rec.acked_upto:
-                rec.acked_upto = change.acked_upto
-                for req in [r for r in rec.results if r <= rec.acked_upto]:
-                    del rec.results[req]
-            if change.req > rec.acked_upto:
-                rec.results[change.req] = (change.status, change.detail, change.seq)
+            self._note_result(change)
         if (change.epoch, change.origin) != (self.last_epoch, self.last_origin):
             self.terms.append((change.seq, change.epoch, change.origin))
             del self.terms[:-1024]  # a bounded history; older terms cannot be checked
@@ -343,11 +278,129 @@ class Replica:
             change.origin,
         )
         ops = change.ops
-        if len(ops) == 1 and ops[0][0] == "set" and change.detail is None:
-            size = _CHANGE_OVERHEAD + 16 + len(ops[0][1]) + set_sizes  # change_bytes, inline
+        if len(ops) == 1 and type(ops[0]) is Set and change.detail is None:
+            size = _CHANGE_OVERHEAD + 16 + len(ops[0].key) + set_sizes  # change_bytes, inline
         else:
             size = change_bytes(change, set_sizes)
         self._log(change, size)
+
+    def _note_result(self, change: Change) -> None:
+        """Exactly-once: the writer's last request, and its result until the
+        writer confirms it has it."""
+        rec = self.dedupe.setdefault(change.writer, WriterRecord())
+        rec.last_req = max(rec.last_req, change.req)
+        if change.acked_upto > rec.acked_upto:
+            rec.acked_upto = change.acked_upto
+            for req in [r for r in rec.results if r <= rec.acked_upto]:
+                del rec.results[req]
+        if change.req > rec.acked_upto:
+            rec.results[change.req] = (change.status, change.detail, change.seq)
+
+    # One method per op type (the _APPLY table below): each returns what its
+    # values count against the log's budget when it measured them (a "set"),
+    # else 0.
+
+    def _set(self, op: Set | SetOpts, change: Change, events: list[Event] | None) -> int:
+        entry = Entry.make(op.value, change.seq, change.writer, op.flags, op.ttl)
+        before = self.data.get(op.key)
+        if before is None:
+            self.total_bytes += entry.size
+            self.record_bytes += key_bytes(op.key, entry.owner)
+        else:
+            self.total_bytes += entry.size - before.size
+            self.record_bytes += len(entry.owner) - len(before.owner)
+        self.data[op.key] = entry
+        if events is not None:
+            events.append(KeyChanged(key=op.key, value=op.value, version=change.seq))
+        return entry.size
+
+    def _delete(self, op: Delete, change: Change, events: list[Event] | None) -> int:
+        self._drop_key(op.key, change.seq, events)
+        return 0
+
+    def _drop_key(self, key: str, seq: int, events: list[Event] | None) -> None:
+        gone = self.data.pop(key, None)
+        if gone is not None:
+            self.total_bytes -= gone.size
+            self.record_bytes -= key_bytes(key, gone.owner)
+            if events is not None:
+                events.append(KeyDeleted(key=key, version=seq))
+
+    def _msg(self, op: Msg, change: Change, events: list[Event] | None) -> int:
+        sender = self.member(change.writer)
+        if events is not None and sender is not None:
+            events.append(Message(sender=self.peer(sender), payload=op.payload, to=op.to or None))
+        return 0
+
+    def _info(self, op: Info, change: Change, events: list[Event] | None) -> int:
+        self.info = {**self.info, **op.settings}
+        return 0
+
+    def _profile(self, op: Profile, change: Change, events: list[Event] | None) -> int:
+        who = self.member(change.writer)
+        if who is not None:
+            self.profile_bytes += value_bytes(op.profile) - value_bytes(who.profile)
+            updated = replace(who, profile=op.profile)
+            self.members[self.members.index(who)] = updated
+            if events is not None:
+                events.append(PeerUpdated(peer=self.peer(updated)))
+        return 0
+
+    def _join(self, op: Join, change: Change, events: list[Event] | None) -> int:
+        member = op.member
+        before = self.member(member.id)
+        if before is not None:
+            self.members.remove(before)
+            self.profile_bytes -= value_bytes(before.profile)
+            self.record_bytes -= member_bytes(before)
+        self.members.append(member)
+        self.profile_bytes += value_bytes(member.profile)
+        self.record_bytes += member_bytes(member)
+        if events is not None:
+            events.append(PeerJoined(peer=self.peer(member)))
+        return 0
+
+    def _leave(self, op: LeaveOp, change: Change, events: list[Event] | None) -> int:
+        gone = self.member(op.peer)
+        if gone is None:
+            return 0
+        self.members.remove(gone)
+        self.profile_bytes -= value_bytes(gone.profile)
+        self.record_bytes -= member_bytes(gone)
+        if events is not None:
+            events.append(PeerLeft(peer=self.peer(gone), reason=op.reason))
+        # Its ephemeral keys go with it, on every replica alike.
+        for key in [k for k, e in self.data.items() if e.flags & EPHEMERAL and e.owner == op.peer]:
+            self._drop_key(key, change.seq, events)
+        return 0
+
+    def _restore_op(self, op: Restore, change: Change, events: list[Event] | None) -> int:
+        self._restore(op.entries, change.seq, change.writer, events)
+        return 0
+
+    def _acl(self, op: Acl, change: Change, events: list[Event] | None) -> int:
+        self.access = self.access.apply_acl(op.action, op.identity)
+        return 0
+
+    def _set_access(self, op: SetAccess, change: Change, events: list[Event] | None) -> int:
+        self.access = op.access
+        return 0
+
+    def _change_settings(
+        self, op: ChangeSettings, change: Change, events: list[Event] | None
+    ) -> int:
+        self.access = self.access.with_settings(op.settings)
+        return 0
+
+    def _term(self, op: Term, change: Change, events: list[Event] | None) -> int:
+        old = self.member(op.old) if op.old else None
+        self.epoch, self.host_id = op.epoch, op.host
+        new = self.member(op.host)
+        if events is not None and new is not None:
+            events.append(
+                HostChanged(old=self.peer(old) if old else None, new=self.peer(new), epoch=op.epoch)
+            )
+        return 0
 
     def _log(self, change: Change, size: int) -> None:
         """Keep *change* for catch-ups within log_keep changes and log_budget
@@ -371,7 +424,7 @@ class Replica:
 
     def _restore(
         self,
-        entries: tuple[tuple[str, Any, str, int, float], ...],
+        entries: tuple[RestoreEntry, ...],
         seq: int,
         writer: str,
         events: list[Event] | None,
@@ -500,3 +553,21 @@ class Replica:
                     epoch=self.epoch,
                 )
             )
+
+
+#: How each op type applies: the Replica method for it.
+_APPLY: dict[type[Any], Callable[[Replica, Any, Change, list[Event] | None], int]] = {
+    Set: Replica._set,
+    SetOpts: Replica._set,
+    Delete: Replica._delete,
+    Msg: Replica._msg,
+    Info: Replica._info,
+    Profile: Replica._profile,
+    Join: Replica._join,
+    LeaveOp: Replica._leave,
+    Term: Replica._term,
+    Restore: Replica._restore_op,
+    Acl: Replica._acl,
+    SetAccess: Replica._set_access,
+    ChangeSettings: Replica._change_settings,
+}
