@@ -27,8 +27,8 @@ from .codec import encode, fresh_copy
 from .core.access import AUTHORIZED_ONLY, Access
 from .core.advert import MAX_TXT_TOTAL_BYTES, info_fault, info_properties, txt_bytes
 from .core.ids import identity_of
-from .core.node import Node, Role
-from .core.startup import Advert, Decision, Fail, Host, Join, Reason, Startup
+from .core.node import Node, Role, Send
+from .core.startup import Advert, Decision, Fail, Host, Join, Reason, Startup, candidate_notice
 from .core.writer import Outcome
 from .discovery import (
     Discovery,
@@ -51,7 +51,7 @@ from .errors import (
 from .events import Event, KeyChanged
 from .identity import load_identity
 from .lobby import TXT_SECURED, TXT_WIRE, access_txt, advertised_secured, advertised_wire
-from .messages import MAX_NAME_BYTES, WIRE_VERSION, Hello
+from .messages import MAX_NAME_BYTES, WIRE_VERSION, Hello, Message, Redirect
 from .options import Options
 from .persist import InitialState, Persister
 from .session_key import derive_session_key
@@ -605,7 +605,7 @@ class Runtime:
         # A node's candidate record and its host record are two adverts.
         for advert in self._startup.adverts():
             if node_label(advert.node_id) in name and (advert.epoch == 0) == candidate:
-                self._startup.gone(advert.node_id, host=not candidate)
+                self._startup.gone(advert.node_id, host=not candidate, now=time.monotonic())
 
     def _observe_io(self, record: HostRecord) -> None:
         # An open and a secured session of one name can't talk, let alone
@@ -708,6 +708,21 @@ class Runtime:
         node = self.node
         return not node.ready and node.role in (Role.IDLE, Role.JOINING)
 
+    def _startup_message_io(self, msg: Message, now: float) -> bool:
+        """While starting, a Hello is a copy that chose us, and a candidate
+        notice is the copy we chose saying it is alive: both go to the
+        election (the core would drop them). True if it took *msg*."""
+        if isinstance(msg, Redirect) and msg.reason == "candidate":
+            self._startup.answered(msg.sender, now)
+            return True
+        if not isinstance(msg, Hello):
+            return False
+        self._carry_out_io(self._startup.hello(msg, now), now)
+        notice = candidate_notice(self.node_id, self.node.me.endpoints)
+        for held in self._startup.take_answers():  # "keep asking me"
+            self.transport.send_io(Send(held.sender, held.endpoints, notice))
+        return True
+
     def _stored_access_io(self) -> Access | None:
         """The access state of the store this session is created from: it is
         the session's (its admin, lists, modes and limits), so it wins over
@@ -775,9 +790,7 @@ class Runtime:
                     # acknowledges a batch of changes with one Ack.
                     for msg in self.transport.receive_io():
                         try:
-                            if isinstance(msg, Hello) and self._starting():
-                                self._carry_out_io(self._startup.hello(msg, now), now)
-                            else:
+                            if not (self._starting() and self._startup_message_io(msg, now)):
                                 node.receive(msg, now)
                         except Exception:  # noqa: BLE001 (one message must not end the session)
                             self._internal_error_io(msg)

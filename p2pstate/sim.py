@@ -27,11 +27,11 @@ from .codec import hash_value
 from .core.access import Access
 from .core.config import Config
 from .core.node import Node, Role
-from .core.startup import Advert, Decision, Fail, Host, Join, Startup
+from .core.startup import Advert, Decision, Fail, Host, Join, Startup, candidate_notice
 from .core.writer import Outcome
 from .errors import ProtocolError
 from .events import Event
-from .messages import WIRE_VERSION, ChangeMsg, Hello, Message, from_frame, to_frame
+from .messages import WIRE_VERSION, ChangeMsg, Hello, Message, Redirect, from_frame, to_frame
 
 __all__ = ["Counter", "SimNetwork", "StartFaults", "random_start_faults"]
 
@@ -342,19 +342,8 @@ class SimNetwork:
         if node.outbox:
             alive = nid in self.alive
             for send in node.take_outbox():
-                if not alive or send.to not in self.nodes:
-                    continue
-                if self.group[nid] != self.group[send.to]:
-                    if self._hold:  # the cable is cut: kept for after the heal
-                        self._held.setdefault((nid, send.to), []).append(to_frame(send.msg))
-                    continue  # the cable is cut: lost
-                delay = self.rng.uniform(self.min_delay, self.max_delay)
-                link = (nid, send.to)
-                at = max(self.now + delay, self._link_free.get(link, 0.0))
-                self._link_free[link] = at
-                self._order += 1
-                entry = (at, self._order, send.to, to_frame(send.msg), nid)
-                heapq.heappush(self._queue, entry)
+                if alive:
+                    self._post(nid, send.to, send.msg)
         if node.outcomes:
             for outcome in node.take_outcomes():
                 callback = self.on_outcome.pop(f"{nid}/{outcome.req}", None)
@@ -364,6 +353,21 @@ class SimNetwork:
             events = node.take_events()
             if nid in self.alive:
                 self.events[nid].extend(events)
+
+    def _post(self, nid: str, to: str, msg: Message) -> None:
+        """Send *msg* from *nid* to *to* over their link."""
+        if to not in self.nodes:
+            return
+        if self.group[nid] != self.group[to]:
+            if self._hold:  # the cable is cut: kept for after the heal
+                self._held.setdefault((nid, to), []).append(to_frame(msg))
+            return  # the cable is cut: lost
+        delay = self.rng.uniform(self.min_delay, self.max_delay)
+        link = (nid, to)
+        at = max(self.now + delay, self._link_free.get(link, 0.0))
+        self._link_free[link] = at
+        self._order += 1
+        heapq.heappush(self._queue, (at, self._order, to, to_frame(msg), nid))
 
     def _visible_hosts(self, node_id: str) -> list[Node]:
         return [
@@ -654,7 +658,7 @@ class _StartupLan:
                 if advert.epoch == 0 and not lost:
                     seen[(other, False)] = advert
         for key in starter.fed.keys() - seen.keys():
-            starter.machine.gone(key[0], host=key[1])
+            starter.machine.gone(key[0], host=key[1], now=self.net.now)
         for key, advert in seen.items():
             if starter.fed.get(key) != advert:
                 starter.machine.seen(advert)
@@ -682,16 +686,21 @@ class _StartupLan:
 
     def hello(self, to: str, msg: Message) -> bool:
         """A Hello reaching a copy that is still starting goes to its machine
-        (the core would drop it); True if it went there, or was held back."""
+        (the core would drop it), as does the "candidate, keep asking me" of
+        a copy it chose; True if it went there, or was held back."""
         starter = self.starters.get(to)
         node = self.net.nodes[to]
         if (
             starter is None
             or starter.machine.done
-            or not isinstance(msg, Hello)
             or node.ready
             or node.role not in (Role.IDLE, Role.JOINING)
         ):
+            return False
+        if isinstance(msg, Redirect) and msg.reason == "candidate":
+            starter.machine.answered(msg.sender, self.net.now)
+            return True
+        if not isinstance(msg, Hello):
             return False
         late = starter.faults.hellos_late.get((msg.sender, to))
         if late is not None and self.net.now < starter.start + late:
@@ -700,6 +709,9 @@ class _StartupLan:
             heapq.heappush(self.net._queue, (at, self.net._order, to, to_frame(msg), msg.sender))
             return True
         self._carry_out(to, starter.machine.hello(msg, self.net.now))
+        notice = candidate_notice(to, node.me.endpoints)
+        for held in starter.machine.take_answers():
+            self.net._post(to, held.sender, notice)
         return True
 
     def _carry_out(self, nid: str, decision: Decision | None) -> None:
