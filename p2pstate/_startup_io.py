@@ -20,8 +20,8 @@ from collections.abc import Callable
 from .core.access import Access
 from .core.advert import advertised_players, advertised_secured, advertised_wire
 from .core.ids import identity_of
-from .core.node import Node, Role
-from .core.startup import Advert, Decision, Fail, Host, Join, Reason, Startup
+from .core.node import Node, Role, Send
+from .core.startup import Advert, Decision, Fail, Host, Join, Reason, Startup, candidate_notice
 from .discovery import Discovery, HostRecord, is_candidate_name, node_label
 from .errors import (
     AuthenticationError,
@@ -33,7 +33,7 @@ from .errors import (
     SessionFullError,
     SessionLostError,
 )
-from .messages import WIRE_VERSION, Hello
+from .messages import WIRE_VERSION, Hello, Message, Redirect
 from .options import Options
 from .persist import InitialState, Persister
 from .transport import Transport
@@ -183,7 +183,7 @@ class StartupAdapter:
         # A node's candidate record and its host record are two adverts.
         for advert in self.election.adverts():
             if node_label(advert.node_id) in name and (advert.epoch == 0) == candidate:
-                self.election.gone(advert.node_id, host=not candidate)
+                self.election.gone(advert.node_id, host=not candidate, now=time.monotonic())
 
     def observe_io(self, record: HostRecord) -> None:
         # An open and a secured session of one name can't talk, let alone
@@ -202,9 +202,20 @@ class StartupAdapter:
         node = self.node
         return not node.ready and node.role in (Role.IDLE, Role.JOINING)
 
-    def hello_io(self, hello: Hello, now: float) -> None:
-        """A copy starting with us chose us: the election decides."""
-        self.carry_out_io(self.election.hello(hello, now), now)
+    def message_io(self, msg: Message, now: float) -> bool:
+        """While starting, a Hello is a copy that chose us, and a candidate
+        notice is the copy we chose saying it is alive: both go to the
+        election (the core would drop them). True if it took *msg*."""
+        if isinstance(msg, Redirect) and msg.reason == "candidate":
+            self.election.answered(msg.sender, now)
+            return True
+        if not isinstance(msg, Hello):
+            return False
+        self.carry_out_io(self.election.hello(msg, now), now)
+        notice = candidate_notice(self.node_id, self.node.me.endpoints)
+        for held in self.election.take_answers():  # "keep asking me"
+            self.transport.send_io(Send(held.sender, held.endpoints, notice))
+        return True
 
     def retry_join_io(self, now: float) -> None:
         """The election's timers: another host, or host ourselves."""

@@ -34,7 +34,6 @@ from .discovery import Discovery, resolve_interfaces
 from .errors import SessionClosedError
 from .events import Event, KeyChanged
 from .identity import Identity, load_identity
-from .messages import Hello
 from .options import Options
 from .persist import Persister
 from .session_key import derive_session_key
@@ -341,7 +340,7 @@ class Runtime:
 
     # ================================================================ I/O thread
 
-    def _run_io(self) -> None:  # noqa: PLR0915 (the I/O loop reads better whole)
+    def _run_io(self) -> None:
         poller = zmq.Poller()
         poller.register(self.transport.router, zmq.POLLIN)
         poller.register(self._waker.socket, zmq.POLLIN)
@@ -369,9 +368,7 @@ class Runtime:
                     # acknowledges a batch of changes with one Ack.
                     for msg in self.transport.receive_io():
                         try:
-                            if isinstance(msg, Hello) and self.startup.starting():
-                                self.startup.hello_io(msg, now)
-                            else:
+                            if not (self.startup.starting() and self.startup.message_io(msg, now)):
                                 node.receive(msg, now)
                         except Exception:  # noqa: BLE001 (one message must not end the session)
                             self._internal_error_io(msg)

@@ -10,6 +10,11 @@ and a stand-in for mDNS. Every message goes through the real
 wire codec. The same seed gives the same run, so a failing test prints a seed
 and a trace that reproduce it exactly.
 
+:class:`SimNetwork` holds the nodes and the clock and steps them; the links
+and their faults are :class:`~p2pstate.simfaults.Wire` and
+:class:`~p2pstate.simfaults.Faults`, the mDNS stand-in is ``_Mdns`` (hosts
+seen once started) and ``_StartupLan`` (copies started together).
+
 Copies started together (``start_together``) run the runtime's own start-up
 election (core/startup.py) on what they see of each other's mDNS records,
 which :class:`StartFaults` can lose, delay or cut short.
@@ -17,7 +22,6 @@ which :class:`StartFaults` can lose, delay or cut short.
 
 from __future__ import annotations
 
-import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,11 +31,12 @@ from .codec import hash_value
 from .core.access import Access
 from .core.config import Config
 from .core.node import Node, Role
-from .core.startup import Advert, Decision, Fail, Host, Join, Startup
+from .core.startup import Advert, Decision, Fail, Host, Join, Startup, candidate_notice
 from .core.writer import Outcome
 from .errors import ProtocolError
 from .events import Event
-from .messages import WIRE_VERSION, ChangeMsg, Hello, Message, from_frame, to_frame
+from .messages import WIRE_VERSION, ChangeMsg, Hello, Message, Redirect, from_frame, to_frame
+from .simfaults import Faults, Wire
 
 __all__ = ["Counter", "SimNetwork", "StartFaults", "random_start_faults"]
 
@@ -58,13 +63,15 @@ class SimNetwork:
         self.config = config or Config()
         #: Modes and limits of every session a node here creates.
         self.access = access
-        self.min_delay, self.max_delay = min_delay, max_delay
+        # The links and what goes wrong on them (simfaults.py).
+        self._wire = Wire(self.rng, min_delay, max_delay)
+        self._faults = Faults(self._wire)
         self.tick_interval = tick
         self.discovery_interval = discovery_interval
         self.now = 0.0
         self.nodes: dict[str, Node] = {}
         self.alive: set[str] = set()
-        self.group: dict[str, int] = {}  # partition group of each node
+        self.group = self._faults.group  # partition group of each node
         self.trace: list[str] = []
         self.trace_messages = trace_messages
         self.on_outcome: dict[str, Callable[[Outcome], None]] = {}
@@ -76,27 +83,32 @@ class SimNetwork:
         #: The events each node reported, in order (``Node.take_events``).
         self.events: dict[str, list[Event]] = {}
         self._seen: dict[str, tuple[Role, int]] = {}
-        # (at, order, to, frame, from)
-        self._queue: list[tuple[float, int, str, bytes, str]] = []
-        self._order = 0
-        self._link_free: dict[tuple[str, str], float] = {}
-        self._hold = False
-        self._held: dict[tuple[str, str], list[bytes]] = {}
-        #: When the last message held across a healed cut is delivered.
-        self.held_until = 0.0
         self._next_tick = 0.0
         self._next_discovery = 0.0
-        self._join_started: dict[str, float] = {}
-        self.partitioned_ever = False
+        self._mdns = _Mdns(self)  # hosts seen, after start-up
         #: Frames that failed to decode and were dropped.
         self.bad_frames = 0
         self._lan = _StartupLan(self)  # copies started together
-        #: Paused nodes, and the frames that reached each while paused.
-        self.paused: set[str] = set()
-        self._backlog: dict[str, list[tuple[bytes, str]]] = {}
-        #: Nodes whose link is cut, and what their links hold meanwhile.
-        self.cut_off: set[str] = set()
-        self._link_held: dict[tuple[str, str], list[bytes]] = {}
+        #: Paused nodes, and nodes whose link is cut.
+        self.paused = self._faults.paused
+        self.cut_off = self._faults.cut_off
+
+    @property
+    def min_delay(self) -> float:
+        return self._wire.min_delay
+
+    @property
+    def max_delay(self) -> float:
+        return self._wire.max_delay
+
+    @property
+    def held_until(self) -> float:
+        """When the last message held across a healed cut is delivered."""
+        return self._wire.held_until
+
+    @property
+    def partitioned_ever(self) -> bool:
+        return self._faults.partitioned_ever
 
     # ------------------------------------------------------------ population
 
@@ -116,7 +128,7 @@ class SimNetwork:
         *node_id* (``"<identity>.<instance>"``) restarts an identity."""
         node = self._make_node(name, node_id)
         node_id = node.me.id
-        visible = self._visible_hosts(node_id)
+        visible = self._mdns.visible_hosts(node_id)
         if host is True or (host is None and not visible):
             node.start_host(
                 f"s{self.rng.getrandbits(32):08x}",
@@ -130,7 +142,7 @@ class SimNetwork:
         else:
             best = max(visible, key=lambda n: n.rank())  # as the runtime chooses
             node.join(best.me.id, best.me.endpoints, self.now)
-            self._join_started[node_id] = self.now
+            self._mdns.join_started[node_id] = self.now
             self._log(node_id, f"joins {best.me.id[:6]}")
         self._flush(node)
         return node
@@ -156,8 +168,7 @@ class SimNetwork:
         *lose_in_flight* (the machine lost power, or its cable went with it)."""
         self.alive.discard(node_id)
         if lose_in_flight:
-            self._queue = [d for d in self._queue if d[4] != node_id]
-            heapq.heapify(self._queue)
+            self._wire.drop_from(node_id)
         self._log(
             node_id, "crashes" + (" and loses what it had in flight" if lose_in_flight else "")
         )
@@ -175,71 +186,37 @@ class SimNetwork:
         order after the heal, each link after its own delay, as TCP's
         retransmissions and zmq's reconnection backoff deliver it: stale news
         arriving late, in an order no sender chose."""
-        self.partitioned_ever = True
-        self._hold = hold
-        for nid in self.nodes:
-            self.group[nid] = 0
-        for i, g in enumerate(groups, start=1):
-            for nid in g:
-                self.group[nid] = i
+        self._faults.partition(groups, hold=hold)
         self._log("-", f"partition {[sorted(x[:6] for x in g) for g in groups]}")
 
     def heal(self) -> None:
-        for nid in self.nodes:
-            self.group[nid] = 0
-        held, self._held = self._held, {}
-        for link, frames in sorted(held.items()):
-            at = max(self.now, self._link_free.get(link, 0.0)) + self.rng.uniform(0.0, 1.0)
-            for frame in frames:
-                at += self.rng.uniform(self.min_delay, self.max_delay)
-                self._order += 1
-                heapq.heappush(self._queue, (at, self._order, link[1], frame, link[0]))
-            self._link_free[link] = at
-            self.held_until = max(self.held_until, at)
-        self._log("-", f"heal ({sum(len(f) for f in held.values())} held messages follow)")
+        held = self._faults.heal(self.now)
+        self._log("-", f"heal ({held} held messages follow)")
 
     def pause(self, node_id: str) -> None:
         """SIGSTOP: the node runs no timers and handles nothing; what is sent
         to it waits (its sockets' buffers) until :meth:`resume`."""
-        self.paused.add(node_id)
+        self._faults.pause(node_id)
         self._log(node_id, "pauses")
 
     def resume(self, node_id: str) -> None:
         """SIGCONT: the node handles its backlog now, late, with the state it
         had, then its timers see the clock jump."""
-        self.paused.discard(node_id)
-        backlog = self._backlog.pop(node_id, [])
-        for frame, sender in backlog:
-            self._order += 1
-            heapq.heappush(self._queue, (self.now, self._order, node_id, frame, sender))
-        self._log(node_id, f"resumes ({len(backlog)} messages waited)")
+        waited = self._faults.resume(node_id, self.now)
+        self._log(node_id, f"resumes ({waited} messages waited)")
 
     def cut(self, node_id: str) -> None:
         """Pull one node's cable: nothing it sends or is sent arrives, but
         nothing is lost either (TCP retransmits): every link to or from it
         holds its messages, in order, until :meth:`reconnect`."""
-        self.cut_off.add(node_id)
+        self._faults.cut(node_id)
         self._log(node_id, "link cut")
 
     def reconnect(self, node_id: str, *, backoff: float = 0.2) -> None:
         """The cable is back: each held link delivers what it held, in order
         and back to back, after up to *backoff* seconds (TCP's retransmission
         timer)."""
-        self.cut_off.discard(node_id)
-        released = 0
-        for link in sorted(self._link_held):
-            if link[0] in self.cut_off or link[1] in self.cut_off:
-                continue  # the other end is still cut off
-            frames = self._link_held.pop(link)
-            at = max(self.now, self._link_free.get(link, 0.0)) + self.rng.uniform(0.0, backoff)
-            at += self.rng.uniform(self.min_delay, self.max_delay)
-            for frame in frames:
-                at += 1e-5  # one retransmitted window: back to back
-                self._order += 1
-                heapq.heappush(self._queue, (at, self._order, link[1], frame, link[0]))
-                released += 1
-            self._link_free[link] = at
-            self.held_until = max(self.held_until, at)
+        released = self._faults.reconnect(node_id, self.now, backoff)
         self._log(node_id, f"link back ({released} held messages follow)")
 
     def active(self, node_id: str) -> bool:
@@ -249,12 +226,11 @@ class SimNetwork:
     def send_raw(self, to: str, frame: bytes, *, delay: float = 0.001) -> None:
         """Deliver arbitrary bytes to node *to*, as a stranger (or a buggy
         peer) could: the node sees them only if they decode."""
-        self._order += 1
-        heapq.heappush(self._queue, (self.now + delay, self._order, to, frame, ""))
+        self._wire.push(self.now + delay, to, frame, "")
 
     def set_delay(self, min_delay: float, max_delay: float) -> None:
         """Change the range of one-way message delays from now on."""
-        self.min_delay, self.max_delay = min_delay, max_delay
+        self._wire.min_delay, self._wire.max_delay = min_delay, max_delay
         self._log("-", f"delay {min_delay * 1000:.1f}-{max_delay * 1000:.1f} ms")
 
     # ------------------------------------------------------------ driving
@@ -286,16 +262,10 @@ class SimNetwork:
 
     def _step(self, end: float) -> None:
         nxt = min(self._next_tick, self._next_discovery, end)
-        if self._queue and self._queue[0][0] <= nxt:
-            at, _, to, frame, sender = heapq.heappop(self._queue)
+        if self._wire.due(nxt):
+            at, _, to, frame, sender = self._wire.pop()
             self.now = max(self.now, at)
-            if to in self.cut_off or sender in self.cut_off:
-                # Held per link at the moment it would arrive: the per-link
-                # FIFO order of the queue is kept in what is held.
-                self._link_held.setdefault((sender, to), []).append(frame)
-                return
-            if to in self.paused and to in self.alive:
-                self._backlog.setdefault(to, []).append((frame, sender))
+            if self._faults.intercepts(to, frame, sender, alive=to in self.alive):
                 return
             if to in self.alive:
                 node = self.nodes[to]
@@ -315,7 +285,7 @@ class SimNetwork:
         self.now = nxt
         if self.now >= self._next_discovery:
             self._next_discovery = self.now + self.discovery_interval
-            self._discover()
+            self._mdns.discover()
         if self.now >= self._next_tick:
             self._next_tick = self.now + self.tick_interval
             self._lan.tick()
@@ -342,19 +312,8 @@ class SimNetwork:
         if node.outbox:
             alive = nid in self.alive
             for send in node.take_outbox():
-                if not alive or send.to not in self.nodes:
-                    continue
-                if self.group[nid] != self.group[send.to]:
-                    if self._hold:  # the cable is cut: kept for after the heal
-                        self._held.setdefault((nid, send.to), []).append(to_frame(send.msg))
-                    continue  # the cable is cut: lost
-                delay = self.rng.uniform(self.min_delay, self.max_delay)
-                link = (nid, send.to)
-                at = max(self.now + delay, self._link_free.get(link, 0.0))
-                self._link_free[link] = at
-                self._order += 1
-                entry = (at, self._order, send.to, to_frame(send.msg), nid)
-                heapq.heappush(self._queue, entry)
+                if alive:
+                    self._post(nid, send.to, send.msg)
         if node.outcomes:
             for outcome in node.take_outcomes():
                 callback = self.on_outcome.pop(f"{nid}/{outcome.req}", None)
@@ -365,37 +324,13 @@ class SimNetwork:
             if nid in self.alive:
                 self.events[nid].extend(events)
 
-    def _visible_hosts(self, node_id: str) -> list[Node]:
-        return [
-            n
-            for nid, n in self.nodes.items()
-            if nid in self.alive
-            and nid != node_id
-            and n.role is Role.HOST
-            and self.group[nid] == self.group[node_id]
-            and not {nid, node_id} & self.cut_off  # no multicast across a pulled cable
-        ]
-
-    def _discover(self) -> None:
-        """What mDNS gives: hosts see each other; a stuck first join retries."""
-        for nid in sorted(self.alive - self.paused):
-            node = self.nodes[nid]
-            if node.role is Role.HOST:
-                for other in self._visible_hosts(nid):
-                    node.observe_host(other.me.id, other.me.endpoints, other.epoch, self.now)
-                    self._flush(node)
-            elif node.role is Role.JOINING and not node.ready:
-                started = self._join_started.get(nid, self.now)
-                if self.now - started > 1.0:
-                    visible = self._visible_hosts(nid)
-                    self._join_started[nid] = self.now
-                    if visible:
-                        best = max(visible, key=lambda n: n.rank())  # as the runtime chooses
-                        node.join(best.me.id, best.me.endpoints, self.now)
-                    else:
-                        sid = f"s{self.rng.getrandbits(32):08x}"
-                        node.start_host(sid, self.now, access=self.access)
-                    self._flush(node)
+    def _post(self, nid: str, to: str, msg: Message) -> None:
+        """Send *msg* from *nid* to *to* over their link."""
+        if to not in self.nodes:
+            return
+        frame = to_frame(msg)
+        if not self._faults.blocks(nid, to, frame):  # a partition loses or holds it
+            self._wire.send(self.now, nid, to, frame)
 
     # ------------------------------------------------------------ start-up
 
@@ -531,6 +466,55 @@ def random_start_faults(rng: random.Random, node_ids: list[str]) -> StartFaults:
     return faults
 
 
+class _Mdns:
+    """The stand-in for mDNS once started: which hosts a node sees, and what
+    discovery gives every discovery_interval: hosts see each other (and
+    merge), a stuck first join tries again."""
+
+    def __init__(self, net: SimNetwork) -> None:
+        self.net = net
+        #: When each node made its last first-join attempt (add_node).
+        self.join_started: dict[str, float] = {}
+
+    def visible_hosts(self, node_id: str) -> list[Node]:
+        net = self.net
+        return [
+            n
+            for nid, n in net.nodes.items()
+            if nid in net.alive
+            and nid != node_id
+            and n.role is Role.HOST
+            and net.group[nid] == net.group[node_id]
+            and not {nid, node_id} & net.cut_off  # no multicast across a pulled cable
+        ]
+
+    def discover(self) -> None:
+        """What mDNS gives: hosts see each other; a stuck first join retries."""
+        net = self.net
+        for nid in sorted(net.alive - net.paused):
+            node = net.nodes[nid]
+            if node.role is Role.HOST:
+                for other in self.visible_hosts(nid):
+                    node.observe_host(other.me.id, other.me.endpoints, other.epoch, net.now)
+                    net.flush(node)
+            elif node.role is Role.JOINING and not node.ready:
+                started = self.join_started.get(nid, net.now)
+                if net.now - started > 1.0:
+                    self._retry_join(node)
+
+    def _retry_join(self, node: Node) -> None:
+        net, nid = self.net, node.me.id
+        visible = self.visible_hosts(nid)
+        self.join_started[nid] = net.now
+        if visible:
+            best = max(visible, key=lambda n: n.rank())  # as the runtime chooses
+            node.join(best.me.id, best.me.endpoints, net.now)
+        else:
+            sid = f"s{net.rng.getrandbits(32):08x}"
+            node.start_host(sid, net.now, access=net.access)
+        net.flush(node)
+
+
 @dataclass
 class _Starter:
     """One copy started by start_together, while it starts."""
@@ -654,7 +638,7 @@ class _StartupLan:
                 if advert.epoch == 0 and not lost:
                     seen[(other, False)] = advert
         for key in starter.fed.keys() - seen.keys():
-            starter.machine.gone(key[0], host=key[1])
+            starter.machine.gone(key[0], host=key[1], now=self.net.now)
         for key, advert in seen.items():
             if starter.fed.get(key) != advert:
                 starter.machine.seen(advert)
@@ -682,24 +666,31 @@ class _StartupLan:
 
     def hello(self, to: str, msg: Message) -> bool:
         """A Hello reaching a copy that is still starting goes to its machine
-        (the core would drop it); True if it went there, or was held back."""
+        (the core would drop it), as does the "candidate, keep asking me" of
+        a copy it chose; True if it went there, or was held back."""
         starter = self.starters.get(to)
         node = self.net.nodes[to]
         if (
             starter is None
             or starter.machine.done
-            or not isinstance(msg, Hello)
             or node.ready
             or node.role not in (Role.IDLE, Role.JOINING)
         ):
             return False
+        if isinstance(msg, Redirect) and msg.reason == "candidate":
+            starter.machine.answered(msg.sender, self.net.now)
+            return True
+        if not isinstance(msg, Hello):
+            return False
         late = starter.faults.hellos_late.get((msg.sender, to))
         if late is not None and self.net.now < starter.start + late:
             at = starter.start + late + self.net.rng.uniform(self.net.min_delay, self.net.max_delay)
-            self.net._order += 1
-            heapq.heappush(self.net._queue, (at, self.net._order, to, to_frame(msg), msg.sender))
+            self.net._wire.push(at, to, to_frame(msg), msg.sender)
             return True
         self._carry_out(to, starter.machine.hello(msg, self.net.now))
+        notice = candidate_notice(to, node.me.endpoints)
+        for held in starter.machine.take_answers():
+            self.net._post(to, held.sender, notice)
         return True
 
     def _carry_out(self, nid: str, decision: Decision | None) -> None:

@@ -19,15 +19,27 @@ The rules, all here:
   the caller's deadline is near), for every candidate it saw to choose it
   (its Hello) or to host, so that a copy that missed our record does not
   host a second session whose merge would roll back acknowledged writes.
-* **Nobody chose us.** When that wait runs out and no copy chose us, we ask
-  the lowest rival that did not answer, briefly (it chose a copy we cannot
-  see, and redirects us there once in), and before hosting we give a copy
-  that may be hosting right now a moment (``3 x hello_retry``). A copy that
-  was chosen hosts at once, so of two whose waits run out together the
-  chosen one goes first.
+* **Rivals that did not answer.** When that wait runs out, we ask them,
+  lowest first, each briefly (one chose a copy we cannot see, and redirects
+  us there once in; a starting one learns of us), keeping the Hellos we hold.
+  Then a copy that nobody chose gives a copy that may be hosting right now
+  a moment (``3 x hello_retry``) before hosting. A copy that was chosen
+  hosts at once, so of two whose waits run out together the chosen one
+  goes first.
 * **Patience with whom we chose.** A host answers at once; a candidate may
   itself wait its rival wait first, but one that went silent (killed while
   starting) must leave us time to host before the caller gives up.
+* **A candidate says it is alive.** A copy that holds our Hello answers
+  "candidate, keep asking me" (:func:`candidate_notice`, the notice a peer
+  gathering votes sends). Whom we chose lower than us is waited for as long
+  as it answers: it will host and welcome us, or join and redirect us, and
+  hosting beside it would make two sessions. One that answered and then
+  went silent (``3 x hello_retry``) died: we go on at once. A higher rival
+  we only asked is waited for at most one rival wait more, and not at all
+  when copies chose us: that breaks any cycle of copies waiting for each
+  other. A lower copy's Hello (it asks us as a rival) makes it our choice
+  when it is lower than whom we chose; a rival we asked that chose us
+  ends our wait for it.
 * **Hellos kept while starting** are welcomed once we host, only if their
   copy still asks (received within ``3 x hello_retry``), at most
   :data:`MAX_HELD_HELLOS`; joining another copy drops them (they will find
@@ -44,7 +56,7 @@ import enum
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..messages import Hello
+from ..messages import Hello, Redirect
 from .rank import host_rank
 
 __all__ = [
@@ -57,6 +69,7 @@ __all__ = [
     "Join",
     "Reason",
     "Startup",
+    "candidate_notice",
 ]
 
 #: How long a first join waits on one host before trying another or hosting.
@@ -117,6 +130,14 @@ class Fail:
 Decision = Join | Host | Fail
 
 
+def candidate_notice(node_id: str, endpoints: tuple[str, ...]) -> Redirect:
+    """What a starting copy answers a Hello it holds: "I am alive and still
+    deciding, keep asking me" (the notice of a peer that gathers votes)."""
+    return Redirect(
+        sender=node_id, epoch=0, host_id=node_id, endpoints=endpoints, reason="candidate"
+    )
+
+
 @dataclass
 class Startup:
     """The election of one starting copy; see the module docstring."""
@@ -137,6 +158,8 @@ class Startup:
     # goes (a candidate's record goes when it hosts, maybe before its host
     # record arrives).
     _rivals: set[str] = field(default_factory=set)
+    # When a rival's candidate record went (see _unheard).
+    _gone: dict[str, float] = field(default_factory=dict)
     # (node id, host record?): a candidate we gave up on may host later,
     # and its host record is worth trying then.
     _tried: set[tuple[str, bool]] = field(default_factory=set)
@@ -148,9 +171,12 @@ class Startup:
     _others_until: float | None = None  # a join waiting for other hosts to appear
     _rivals_until: float | None = None  # a candidate waiting for its rivals
     _rivals_waited: bool = False  # the rival wait ran out once
-    _asked_rival: bool = False  # see _rival_to_ask
     _target_candidate: bool = False  # whom we last chose was a candidate
     _grace_until: float | None = None  # see _in_grace
+    _answered_at: float | None = None  # whom we chose last said it is starting
+    _asking_rival: bool = False  # whom we chose is a higher rival, only asked
+    _asked: set[str] = field(default_factory=set)  # the rivals we asked so
+    _answers: list[Hello] = field(default_factory=list)  # see take_answers
 
     # ============================================================ inputs
 
@@ -166,12 +192,16 @@ class Startup:
         if self.done or advert.node_id == self.node_id:
             return
         self._adverts[(advert.node_id, advert.epoch > 0)] = advert
+        if advert.epoch == 0:
+            self._gone.pop(advert.node_id, None)
         if advert.epoch == 0 and self.compatible(advert):
             self._rivals.add(advert.node_id)
 
-    def gone(self, node_id: str, *, host: bool) -> None:
+    def gone(self, node_id: str, *, host: bool, now: float) -> None:
         """Discovery saw the host (or candidate) record of *node_id* go."""
         self._adverts.pop((node_id, host), None)
+        if not host:
+            self._gone.setdefault(node_id, now)
 
     def hello(self, msg: Hello, now: float) -> Decision | None:
         """A Hello while we start: a copy that started with us chose us."""
@@ -181,9 +211,32 @@ class Startup:
             self.stats["dropped: Hello to a candidate"] += 1
             return None
         self._held[msg.sender] = (msg, now)
-        if self._rivals_until is not None and not self._unheard():
-            return self._decide(now)
+        if msg.sender < self.node_id:
+            self._learn_lower(msg)
+        if self._started and self._moves_us(msg, now):
+            decision = self._decide(now)
+            if decision is not None or msg.sender not in self._held:
+                return decision  # hosting (it is welcomed) or joining (redirected)
+        if self._started:  # deciding: a copy still browsing has nothing to say
+            self._answers.append(msg)
         return None
+
+    def take_answers(self) -> list[Hello]:
+        """The Hellos held since last asked: answer each sender with
+        :func:`candidate_notice`, so that it keeps waiting for us."""
+        answers, self._answers = self._answers, []
+        return answers if not self.done else []
+
+    def answered(self, node_id: str, now: float) -> None:
+        """*node_id* sent us :func:`candidate_notice`: if we chose it, it is
+        alive and still deciding (see the module docstring)."""
+        if self.done or node_id != self._target or not self._target_candidate:
+            return
+        if self._asking_rival and self._fresh_hellos(now):
+            # Copies wait for us: we only tell the rival we are here (seed
+            # 500782: waiting for a rival that waited too made all time out).
+            return
+        self._answered_at = now
 
     def handshake_failed(self, node_id: str, now: float) -> Decision | None:
         """The secured handshake with *node_id* failed. Only the one we are
@@ -206,14 +259,14 @@ class Startup:
                 return self._decide(now)
             return None
         if self._rivals_until is not None:
-            if now >= self._rivals_until or self._choose() is not None or not self._unheard():
+            if now >= self._rivals_until or self._choose() is not None or not self._unheard(now):
                 return self._decide(now)
             return None
         if self._grace_until is not None:
             if now >= self._grace_until or self._choose() is not None:
                 return self._decide(now)
             return None
-        if self._target is None or now - self._join_at < self._patience:
+        if self._target is None or now < self._target_deadline():
             return None
         self.stats["join_retries"] += 1
         return self._decide(now)
@@ -228,7 +281,7 @@ class Startup:
             t for t in (self._others_until, self._rivals_until, self._grace_until) if t is not None
         ]
         if self._target is not None:
-            waits.append(self._join_at + self._patience)
+            waits.append(self._target_deadline())
         return min(waits, default=None)
 
     def adverts(self) -> list[Advert]:
@@ -264,24 +317,62 @@ class Startup:
             # second one of the same name would only split the players.
             self._finish()
             return next(iter(self._refused.values()))
-        unheard = self._unheard()
+        unheard = self._unheard(now)
         if unheard and not self._rivals_waited:
             # A copy we saw may not have seen us and host too, and merging two
             # fresh sessions rolls back acknowledged writes: wait until each
-            # chose us, or hosts, or we waited enough (once, and leaving us
-            # time to host before join() gives up, as _patience_with).
+            # chose us, or hosts, or we waited enough (once). Not cut short
+            # by the caller's deadline: a copy in a hurry that hosts beside a
+            # rival splits the players (seed 502622); it had better time out.
             if self._rivals_until is None:
-                self._rivals_until = now + min(self.rival_wait(), (self.deadline - now) / 2)
+                self._rivals_until = now + self.rival_wait()
             if now < self._rivals_until:
                 return None
             self._rivals_waited = True
-            rival = self._rival_to_ask(unheard, now)
-            if rival is not None:
-                self._tried.add((rival.node_id, False))
-                # It answers at once when it is in (a peer redirects a
-                # Hello), and a silent one must not hold us long.
-                return self._join(rival, now, patience=3 * self.hello_retry)
-        return self._host(now, len(unheard))
+        rival = self._rival_to_ask(unheard)
+        if rival is not None:
+            self._tried.add((rival.node_id, False))
+            self._asked.add(rival.node_id)
+            # It answers at once when it is in (a peer redirects a Hello) or
+            # starting (candidate_notice), and a silent one must not hold us.
+            return self._join(rival, now, ask=True)
+        return self._host(now, len(unheard | self._asked))
+
+    def _learn_lower(self, msg: Hello) -> None:
+        """A lower copy's Hello: it asks us as a rival (we missed its record,
+        or it would be our choice). It is a candidate we may choose."""
+        if (msg.sender, False) not in self._adverts:
+            self._adverts[(msg.sender, False)] = Advert(
+                node_id=msg.sender,
+                endpoints=msg.endpoints,
+                epoch=0,
+                secured=self.secured,
+                wire=self.wire,
+            )
+
+    def _moves_us(self, msg: Hello, now: float) -> bool:
+        """Whether a Hello changes what we wait for: the last rival we waited
+        for chose us; the higher rival we asked chose us (it waits for us
+        now: waiting for it too would tie us both up); or a lower copy we
+        did not know asks us, and is a better choice than ours (found by the
+        simulator, seed 501210: three copies each waited for the next)."""
+        if self._rivals_until is not None and not self._unheard(now):
+            return True
+        if msg.sender == self._target and self._asking_rival:
+            return True
+        lower = msg.sender < self.node_id and (msg.sender, False) not in self._tried
+        return lower and (
+            self._target is None or (self._target_candidate and msg.sender < self._target)
+        )
+
+    def _target_deadline(self) -> float:
+        """When we stop waiting for whom we chose (see the module docstring)."""
+        if self._answered_at is None:
+            return self._join_at + self._patience
+        silent = self._answered_at + 3 * self.hello_retry
+        if not self._asking_rival:
+            return silent
+        return min(silent, self._join_at + self._patience + self.rival_wait())
 
     def _host(self, now: float, unanswered: int) -> Host | None:
         hellos = self._fresh_hellos(now)
@@ -312,12 +403,17 @@ class Startup:
             self._grace_until = now + 3 * self.hello_retry
         return now < self._grace_until
 
-    def _join(self, advert: Advert, now: float, patience: float | None = None) -> Join:
-        self._others_until = self._rivals_until = None
-        self._held.clear()  # those copies will find our host
-        self._patience = self._patience_with(advert, now) if patience is None else patience
+    def _join(self, advert: Advert, now: float, *, ask: bool = False) -> Join:
+        """Join *advert*'s copy, or only *ask* a rival (briefly, and keeping
+        the Hellos held: we may host after all)."""
+        self._others_until = self._rivals_until = self._grace_until = None
+        if not ask:
+            self._held.clear()  # those copies will find our host
+            self._answers.clear()
+        self._patience = 3 * self.hello_retry if ask else self._patience_with(advert, now)
         self._target = advert.node_id
         self._target_candidate = advert.epoch == 0
+        self._answered_at, self._asking_rival = None, ask
         return Join(node_id=advert.node_id, endpoints=advert.endpoints)
 
     def _refusal(self, advert: Advert) -> Fail | None:
@@ -330,16 +426,18 @@ class Startup:
             return Fail(reason=reason, node_id=advert.node_id)
         return None
 
-    def _rival_to_ask(self, unheard: set[str], now: float) -> Advert | None:
-        """A copy nobody chose, whose wait ran out: rather than host, ask its
-        lowest unheard rival once, briefly. That rival chose a copy we cannot
-        see (it is higher than us, or it would have chosen us), and once in
-        it sends us there (a peer redirects a Hello to its host). Without this, that copy
+    def _rival_to_ask(self, unheard: set[str]) -> Advert | None:
+        """A copy whose wait ran out: rather than host, ask its unheard
+        rivals, lowest first, each briefly, even if copies chose us (seed
+        1001197: a rival blind to us hosted just before us). Such a rival chose a copy
+        we cannot see (it is higher than us, or it would have chosen us), and
+        once in it sends us there (a peer redirects a Hello to its host); a
+        starting one holds our Hello and answers. Without this, that copy
         waiting for us and we for the rival both hosted when their waits ran
-        out together (found by the simulator)."""
-        if self._fresh_hellos(now) or self._asked_rival:
+        out together (found by the simulator). Each in turn, not only the
+        lowest: a crashed copy's record lives on (seed 501358)."""
+        if not unheard:
             return None
-        self._asked_rival = True
         known = [a for a in self._adverts.values() if a.epoch == 0 and a.node_id in unheard]
         return min(known, key=lambda a: a.node_id, default=None)
 
@@ -353,10 +451,15 @@ class Startup:
         lower = [a for a in adverts if a.node_id < self.node_id]
         return min(lower, key=lambda a: a.node_id, default=None)
 
-    def _unheard(self) -> set[str]:
+    def _unheard(self, now: float) -> set[str]:
         """The candidates seen that neither chose us (their Hello) nor were
-        tried by us: any of them may not have seen us, and host."""
-        return self._rivals - self._held.keys() - {node_id for node_id, _ in self._tried}
+        tried by us: any of them may not have seen us, and host. Not one
+        whose record went two rival waits ago with no host record since: it
+        was welcomed elsewhere, or gave up (seed 504635: waiting for it made
+        the last live copy time out)."""
+        left = {n for n, at in self._gone.items() if now - at > 2 * self.rival_wait()}
+        tried = {node_id for node_id, _ in self._tried}
+        return self._rivals - self._held.keys() - tried - left
 
     def _patience_with(self, advert: Advert, now: float) -> float:
         """How long to wait for *advert* to answer before trying another: a
@@ -371,3 +474,4 @@ class Startup:
         self.done = True
         self._others_until = self._rivals_until = self._grace_until = None
         self._held.clear()
+        self._answers.clear()

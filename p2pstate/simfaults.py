@@ -1,0 +1,162 @@
+"""The simulated LAN's links and the faults on them, for :mod:`p2pstate.sim`.
+
+:class:`Wire` is the queue of frames in flight: per-link FIFO delivery after
+a seeded random delay. :class:`Faults` says what a fault does to a frame: a
+partition loses it (or, with ``hold``, keeps it until the heal), a paused
+node's inbound frames wait until it resumes, and a cut node's links hold
+their frames both ways, in order, until it reconnects, as TCP holds them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Iterable
+
+__all__ = ["Faults", "Wire"]
+
+Link = tuple[str, str]  # (from, to)
+Delivery = tuple[float, int, str, bytes, str]  # (at, order, to, frame, from)
+
+
+class Wire:
+    """Frames in flight, popped in delivery order (per link: the sent order)."""
+
+    def __init__(self, rng: random.Random, min_delay: float, max_delay: float) -> None:
+        self.rng = rng
+        self.min_delay, self.max_delay = min_delay, max_delay
+        self.queue: list[Delivery] = []
+        self._order = 0
+        self._link_free: dict[Link, float] = {}
+        #: When the last frame released by a heal or a reconnect arrives.
+        self.held_until = 0.0
+
+    def push(self, at: float, to: str, frame: bytes, sender: str) -> None:
+        """Deliver *frame* at *at*, after what is already due then."""
+        self._order += 1
+        heapq.heappush(self.queue, (at, self._order, to, frame, sender))
+
+    def send(self, now: float, sender: str, to: str, frame: bytes) -> None:
+        """One frame over its link: a random delay, never before the last one."""
+        delay = self.rng.uniform(self.min_delay, self.max_delay)
+        link = (sender, to)
+        at = max(now + delay, self._link_free.get(link, 0.0))
+        self._link_free[link] = at
+        self.push(at, to, frame, sender)
+
+    def release_late(self, link: Link, frames: list[bytes], now: float) -> None:
+        """Frames held across a healed partition: after up to a second (TCP's
+        retransmissions, zmq's reconnection backoff), each after a delay."""
+        at = max(now, self._link_free.get(link, 0.0)) + self.rng.uniform(0.0, 1.0)
+        for frame in frames:
+            at += self.rng.uniform(self.min_delay, self.max_delay)
+            self.push(at, link[1], frame, link[0])
+        self._released(link, at)
+
+    def release_burst(self, link: Link, frames: list[bytes], now: float, backoff: float) -> None:
+        """Frames held by a cut link: after up to *backoff*, back to back."""
+        at = max(now, self._link_free.get(link, 0.0)) + self.rng.uniform(0.0, backoff)
+        at += self.rng.uniform(self.min_delay, self.max_delay)
+        for frame in frames:
+            at += 1e-5  # one retransmitted window
+            self.push(at, link[1], frame, link[0])
+        self._released(link, at)
+
+    def _released(self, link: Link, at: float) -> None:
+        self._link_free[link] = at
+        self.held_until = max(self.held_until, at)
+
+    def drop_from(self, sender: str) -> None:
+        """Lose what *sender* has in flight."""
+        self.queue = [d for d in self.queue if d[4] != sender]
+        heapq.heapify(self.queue)
+
+    def due(self, until: float) -> bool:
+        """Whether a frame arrives by *until*."""
+        return bool(self.queue) and self.queue[0][0] <= until
+
+    def pop(self) -> Delivery:
+        return heapq.heappop(self.queue)
+
+
+class Faults:
+    """Partitions, pauses and link cuts, and the frames they hold."""
+
+    def __init__(self, wire: Wire) -> None:
+        self.wire = wire
+        #: The partition group of each node (0: not named by the partition).
+        self.group: dict[str, int] = {}
+        self.partitioned_ever = False
+        self._hold = False
+        self._held: dict[Link, list[bytes]] = {}
+        #: Paused nodes, and the frames that reached each while paused.
+        self.paused: set[str] = set()
+        self._backlog: dict[str, list[tuple[bytes, str]]] = {}
+        #: Nodes whose link is cut, and what their links hold meanwhile.
+        self.cut_off: set[str] = set()
+        self._link_held: dict[Link, list[bytes]] = {}
+
+    def partition(self, groups: Iterable[set[str]], *, hold: bool) -> None:
+        self.partitioned_ever = True
+        self._hold = hold
+        for nid in self.group:
+            self.group[nid] = 0
+        for i, g in enumerate(groups, start=1):
+            for nid in g:
+                self.group[nid] = i
+
+    def heal(self, now: float) -> int:
+        """One group again; what the partition held follows. Returns its count."""
+        for nid in self.group:
+            self.group[nid] = 0
+        held, self._held = self._held, {}
+        for link, frames in sorted(held.items()):
+            self.wire.release_late(link, frames, now)
+        return sum(len(f) for f in held.values())
+
+    def blocks(self, sender: str, to: str, frame: bytes) -> bool:
+        """At sending: a partition between the two loses *frame*, or holds it
+        for after the heal."""
+        if self.group[sender] == self.group[to]:
+            return False
+        if self._hold:
+            self._held.setdefault((sender, to), []).append(frame)
+        return True
+
+    def intercepts(self, to: str, frame: bytes, sender: str, *, alive: bool) -> bool:
+        """At arrival: a cut link holds *frame* (per link, in the order it
+        would have arrived); a paused node's sockets keep it."""
+        if to in self.cut_off or sender in self.cut_off:
+            self._link_held.setdefault((sender, to), []).append(frame)
+            return True
+        if to in self.paused and alive:
+            self._backlog.setdefault(to, []).append((frame, sender))
+            return True
+        return False
+
+    def pause(self, node_id: str) -> None:
+        self.paused.add(node_id)
+
+    def resume(self, node_id: str, now: float) -> int:
+        """The backlog arrives now, in order. Returns its length."""
+        self.paused.discard(node_id)
+        backlog = self._backlog.pop(node_id, [])
+        for frame, sender in backlog:
+            self.wire.push(now, node_id, frame, sender)
+        return len(backlog)
+
+    def cut(self, node_id: str) -> None:
+        self.cut_off.add(node_id)
+
+    def reconnect(self, node_id: str, now: float, backoff: float) -> int:
+        """Every held link whose other end is not cut off either releases
+        its frames. Returns how many."""
+        self.cut_off.discard(node_id)
+        released = 0
+        for link in sorted(self._link_held):
+            if link[0] in self.cut_off or link[1] in self.cut_off:
+                continue  # the other end is still cut off
+            frames = self._link_held.pop(link)
+            self.wire.release_burst(link, frames, now, backoff)
+            released += len(frames)
+        return released
