@@ -31,7 +31,23 @@ from .codec import check_key, check_text, encode, fresh_copy, hash_value, normal
 from .core.access import check_identity
 from .core.ids import identity_of
 from .core.node import Role
+from .core.ops import (
+    Acl,
+    ChangeSettings,
+    Cond,
+    Delete,
+    IfAbsent,
+    IfExists,
+    IfHash,
+    Info,
+    Msg,
+    Op,
+    Profile,
+    Set,
+    SetOpts,
+)
 from .core.replica import Entry
+from .core.status import Status
 from .core.writer import Outcome
 from .errors import (
     BannedError,
@@ -166,7 +182,7 @@ class SharedState(MutableMapping[str, Any]):
 
     def __delitem__(self, key: str) -> None:
         key = check_key(key)
-        self._write((("del", key),), (("exists", key),), key=key)
+        self._write((Delete(key),), (IfExists(key),), key=key)
 
     def set(
         self,
@@ -200,9 +216,8 @@ class SharedState(MutableMapping[str, Any]):
                 raise TypeError(f"ttl must be a number of seconds or None, not {ttl!r}")
             if not 0 < ttl <= 10_000_000:
                 raise ValueError(f"ttl must be seconds above 0, at most 10,000,000; got {ttl!r}")
-        op: tuple[Any, ...] = ("set", key, self._checked(value))
-        if flags or ttl:
-            op = (*op, flags, float(ttl or 0.0))
+        value = self._checked(value)
+        op = SetOpts(key, value, flags, float(ttl or 0.0)) if flags or ttl else Set(key, value)
         self._write((op,), (), key=key, wait=wait)
 
     def set_profile(self, profile: dict[str, Any]) -> None:
@@ -216,7 +231,7 @@ class SharedState(MutableMapping[str, Any]):
             raise ValueTooLargeError(
                 f"profile is {size} bytes encoded; at most {MAX_PROFILE_BYTES} (MAX_PROFILE_BYTES)"
             )
-        self._write((("profile", profile),), ())
+        self._write((Profile(profile),), ())
 
     @property
     def session_info(self) -> dict[str, Any]:
@@ -249,7 +264,7 @@ class SharedState(MutableMapping[str, Any]):
         except ProtocolError as exc:  # the wire's check, an API caller's ValueError
             raise ValueError(str(exc)) from None
         self._rt.check_session_info(info)
-        self._write((("info", info),), ())
+        self._write((Info(info),), ())
 
     # ------------------------------------------------------------ permissions
 
@@ -286,7 +301,7 @@ class SharedState(MutableMapping[str, Any]):
                 "(16 lower-case hex digits: see .peers, .banned, .authorized)"
             )
         self._require_admin(action)
-        self._write((("acl", action, identity),), ())
+        self._write((Acl(action, identity),), ())
 
     def set_access(
         self,
@@ -318,7 +333,7 @@ class SharedState(MutableMapping[str, Any]):
         if "write_rate" in settings:
             settings["write_rate"] = float(settings["write_rate"])
         self._require_admin("set_access")
-        self._write((("access_set", settings),), ())
+        self._write((ChangeSettings(settings),), ())
 
     def _require_admin(self, action: str) -> None:
         admin = self.admin
@@ -377,7 +392,7 @@ class SharedState(MutableMapping[str, Any]):
         Messages are not stored. They travel through the host, in order per
         sender, exactly once, and go on through a failover: a blocking call
         returns once the message is ordered and held by two peers, or raises."""
-        self._write((("msg", "", self._checked(payload)),), (), wait=wait)
+        self._write((Msg("", self._checked(payload)),), (), wait=wait)
 
     def send(self, peer_id: str, payload: Any, *, wait: bool = True) -> None:
         """Send *payload* to one peer, as a ``Message`` event there.
@@ -385,7 +400,7 @@ class SharedState(MutableMapping[str, Any]):
         if not isinstance(peer_id, str):
             raise TypeError("peer_id must be the str id of a peer (see .peers)")
         peer_id = check_text("peer_id", peer_id)
-        self._write((("msg", peer_id, self._checked(payload)),), (), key=peer_id, wait=wait)
+        self._write((Msg(peer_id, self._checked(payload)),), (), key=peer_id, wait=wait)
 
     def transaction(self) -> Transaction:
         """``with s.transaction() as t:`` reads through ``t`` from this
@@ -418,14 +433,14 @@ class SharedState(MutableMapping[str, Any]):
             if not isinstance(oldhash, str):
                 raise TypeError("oldhash must be the str that p2pstate.hash_value returned")
             oldhash = check_text("oldhash", oldhash)
-            self._write((("set", key, self._checked(new)),), (("hash", key, oldhash),), key=key)
+            self._write((Set(key, self._checked(new)),), (IfHash(key, oldhash),), key=key)
             return
         if len(args) > 1:
             raise TypeError(f"update expected 1 or 3 positional arguments, got {len(args)}")
         items = dict(*args, **kwargs)
         if not items:
             return
-        ops = tuple(("set", check_key(k), self._checked(v)) for k, v in items.items())
+        ops = tuple(Set(check_key(k), self._checked(v)) for k, v in items.items())
         self._write(ops, ())
 
     def apply_op(
@@ -448,24 +463,24 @@ class SharedState(MutableMapping[str, Any]):
             if not create:
                 raise KeyError(key)
             default = self._checked(defaultvalue)
-            outcome = self._send((("set", key, default),), (("absent", key),))
-            if outcome.status == "ok":
+            outcome = self._send((Set(key, default),), (IfAbsent(key),))
+            if outcome.status == Status.OK:
                 return fresh_copy(default)
             current = self._current_from(outcome, key)
         else:
             current = entry.value
         while True:
             new = self._checked(fn(fresh_copy(current)))
-            outcome = self._send((("set", key, new),), (("hash", key, hash_value(current)),))
-            if outcome.status == "ok":
+            outcome = self._send((Set(key, new),), (IfHash(key, hash_value(current)),))
+            if outcome.status == Status.OK:
                 return fresh_copy(new)
             current = self._current_from(outcome, key)
 
     def _current_from(self, outcome: Outcome, key: str) -> Any:
         """The host's value after a refused compare-and-swap."""
-        if outcome.status == "missing":
+        if outcome.status == Status.MISSING:
             raise KeyError(key)
-        if outcome.status != "conflict" or not isinstance(outcome.detail, dict):
+        if outcome.status != Status.CONFLICT or not isinstance(outcome.detail, dict):
             _raise_for(outcome, key)
         self._rt.count("apply_op_retries")  # a user thread: never the I/O thread's Counter
         return outcome.detail.get("value")
@@ -478,7 +493,7 @@ class SharedState(MutableMapping[str, Any]):
             raise ValueTooLargeError(f"value is {size} bytes encoded; max_value_size is {limit}")
         return value
 
-    def _fits(self, ops: tuple[tuple[Any, ...], ...]) -> None:
+    def _fits(self, ops: tuple[Op, ...]) -> None:
         """Refuse a write of several values that one message cannot carry
         (each fits max_value_size, together they may not): the host would
         drop it, and it would wait in line ahead of every later write."""
@@ -491,9 +506,7 @@ class SharedState(MutableMapping[str, Any]):
                 f"of at most half of max_frame_size ({limit} bytes): split it"
             )
 
-    def _send(
-        self, ops: tuple[tuple[Any, ...], ...], conds: tuple[tuple[Any, ...], ...]
-    ) -> Outcome:
+    def _send(self, ops: tuple[Op, ...], conds: tuple[Cond, ...]) -> Outcome:
         self._fits(ops)
         pending = self._rt.submit(ops, conds, wait=True)
         assert pending is not None
@@ -501,8 +514,8 @@ class SharedState(MutableMapping[str, Any]):
 
     def _write(
         self,
-        ops: tuple[tuple[Any, ...], ...],
-        conds: tuple[tuple[Any, ...], ...],
+        ops: tuple[Op, ...],
+        conds: tuple[Cond, ...],
         *,
         key: str | None = None,
         wait: bool = True,
@@ -512,7 +525,7 @@ class SharedState(MutableMapping[str, Any]):
             self._rt.submit(ops, conds, wait=False)
             return
         outcome = self._send(ops, conds)
-        if outcome.status != "ok":
+        if outcome.status != Status.OK:
             _raise_for(outcome, key)
 
     def flush(self, timeout: float | None = None) -> None:
@@ -557,7 +570,7 @@ class SharedState(MutableMapping[str, Any]):
         backup = read_backup(path, app=self.app)
         op = backup.restore_op(time.time())
         limit = self._rt.options.max_value_size
-        for key, value, *_ in op[1]:
+        for key, value, *_ in op.entries:
             size = len(encode(value))
             if size > limit:
                 raise ValueTooLargeError(
@@ -570,7 +583,7 @@ class SharedState(MutableMapping[str, Any]):
                 f"of at most half of max_frame_size ({frame_limit} bytes)"
             )
         self._write((op,), ())
-        return len(op[1])
+        return len(op.entries)
 
     # ------------------------------------------------------------ push
 
@@ -736,28 +749,28 @@ def _read(entry: Entry) -> Any:
 
 def _raise_for(outcome: Outcome, key: str | None) -> Any:
     status, detail = outcome.status, outcome.detail
-    if status == "no_peer":
+    if status == Status.NO_PEER:
         raise KeyError(f"no peer {key!r} in this session")
-    if status == "conflict":
+    if status == Status.CONFLICT:
         raise UpdateFailedError(f"{key!r} changed since you read it")
-    if status == "missing":
+    if status == Status.MISSING:
         raise KeyError(detail.get("key", key) if isinstance(detail, dict) else key)
-    if status == "too_large":
+    if status == Status.TOO_LARGE:
         raise ValueTooLargeError(f"the host refused a value for {key!r} as too large: {detail}")
-    if status == "denied":
+    if status == Status.DENIED:
         _raise_denied(detail, key)
-    if status == "rate_limited":
+    if status == Status.RATE_LIMITED:
         raise RateLimitedError(
             f"writing faster than the session allows ({detail['rate']:g} writes/s after a "
             f"burst of {detail['burst']}); the host refused the write"
         )
-    if status == "quota":
+    if status == Status.QUOTA:
         raise QuotaExceededError(
             f"the write would take the session past {detail['limit']} ({detail['max']})"
         )
-    if status == "closed":
+    if status == Status.CLOSED:
         raise SessionClosedError("the shared state is closed")
-    if status == "unsendable":
+    if status == Status.UNSENDABLE:
         raise ValueError(f"this write cannot be encoded, so it was never sent: {detail}")
     raise P2PStateError(f"the host refused the write: {status}: {detail}")
 
@@ -835,12 +848,12 @@ class Transaction:
         self._done = True
         if not self._writes:
             return
-        ops = tuple(("del", k) if v is _DELETED else ("set", k, v) for k, v in self._writes.items())
-        conds = tuple(("absent", k) if h is None else ("hash", k, h) for k, h in self._read.items())
+        ops = tuple(Delete(k) if v is _DELETED else Set(k, v) for k, v in self._writes.items())
+        conds = tuple(IfAbsent(k) if h is None else IfHash(k, h) for k, h in self._read.items())
         outcome = self._state._send(ops, conds)
-        if outcome.status in ("conflict", "missing"):
+        if outcome.status in (Status.CONFLICT, Status.MISSING):
             raise UpdateFailedError("a key this transaction read changed before it committed")
-        if outcome.status != "ok":
+        if outcome.status != Status.OK:
             _raise_for(outcome, None)
 
     def __enter__(self) -> Transaction:
