@@ -1,5 +1,5 @@
-"""Per-change cost of the codec and the replica for "set" changes, with no
-network: encode N ChangeMsgs, decode them, apply them to a Replica; and
+"""Per-change CPU cost of the codec and the replica for "set" changes, with
+no network: encode N ChangeMsgs, decode them, apply them to a Replica; and
 encode/decode N Writes. Prints the best of a few rounds in µs per change.
 
     PYTHONPATH=. python benchmarks/ops_codec.py [N]
@@ -16,6 +16,7 @@ from p2pstate.core.replica import Replica
 from p2pstate.messages import Change, ChangeMsg, Write, from_frame, to_frame
 
 MAX = 1 << 20
+VALUES = {"int": 7, "dict": {"x": 1, "pos": [1.5, 2.5], "name": "bob"}}
 
 
 def best(rounds: int, run: Callable[[], Any]) -> float:
@@ -29,42 +30,57 @@ def best(rounds: int, run: Callable[[], Any]) -> float:
     return min(times)
 
 
-def main(n: int, rounds: int = 5) -> None:
-    for label, value in (("int", 7), ("dict", {"x": 1, "pos": [1.5, 2.5], "name": "bob"})):
-        msgs = [
-            ChangeMsg(
-                sender="h.1",
+def measure(value: Any, n: int, rounds: int) -> dict[str, float]:
+    """Seconds for *n* set changes of *value*, per stage."""
+    msgs = [
+        ChangeMsg(
+            sender="h.1",
+            epoch=1,
+            change=Change(
+                seq=i + 1,
                 epoch=1,
-                change=Change(
-                    seq=i + 1, epoch=1, origin="h.1", writer="p.1", req=i + 1,
-                    ops=(("set", f"key{i % 1000}", value),),
-                ),
-                ack=False,
-            )
-            for i in range(n)
-        ]
-        frames = [to_frame(m) for m in msgs]
-        decoded = [from_frame(f, max_size=MAX) for f in frames]
-        changes = [m.change for m in decoded if isinstance(m, ChangeMsg)]
+                origin="h.1",
+                writer="p.1",
+                req=i + 1,
+                ops=(("set", f"key{i % 1000}", value),),
+            ),
+            ack=False,
+        )
+        for i in range(n)
+    ]
+    frames = [to_frame(m) for m in msgs]
+    decoded = [from_frame(f, max_size=MAX) for f in frames]
+    changes = [m.change for m in decoded if isinstance(m, ChangeMsg)]
+    writes = [
+        Write(
+            sender="p.1",
+            epoch=1,
+            req=i + 1,
+            acked_upto=i,
+            ops=(("set", f"key{i % 1000}", value),),
+            conds=(),
+        )
+        for i in range(n)
+    ]
+    wframes = [to_frame(w) for w in writes]
 
-        def apply_all() -> None:
-            replica = Replica()
-            for c in changes:
-                replica.apply(c)
+    def apply_all() -> None:
+        replica = Replica()
+        for c in changes:
+            replica.apply(c)
 
-        writes = [
-            Write(sender="p.1", epoch=1, req=i + 1, acked_upto=i,
-                  ops=(("set", f"key{i % 1000}", value),), conds=())
-            for i in range(n)
-        ]
-        wframes = [to_frame(w) for w in writes]
-        rows = {
-            "encode ChangeMsg": best(rounds, lambda: [to_frame(m) for m in msgs]),
-            "decode ChangeMsg": best(rounds, lambda: [from_frame(f, max_size=MAX) for f in frames]),
-            "apply Change": best(rounds, apply_all),
-            "encode Write": best(rounds, lambda: [to_frame(w) for w in writes]),
-            "decode Write": best(rounds, lambda: [from_frame(f, max_size=MAX) for f in wframes]),
-        }
+    return {
+        "encode ChangeMsg": best(rounds, lambda: [to_frame(m) for m in msgs]),
+        "decode ChangeMsg": best(rounds, lambda: [from_frame(f, max_size=MAX) for f in frames]),
+        "apply Change": best(rounds, apply_all),
+        "encode Write": best(rounds, lambda: [to_frame(w) for w in writes]),
+        "decode Write": best(rounds, lambda: [from_frame(f, max_size=MAX) for f in wframes]),
+    }
+
+
+def main(n: int, rounds: int = 5) -> None:
+    for label, value in VALUES.items():
+        rows = measure(value, n, rounds)
         total = rows["encode ChangeMsg"] + rows["decode ChangeMsg"] + rows["apply Change"]
         cells = "  ".join(f"{k} {v / n * 1e6:.2f}" for k, v in rows.items())
         print(f"{label:5} µs/change: {cells}  | change total {total / n * 1e6:.2f}")

@@ -13,6 +13,7 @@ from .backup import Backup, read_backup, write_backup
 from .codec import encode, fresh_copy
 from .core.access import check_identity
 from .core.ids import identity_of
+from .core.ops import Acl, ChangeSettings, Info
 from .core.replica import Entry
 from .errors import PermissionDeniedError, ProtocolError, ValueTooLargeError
 from .messages import EPHEMERAL, session_info
@@ -55,7 +56,7 @@ class AdminAPI(StateBase):
         except ProtocolError as exc:  # the wire's check, an API caller's ValueError
             raise ValueError(str(exc)) from None
         self._rt.check_session_info(info)
-        self._write((("info", info),), ())
+        self._write((Info(info),), ())
 
     # ------------------------------------------------------------ permissions
 
@@ -92,7 +93,7 @@ class AdminAPI(StateBase):
                 "(16 lower-case hex digits: see .peers, .banned, .authorized)"
             )
         self._require_admin(action)
-        self._write((("acl", action, identity),), ())
+        self._write((Acl(action, identity),), ())
 
     def set_access(
         self,
@@ -124,7 +125,7 @@ class AdminAPI(StateBase):
         if "write_rate" in settings:
             settings["write_rate"] = float(settings["write_rate"])
         self._require_admin("set_access")
-        self._write((("access_set", settings),), ())
+        self._write((ChangeSettings(settings),), ())
 
     def _require_admin(self, action: str) -> None:
         admin = self.admin
@@ -210,7 +211,7 @@ class AdminAPI(StateBase):
         backup = read_backup(path, app=self._rt.app)
         op = backup.restore_op(time.time())
         limit = self._rt.options.max_value_size
-        for key, value, *_ in op[1]:
+        for key, value, *_ in op.entries:
             size = len(encode(value))
             if size > limit:
                 raise ValueTooLargeError(
@@ -223,4 +224,4 @@ class AdminAPI(StateBase):
                 f"of at most half of max_frame_size ({frame_limit} bytes)"
             )
         self._write((op,), ())
-        return len(op[1])
+        return len(op.entries)

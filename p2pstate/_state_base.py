@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from .codec import check_key, encode, normalize
+from .core.ops import Cond, Op
 from .core.replica import Entry
+from .core.status import Status
 from .core.writer import Outcome
 from .errors import (
     BannedError,
@@ -74,7 +76,7 @@ class StateBase:
 
     def _current_from(self, outcome: Outcome, key: str) -> Any:
         """The host's value after a refused compare-and-swap."""
-        if outcome.status == "missing":
+        if outcome.status == Status.MISSING:
             raise KeyError(key)
         if outcome.status != "conflict" or not isinstance(outcome.detail, dict):
             raise_for(outcome, key)
@@ -89,7 +91,7 @@ class StateBase:
             raise ValueTooLargeError(f"value is {size} bytes encoded; max_value_size is {limit}")
         return value
 
-    def _fits(self, ops: tuple[tuple[Any, ...], ...]) -> None:
+    def _fits(self, ops: tuple[Op, ...]) -> None:
         """Refuse a write of several values that one message cannot carry
         (each fits max_value_size, together they may not): the host would
         drop it, and it would wait in line ahead of every later write."""
@@ -102,9 +104,7 @@ class StateBase:
                 f"of at most half of max_frame_size ({limit} bytes): split it"
             )
 
-    def _send(
-        self, ops: tuple[tuple[Any, ...], ...], conds: tuple[tuple[Any, ...], ...]
-    ) -> Outcome:
+    def _send(self, ops: tuple[Op, ...], conds: tuple[Cond, ...]) -> Outcome:
         self._fits(ops)
         pending = self._rt.submit(ops, conds, wait=True)
         assert pending is not None
@@ -112,8 +112,8 @@ class StateBase:
 
     def _write(
         self,
-        ops: tuple[tuple[Any, ...], ...],
-        conds: tuple[tuple[Any, ...], ...],
+        ops: tuple[Op, ...],
+        conds: tuple[Cond, ...],
         *,
         key: str | None = None,
         wait: bool = True,
@@ -123,7 +123,7 @@ class StateBase:
             self._rt.submit(ops, conds, wait=False)
             return
         outcome = self._send(ops, conds)
-        if outcome.status != "ok":
+        if outcome.status != Status.OK:
             raise_for(outcome, key)
 
 
@@ -180,28 +180,28 @@ def read_entry(entry: Entry) -> Any:
 
 def raise_for(outcome: Outcome, key: str | None) -> Any:
     status, detail = outcome.status, outcome.detail
-    if status == "no_peer":
+    if status == Status.NO_PEER:
         raise KeyError(f"no peer {key!r} in this session")
-    if status == "conflict":
+    if status == Status.CONFLICT:
         raise UpdateFailedError(f"{key!r} changed since you read it")
-    if status == "missing":
+    if status == Status.MISSING:
         raise KeyError(detail.get("key", key) if isinstance(detail, dict) else key)
-    if status == "too_large":
+    if status == Status.TOO_LARGE:
         raise ValueTooLargeError(f"the host refused a value for {key!r} as too large: {detail}")
-    if status == "denied":
+    if status == Status.DENIED:
         _raise_denied(detail, key)
-    if status == "rate_limited":
+    if status == Status.RATE_LIMITED:
         raise RateLimitedError(
             f"writing faster than the session allows ({detail['rate']:g} writes/s after a "
             f"burst of {detail['burst']}); the host refused the write"
         )
-    if status == "quota":
+    if status == Status.QUOTA:
         raise QuotaExceededError(
             f"the write would take the session past {detail['limit']} ({detail['max']})"
         )
-    if status == "closed":
+    if status == Status.CLOSED:
         raise SessionClosedError("the shared state is closed")
-    if status == "unsendable":
+    if status == Status.UNSENDABLE:
         raise ValueError(f"this write cannot be encoded, so it was never sent: {detail}")
     raise P2PStateError(f"the host refused the write: {status}: {detail}")
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, overload
 
 from ._state_base import StateBase, raise_for, read_entry
 from .codec import check_key, check_text, fresh_copy, hash_value
+from .core.ops import Delete, IfAbsent, IfHash, Set
+from .core.status import Status
 from .errors import DataUnchangedError, P2PStateError, UpdateFailedError
 
 if TYPE_CHECKING:
@@ -59,14 +61,14 @@ class CompareAndSwapAPI(StateBase):
             if not isinstance(oldhash, str):
                 raise TypeError("oldhash must be the str that p2pstate.hash_value returned")
             oldhash = check_text("oldhash", oldhash)
-            self._write((("set", key, self._checked(new)),), (("hash", key, oldhash),), key=key)
+            self._write((Set(key, self._checked(new)),), (IfHash(key, oldhash),), key=key)
             return
         if len(args) > 1:
             raise TypeError(f"update expected 1 or 3 positional arguments, got {len(args)}")
         items = dict(*args, **kwargs)
         if not items:
             return
-        ops = tuple(("set", check_key(k), self._checked(v)) for k, v in items.items())
+        ops = tuple(Set(check_key(k), self._checked(v)) for k, v in items.items())
         self._write(ops, ())
 
     def apply_op(
@@ -89,16 +91,16 @@ class CompareAndSwapAPI(StateBase):
             if not create:
                 raise KeyError(key)
             default = self._checked(defaultvalue)
-            outcome = self._send((("set", key, default),), (("absent", key),))
-            if outcome.status == "ok":
+            outcome = self._send((Set(key, default),), (IfAbsent(key),))
+            if outcome.status == Status.OK:
                 return fresh_copy(default)
             current = self._current_from(outcome, key)
         else:
             current = entry.value
         while True:
             new = self._checked(fn(fresh_copy(current)))
-            outcome = self._send((("set", key, new),), (("hash", key, hash_value(current)),))
-            if outcome.status == "ok":
+            outcome = self._send((Set(key, new),), (IfHash(key, hash_value(current)),))
+            if outcome.status == Status.OK:
                 return fresh_copy(new)
             current = self._current_from(outcome, key)
 
@@ -154,12 +156,12 @@ class Transaction:
         self._done = True
         if not self._writes:
             return
-        ops = tuple(("del", k) if v is _DELETED else ("set", k, v) for k, v in self._writes.items())
-        conds = tuple(("absent", k) if h is None else ("hash", k, h) for k, h in self._read.items())
+        ops = tuple(Delete(k) if v is _DELETED else Set(k, v) for k, v in self._writes.items())
+        conds = tuple(IfAbsent(k) if h is None else IfHash(k, h) for k, h in self._read.items())
         outcome = self._state._send(ops, conds)
-        if outcome.status in ("conflict", "missing"):
+        if outcome.status in (Status.CONFLICT, Status.MISSING):
             raise UpdateFailedError("a key this transaction read changed before it committed")
-        if outcome.status != "ok":
+        if outcome.status != Status.OK:
             raise_for(outcome, None)
 
     def __enter__(self) -> Transaction:

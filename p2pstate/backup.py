@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .codec import decode, encode
+from .core.ops import Restore
 from .errors import BackupError, ProtocolError
 from .messages import MAX_TTL, restore_entries
 
@@ -46,8 +47,8 @@ class Backup:
     seq: int
     entries: tuple[BackupEntry, ...]
 
-    def restore_op(self, wall_now: float) -> tuple[str, tuple[BackupEntry, ...]]:
-        """The ``("restore", ...)`` op for this backup at *wall_now*: keys whose
+    def restore_op(self, wall_now: float) -> Restore:
+        """The restore op for this backup at *wall_now*: keys whose
         ttl ran out since are left out, the others keep the time they had left."""
         entries = []
         for key, value, owner, flags, expires_at in self.entries:
@@ -62,7 +63,7 @@ class Backup:
                         f"a ttl is at most {MAX_TTL:.0f} s"
                     )
             entries.append((key, value, owner, flags, left))
-        return ("restore", tuple(entries))
+        return Restore(tuple(entries))
 
 
 def dumps(backup: Backup) -> bytes:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from .codec import MAX_KEY_BYTES, decode, decode_all, encode, normalize, normalize_detail
 from .core.access import ACL_ACTIONS, Access, check_identity, settings_from_wire
 from .core.ops import (
+    COND_TYPES,
     OP_TYPES,
     Acl,
     ChangeSettings,
@@ -35,6 +36,7 @@ from .core.ops import (
     SetAccess,
     SetOpts,
     Term,
+    as_conds,
     as_ops,
 )
 from .core.ops import Leave as LeaveOp
@@ -112,6 +114,8 @@ def _opt_str(v: Any) -> str | None:
 
 def _id(v: Any) -> str:
     """A node id or session id ("" where there is none yet)."""
+    if type(v) is str and len(v) <= MAX_ID_CHARS:
+        return v  # the usual case, in one step: every message names its sender
     s = _str(v)
     if len(s) > MAX_ID_CHARS:
         raise ProtocolError(f"an id is at most {MAX_ID_CHARS} characters")
@@ -149,6 +153,8 @@ MAX_COUNTER = 2**62
 
 
 def _nat(v: Any) -> int:
+    if type(v) is int and 0 <= v < MAX_COUNTER:
+        return v  # the usual case, in one step: every message has an epoch
     n = _int(v)
     if not 0 <= n < MAX_COUNTER:
         raise ProtocolError(f"expected an int from 0 to 2**62, got {n}")
@@ -726,11 +732,21 @@ class Write(Message):
     TYPE: ClassVar[int] = 4
     req: int
     acked_upto: int
-    # Typed ops and conditions (core/ops.py) once decoded. A write made here
-    # from raw tuples is sent as it is (the same arrays on the wire); the
-    # host's Change of it types them.
+    # Typed ops and conditions (core/ops.py); raw tuples are typed here, as in Change.
     ops: tuple[tuple[Any, ...], ...]
     conds: tuple[tuple[Any, ...], ...]
+
+    def __post_init__(self) -> None:
+        # A write made from raw tuples (a test's, a forged one) holds typed
+        # ops too, so it encodes as any other; decoded ones pass in one loop.
+        for op in self.ops:
+            if op.__class__ not in OP_TYPES:
+                object.__setattr__(self, "ops", as_ops(self.ops))
+                break
+        for cond in self.conds:
+            if cond.__class__ not in COND_TYPES:
+                object.__setattr__(self, "conds", as_conds(self.conds))
+                break
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -19,6 +19,7 @@ from typing import Any
 from .codec import decode, encode, normalize
 from .core.access import Access
 from .core.node import Node
+from .core.ops import Delete, Restore, Set, SetOpts
 from .core.replica import Entry, Replica
 from .errors import ProtocolError, StorageError
 from .messages import EPHEMERAL, Change
@@ -33,6 +34,8 @@ ACCESS = "access"
 #: (key, value, version, owner, flags, seconds of ttl left or 0), as Snapshot.data.
 InitialState = tuple[tuple[str, Any, int, str, int, float], ...]
 
+#: The ops that change one key: the keys a batch puts or deletes.
+_KEYED = (Set, SetOpts, Delete)
 # A stored value is our own encoding; this only bounds a damaged file.
 _MAX_STORED_VALUE = 256 * 1024 * 1024
 
@@ -115,7 +118,7 @@ class Persister:
             return False
         changes = self._changes_since(replica)
         ttl_left = node.ttl_left()
-        if changes is None or any(op[0] == "restore" for c in changes for op in c.ops):
+        if changes is None or any(type(op) is Restore for c in changes for op in c.ops):
             # A snapshot (first welcome, a merge) or a restore: rewrite it all.
             put = {
                 key: _record(key, entry, ttl_left, wall_now)
@@ -125,7 +128,7 @@ class Persister:
             batch = Batch(seq=replica.seq, put=put, replace=True, meta=self._meta(replica))
         else:
             touched = dict.fromkeys(
-                op[1] for c in changes for op in c.ops if op[0] in ("set", "del")
+                op.key for c in changes for op in c.ops if isinstance(op, _KEYED)
             )
             put, delete = {}, []
             for key in touched:

@@ -24,6 +24,7 @@ from ._state_base import Listing, Snapshot, read_entry
 from ._state_compat import CompareAndSwapAPI, Transaction
 from .codec import check_key, check_text, encode
 from .core.node import Role
+from .core.ops import Delete, IfExists, Msg, Profile, Set, SetOpts
 from .errors import SessionLostError, ValueTooLargeError
 from .events import Event, Peer
 from .messages import EPHEMERAL, MAX_PROFILE_BYTES, OWNER_ONLY
@@ -109,7 +110,7 @@ class SharedState(AdminAPI, CompareAndSwapAPI, MutableMapping[str, Any]):
 
     def __delitem__(self, key: str) -> None:
         key = check_key(key)
-        self._write((("del", key),), (("exists", key),), key=key)
+        self._write((Delete(key),), (IfExists(key),), key=key)
 
     def set(
         self,
@@ -143,9 +144,8 @@ class SharedState(AdminAPI, CompareAndSwapAPI, MutableMapping[str, Any]):
                 raise TypeError(f"ttl must be a number of seconds or None, not {ttl!r}")
             if not 0 < ttl <= 10_000_000:
                 raise ValueError(f"ttl must be seconds above 0, at most 10,000,000; got {ttl!r}")
-        op: tuple[Any, ...] = ("set", key, self._checked(value))
-        if flags or ttl:
-            op = (*op, flags, float(ttl or 0.0))
+        value = self._checked(value)
+        op = SetOpts(key, value, flags, float(ttl or 0.0)) if flags or ttl else Set(key, value)
         self._write((op,), (), key=key, wait=wait)
 
     def set_profile(self, profile: dict[str, Any]) -> None:
@@ -159,7 +159,7 @@ class SharedState(AdminAPI, CompareAndSwapAPI, MutableMapping[str, Any]):
             raise ValueTooLargeError(
                 f"profile is {size} bytes encoded; at most {MAX_PROFILE_BYTES} (MAX_PROFILE_BYTES)"
             )
-        self._write((("profile", profile),), ())
+        self._write((Profile(profile),), ())
 
     # ------------------------------------------------------------ messages
 
@@ -169,7 +169,7 @@ class SharedState(AdminAPI, CompareAndSwapAPI, MutableMapping[str, Any]):
         Messages are not stored. They travel through the host, in order per
         sender, exactly once, and go on through a failover: a blocking call
         returns once the message is ordered and held by two peers, or raises."""
-        self._write((("msg", "", self._checked(payload)),), (), wait=wait)
+        self._write((Msg("", self._checked(payload)),), (), wait=wait)
 
     def send(self, peer_id: str, payload: Any, *, wait: bool = True) -> None:
         """Send *payload* to one peer, as a ``Message`` event there.
@@ -177,7 +177,7 @@ class SharedState(AdminAPI, CompareAndSwapAPI, MutableMapping[str, Any]):
         if not isinstance(peer_id, str):
             raise TypeError("peer_id must be the str id of a peer (see .peers)")
         peer_id = check_text("peer_id", peer_id)
-        self._write((("msg", peer_id, self._checked(payload)),), (), key=peer_id, wait=wait)
+        self._write((Msg(peer_id, self._checked(payload)),), (), key=peer_id, wait=wait)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every write made here (``wait=False`` ones too) is

@@ -18,8 +18,9 @@ class Request:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Outcome:
-    """The host's answer to one request. ``status`` is "ok", "conflict",
-    "missing" or "invalid"; ``detail`` says more for the ones that are not ok."""
+    """The host's answer to one request. ``status`` is a :class:`.status.Status`
+    (a str: "ok", "conflict", "missing", ...); ``detail`` says more for the
+    ones that are not ok."""
 
     req: int
     status: str
