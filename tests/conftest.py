@@ -1,5 +1,6 @@
 """Test-wide settings: every socket and every mDNS packet stays on loopback,
-and a test that leaves a thread running fails."""
+a test that leaves a thread running fails, and the suite's long pieces start
+first on the two pytest-xdist workers (pyproject.toml ``addopts``)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,21 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 #: Short timings for tests that join real sessions.
 FAST = {"discovery_window": 0.3}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Namespace tests first, then those marked slow. xdist hands out work in
+    collection order: a minute-long test collected last would leave the other
+    worker idle while it runs, and the namespace tests, first, all land in the
+    first worker's first share (tests/lan/conftest.py runs them one at a time
+    in any case)."""
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("netns"):
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)  # stable: within a rank, pytest's own order
 
 
 @pytest.fixture(scope="session", autouse=True)
