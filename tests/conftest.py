@@ -49,6 +49,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)  # stable: within a rank, pytest's own order
 
 
+@pytest.fixture(autouse=True)
+def alone_if_marked(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Under pytest-xdist, a test marked ``alone`` (it asserts a wall-clock bound
+    on real processes) runs while the other worker waits between two tests.
+    Every other test holds a shared lock; ``alone`` takes it exclusively. The
+    turnstile stops a stream of shared takers from starving an exclusive one."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield  # one process: every test runs alone
+        return
+    import fcntl  # Unix only; xdist runs here on Linux CI
+
+    run_dir = tmp_path_factory.getbasetemp().parent  # shared by this run's workers only
+    alone = request.node.get_closest_marker("alone") is not None
+    with (run_dir / "turnstile.lock").open("a") as gate, (run_dir / "alone.lock").open("a") as f:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        yield  # both locks go when the files close
+
+
 @pytest.fixture(scope="session", autouse=True)
 def identity_home() -> Iterator[None]:
     """Remove the test run's identity directory (see IDENTITY_HOME) at the end."""

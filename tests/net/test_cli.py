@@ -191,6 +191,7 @@ def test_the_installed_command_is_the_same() -> None:
 # --------------------------------------------------------------------------- one-shot tools
 
 
+@pytest.mark.alone  # asserts a wall-clock bound
 def test_tools_never_create_a_session(app_name: str) -> None:
     """With nobody hosting, get/set/del/keys/watch/join fail (status 1) and say
     why, instead of quietly hosting a session of their own as join() would."""
@@ -214,6 +215,7 @@ def test_tools_never_create_a_session(app_name: str) -> None:
     assert p2pstate.browse(app_name, 1.0) == []
 
 
+@pytest.mark.alone  # asserts a wall-clock bound
 def test_get_set_del_keys(spawn: Callable[..., Any], app_name: str) -> None:
     host = spawn(name="host")
     host.wait_ready()
@@ -538,6 +540,7 @@ def test_say_sends_a_message_to_the_others(spawn: Callable[..., Any], app_name: 
 # --------------------------------------------------------------------------- demo
 
 
+@pytest.mark.alone  # asserts a wall-clock bound
 def test_demo_runs_from_the_package(tmp_path: Path) -> None:
     """What the README's first command runs, from outside the repository (so no
     demos/ folder), with P2PSTATE_INTERFACES unset: it stays on loopback anyway."""
