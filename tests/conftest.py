@@ -35,16 +35,17 @@ FAST = {"discovery_window": 0.3}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Namespace tests first, then those marked slow. xdist hands out work in
-    collection order: a minute-long test collected last would leave the other
-    worker idle while it runs, and the namespace tests, first, all land in the
-    first worker's first share (tests/lan/conftest.py runs them one at a time
-    in any case)."""
+    """Tests marked slow first, then the namespace tests. xdist hands out work
+    in collection order: a minute-long test collected last would leave the
+    other worker idle while it runs. Up front, all of them land in the first
+    worker's first share (tests/lan/conftest.py runs the namespace tests one
+    at a time in any case), and are done before the other worker reaches the
+    tests marked alone (tests/net), which would wait for them."""
 
     def rank(item: pytest.Item) -> int:
-        if item.get_closest_marker("netns"):
+        if item.get_closest_marker("slow"):
             return 0
-        return 1 if item.get_closest_marker("slow") else 2
+        return 1 if item.get_closest_marker("netns") else 2
 
     items.sort(key=rank)  # stable: within a rank, pytest's own order
 
