@@ -1,5 +1,6 @@
 """Test-wide settings: every socket and every mDNS packet stays on loopback,
-and a test that leaves a thread running fails."""
+a test that leaves a thread running fails, and the suite's long pieces start
+first on the two pytest-xdist workers (pyproject.toml ``addopts``)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,46 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 #: Short timings for tests that join real sessions.
 FAST = {"discovery_window": 0.3}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked slow first, then the namespace tests. xdist hands out work
+    in collection order: a minute-long test collected last would leave the
+    other worker idle while it runs. Up front, all of them land in the first
+    worker's first share (tests/lan/conftest.py runs the namespace tests one
+    at a time in any case), and are done before the other worker reaches the
+    tests marked alone (tests/net), which would wait for them."""
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow"):
+            return 0
+        return 1 if item.get_closest_marker("netns") else 2
+
+    items.sort(key=rank)  # stable: within a rank, pytest's own order
+
+
+@pytest.fixture(autouse=True)
+def alone_if_marked(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Under pytest-xdist, a test marked ``alone`` (it asserts a wall-clock bound
+    on real processes) runs while the other worker waits between two tests.
+    Every other test holds a shared lock; ``alone`` takes it exclusively. The
+    turnstile stops a stream of shared takers from starving an exclusive one."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield  # one process: every test runs alone
+        return
+    import fcntl  # Unix only; xdist runs here on Linux CI
+
+    run_dir = tmp_path_factory.getbasetemp().parent  # shared by this run's workers only
+    alone = request.node.get_closest_marker("alone") is not None
+    with (run_dir / "turnstile.lock").open("a") as gate, (run_dir / "alone.lock").open("a") as f:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        yield  # both locks go when the files close
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from netlab import Lan
+
+
+@pytest.fixture(autouse=True)
+def one_lan_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Under pytest-xdist, a namespace test waits for the one another worker
+    runs: each runs seven peers whose faults last fixed times, and two at once
+    on a 2-core machine starve each other's heartbeats. The lock file lives in
+    this run's temporary directory, shared by its workers only."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield  # one process: the tests already run one after the other
+        return
+    import fcntl  # Unix only, as are network namespaces
+
+    lock = tmp_path_factory.getbasetemp().parent / "netns.lock"
+    with lock.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 @pytest.fixture

@@ -170,6 +170,7 @@ class _Recorder:
 # --------------------------------------------------------------------------- tests
 
 
+@pytest.mark.alone  # asserts a wall-clock bound
 def test_advertise_then_browse_from_second_instance(
     make_discovery: Callable[[], Discovery], app: str
 ) -> None:
@@ -614,6 +615,7 @@ def fake_responder(loopback_mdns: None) -> Iterator[Callable[[Reply], _FakeRespo
         responder.close()
 
 
+@pytest.mark.alone  # asserts a wall-clock bound
 @pytest.mark.parametrize("reannounce", [False, True], ids=["idle-host", "just-announced"])
 def test_back_to_back_cold_browses_each_find_the_host_fast(
     make_discovery: Callable[[], Discovery], app: str, reannounce: bool

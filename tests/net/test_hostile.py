@@ -9,6 +9,7 @@ import secrets
 import time
 
 import msgpack
+import pytest
 import zmq
 from samples import first_hello
 
@@ -65,6 +66,7 @@ def _junk(rng: random.Random, victim: str, epoch: int) -> bytes:
     )
 
 
+@pytest.mark.alone  # the host must heartbeat on time through the flood
 def test_host_survives_100k_hostile_frames() -> None:
     app = f"hostile-{secrets.token_hex(4)}"
     host = p2pstate.join(

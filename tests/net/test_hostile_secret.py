@@ -243,6 +243,7 @@ def test_a_rival_host_lying_about_its_players_gets_neither_the_admin_role_nor_th
         m.close()
 
 
+@pytest.mark.alone  # the host must heartbeat on time through the flood
 def test_a_secured_host_survives_100k_hostile_frames_from_a_banned_member(
     join: Join, app_name: str, ctx: zmq.Context[zmq.Socket[bytes]]
 ) -> None:

@@ -67,6 +67,7 @@ class BannedPlayer:
         self.out.close()
 
 
+@pytest.mark.alone  # asserts a wall-clock bound
 def test_hellos_from_fresh_instances_of_a_banned_identity_open_bounded_links(
     join: Join, app_name: str
 ) -> None:

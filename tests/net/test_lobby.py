@@ -215,6 +215,7 @@ def test_bad_arguments_are_refused_before_any_network() -> None:
 # --------------------------------------------------------------------------- browse
 
 
+@pytest.mark.alone  # asserts a wall-clock bound
 def test_browse_lists_real_sessions_with_their_players(
     join: Callable[..., object], app: str
 ) -> None:
@@ -375,6 +376,7 @@ def test_lobby_filters_live(fakes: FakeHosts, app: str) -> None:
         assert kinds == [SessionAppeared, SessionVanished, SessionAppeared]
 
 
+@pytest.mark.alone  # asserts a wall-clock bound
 def test_the_refresh_catches_a_change_back_and_a_crashed_host(
     spawn: Callable[..., Any], app_name: str, fakes: FakeHosts
 ) -> None:
