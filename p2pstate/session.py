@@ -750,6 +750,7 @@ class Runtime:
         poller = zmq.Poller()
         poller.register(self.transport.router, zmq.POLLIN)
         poller.register(self._wake_in, zmq.POLLIN)
+        self.transport.watch_io(poller)  # links' monitors: a dropped host wakes us
         zap = self.transport.zap
         if zap is not None:
             poller.register(zap, zmq.POLLIN)
@@ -782,6 +783,8 @@ class Runtime:
                         except Exception:  # noqa: BLE001 (one message must not end the session)
                             self._internal_error_io(msg)
                     self._flush_io()
+                for node_id in self.transport.dropped_io(ready):
+                    node.suspect(node_id, time.monotonic())  # the core confirms it
                 now = time.monotonic()
                 node.tick(now)
                 self._retry_join_io(now)

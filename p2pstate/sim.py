@@ -6,7 +6,10 @@ random delay, crashes, partitions (messages across a cut are lost, as when a
 cable is pulled), pauses of one node (SIGSTOP, a frozen laptop: it handles
 nothing, its inbound messages queue), link cuts of one node (its traffic both
 ways is held, as TCP holds it, and delivered in order when the link returns)
-and a stand-in for mDNS. Every message goes through the real
+connection resets (a crashed process's kernel resets its connections: every
+other node's transport sees the drop within a few ms and tells its core,
+``Node.suspect``; a blip resets a live node's connections the same way) and
+a stand-in for mDNS. Every message goes through the real
 wire codec. The same seed gives the same run, so a failing test prints a seed
 and a trace that reproduce it exactly.
 
@@ -97,6 +100,10 @@ class SimNetwork:
         #: Nodes whose link is cut, and what their links hold meanwhile.
         self.cut_off: set[str] = set()
         self._link_held: dict[tuple[str, str], list[bytes]] = {}
+        # (at, order, to, about): a transport seeing its link to *about* drop
+        self._resets: list[tuple[float, int, str, str]] = []
+        # (to, about): resets a paused or cut-off node learns of once back
+        self._resets_held: list[tuple[str, str]] = []
 
     # ------------------------------------------------------------ population
 
@@ -151,9 +158,12 @@ class SimNetwork:
         self.events[node_id] = []
         return node
 
-    def crash(self, node_id: str, *, lose_in_flight: bool = False) -> None:
+    def crash(self, node_id: str, *, lose_in_flight: bool = False, reset: bool = False) -> None:
         """kill -9: the node stops; what it had in flight still arrives, unless
-        *lose_in_flight* (the machine lost power, or its cable went with it)."""
+        *lose_in_flight* (the machine lost power, or its cable went with it).
+        Without *reset* it is silent (a frozen machine, a pulled cable): only
+        timeouts find it. With *reset*, its kernel resets its connections, as
+        when a process dies on a machine that lives on (``reset_links``)."""
         self.alive.discard(node_id)
         if lose_in_flight:
             self._queue = [d for d in self._queue if d[4] != node_id]
@@ -161,6 +171,21 @@ class SimNetwork:
         self._log(
             node_id, "crashes" + (" and loses what it had in flight" if lose_in_flight else "")
         )
+        if reset:
+            self.reset_links(node_id)
+
+    def reset_links(self, node_id: str, *, max_delay: float = 0.002) -> None:
+        """The connections to *node_id* are reset: every other running node
+        that is not cut off learns it (``Node.suspect``) after its own delay
+        of up to *max_delay*, as a socket monitor reports it. *node_id* may
+        be alive (a blip): then it learns of every link's reset too, and
+        answers the probes, and no failover follows."""
+        self._log(node_id, "connections reset")
+        for nid in sorted(self.alive - {node_id}):
+            for to, about in ((nid, node_id), (node_id, nid)):
+                at = self.now + self.rng.uniform(self.min_delay, max(self.min_delay, max_delay))
+                self._order += 1
+                heapq.heappush(self._resets, (at, self._order, to, about))
 
     def leave(self, node_id: str) -> None:
         node = self.nodes[node_id]
@@ -208,6 +233,7 @@ class SimNetwork:
         """SIGCONT: the node handles its backlog now, late, with the state it
         had, then its timers see the clock jump."""
         self.paused.discard(node_id)
+        self._release_resets()  # its transport reads them before the backlog
         backlog = self._backlog.pop(node_id, [])
         for frame, sender in backlog:
             self._order += 1
@@ -226,6 +252,7 @@ class SimNetwork:
         and back to back, after up to *backoff* seconds (TCP's retransmission
         timer)."""
         self.cut_off.discard(node_id)
+        self._release_resets()
         released = 0
         for link in sorted(self._link_held):
             if link[0] in self.cut_off or link[1] in self.cut_off:
@@ -286,6 +313,10 @@ class SimNetwork:
 
     def _step(self, end: float) -> None:
         nxt = min(self._next_tick, self._next_discovery, end)
+        first = self._resets[0] if self._resets else None
+        if first and first[0] <= nxt and (not self._queue or first[:2] < self._queue[0][:2]):
+            self._deliver_reset()
+            return
         if self._queue and self._queue[0][0] <= nxt:
             at, _, to, frame, sender = heapq.heappop(self._queue)
             self.now = max(self.now, at)
@@ -323,6 +354,27 @@ class SimNetwork:
                 node = self.nodes[nid]
                 node.tick(self.now)
                 self._flush(node)
+
+    def _deliver_reset(self) -> None:
+        at, _, to, about = heapq.heappop(self._resets)
+        self.now = max(self.now, at)
+        if to not in self.alive:
+            return
+        if not self.active(to) or {to, about} & self.cut_off:
+            # a paused process reads the event when it resumes; a reset
+            # crosses a pulled cable once it is back
+            self._resets_held.append((to, about))
+            return
+        node = self.nodes[to]
+        self._log(to, f"suspects {about[:6]}")
+        node.suspect(about, self.now)
+        self._flush(node)
+
+    def _release_resets(self) -> None:
+        held, self._resets_held = self._resets_held, []
+        for to, about in held:
+            self._order += 1
+            heapq.heappush(self._resets, (self.now, self._order, to, about))
 
     def flush(self, node: Node) -> None:
         """Send what *node* queued: for a test that called one of its methods

@@ -1,7 +1,7 @@
 """One node of a session: the whole protocol as a sans-I/O state machine.
 
 Inputs are method calls carrying the caller's clock (``receive``, ``tick``,
-``submit``, ``leave``, ``observe_host``); outputs are collected in
+``submit``, ``leave``, ``observe_host``, ``suspect``); outputs are collected in
 ``outbox`` (messages to send), ``events`` (for the user) and ``outcomes``
 (answers to this node's own writes). No sockets, threads or clocks here.
 
@@ -178,6 +178,13 @@ class Node:
         # members asked who hosts while we wait for votes (_probe_members)
         self._probed: set[str] = set()
         self._failing_over = False
+        # while the transport's reset of our host's link is being confirmed:
+        # when we take the host for lost unless it answered (``suspect``)
+        self._suspect_until: float | None = None
+        # members that asked us who hosts (a Hello that is no vote), and when
+        self._questions: dict[str, float] = {}
+        # host: members whose link the transport saw reset, and when
+        self._resets_seen: dict[str, float] = {}
         self._leave_deadline = 0.0
         # The caller's clock at the latest input: TTLs are kept by it.
         self._clock = 0.0
@@ -354,6 +361,43 @@ class Node:
             _remember(self._rivals, host_id, endpoints)
         self.outbox.append(Send(host_id, endpoints, self._announce("host")))
 
+    def suspect(self, peer_id: str, now: float) -> None:
+        """The transport saw its connection to *peer_id* drop: the kernel
+        reset it, as it does at once when a process dies. A suspicion, not
+        proof (a blip resets a live host's connections too), and only of our
+        host: we probe it (a Hello, which a live host answers with a
+        Welcome) and ask our successor the same question, which starts the
+        streak our vote will continue. Unanswered after ``suspect_after``,
+        the host is lost (``tick``), and the usual failover follows, with
+        its quorum rule. A silent host resets nothing: host_timeout finds it.
+
+        A host told of a member's reset counts that member live again only
+        on a new streak of messages: what a reset link held is not news of
+        now, and if this host is the one that could not answer in time, its
+        peers are failing over to a successor whose majority must win."""
+        self._note_clock(now)
+        conn = self._conns.get(peer_id) if self.role is Role.HOST else None
+        if conn is not None:
+            self.stats["suspected_member"] += 1
+            self._resets_seen[peer_id] = now
+            conn.heard = Streak()
+            self._check_isolation(now)
+            return
+        target = self._target
+        if self.role is not Role.PEER or target is None or peer_id != target.id:
+            self.stats["suspect_ignored"] += 1
+            return
+        if self._suspect_until is not None:
+            return  # already confirming
+        self.stats["suspected"] += 1
+        self._suspect_until = now + self.config.suspect_after
+        question = self._hello(vote=False)
+        self._send(target, question)
+        for m in self.replica.succession():
+            if m.id != self.me.id:
+                self._send(m, question)
+            break
+
     def tick(self, now: float) -> None:
         """Run timers: heartbeats, liveness, hello retries, leave deadline."""
         self._note_clock(now)
@@ -374,8 +418,12 @@ class Node:
             for peer_id in dead:
                 self._remove_member(peer_id, "timeout", now)
         elif self.role is Role.PEER and self._target is not None:
-            if now - self._heard > cfg.host_timeout:
-                self._host_lost(self._target.id, now)
+            suspected = self._suspect_until is not None and now >= self._suspect_until
+            if suspected or now - self._heard > cfg.host_timeout:
+                lost = self._target
+                self._host_lost(lost.id, now)
+                if suspected:
+                    self._disown(lost)
                 return
             if now - self._beat_at >= cfg.heartbeat_interval:
                 self._beat_at = now
@@ -398,7 +446,10 @@ class Node:
         """When ``tick`` next has something to do (an upper bound is fine)."""
         if self.role in (Role.IDLE, Role.CLOSED):
             return now + 1.0
-        return now + min(self.config.heartbeat_interval, self.config.hello_retry) / 2
+        soon = now + min(self.config.heartbeat_interval, self.config.hello_retry) / 2
+        if self._suspect_until is not None:
+            return min(soon, max(now, self._suspect_until))  # no wait for a tick
+        return soon
 
     # ================================================================ views
 
@@ -558,7 +609,15 @@ class Node:
         _asked_to_take_over, so a Hello held by TCP is no news against it)."""
         if self.replica.member(msg.sender) is None:
             return
-        self._evidence.setdefault(msg.sender, Streak()).hear(now, self.config)
+        streak = self._evidence.get(msg.sender)
+        if streak is None:
+            streak = self._evidence[msg.sender] = Streak()
+            asked = self._questions.pop(msg.sender, None)
+            if asked is not None and asked <= now:
+                # it asked us who hosts first (its link to the host dropped,
+                # ``suspect``): its streak of messages to us began there
+                streak.hear(asked, self.config)
+        streak.hear(now, self.config)
 
     def _may_take_over(self, now: float) -> bool:
         """Peer next in succession: take over only if we reach a majority of the
@@ -1006,6 +1065,7 @@ class Node:
 
     def _close_host_side(self) -> None:
         self._conns.clear()
+        self._resets_seen.clear()
         self._buckets.clear()
         self._awaiting.clear()
         self._awaiting_seqs.clear()
@@ -1027,6 +1087,7 @@ class Node:
         self.role, self.ready = Role.HOST, True
         self.epoch = max(self.epoch, self.replica.epoch) + 1
         self._target, self._failing_over = None, False
+        self._suspect_until = None
         # A result held for a change we have not applied names a seq of the
         # lost host's history, not of ours: those requests are ordered again.
         self.writer.held.clear()
@@ -1106,6 +1167,15 @@ class Node:
     # ---------------------------------------------------------------- host handlers
 
     def _host_hello(self, msg: Hello, now: float) -> None:
+        conn = self._conns.get(msg.sender)
+        if conn is not None and self._says_farewell(msg, now):
+            # a member whose link to us was reset took us for lost
+            # (``_disown``): no longer ours to count on, whatever it said
+            # before; it says hello again if its new host fails it
+            self.stats["disowned"] += 1
+            conn.heard = Streak()
+            self._check_isolation(now)
+            return
         identity = identity_of(msg.sender)
         if not self.replica.access.may_read(identity):
             # readmode, or a ban: checked on every hello, a member's too, so a
@@ -1189,6 +1259,21 @@ class Node:
         self._send_id(msg.sender, welcome)
         self._welcomed(msg.sender, newcomer, now)
         self._update_successor(resynced=msg.sender)
+
+    def _says_farewell(self, msg: Hello, now: float) -> bool:
+        """Host: a member's vote naming us as lost, sent to us after its link
+        to us was reset (we saw it too: ``suspect``). From the candidate (the
+        first of our succession it does not suspect) it asks us back (it
+        waits for votes and keeps asking the host it lost); from anyone else
+        it is ``_disown``'s farewell."""
+        reset = self._resets_seen.get(msg.sender)
+        if msg.prev_host != self.me.id or reset is None or now - reset > self.config.host_timeout:
+            return False
+        lost = set(msg.suspects)
+        for m in self.replica.succession():
+            if m.id not in lost:
+                return m.id != msg.sender
+        return True
 
     def _welcomed(self, sender: str, newcomer: bool, now: float) -> None:
         """Host: *sender* is a synced member now; its streak of messages goes
@@ -1403,6 +1488,7 @@ class Node:
         """Start (or restart) joining *host*."""
         self.role = Role.JOINING
         self._target = host
+        self._suspect_until = None
         self._asked_since = now
         self._send_hello(now)
 
@@ -1493,7 +1579,11 @@ class Node:
             return False
         if msg.epoch not in (self.replica.epoch, self.epoch):
             return False
-        if self.role is Role.PEER and now - self._heard < 2 * self.config.heartbeat_interval:
+        if (
+            self.role is Role.PEER
+            and now - self._heard < 2 * self.config.heartbeat_interval
+            and self._suspect_until is None  # its link to us dropped too: maybe not
+        ):
             return False  # our host is alive: their link is the problem
         lost = self._suspects | set(msg.suspects) | {msg.prev_host}
         for m in self.replica.succession():
@@ -1509,6 +1599,8 @@ class Node:
             return
         if self._suspect_ahead_is_back(msg.sender, now):
             return
+        if msg.prev_host is None and self.replica.member(msg.sender) is not None:
+            self._note_question(msg.sender, now)
         if self.ready and self._asked_to_take_over(msg, now):
             # Only a member's word moves us (its suspects, its vote); one we
             # do not know yet (its join was lost with the host) is told to
@@ -1544,6 +1636,33 @@ class Node:
                 reason="not host",
             )
             self.outbox.append(Send(msg.sender, msg.endpoints, notice))
+
+    def _disown(self, lost: Member) -> None:
+        """A suspicion confirmed: we vote against our host after a short
+        window, while it may be alive and still count us live (its answer
+        was late). Tell it too, so that it stops counting on us at once
+        (``_host_hello``) and a majority is never counted on both sides."""
+        self.stats["suspicion_confirmed"] += 1
+        target = self._target
+        if self._failing_over and target is not None and target.id != lost.id:
+            self._send(lost, self._hello())
+
+    def _note_question(self, sender: str, now: float) -> None:
+        """A member asks us who hosts: it may vote next (``_note_evidence``).
+        The first question of a run is kept; one older than host_timeout
+        says nothing of now."""
+        if now - self._questions.get(sender, float("-inf")) > self.config.host_timeout:
+            self._questions[sender] = now
+
+    def _peer_welcome(self, msg: Welcome, now: float) -> None:
+        """Our host answers the probe of ``suspect``: it is alive, and the
+        reset was a blip. Its changes come on the stream as always."""
+        if self._target is None or msg.sender != self._target.id or self._suspect_until is None:
+            self._drop("welcome while a peer")
+            return
+        self.stats["suspicion_cleared"] += 1
+        self._suspect_until = None
+        self._heard = now
 
     def _suspect_ahead_is_back(self, sender: str, now: float) -> bool:
         """While failing over, a member ahead of us in succession that we
@@ -2025,6 +2144,7 @@ _HANDLERS: dict[tuple[Role, type[Message]], Any] = {
     (Role.PEER, Gone): Node._peer_gone,
     (Role.PEER, Handoff): Node._peer_handoff,
     (Role.PEER, Refused): Node._peer_refused,
+    (Role.PEER, Welcome): Node._peer_welcome,
     (Role.JOINING, Hello): Node._peer_hello,
     (Role.JOINING, Welcome): Node._joining_welcome,
     (Role.JOINING, Refused): Node._joining_refused,
