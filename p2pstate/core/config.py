@@ -26,9 +26,9 @@ class Config:
     #: saw it reset: ``Node.suspect``) waits for the host to answer its probe
     #: before it takes the host for lost. A reset is a suspicion, not proof:
     #: a host that is alive answers within a reconnect and a round trip.
-    #: None: 50 ms, kept from half a heartbeat (so that the probe and the
-    #: vote that follows it make a streak at the successor, core/quorum.py)
-    #: to host_timeout.
+    #: None: 60 ms, kept from half a heartbeat (so that the probe and the
+    #: vote that follows it make a streak at the successor, core/quorum.py;
+    #: the rest is slack for the two messages' jitter) to host_timeout.
     suspect_timeout: float | None = None
     #: How often a joining peer repeats its hello.
     hello_retry: float = 0.1
@@ -66,7 +66,7 @@ class Config:
     @property
     def suspect_after(self) -> float:
         """The suspect timeout in seconds."""
-        wanted = 0.05 if self.suspect_timeout is None else self.suspect_timeout
+        wanted = 0.06 if self.suspect_timeout is None else self.suspect_timeout
         return max(self.heartbeat_interval / 2, min(wanted, self.host_timeout))
 
     def __post_init__(self) -> None:

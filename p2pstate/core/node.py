@@ -181,6 +181,8 @@ class Node:
         # while the transport's reset of our host's link is being confirmed:
         # when we take the host for lost unless it answered (``suspect``)
         self._suspect_until: float | None = None
+        # our vote after a confirmed suspicion: one more, soon, if it was early
+        self._fast_vote = False
         # members that asked us who hosts (a Hello that is no vote), and when
         self._questions: dict[str, float] = {}
         # host: members whose link the transport saw reset, and when
@@ -449,6 +451,8 @@ class Node:
         soon = now + min(self.config.heartbeat_interval, self.config.hello_retry) / 2
         if self._suspect_until is not None:
             return min(soon, max(now, self._suspect_until))  # no wait for a tick
+        if self.role is Role.JOINING:  # hello retries on time
+            return min(soon, max(now, self._hello_at + self.config.hello_retry))
         return soon
 
     # ================================================================ views
@@ -1646,6 +1650,7 @@ class Node:
         target = self._target
         if self._failing_over and target is not None and target.id != lost.id:
             self._send(lost, self._hello())
+            self._fast_vote = True
 
     def _note_question(self, sender: str, now: float) -> None:
         """A member asks us who hosts: it may vote next (``_note_evidence``).
@@ -1780,6 +1785,12 @@ class Node:
             target = self._target
             if self.role is Role.JOINING and target and msg.sender == target.id == msg.host_id:
                 self._asked_since = now
+                if self._fast_vote:
+                    # our first vote came a little soon after our question to
+                    # make a streak there: the next one after half a heartbeat
+                    self._fast_vote = False
+                    soon = now + self.config.heartbeat_interval / 2 - self.config.hello_retry
+                    self._hello_at = min(self._hello_at, soon)
             return
         if msg.reason in ("host", "outranked"):
             # one host to another (discovery's view of who hosts may be stale):
@@ -1888,6 +1899,7 @@ class Node:
         self._evidence.clear()
         self._handed.clear()
         self._failing_over, self._lost_since = False, None
+        self._fast_vote = False
         self._heard = self._beat_at = now
         self._release_own()
         for request in self.writer.unacked():
