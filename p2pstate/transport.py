@@ -128,7 +128,7 @@ class Transport:
         self.secured = session_key is not None
         self._unproven: dict[str, _Link] = {}  # links whose handshake we watch
         self._failed_handshakes: list[str] = []
-        self._monitored: dict[zmq.Socket[bytes], str] = {}  # monitor -> its link's node id
+        self._monitored: dict[object, str] = {}  # monitor socket -> its link's node id
         self._dropped: list[str] = []  # links whose connection dropped, not yet reported
         self._poller: zmq.Poller | None = None
         self.zap: zmq.Socket[bytes] | None = None
@@ -395,8 +395,7 @@ class Transport:
     def dropped_io(self, ready: Collection[object]) -> list[str]:
         """Node ids whose link's connection dropped, read from the monitors
         among *ready* (what the poller returned): a suspicion, not proof."""
-        for monitor in [m for m in self._monitored if m in ready]:
-            node_id = self._monitored[monitor]
+        for node_id in [self._monitored[m] for m in ready if m in self._monitored]:
             link = self._links.get(node_id)
             if link is not None:
                 self._read_monitor(node_id, link)

@@ -1661,9 +1661,21 @@ class Node:
 
     def _peer_welcome(self, msg: Welcome, now: float) -> None:
         """Our host answers the probe of ``suspect``: it is alive, and the
-        reset was a blip. Its changes come on the stream as always."""
-        if self._target is None or msg.sender != self._target.id or self._suspect_until is None:
+        reset was a blip. Its changes come on the stream as always. Or the
+        member we asked who hosts answers that it does, at a later epoch
+        (our host handed over to it and closed before its notice came):
+        we join it, as its notice would have had us do."""
+        target = self._target
+        if target is None or self._suspect_until is None:
             self._drop("welcome while a peer")
+            return
+        member = self.replica.member(msg.sender)
+        if msg.sender != target.id:
+            if member is None or msg.host_id != msg.sender or msg.epoch <= self.epoch:
+                self._drop("welcome while a peer")
+            elif self._may_lead(msg.sender):
+                self.stats["suspicion_answered"] += 1
+                self._follow(member, now)
             return
         self.stats["suspicion_cleared"] += 1
         self._suspect_until = None

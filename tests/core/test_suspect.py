@@ -121,3 +121,18 @@ def test_a_paused_successor_makes_the_others_wait_for_a_majority() -> None:
     s.net.resume(nodes[1].me.id)
     assert s.settle(), s.tail()
     assert s.host() is not nodes[0] and len(s.digests()) == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_host_that_hands_over_and_closes_is_never_taken_for_lost(seed: int) -> None:
+    """A host leaves on purpose and its process ends, resetting its links:
+    the peers follow the successor it chose (its notice, or its answer to
+    their question), and none of them fails over on the suspicion."""
+    s = Session(seed)
+    nodes = s.start(4)
+    s.net.run(0.3)
+    s.net.leave(nodes[0].me.id)
+    s.net.reset_links(nodes[0].me.id)
+    assert s.settle(), s.tail()
+    assert s.host() is nodes[1], s.tail()
+    assert all(n.stats["host_lost"] == 0 for n in nodes[1:]), s.tail()
