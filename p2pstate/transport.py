@@ -13,12 +13,14 @@ client's proven identity; every message whose sender id claims another
 identity is dropped. Handshakes of new links are watched (socket monitors)
 so a join can tell "wrong secret" from "no answer".
 
-Every link has a socket monitor for its lifetime, closed with it: when a
-link's connection drops (the kernel at the other end reset it, as it does
-at once when a process dies), ``dropped_io`` reports its peer, and the core
-takes that as a suspicion to confirm (``Node.suspect``), never as proof.
-Registered in the I/O thread's poller (``watch_io``), a monitor wakes the
-loop as soon as the drop is seen; a link costs two sockets.
+A link to a member (or to the host we join) has a socket monitor for its
+lifetime, closed with it: when its connection drops (the kernel at the other
+end reset it, as it does at once when a process dies), ``dropped_io``
+reports its peer, and the core takes that as a suspicion to confirm
+(``Node.suspect``), never as proof. Registered in the I/O thread's poller
+(``watch_io``), a monitor wakes the loop as soon as the drop is seen. A
+monitor costs two more zmq sockets, so strangers' links (up to
+``max_links``) get none unless their handshake must be watched.
 
 Links are a bounded resource: at most ``max_links`` of them are open to
 peers that are not members (a stranger's Hello, a rival's advert, a banned
@@ -321,6 +323,8 @@ class Transport:
         for node_id, link in list(self._links.items()):
             if node_id in keep:
                 link.member, link.retired = True, False
+                if link.monitor is None:  # it became a member: watch its drops
+                    self._watch(node_id, link, zmq.EVENT_DISCONNECTED)
                 continue
             if link.member:  # it left, was removed or banned
                 link.member, link.retired = False, True
@@ -356,25 +360,29 @@ class Transport:
         # the core's suspect window; a dead one backs off to the max.
         sock.setsockopt(zmq.RECONNECT_IVL, 10)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-        events = zmq.EVENT_DISCONNECTED
+        link = _Link(sock, tuple(ordered), 0, heard=True, used=self._now)
+        link.member = node_id in keep
         if self._session_key is not None and self._identity is not None:
             sock.setsockopt(zmq.CURVE_SERVERKEY, self._session_key.public_key)
             sock.setsockopt(zmq.CURVE_PUBLICKEY, self._identity.public_key)
             sock.setsockopt(zmq.CURVE_SECRETKEY, self._identity.secret_key)
-            events |= _HANDSHAKE_EVENTS
-        # Before connect, so no event can come before we listen.
-        monitor = sock.get_monitor_socket(events)
+            self._watch(node_id, link, zmq.EVENT_DISCONNECTED | _HANDSHAKE_EVENTS)
+            self._unproven[node_id] = link
+        elif link.member:
+            self._watch(node_id, link, zmq.EVENT_DISCONNECTED)
+        # After the monitor, so no event can come before we listen.
         sock.connect(ordered[0])
-        link = _Link(sock, tuple(ordered), 0, heard=True, monitor=monitor, used=self._now)
-        link.member = node_id in keep
         self._links[node_id] = link
         self.stats["links"] = len(self._links)
+        return link
+
+    def _watch(self, node_id: str, link: _Link, events: int) -> None:
+        """Give *link* its monitor (see the module)."""
+        monitor = link.socket.get_monitor_socket(events)
+        link.monitor = monitor
         self._monitored[monitor] = node_id
         if self._poller is not None:
             self._poller.register(monitor, zmq.POLLIN)
-        if self.secured:
-            self._unproven[node_id] = link
-        return link
 
     def handshake_failures_io(self) -> list[str]:
         """Node ids whose handshake failed since the last call: they do not

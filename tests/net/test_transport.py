@@ -169,12 +169,14 @@ def _dropped(t: Transport, poller: zmq.Poller, timeout: float = 2.0) -> list[str
 def test_a_dropped_connection_is_reported_and_monitors_close_with_their_links() -> None:
     """The other end goes away (its sockets close, as when its process dies):
     the link's monitor wakes the poller and ``dropped_io`` names the peer.
-    A link's monitor lives and dies with it (no socket left behind)."""
+    A link's monitor lives and dies with it (no socket left behind); a
+    stranger's link has none."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     a = Transport(ctx, "aaaa", ["127.0.0.1"], max_frame_size=1 << 20)
     b = Transport(ctx, "bbbb", ["127.0.0.1"], max_frame_size=1 << 20)
     poller = zmq.Poller()
     a.watch_io(poller)
+    a.sweep_io(0.0, lambda: {"bbbb"})  # b is a member: its link is watched
     try:
         a.send_io(Send("bbbb", b.endpoints, _hello("aaaa")))
         a.flush_io()
@@ -186,6 +188,8 @@ def test_a_dropped_connection_is_reported_and_monitors_close_with_their_links() 
         assert len(poller.sockets) == 1  # the link's monitor
         a.forget_io("bbbb")
         assert poller.sockets == [] and a.dropped_io({}) == []
+        a.send_io(Send("cccc", b.endpoints, _hello("aaaa")))  # not a member
+        assert poller.sockets == []
     finally:
         a.close_io()
         ctx.term()  # would hang on a monitor socket left open
