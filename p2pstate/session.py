@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -340,13 +340,20 @@ class Runtime:
 
     # ================================================================ I/O thread
 
-    def _run_io(self) -> None:
+    def _poller_io(self) -> zmq.Poller:
+        """What the I/O thread waits on: the router, the waker, the links'
+        monitors (a dropped host wakes us) and the ZAP socket, if any."""
         poller = zmq.Poller()
         poller.register(self.transport.router, zmq.POLLIN)
         poller.register(self._waker.socket, zmq.POLLIN)
+        self.transport.watch_io(poller)
+        if self.transport.zap is not None:
+            poller.register(self.transport.zap, zmq.POLLIN)
+        return poller
+
+    def _run_io(self) -> None:
+        poller = self._poller_io()
         zap = self.transport.zap
-        if zap is not None:
-            poller.register(zap, zmq.POLLIN)
         node = self.node
         try:
             while not self.stopped.is_set():
@@ -373,6 +380,7 @@ class Runtime:
                         except Exception:  # noqa: BLE001 (one message must not end the session)
                             self._internal_error_io(msg)
                     self._flush_io()
+                self._suspect_io(ready)
                 now = time.monotonic()
                 node.tick(now)
                 self.startup.retry_join_io(now)
@@ -407,6 +415,12 @@ class Runtime:
             self.transport.serve_zap_io()
         for node_id in self.transport.handshake_failures_io():
             self.startup.handshake_failed_io(node_id, now)
+
+    def _suspect_io(self, ready: Collection[object]) -> None:
+        """Links' monitors saw connections drop: tell the core, which
+        confirms whether its host is lost."""
+        for node_id in self.transport.dropped_io(ready):
+            self.node.suspect(node_id, time.monotonic())  # the core confirms it
 
     def _internal_error_io(self, msg: object) -> None:
         """A message made the core or an adapter raise: a bug, or input we did

@@ -6,7 +6,10 @@ random delay, crashes, partitions (messages across a cut are lost, as when a
 cable is pulled), pauses of one node (SIGSTOP, a frozen laptop: it handles
 nothing, its inbound messages queue), link cuts of one node (its traffic both
 ways is held, as TCP holds it, and delivered in order when the link returns)
-and a stand-in for mDNS. Every message goes through the real
+connection resets (a crashed process's kernel resets its connections: every
+other node's transport sees the drop within a few ms and tells its core,
+``Node.suspect``; a blip resets a live node's connections the same way) and
+a stand-in for mDNS. Every message goes through the real
 wire codec. The same seed gives the same run, so a failing test prints a seed
 and a trace that reproduce it exactly.
 
@@ -163,15 +166,32 @@ class SimNetwork:
         self.events[node_id] = []
         return node
 
-    def crash(self, node_id: str, *, lose_in_flight: bool = False) -> None:
+    def crash(self, node_id: str, *, lose_in_flight: bool = False, reset: bool = False) -> None:
         """kill -9: the node stops; what it had in flight still arrives, unless
-        *lose_in_flight* (the machine lost power, or its cable went with it)."""
+        *lose_in_flight* (the machine lost power, or its cable went with it).
+        Without *reset* it is silent (a frozen machine, a pulled cable): only
+        timeouts find it. With *reset*, its kernel resets its connections, as
+        when a process dies on a machine that lives on (``reset_links``)."""
         self.alive.discard(node_id)
         if lose_in_flight:
             self._wire.drop_from(node_id)
         self._log(
             node_id, "crashes" + (" and loses what it had in flight" if lose_in_flight else "")
         )
+        if reset:
+            self.reset_links(node_id)
+
+    def reset_links(self, node_id: str, *, max_delay: float = 0.002) -> None:
+        """The connections to *node_id* are reset: every other running node
+        that is not cut off learns it (``Node.suspect``) after its own delay
+        of up to *max_delay*, as a socket monitor reports it. *node_id* may
+        be alive (a blip): then it learns of every link's reset too, and
+        answers the probes, and no failover follows."""
+        self._log(node_id, "connections reset")
+        for nid in sorted(self.alive - {node_id}):
+            for to, about in ((nid, node_id), (node_id, nid)):
+                at = self.now + self.rng.uniform(self.min_delay, max(self.min_delay, max_delay))
+                self._wire.push_reset(at, to, about)
 
     def leave(self, node_id: str) -> None:
         node = self.nodes[node_id]
@@ -262,6 +282,9 @@ class SimNetwork:
 
     def _step(self, end: float) -> None:
         nxt = min(self._next_tick, self._next_discovery, end)
+        if self._wire.reset_due(nxt):
+            self._deliver_reset()
+            return
         if self._wire.due(nxt):
             at, _, to, frame, sender = self._wire.pop()
             self.now = max(self.now, at)
@@ -293,6 +316,19 @@ class SimNetwork:
                 node = self.nodes[nid]
                 node.tick(self.now)
                 self._flush(node)
+
+    def _deliver_reset(self) -> None:
+        at, _, to, about = self._wire.pop_reset()
+        self.now = max(self.now, at)
+        if to not in self.alive:
+            return
+        if not self.active(to) or {to, about} & self.cut_off:
+            self._faults.hold_reset(to, about)
+            return
+        node = self.nodes[to]
+        self._log(to, f"suspects {about[:6]}")
+        node.suspect(about, self.now)
+        self._flush(node)
 
     def flush(self, node: Node) -> None:
         """Send what *node* queued: for a test that called one of its methods

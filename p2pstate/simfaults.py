@@ -5,6 +5,8 @@ a seeded random delay. :class:`Faults` says what a fault does to a frame: a
 partition loses it (or, with ``hold``, keeps it until the heal), a paused
 node's inbound frames wait until it resumes, and a cut node's links hold
 their frames both ways, in order, until it reconnects, as TCP holds them.
+Connection resets (``Node.suspect``) are reported in the same delivery order
+as the frames; a paused or cut-off node learns of them once back.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ __all__ = ["Faults", "Wire"]
 
 Link = tuple[str, str]  # (from, to)
 Delivery = tuple[float, int, str, bytes, str]  # (at, order, to, frame, from)
+Reset = tuple[float, int, str, str]  # (at, order, to, about)
 
 
 class Wire:
@@ -26,6 +29,8 @@ class Wire:
         self.rng = rng
         self.min_delay, self.max_delay = min_delay, max_delay
         self.queue: list[Delivery] = []
+        # a transport seeing its link to *about* drop; ordered with the frames
+        self.resets: list[Reset] = []
         self._order = 0
         self._link_free: dict[Link, float] = {}
         #: When the last frame released by a heal or a reconnect arrives.
@@ -78,6 +83,20 @@ class Wire:
     def pop(self) -> Delivery:
         return heapq.heappop(self.queue)
 
+    def push_reset(self, at: float, to: str, about: str) -> None:
+        """Tell *to* at *at* that its link to *about* dropped."""
+        self._order += 1
+        heapq.heappush(self.resets, (at, self._order, to, about))
+
+    def reset_due(self, until: float) -> bool:
+        """Whether a reset is reported by *until*, before the next frame."""
+        if not self.resets or self.resets[0][0] > until:
+            return False
+        return not self.queue or self.resets[0][:2] < self.queue[0][:2]
+
+    def pop_reset(self) -> Reset:
+        return heapq.heappop(self.resets)
+
 
 class Faults:
     """Partitions, pauses and link cuts, and the frames they hold."""
@@ -95,6 +114,8 @@ class Faults:
         #: Nodes whose link is cut, and what their links hold meanwhile.
         self.cut_off: set[str] = set()
         self._link_held: dict[Link, list[bytes]] = {}
+        # (to, about): resets a paused or cut-off node learns of once back
+        self._resets_held: list[tuple[str, str]] = []
 
     def partition(self, groups: Iterable[set[str]], *, hold: bool) -> None:
         self.partitioned_ever = True
@@ -140,6 +161,7 @@ class Faults:
     def resume(self, node_id: str, now: float) -> int:
         """The backlog arrives now, in order. Returns its length."""
         self.paused.discard(node_id)
+        self._release_resets(now)  # its transport reads them before the backlog
         backlog = self._backlog.pop(node_id, [])
         for frame, sender in backlog:
             self.wire.push(now, node_id, frame, sender)
@@ -152,6 +174,7 @@ class Faults:
         """Every held link whose other end is not cut off either releases
         its frames. Returns how many."""
         self.cut_off.discard(node_id)
+        self._release_resets(now)
         released = 0
         for link in sorted(self._link_held):
             if link[0] in self.cut_off or link[1] in self.cut_off:
@@ -160,3 +183,13 @@ class Faults:
             self.wire.release_burst(link, frames, now, backoff)
             released += len(frames)
         return released
+
+    def hold_reset(self, to: str, about: str) -> None:
+        """A paused process reads the event when it resumes; a reset crosses
+        a pulled cable once it is back."""
+        self._resets_held.append((to, about))
+
+    def _release_resets(self, now: float) -> None:
+        held, self._resets_held = self._resets_held, []
+        for to, about in held:
+            self.wire.push_reset(now, to, about)

@@ -13,6 +13,15 @@ client's proven identity; every message whose sender id claims another
 identity is dropped. Handshakes of new links are watched (socket monitors)
 so a join can tell "wrong secret" from "no answer".
 
+A link to a member (or to the host we join) has a socket monitor for its
+lifetime, closed with it: when its connection drops (the kernel at the other
+end reset it, as it does at once when a process dies), ``dropped_io``
+reports its peer, and the core takes that as a suspicion to confirm
+(``Node.suspect``), never as proof. Registered in the I/O thread's poller
+(``watch_io``), a monitor wakes the loop as soon as the drop is seen. A
+monitor costs two more zmq sockets, so strangers' links (up to
+``max_links``) get none unless their handshake must be watched.
+
 Links are a bounded resource: at most ``max_links`` of them are open to
 peers that are not members (a stranger's Hello, a rival's advert, a banned
 player's restarts each name a new peer id). Members' links are kept; others
@@ -65,7 +74,7 @@ class _Link:
     given: tuple[str, ...] = ()  # the endpoints as the protocol gave them, unchecked
     queued: list[bytes] = field(default_factory=list)  # encoded, not yet sent
     queued_bytes: int = 0
-    # Secured links only: handshake events, until the first handshake succeeds.
+    # Its connection's events: drops, and handshakes on secured links.
     monitor: zmq.Socket[bytes] | None = None
     used: float = 0.0  # when we last sent or heard on it (the clock of sweep_io)
     member: bool = False  # to a member at the last sweep: kept open
@@ -80,6 +89,7 @@ _HANDSHAKE_EVENTS = (
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 )
+_HANDSHAKE_FAILED = _HANDSHAKE_EVENTS & ~zmq.EVENT_HANDSHAKE_SUCCEEDED
 
 
 class Transport:
@@ -120,6 +130,9 @@ class Transport:
         self.secured = session_key is not None
         self._unproven: dict[str, _Link] = {}  # links whose handshake we watch
         self._failed_handshakes: list[str] = []
+        self._monitored: dict[object, str] = {}  # monitor socket -> its link's node id
+        self._dropped: list[str] = []  # links whose connection dropped, not yet reported
+        self._poller: zmq.Poller | None = None
         self.zap: zmq.Socket[bytes] | None = None
         if session_key is not None:
             # Bound before the ROUTER: with no handler there, libzmq would let
@@ -292,7 +305,7 @@ class Transport:
         if link is not None:
             if link.queued:
                 self._send_queued(link)
-            self._stop_watching(node_id, link)
+            self._close_monitor(node_id, link)
             link.socket.close(linger=0)
             self.stats["links_closed"] += 1
             self.stats["links"] = len(self._links)
@@ -310,6 +323,8 @@ class Transport:
         for node_id, link in list(self._links.items()):
             if node_id in keep:
                 link.member, link.retired = True, False
+                if link.monitor is None:  # it became a member: watch its drops
+                    self._watch(node_id, link, zmq.EVENT_DISCONNECTED)
                 continue
             if link.member:  # it left, was removed or banned
                 link.member, link.retired = False, True
@@ -341,47 +356,84 @@ class Transport:
         sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, self._send_hwm)
-        sock.setsockopt(zmq.RECONNECT_IVL, 50)
+        # Soon after a drop: a live peer (a blip) must answer a probe within
+        # the core's suspect window; a dead one backs off to the max.
+        sock.setsockopt(zmq.RECONNECT_IVL, 10)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-        monitor = None
+        link = _Link(sock, tuple(ordered), 0, heard=True, used=self._now)
+        link.member = node_id in keep
         if self._session_key is not None and self._identity is not None:
             sock.setsockopt(zmq.CURVE_SERVERKEY, self._session_key.public_key)
             sock.setsockopt(zmq.CURVE_PUBLICKEY, self._identity.public_key)
             sock.setsockopt(zmq.CURVE_SECRETKEY, self._identity.secret_key)
-            # Before connect, so no handshake event can come before we listen.
-            monitor = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
+            self._watch(node_id, link, zmq.EVENT_DISCONNECTED | _HANDSHAKE_EVENTS)
+            self._unproven[node_id] = link
+        elif link.member:
+            self._watch(node_id, link, zmq.EVENT_DISCONNECTED)
+        # After the monitor, so no event can come before we listen.
         sock.connect(ordered[0])
-        link = _Link(sock, tuple(ordered), 0, heard=True, monitor=monitor, used=self._now)
-        link.member = node_id in keep
         self._links[node_id] = link
         self.stats["links"] = len(self._links)
-        if monitor is not None:
-            self._unproven[node_id] = link
         return link
+
+    def _watch(self, node_id: str, link: _Link, events: int) -> None:
+        """Give *link* its monitor (see the module)."""
+        monitor = link.socket.get_monitor_socket(events)
+        link.monitor = monitor
+        self._monitored[monitor] = node_id
+        if self._poller is not None:
+            self._poller.register(monitor, zmq.POLLIN)
 
     def handshake_failures_io(self) -> list[str]:
         """Node ids whose handshake failed since the last call: they do not
         know the session's secret (or we don't). A link stops being watched
         once a handshake succeeds."""
         for node_id, link in list(self._unproven.items()):
-            assert link.monitor is not None
-            while True:
-                try:
-                    event = recv_monitor_message(link.monitor, zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                    self._stop_watching(node_id, link)
-                    break
-                self.stats["failed_handshakes"] += 1
-                if node_id not in self._failed_handshakes:
-                    self._failed_handshakes.append(node_id)
+            self._read_monitor(node_id, link)
         failed, self._failed_handshakes = self._failed_handshakes, []
         return failed
 
-    def _stop_watching(self, node_id: str, link: _Link) -> None:
+    def watch_io(self, poller: zmq.Poller) -> None:
+        """Register every link's monitor in the I/O thread's *poller*, now
+        and as links come and go, so that a drop wakes the loop at once."""
+        self._poller = poller
+        for monitor in self._monitored:
+            poller.register(monitor, zmq.POLLIN)
+
+    def dropped_io(self, ready: Collection[object]) -> list[str]:
+        """Node ids whose link's connection dropped, read from the monitors
+        among *ready* (what the poller returned): a suspicion, not proof."""
+        for node_id in [self._monitored[m] for m in ready if m in self._monitored]:
+            link = self._links.get(node_id)
+            if link is not None:
+                self._read_monitor(node_id, link)
+        dropped, self._dropped = self._dropped, []
+        return dropped
+
+    def _read_monitor(self, node_id: str, link: _Link) -> None:
+        """Drain one link's monitor: note drops and handshake outcomes."""
+        while link.monitor is not None:
+            try:
+                event = recv_monitor_message(link.monitor, zmq.NOBLOCK)["event"]
+            except zmq.Again:
+                return
+            if event == zmq.EVENT_DISCONNECTED:
+                self.stats["links_dropped"] += 1
+                if node_id not in self._dropped:
+                    self._dropped.append(node_id)
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._unproven.pop(node_id, None)
+            elif event & _HANDSHAKE_FAILED and node_id in self._unproven:
+                self.stats["failed_handshakes"] += 1
+                if node_id not in self._failed_handshakes:
+                    self._failed_handshakes.append(node_id)
+
+    def _close_monitor(self, node_id: str, link: _Link) -> None:
         self._unproven.pop(node_id, None)
         if link.monitor is not None:
+            self._monitored.pop(link.monitor, None)
+            if self._poller is not None:
+                self._poller.unregister(link.monitor)
             link.socket.disable_monitor()
             link.monitor.close(linger=0)
             link.monitor = None

@@ -22,6 +22,14 @@ class Config:
     host_timeout: float = 0.5
     #: A peer silent this long is removed by the host.
     peer_timeout: float = 0.5
+    #: How long a peer whose connection to its host dropped (the transport
+    #: saw it reset: ``Node.suspect``) waits for the host to answer its probe
+    #: before it takes the host for lost. A reset is a suspicion, not proof:
+    #: a host that is alive answers within a reconnect and a round trip.
+    #: None: 60 ms, kept from half a heartbeat (so that the probe and the
+    #: vote that follows it make a streak at the successor, core/quorum.py;
+    #: the rest is slack for the two messages' jitter) to host_timeout.
+    suspect_timeout: float | None = None
     #: How often a joining peer repeats its hello.
     hello_retry: float = 0.1
     #: A write unanswered this long is sent again (the host drops duplicates).
@@ -55,6 +63,12 @@ class Config:
             return self.isolation_timeout
         return 4 * self.host_timeout
 
+    @property
+    def suspect_after(self) -> float:
+        """The suspect timeout in seconds."""
+        wanted = 0.06 if self.suspect_timeout is None else self.suspect_timeout
+        return max(self.heartbeat_interval / 2, min(wanted, self.host_timeout))
+
     def __post_init__(self) -> None:
         for name in (
             "heartbeat_interval",
@@ -73,5 +87,7 @@ class Config:
             raise ValueError("max_value_size, log_keep and log_bytes must be positive")
         if self.isolation_timeout is not None and self.isolation_timeout < self.host_timeout:
             raise ValueError("isolation_timeout must be at least host_timeout")
+        if self.suspect_timeout is not None and self.suspect_timeout <= 0:
+            raise ValueError("suspect_timeout must be positive")
         if self.durability not in ("default", "majority"):
             raise ValueError('durability must be "default" or "majority"')

@@ -31,6 +31,7 @@ def take_over(node: Node, reason: str, now: float) -> None:
     node.role, node.ready = Role.HOST, True
     node.epoch = max(node.epoch, node.replica.epoch) + 1
     node.target, node.failing_over = None, False
+    node.suspect_until = None
     # A result held for a change we have not applied names a seq of the
     # lost host's history, not of ours: those requests are ordered again.
     node.writer.held.clear()
@@ -168,7 +169,11 @@ def asked_to_take_over(node: Node, msg: Hello, now: float) -> bool:
         return False
     if msg.epoch not in (node.replica.epoch, node.epoch):
         return False
-    if node.role is Role.PEER and now - node.heard < 2 * node.config.heartbeat_interval:
+    if (
+        node.role is Role.PEER
+        and now - node.heard < 2 * node.config.heartbeat_interval
+        and node.suspect_until is None  # its link to us dropped too: maybe not
+    ):
         return False  # our host is alive: their link is the problem
     lost = node.suspects | set(msg.suspects) | {msg.prev_host}
     for m in node.replica.succession():
@@ -185,6 +190,8 @@ def on_hello(node: Node, msg: Hello, now: float) -> None:
         return
     if suspect_ahead_is_back(node, msg.sender, now):
         return
+    if msg.prev_host is None and node.replica.member(msg.sender) is not None:
+        liveness.note_question(node, msg.sender, now)
     if node.ready and asked_to_take_over(node, msg, now):
         # Only a member's word moves us (its suspects, its vote); one we
         # do not know yet (its join was lost with the host) is told to
@@ -220,6 +227,38 @@ def on_hello(node: Node, msg: Hello, now: float) -> None:
             reason="not host",
         )
         node.outbox.append(Send(msg.sender, msg.endpoints, notice))
+
+
+def suspect_host(node: Node, peer_id: str, now: float) -> None:
+    """A peer's transport saw its link to *peer_id* reset (``Node.suspect``):
+    if that is our host, probe it and ask our successor the same question;
+    ``tick_peer`` takes the host for lost if it has not answered in time."""
+    target = node.target
+    if node.role is not Role.PEER or target is None or peer_id != target.id:
+        node.stats["suspect_ignored"] += 1
+        return
+    if node.suspect_until is not None:
+        return  # already confirming
+    node.stats["suspected"] += 1
+    node.suspect_until = now + node.config.suspect_after
+    question = follower.hello(node, vote=False)
+    node.send(target, question)
+    for m in node.replica.succession():
+        if m.id != node.me.id:
+            node.send(m, question)
+        break
+
+
+def disown(node: Node, lost: Member) -> None:
+    """A suspicion confirmed: we vote against our host after a short
+    window, while it may be alive and still count us live (its answer
+    was late). Tell it too, so that it stops counting on us at once
+    (``host.on_hello``) and a majority is never counted on both sides."""
+    node.stats["suspicion_confirmed"] += 1
+    target = node.target
+    if node.failing_over and target is not None and target.id != lost.id:
+        node.send(lost, follower.hello(node))
+        node.fast_vote = True
 
 
 def suspect_ahead_is_back(node: Node, sender: str, now: float) -> bool:
@@ -265,8 +304,11 @@ def on_joining_handoff(node: Node, msg: Handoff, now: float) -> None:
 def tick_peer(node: Node, target: Member, now: float) -> None:
     """A peer's timers: a silent host is lost; heartbeats; unanswered writes."""
     cfg = node.config
-    if now - node.heard > cfg.host_timeout:
+    suspected = node.suspect_until is not None and now >= node.suspect_until
+    if suspected or now - node.heard > cfg.host_timeout:
         host_lost(node, target.id, now)
+        if suspected:
+            disown(node, target)
         return
     if now - node.beat_at >= cfg.heartbeat_interval:
         node.beat_at = now

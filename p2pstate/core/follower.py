@@ -19,6 +19,7 @@ from ..messages import (
     Redirect,
     Refused,
     Result,
+    Welcome,
     Write,
 )
 from . import rollback, ttl
@@ -34,6 +35,7 @@ def follow(node: Node, host: Member, now: float) -> None:
     """Start (or restart) joining *host*."""
     node.role = Role.JOINING
     node.target = host
+    node.suspect_until = None
     node.asked_since = now
     send_hello(node, now)
 
@@ -166,6 +168,12 @@ def on_redirect(node: Node, msg: Redirect, now: float) -> None:
         target = node.target
         if node.role is Role.JOINING and target and msg.sender == target.id == msg.host_id:
             node.asked_since = now
+            if node.fast_vote:
+                # our first vote came a little soon after our question to
+                # make a streak there: the next one after half a heartbeat
+                node.fast_vote = False
+                soon = now + node.config.heartbeat_interval / 2 - node.config.hello_retry
+                node.hello_at = min(node.hello_at, soon)
         return
     if msg.reason in ("host", "outranked"):
         # one host to another (discovery's view of who hosts may be stale):
@@ -199,6 +207,29 @@ def on_redirect(node: Node, msg: Redirect, now: float) -> None:
         node.failing_over = True
         node.suspects.add(node.replica.host_id)
     follow(node, Member(id=msg.host_id, name="", endpoints=msg.endpoints), now)
+
+
+def on_welcome(node: Node, msg: Welcome, now: float) -> None:
+    """Our host answers the probe of ``Node.suspect``: it is alive, and the
+    reset was a blip. Its changes come on the stream as always. Or the
+    member we asked who hosts answers that it does, at a later epoch
+    (our host handed over to it and closed before its notice came):
+    we join it, as its notice would have had us do."""
+    target = node.target
+    if target is None or node.suspect_until is None:
+        node.drop("welcome while a peer")
+        return
+    member = node.replica.member(msg.sender)
+    if msg.sender != target.id:
+        if member is None or msg.host_id != msg.sender or msg.epoch <= node.epoch:
+            node.drop("welcome while a peer")
+        elif node.admission.may_lead(msg.sender):
+            node.stats["suspicion_answered"] += 1
+            follow(node, member, now)
+        return
+    node.stats["suspicion_cleared"] += 1
+    node.suspect_until = None
+    node.heard = now
 
 
 def on_gone(node: Node, msg: Gone, now: float) -> None:

@@ -288,6 +288,7 @@ def remove_member(node: Node, peer_id: str, reason: str, now: float) -> None:
 
 def close_host_side(node: Node) -> None:
     node.conns.clear()
+    node.resets_seen.clear()
     node.admission.buckets.clear()
     node.awaiting.clear()
     node.awaiting_seqs.clear()
@@ -297,6 +298,15 @@ def close_host_side(node: Node) -> None:
 def on_hello(node: Node, msg: Hello, now: float) -> None:
     """A node asks to join, or a member to catch up: welcome it with the
     changes after its resume point, or a snapshot, unless admission refuses."""
+    conn = node.conns.get(msg.sender)
+    if conn is not None and says_farewell(node, msg, now):
+        # a member whose link to us was reset took us for lost
+        # (``failover.disown``): no longer ours to count on, whatever it said
+        # before; it says hello again if its new host fails it
+        node.stats["disowned"] += 1
+        conn.heard = Streak()
+        check_isolation(node, now)
+        return
     if _refused_by_access(node, msg, now):
         return
     if msg.epoch > node.epoch and not _move_epoch(node, msg):
@@ -311,6 +321,31 @@ def on_hello(node: Node, msg: Hello, now: float) -> None:
     node.send_id(msg.sender, welcome)
     welcomed(node, msg.sender, newcomer, now)
     update_successor(node, resynced=msg.sender)
+
+
+def on_reset(node: Node, peer_id: str, now: float) -> None:
+    """The transport saw member *peer_id*'s link to us reset (``Node.suspect``):
+    it counts as live again only on a new streak of messages."""
+    node.stats["suspected_member"] += 1
+    node.resets_seen[peer_id] = now
+    node.conns[peer_id].heard = Streak()
+    check_isolation(node, now)
+
+
+def says_farewell(node: Node, msg: Hello, now: float) -> bool:
+    """Host: a member's vote naming us as lost, sent to us after its link
+    to us was reset (we saw it too: ``Node.suspect``). From the candidate (the
+    first of our succession it does not suspect) it asks us back (it
+    waits for votes and keeps asking the host it lost); from anyone else
+    it is ``failover.disown``'s farewell."""
+    reset = node.resets_seen.get(msg.sender)
+    if msg.prev_host != node.me.id or reset is None or now - reset > node.config.host_timeout:
+        return False
+    lost = set(msg.suspects)
+    for m in node.replica.succession():
+        if m.id not in lost:
+            return m.id != msg.sender
+    return True
 
 
 def _refused_by_access(node: Node, msg: Hello, now: float) -> bool:

@@ -76,6 +76,7 @@ def on_welcome(node: Node, msg: Welcome, now: float) -> None:
     node.liveness.evidence.clear()
     node.liveness.handed.clear()
     node.failing_over, node.liveness.lost_since = False, None
+    node.fast_vote = False
     node.heard = node.beat_at = now
     rollback.release_own(node)
     for request in node.writer.unacked():

@@ -85,7 +85,23 @@ def note_evidence(node: Node, msg: Hello, now: float) -> None:
     failover.asked_to_take_over, so a Hello held by TCP is no news against it)."""
     if node.replica.member(msg.sender) is None:
         return
-    node.liveness.evidence.setdefault(msg.sender, Streak()).hear(now, node.config)
+    streak = node.liveness.evidence.get(msg.sender)
+    if streak is None:
+        streak = node.liveness.evidence[msg.sender] = Streak()
+        asked = node.questions.pop(msg.sender, None)
+        if asked is not None and asked <= now:
+            # it asked us who hosts first (its link to the host dropped,
+            # ``Node.suspect``): its streak of messages to us began there
+            streak.hear(asked, node.config)
+    streak.hear(now, node.config)
+
+
+def note_question(node: Node, sender: str, now: float) -> None:
+    """A member asks us who hosts: it may vote next (``note_evidence``).
+    The first question of a run is kept; one older than host_timeout
+    says nothing of now."""
+    if now - node.questions.get(sender, float("-inf")) > node.config.host_timeout:
+        node.questions[sender] = now
 
 
 def may_take_over(node: Node, now: float) -> bool:

@@ -1,7 +1,7 @@
 """One node of a session: the whole protocol as a sans-I/O state machine.
 
 Inputs are method calls carrying the caller's clock (``receive``, ``tick``,
-``submit``, ``leave``, ``observe_host``); outputs are collected in
+``submit``, ``leave``, ``observe_host``, ``suspect``); outputs are collected in
 ``outbox`` (messages to send), ``events`` (for the user) and ``outcomes``
 (answers to this node's own writes). No sockets, threads or clocks here.
 
@@ -161,6 +161,13 @@ class Node:
         # members asked who hosts while we wait for votes (failover.probe_members)
         self.probed: set[str] = set()
         self.failing_over = False
+        # while the transport's reset of our host's link is being confirmed:
+        # when we take the host for lost unless it answered (``suspect``)
+        self.suspect_until: float | None = None
+        # our vote after a confirmed suspicion: one more, soon, if it was early
+        self.fast_vote = False
+        # members that asked us who hosts (a Hello that is no vote), and when
+        self.questions: dict[str, float] = {}
         self.leave_deadline = 0.0
         # The caller's clock at the latest input: TTLs are kept by it.
         self.clock = 0.0
@@ -177,6 +184,8 @@ class Node:
         self.awaiting_seqs: list[int] = []  # a heap of the seqs above, lowest first
         self.durable = 0  # highest seq the successor holds
         self.successor: str | None = None
+        # host: members whose link the transport saw reset, and when
+        self.resets_seen: dict[str, float] = {}
         # Hosts of another session we met (by Redirect or discovery): their
         # Hellos may move our epoch when they step down and join us.
         self.rivals: dict[str, tuple[str, ...]] = {}  # node id -> its endpoints
@@ -321,6 +330,26 @@ class Node:
             remember(self.rivals, host_id, endpoints)
         self.outbox.append(Send(host_id, endpoints, merge.announce(self, "host")))
 
+    def suspect(self, peer_id: str, now: float) -> None:
+        """The transport saw its connection to *peer_id* drop: the kernel
+        reset it, as it does at once when a process dies. A suspicion, not
+        proof (a blip resets a live host's connections too), and only of our
+        host: we probe it (a Hello, which a live host answers with a
+        Welcome) and ask our successor the same question, which starts the
+        streak our vote will continue. Unanswered after ``suspect_after``,
+        the host is lost (``tick``), and the usual failover follows, with
+        its quorum rule. A silent host resets nothing: host_timeout finds it.
+
+        A host told of a member's reset counts that member live again only
+        on a new streak of messages: what a reset link held is not news of
+        now, and if this host is the one that could not answer in time, its
+        peers are failing over to a successor whose majority must win."""
+        self._note_clock(now)
+        if self.role is Role.HOST and peer_id in self.conns:
+            host.on_reset(self, peer_id, now)
+        else:
+            failover.suspect_host(self, peer_id, now)
+
     def tick(self, now: float) -> None:
         """Run timers: heartbeats, liveness, hello retries, leave deadline."""
         self._note_clock(now)
@@ -337,7 +366,12 @@ class Node:
         """When ``tick`` next has something to do (an upper bound is fine)."""
         if self.role in (Role.IDLE, Role.CLOSED):
             return now + 1.0
-        return now + min(self.config.heartbeat_interval, self.config.hello_retry) / 2
+        soon = now + min(self.config.heartbeat_interval, self.config.hello_retry) / 2
+        if self.suspect_until is not None:
+            return min(soon, max(now, self.suspect_until))  # no wait for a tick
+        if self.role is Role.JOINING:  # hello retries on time
+            return min(soon, max(now, self.hello_at + self.config.hello_retry))
+        return soon
 
     # ================================================================ views
 
@@ -510,7 +544,7 @@ DISPATCH: dict[Role, dict[type[Message], _Handler | None]] = {
         Gone: follower.on_gone,
         Handoff: failover.on_handoff,
         Refused: follower.on_refused,
-        Welcome: DROP,
+        Welcome: follower.on_welcome,  # our host answers a suspect's probe
         Write: DROP,  # writes go to the host only
         Ack: DROP,
         Leave: DROP,

@@ -240,6 +240,10 @@ class _Schedule:
     ) -> None:
         self.rng, self.report, self.scale = rng, report, scale
         self.acl_rng = acl_rng
+        # When set, half the crashes reset their connections (a process that
+        # dies: the others suspect it at once, Node.suspect); drawn apart, so
+        # the schedules of the other kinds stay as they were.
+        self.reset_rng: random.Random | None = None
         self.admin: Node | None = None
         self.net = report.net
         self.clients: list[_Client] = []
@@ -429,7 +433,8 @@ class _Schedule:
             if what.startswith("leave"):
                 net.leave(victim.me.id)
             else:
-                net.crash(victim.me.id, lose_in_flight=rng.random() < 0.3)
+                reset = self.reset_rng is not None and self.reset_rng.random() < 0.5
+                net.crash(victim.me.id, lose_in_flight=rng.random() < 0.3, reset=reset)
             report.faults.append(f"{net.now:.3f} {what} {victim.me.id[:6]}")
 
     def change_acl(self) -> None:

@@ -1,7 +1,9 @@
 """Seeded schedules of LAN faults (issue 17) on top of chaos.py's workload:
 pauses (SIGSTOP) and link cuts (TCP holds the traffic) of the host, its
-successor, a writer or a pair, mixed with chaos.py's crashes, leaves,
-restarts and delay changes.
+successor, a writer or a pair, mixed with chaos.py's crashes (half of them
+resetting their connections, as a process that dies does), leaves, restarts
+and delay changes, and blips that reset a live host's or successor's
+connections (issue 14: a suspicion that must change nothing).
 
 * ``LanKind.SHORT``: one fault at a time (each after the session recovered
   from the last), pauses and cuts shorter than ``isolation_timeout``: nothing
@@ -51,6 +53,7 @@ class _LanSchedule(_Schedule):
     def __init__(self, rng: random.Random, report: Report, lan: LanKind) -> None:
         super().__init__(rng, report, 1)
         self.lan = lan
+        self.reset_rng = random.Random(report.seed * 31 + 14)
 
     def plan(self) -> list[tuple[float, str]]:
         rng = self.rng
@@ -65,9 +68,29 @@ class _LanSchedule(_Schedule):
         start = self.net.now
         for _ in range(rng.randint(1, 3)):
             plan.append((start + rng.uniform(0.0, self.horizon), rng.choice(faults)))
+        blips = self.reset_rng
+        assert blips is not None
+        for _ in range(blips.randint(0, 2)):
+            at = start + blips.uniform(0.0, self.horizon)
+            plan.append((at, blips.choice(("reset_host", "reset_successor"))))
         return sorted(plan)
 
     def inject(self, what: str) -> None:
+        if what.startswith("reset"):
+            # a blip: the victim lives on, its links are reset now. One fault
+            # at a time, as the others: a reset ends what a link holds, so
+            # not while a healed cut still delivers what TCP held.
+            net = self.net
+
+            def done() -> bool:
+                return recovered(net) and net.now >= net.held_until
+
+            if not self.run_pumping(done, 10.0):
+                raise self.report.fail("the session did not recover from the previous fault")
+            for v in self._victims(what):
+                self.report.faults.append(f"{self.net.now:.3f} {what} {v.me.id[:6]}")
+                self.net.reset_links(v.me.id)
+            return
         if not what.startswith(("pause", "cut")):
             super().inject(what)
             return

@@ -27,7 +27,8 @@ from p2pstate.messages import (
     Write,
 )
 
-#: The (role, message) pairs the node handled before the split, one table row each.
+#: The (role, message) pairs the node handled before the split, one table row each,
+#: and since branch suspect a peer's Welcome (its host answers a probe: Node.suspect).
 HANDLED = {
     (Role.HOST, Hello),
     (Role.HOST, Write),
@@ -45,6 +46,7 @@ HANDLED = {
     (Role.PEER, Gone),
     (Role.PEER, Handoff),
     (Role.PEER, Refused),
+    (Role.PEER, Welcome),
     (Role.JOINING, Hello),
     (Role.JOINING, Welcome),
     (Role.JOINING, Refused),

@@ -154,3 +154,42 @@ def test_a_batch_never_exceeds_the_frame_limit() -> None:
 )
 def test_odd_ports_are_not_valid_endpoints(endpoint: str) -> None:
     assert valid_endpoint(endpoint) is False
+
+
+def _dropped(t: Transport, poller: zmq.Poller, timeout: float = 2.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = dict(poller.poll(50))
+        dropped = t.dropped_io(ready)
+        if dropped:
+            return dropped
+    return []
+
+
+def test_a_dropped_connection_is_reported_and_monitors_close_with_their_links() -> None:
+    """The other end goes away (its sockets close, as when its process dies):
+    the link's monitor wakes the poller and ``dropped_io`` names the peer.
+    A link's monitor lives and dies with it (no socket left behind); a
+    stranger's link has none."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    a = Transport(ctx, "aaaa", ["127.0.0.1"], max_frame_size=1 << 20)
+    b = Transport(ctx, "bbbb", ["127.0.0.1"], max_frame_size=1 << 20)
+    poller = zmq.Poller()
+    a.watch_io(poller)
+    a.sweep_io(0.0, lambda: {"bbbb"})  # b is a member: its link is watched
+    try:
+        a.send_io(Send("bbbb", b.endpoints, _hello("aaaa")))
+        a.flush_io()
+        assert _receive(b)  # connected
+        assert _dropped(a, poller, 0.2) == []  # nothing dropped while b lives
+        b.close_io()
+        assert _dropped(a, poller) == ["bbbb"]
+        assert a.stats["links_dropped"] >= 1
+        assert len(poller.sockets) == 1  # the link's monitor
+        a.forget_io("bbbb")
+        assert poller.sockets == [] and a.dropped_io({}) == []
+        a.send_io(Send("cccc", b.endpoints, _hello("aaaa")))  # not a member
+        assert poller.sockets == []
+    finally:
+        a.close_io()
+        ctx.term()  # would hang on a monitor socket left open
