@@ -41,7 +41,9 @@ The protocol (see the README's design section for why):
   reach it (Hellos naming the lost host); a host that hears from no
   majority stops acknowledging and removes nobody (``isolated``); either
   may go on alone after ``isolation_timeout`` unless durability is
-  "majority". A node that notices a gap in its own clock (it was paused)
+  "majority". A candidate that a member asks to take over while holding
+  more of the lost host's term (writes acknowledged to it that the
+  candidate missed) gives way to that member (``_give_way``). A node that notices a gap in its own clock (it was paused)
   counts nobody as live on what it handles right after.
 """
 
@@ -219,6 +221,11 @@ class Node:
         self._evidence: dict[str, Streak] = {}
         # members that handed over to us on leaving: out of every majority
         self._handed: set[str] = set()
+        # a member that asked us to take over holding more of the lost host's
+        # changes than we do, whom we ask to take over instead; and members
+        # ahead of us in succession that did that for us (_give_way)
+        self._behind: str | None = None
+        self._gave_way: set[str] = set()
         self._lost_since: float | None = None
         self._isolated_since: float | None = None
         # the last membership a majority of its own saw (host): who votes
@@ -1056,6 +1063,7 @@ class Node:
             self.outbox.append(Send(old, old_endpoints, notice))
         self._suspects.clear()
         self._probed.clear()
+        self._behind, self._gave_way = None, set()
         self._beat_at = now
         for request in self.writer.unacked():
             self._order(self.me.id, request.req, self.writer.acked_upto, request.ops, request.conds)
@@ -1456,13 +1464,16 @@ class Node:
         one cut off may be us) and count the members who ask us."""
         if self._sent_in_vain(lost, now):
             return
-        self._suspects.add(lost)
+        if lost == self._behind:
+            self._behind = None  # the member we gave way to is silent too
+        if lost not in self._gave_way:  # it asked us to take over: alive
+            self._suspects.add(lost)
         self._failing_over = True
         if self._lost_since is None:
             self._lost_since = now
         self.stats["host_lost"] += 1
         for m in self.replica.succession():
-            if m.id in self._suspects:
+            if m.id in self._suspects or m.id in self._gave_way:
                 continue
             if m.id != self.me.id:
                 self._follow(m, now)
@@ -1495,7 +1506,11 @@ class Node:
             return False
         if self.role is Role.PEER and now - self._heard < 2 * self.config.heartbeat_interval:
             return False  # our host is alive: their link is the problem
-        lost = self._suspects | set(msg.suspects) | {msg.prev_host}
+        if self._behind is not None:
+            return False  # we asked a member that holds more to take over
+        lost = self._suspects | set(msg.suspects) | {msg.prev_host} | self._gave_way
+        if self._gives_way_to_us(msg):
+            lost.add(msg.sender)
         for m in self.replica.succession():
             if m.id == self.me.id:
                 return True
@@ -1509,11 +1524,19 @@ class Node:
             return
         if self._suspect_ahead_is_back(msg.sender, now):
             return
+        if self._behind is not None and msg.prev_host is not None:
+            self._point_to_behind(msg)
+            return
         if self.ready and self._asked_to_take_over(msg, now):
             # Only a member's word moves us (its suspects, its vote); one we
             # do not know yet (its join was lost with the host) is told to
             # keep asking us, or it would walk on and take over beside us.
             member = self.replica.member(msg.sender) is not None
+            if member and self._holds_more(msg):
+                self._give_way(msg.sender, now)
+                return
+            if member and self._gives_way_to_us(msg):
+                self._gave_way.add(msg.sender)
             if member:
                 self._note_evidence(msg, now)
                 self._suspects |= set(msg.suspects) | {msg.prev_host or ""}
@@ -1544,6 +1567,59 @@ class Node:
                 reason="not host",
             )
             self.outbox.append(Send(msg.sender, msg.endpoints, notice))
+
+    def _holds_more(self, msg: Hello) -> bool:
+        """A member asking us to take over holds changes of the lost host's
+        term that we lack: acknowledged writes among them, maybe (their
+        writers applied them; the successor that acknowledged them is gone).
+        We were not that successor (it holds every acknowledged change)."""
+        r = self.replica
+        succession = r.succession()
+        if succession and succession[0].id == self.me.id:
+            return False
+        same_term = (msg.resume_epoch, msg.resume_origin) == (r.last_epoch, r.last_origin)
+        return same_term and msg.resume_seq > r.seq
+
+    def _gives_way_to_us(self, msg: Hello) -> bool:
+        """A member ahead of us in succession asks us to take over (it holds
+        less of the lost host's term than we do: ``_holds_more`` from its side)."""
+        r = self.replica
+        if r.member(msg.sender) is None or msg.sender == self.me.id:
+            return False
+        same_term = (msg.resume_epoch, msg.resume_origin) == (r.last_epoch, r.last_origin)
+        if not same_term or msg.resume_seq >= r.seq:
+            return False
+        for m in r.succession():
+            if m.id == self.me.id:
+                return False
+            if m.id == msg.sender:
+                return True
+        return False
+
+    def _give_way(self, ahead: str, now: float) -> None:
+        """We are next in succession, but member *ahead* holds more of the
+        lost host's changes (Raft's rule: the most up-to-date takes over).
+        Ask it to take over (our Hellos are votes), and send to it the
+        members who ask us; taking over ourselves would undo what it holds."""
+        member = self.replica.member(ahead)
+        assert member is not None
+        self.stats["gave_way"] += 1
+        self._behind = ahead
+        self._follow(member, now)
+
+    def _point_to_behind(self, msg: Hello) -> None:
+        """A vote reached us after we gave way: send it to who we asked."""
+        member = self.replica.member(self._behind or "")
+        if member is None or msg.sender == member.id:
+            return
+        notice = Redirect(
+            sender=self.me.id,
+            epoch=self.epoch,
+            host_id=member.id,
+            endpoints=member.endpoints,
+            reason="not host",
+        )
+        self.outbox.append(Send(msg.sender, msg.endpoints, notice))
 
     def _suspect_ahead_is_back(self, sender: str, now: float) -> bool:
         """While failing over, a member ahead of us in succession that we
@@ -1768,6 +1844,7 @@ class Node:
         self._probed.clear()
         self._evidence.clear()
         self._handed.clear()
+        self._behind, self._gave_way = None, set()
         self._failing_over, self._lost_since = False, None
         self._heard = self._beat_at = now
         self._release_own()

@@ -135,3 +135,30 @@ def test_majority_durability_never_lets_a_minority_host() -> None:
     net.write(host.me.id, (("set", "alone", 1),), (), late.append)
     net.run(3 * config.lone_after)
     assert host.isolated and not late  # never acknowledged by a minority
+
+
+@pytest.mark.parametrize("seed", [12, 13, 15, 16])
+def test_the_member_holding_more_takes_over_when_host_and_successor_are_cut(seed: int) -> None:
+    """Host, successor, a peer and a writer. The peer is paused and misses
+    changes the writer applied (its increments, acknowledged through the
+    successor); as it wakes, host and successor are cut off past the
+    isolation timeout. The peer is next in succession but holds less than
+    the writer: taking over itself would undo the writer's acknowledged
+    increments, report them, and a later merge with the host's side could
+    bring them back (a report of writes that are not lost, issue 17). The
+    writer takes over instead. Both sides go on alone; whichever wins the
+    merge, the reports are exactly what it undid."""
+    p = party(seed, players=4, writers=1)
+    host, succ = p.host, p.successor()
+    peer, writer = (n for n in p.nodes if n not in (host, succ))
+    p.net.pause(peer.me.id)
+    p.run(0.3)
+    assert writer.replica.seq > peer.replica.seq
+    p.net.resume(peer.me.id)
+    p.net.cut(host.me.id)
+    p.net.cut(succ.me.id)
+    p.run(2.5 * CONFIG.lone_after)
+    p.net.reconnect(host.me.id)
+    p.net.reconnect(succ.me.id)
+    p.check(may_lose=True)
+    assert writer.me.id in p.net.hosts_by_epoch[2], p.net.trace_tail(60)

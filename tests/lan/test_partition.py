@@ -89,17 +89,16 @@ def test_split_and_heal(make_lan: Callable[[int], Lan], app_name: str) -> None:
     reported = {
         (r["writer"], key) for rolled in rolled_by_peer for r in rolled for key in r["keys"]
     }
-    # Every undone write is reported to its writer. The converse (nothing
-    # reported that the final state holds) fails in about one run in five
-    # here: an over-report, open in issue 17's note (a write reported undone
-    # that the winner then applies late, by our reading); printed, not asserted.
-    assert missing <= reported, f"undone but not reported: {missing - reported}"
+    # Exactly the undone writes are reported, each to its writer: never one
+    # that the final state holds (issue 17).
+    assert reported == missing, (
+        f"undone but not reported: {sorted(missing - reported)}; "
+        f"reported but held in the end: {sorted(reported - missing)}"
+    )
     for i, rolled in enumerate(rolled_by_peer):
         mine = {(r["writer"], key) for r in rolled if r["mine"] for key in r["keys"]}
         own = {m for m in missing if m[0] == ids[i]}
-        assert own <= mine, f"peer{i} was told {mine}, not all of {own}"
-    if reported - missing:
-        print(f"reported but held in the end (issue 17, open): {sorted(reported - missing)}")
+        assert own == mine, f"peer{i} was told {mine}, not exactly {own}"
     # Both halves wrote while split, so the losing half had something undone.
     assert missing, "the merge undid nothing: did both halves really write while split?"
     winner = next(i for i, p in enumerate(peers) if p.cmd("info")["is_host"])
