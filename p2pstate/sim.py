@@ -204,14 +204,17 @@ class SimNetwork:
         self.paused.add(node_id)
         self._log(node_id, "pauses")
 
-    def resume(self, node_id: str) -> None:
+    def resume(self, node_id: str, *, drain: float = 0.0) -> None:
         """SIGCONT: the node handles its backlog now, late, with the state it
-        had, then its timers see the clock jump."""
+        had, then its timers see the clock jump. A *drain* spreads the
+        backlog over that many seconds: a process woken on a busy machine
+        reads its sockets slowly, and old news then trickles in."""
         self.paused.discard(node_id)
         backlog = self._backlog.pop(node_id, [])
-        for frame, sender in backlog:
+        for i, (frame, sender) in enumerate(backlog):
             self._order += 1
-            heapq.heappush(self._queue, (self.now, self._order, node_id, frame, sender))
+            at = self.now + drain * i / max(1, len(backlog) - 1)
+            heapq.heappush(self._queue, (at, self._order, node_id, frame, sender))
         self._log(node_id, f"resumes ({len(backlog)} messages waited)")
 
     def cut(self, node_id: str) -> None:

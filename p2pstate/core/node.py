@@ -43,8 +43,9 @@ The protocol (see the README's design section for why):
   may go on alone after ``isolation_timeout`` unless durability is
   "majority". A candidate that a member asks to take over while holding
   more of the lost host's term (writes acknowledged to it that the
-  candidate missed) gives way to that member (``_give_way``). A node that notices a gap in its own clock (it was paused)
-  counts nobody as live on what it handles right after.
+  candidate missed) gives way to that member (``_give_way``). A node that
+  notices a gap in its own clock (it was paused) counts nobody as live on
+  what it handles right after.
 """
 
 from __future__ import annotations
