@@ -1333,7 +1333,13 @@ class Node:
                 # admin's refusal makes it send that half here (_host_refused).
                 refused = Refused(sender=self.me.id, epoch=self.epoch, reason=why)
                 self.outbox.append(Send(msg.sender, msg.endpoints, refused))
-        elif conn is not None and now - conn.last_heard < 2 * self.config.heartbeat_interval:
+        elif (
+            conn is not None
+            and now - conn.last_heard < 2 * self.config.heartbeat_interval
+            # a streak, not a burst: what TCP held while our cable was out
+            # (its acks, then its takeover notice) says nothing of now
+            and is_live(conn.heard, now, self._woke_at, self.config)
+        ):
             self._drop("host announcement from a live member")
             if msg.reason != "outranked":
                 # Not weighed, but answered: a member that took over while we
