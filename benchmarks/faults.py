@@ -68,7 +68,10 @@ def run_once(row: Row, logdir: Path) -> Outcome:
     """One run of *row* in a fresh Lan; a run the harness could not finish is a failure."""
     lan = Lan(row.peers, Path(tempfile.mkdtemp(prefix=f"{row.id}-", dir=logdir)))
     try:
-        return run_row(lan, row, _app())
+        outcome = run_row(lan, row, _app())
+        if outcome.failures():
+            print(f"    logs: {lan.logdir}\n{outcome.detail}", flush=True)
+        return outcome
     except (AssertionError, RuntimeError, TimeoutError, OSError) as exc:
         out = Outcome(row.id)
         out.problems.append(f"the run did not finish: {exc!r}"[:500])
@@ -170,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long", action="store_true", help="add the rows too slow for CI")
     parser.add_argument("--no-rows", action="store_true", help="only the recovery times")
     parser.add_argument("--recovery-rounds", type=int, default=3, help="0 to skip (default 3)")
+    parser.add_argument("--logs", help="keep every run's worker logs under this directory")
     args = parser.parse_args(argv)
     reason = unavailable_reason()
     if reason is not None:
@@ -185,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     # Every identity a worker makes lives in this run's directory, never the user's.
     with tempfile.TemporaryDirectory(prefix="p2pstate-faults-") as tmp:
         os.environ["P2PSTATE_HOME"] = tmp
-        logdir = Path(tmp)
+        logdir = Path(args.logs) if args.logs else Path(tmp)
+        logdir.mkdir(parents=True, exist_ok=True)
         out = []
         if not args.no_rows:
             out.append(table(run_rows(rows, args.runs, logdir)))

@@ -219,10 +219,12 @@ class SimNetwork:
         self._faults.pause(node_id)
         self._log(node_id, "pauses")
 
-    def resume(self, node_id: str) -> None:
+    def resume(self, node_id: str, *, drain: float = 0.0) -> None:
         """SIGCONT: the node handles its backlog now, late, with the state it
-        had, then its timers see the clock jump."""
-        waited = self._faults.resume(node_id, self.now)
+        had, then its timers see the clock jump. A *drain* spreads the
+        backlog over that many seconds: a process woken on a busy machine
+        reads its sockets slowly, and old news then trickles in."""
+        waited = self._faults.resume(node_id, self.now, drain)
         self._log(node_id, f"resumes ({waited} messages waited)")
 
     def cut(self, node_id: str) -> None:

@@ -158,13 +158,15 @@ class Faults:
     def pause(self, node_id: str) -> None:
         self.paused.add(node_id)
 
-    def resume(self, node_id: str, now: float) -> int:
-        """The backlog arrives now, in order. Returns its length."""
+    def resume(self, node_id: str, now: float, drain: float = 0.0) -> int:
+        """The backlog arrives from now, in order, spread over *drain*
+        seconds. Returns its length."""
         self.paused.discard(node_id)
         self._release_resets(now)  # its transport reads them before the backlog
         backlog = self._backlog.pop(node_id, [])
-        for frame, sender in backlog:
-            self.wire.push(now, node_id, frame, sender)
+        for i, (frame, sender) in enumerate(backlog):
+            at = now + drain * i / max(1, len(backlog) - 1)
+            self.wire.push(at, node_id, frame, sender)
         return len(backlog)
 
     def cut(self, node_id: str) -> None:

@@ -62,6 +62,7 @@ def take_over(node: Node, reason: str, now: float) -> None:
         node.outbox.append(Send(old, old_endpoints, notice))
     node.suspects.clear()
     node.probed.clear()
+    node.liveness.behind, node.liveness.gave_way = None, set()
     node.beat_at = now
     for request in node.writer.unacked():
         host.order(
@@ -131,13 +132,16 @@ def host_lost(node: Node, lost: str, now: float) -> None:
     one cut off may be us) and count the members who ask us."""
     if sent_in_vain(node, lost, now):
         return
-    node.suspects.add(lost)
+    if lost == node.liveness.behind:
+        node.liveness.behind = None  # the member we gave way to is silent too
+    if lost not in node.liveness.gave_way:  # it asked us to take over: alive
+        node.suspects.add(lost)
     node.failing_over = True
     if node.liveness.lost_since is None:
         node.liveness.lost_since = now
     node.stats["host_lost"] += 1
     for m in node.replica.succession():
-        if m.id in node.suspects:
+        if m.id in node.suspects or m.id in node.liveness.gave_way:
             continue
         if m.id != node.me.id:
             follower.follow(node, m, now)
@@ -175,7 +179,11 @@ def asked_to_take_over(node: Node, msg: Hello, now: float) -> bool:
         and node.suspect_until is None  # its link to us dropped too: maybe not
     ):
         return False  # our host is alive: their link is the problem
-    lost = node.suspects | set(msg.suspects) | {msg.prev_host}
+    if node.liveness.behind is not None:
+        return False  # we asked a member that holds more to take over
+    lost = node.suspects | set(msg.suspects) | {msg.prev_host} | node.liveness.gave_way
+    if gives_way_to_us(node, msg):
+        lost.add(msg.sender)
     for m in node.replica.succession():
         if m.id == node.me.id:
             return True
@@ -192,11 +200,19 @@ def on_hello(node: Node, msg: Hello, now: float) -> None:
         return
     if msg.prev_host is None and node.replica.member(msg.sender) is not None:
         liveness.note_question(node, msg.sender, now)
+    if node.liveness.behind is not None and msg.prev_host is not None:
+        point_to_behind(node, msg)
+        return
     if node.ready and asked_to_take_over(node, msg, now):
         # Only a member's word moves us (its suspects, its vote); one we
         # do not know yet (its join was lost with the host) is told to
         # keep asking us, or it would walk on and take over beside us.
         member = node.replica.member(msg.sender) is not None
+        if member and holds_more(node, msg):
+            give_way(node, msg.sender, now)
+            return
+        if member and gives_way_to_us(node, msg):
+            node.liveness.gave_way.add(msg.sender)
         if member:
             liveness.note_evidence(node, msg, now)
             node.suspects |= set(msg.suspects) | {msg.prev_host or ""}
@@ -259,6 +275,63 @@ def disown(node: Node, lost: Member) -> None:
     if node.failing_over and target is not None and target.id != lost.id:
         node.send(lost, follower.hello(node))
         node.fast_vote = True
+
+
+def holds_more(node: Node, msg: Hello) -> bool:
+    """A member asking us to take over holds changes of the lost host's
+    term that we lack: acknowledged writes among them, maybe (their
+    writers applied them; the successor that acknowledged them is gone).
+    We were not that successor (it holds every acknowledged change)."""
+    r = node.replica
+    succession = r.succession()
+    if succession and succession[0].id == node.me.id:
+        return False
+    same_term = (msg.resume_epoch, msg.resume_origin) == (r.last_epoch, r.last_origin)
+    return same_term and msg.resume_seq > r.seq
+
+
+def gives_way_to_us(node: Node, msg: Hello) -> bool:
+    """A member ahead of us in succession asks us to take over (it holds
+    less of the lost host's term than we do: ``holds_more`` from its side)."""
+    r = node.replica
+    if r.member(msg.sender) is None or msg.sender == node.me.id:
+        return False
+    same_term = (msg.resume_epoch, msg.resume_origin) == (r.last_epoch, r.last_origin)
+    if not same_term or msg.resume_seq >= r.seq:
+        return False
+    for m in r.succession():
+        if m.id == node.me.id:
+            return False
+        if m.id == msg.sender:
+            return True
+    return False
+
+
+def give_way(node: Node, ahead: str, now: float) -> None:
+    """We are next in succession, but member *ahead* holds more of the
+    lost host's changes (Raft's rule: the most up-to-date takes over).
+    Ask it to take over (our Hellos are votes), and send to it the
+    members who ask us; taking over ourselves would undo what it holds."""
+    member = node.replica.member(ahead)
+    assert member is not None
+    node.stats["gave_way"] += 1
+    node.liveness.behind = ahead
+    follower.follow(node, member, now)
+
+
+def point_to_behind(node: Node, msg: Hello) -> None:
+    """A vote reached us after we gave way: send it to who we asked."""
+    member = node.replica.member(node.liveness.behind or "")
+    if member is None or msg.sender == member.id:
+        return
+    notice = Redirect(
+        sender=node.me.id,
+        epoch=node.epoch,
+        host_id=member.id,
+        endpoints=member.endpoints,
+        reason="not host",
+    )
+    node.outbox.append(Send(msg.sender, msg.endpoints, notice))
 
 
 def suspect_ahead_is_back(node: Node, sender: str, now: float) -> bool:

@@ -75,6 +75,7 @@ def on_welcome(node: Node, msg: Welcome, now: float) -> None:
     node.probed.clear()
     node.liveness.evidence.clear()
     node.liveness.handed.clear()
+    node.liveness.behind, node.liveness.gave_way = None, set()
     node.failing_over, node.liveness.lost_since = False, None
     node.fast_vote = False
     node.heard = node.beat_at = now

@@ -28,6 +28,11 @@ class Liveness:
     evidence: dict[str, Streak] = field(default_factory=dict)
     #: members that handed over to us on leaving: out of every majority
     handed: set[str] = field(default_factory=set)
+    #: a member that asked us to take over holding more of the lost host's
+    #: changes than we do, whom we ask to take over instead; and members
+    #: ahead of us in succession that did that for us (failover.give_way)
+    behind: str | None = None
+    gave_way: set[str] = field(default_factory=set)
     #: since when we have lost our host (peer)
     lost_since: float | None = None
     #: since when we have reached no majority (host)

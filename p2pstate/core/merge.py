@@ -10,6 +10,7 @@ from ..messages import Leave, Member, Redirect, Refused, Welcome
 from . import follower, host
 from .common import ACCESS_REFUSALS, EPOCH_CEILING, Send, remember
 from .ids import identity_of
+from .quorum import is_live
 from .rank import Standing, wins
 
 if TYPE_CHECKING:
@@ -100,7 +101,13 @@ def may_meet(node: Node, msg: Redirect, now: float) -> bool:
             # admin's refusal makes it send that half here (on_refused).
             refused = Refused(sender=node.me.id, epoch=node.epoch, reason=why)
             node.outbox.append(Send(msg.sender, msg.endpoints, refused))
-    elif conn is not None and now - conn.last_heard < 2 * node.config.heartbeat_interval:
+    elif (
+        conn is not None
+        and now - conn.last_heard < 2 * node.config.heartbeat_interval
+        # a streak, not a burst: what TCP held while our cable was out
+        # (its acks, then its takeover notice) says nothing of now
+        and is_live(conn.heard, now, node.liveness.woke_at, node.config)
+    ):
         node.drop("host announcement from a live member")
         if msg.reason != "outranked":
             # Not weighed, but answered: a member that took over while we

@@ -66,9 +66,11 @@ The protocol (see the README's design section for why):
   reach it (Hellos naming the lost host); a host that hears from no
   majority stops acknowledging and removes nobody (``isolated``); either
   may go on alone after ``isolation_timeout`` unless durability is
-  "majority". A node that notices a gap in its own clock (it was paused)
-  counts nobody as live on what it handles right after (``liveness.py``,
-  ``failover.py``).
+  "majority". A candidate that a member asks to take over while holding
+  more of the lost host's term (writes acknowledged to it that the
+  candidate missed) gives way to that member (``failover.give_way``). A
+  node that notices a gap in its own clock (it was paused) counts nobody
+  as live on what it handles right after (``liveness.py``, ``failover.py``).
 """
 
 from __future__ import annotations

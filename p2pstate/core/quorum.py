@@ -3,10 +3,11 @@
 A node decides from what it heard, never from a list it holds: a member
 counts as live only while it keeps talking: a *streak* of its messages, none
 more than ``host_timeout`` apart, that lasts at least half a heartbeat
-interval and has a message within ``host_timeout`` of now, after this node
-last woke from a pause. A burst of old messages (what TCP held during a cut,
-or what waited while we were paused) is not a streak: it is delivered at
-once, and the member it comes from may long have moved on. The one switch
+interval and has a message within ``host_timeout`` of now, and more than
+``host_timeout`` after this node last woke from a pause. A burst of old
+messages (what TCP held during a cut, or what waited while we were paused)
+is not a streak: it is delivered at once (or, on a busy machine, read over
+a while after waking), and the member it comes from may long have moved on. The one switch
 between the two durability modes is :func:`may_go_alone`."""
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ def is_live(
 ) -> bool:
     """Whether one member's streak is live (see :func:`live_count`)."""
     window = config.host_timeout if within is None else within
-    fresh_after = max(now - window, woke_at + config.heartbeat_interval)
+    # After a pause, what waited in our sockets comes first, and on a busy
+    # machine it takes a while to read: a member counts only once it has
+    # kept talking for host_timeout after we woke (a backlog has ended by then)
+    fresh_after = max(now - window, woke_at + config.host_timeout)
     span = config.heartbeat_interval / 2
     return streak.last >= fresh_after and streak.last - streak.since >= span
 

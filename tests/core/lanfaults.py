@@ -92,10 +92,18 @@ class Party:
             assert undone == 0, (undone, self.net.trace_tail(60))
 
 
-def party(seed: int, *, players: int = 7, writers: int = 4, per_writer: int = 400) -> Party:
+def party(
+    seed: int,
+    *,
+    players: int = 7,
+    writers: int = 4,
+    per_writer: int = 400,
+    discovery_interval: float = 0.2,
+) -> Party:
     """*players* nodes in one session; the last *writers* run counters (the
-    host is node 0 and writes too when *writers* == *players*)."""
-    net = SimNetwork(seed)
+    host is node 0 and writes too when *writers* == *players*). A long
+    *discovery_interval* models mDNS that is slow to show a second host."""
+    net = SimNetwork(seed, discovery_interval=discovery_interval)
     nodes = [net.add_node()]
     for _ in range(players - 1):
         net.run(0.02)

@@ -391,6 +391,10 @@ def _check(run: _Run) -> None:
         if w.node_id in run.departed or w.node_id not in net.alive:
             continue
         reported = {(r, k) for r, k in _rolled_back(net, w.node_id) if k.startswith("u/")}
+        # A write undone by one merge and brought back by a later one was
+        # reported though it is not lost: still allowed here (red seed 700194,
+        # several lone hosts after cuts with joins, issue 17, open); the LAN
+        # schedules of lanchaos.py check exactly.
         restored = {(r, k) for r, k in reported if r in net.nodes[w.node_id].restored}
         if set(gone) != reported - restored:
             raise run.fail(

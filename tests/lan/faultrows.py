@@ -300,11 +300,13 @@ def _describe(run: Run) -> str:
         info = peer.cmd("info")
         rolled = peer.cmd("rollbacks", key=COUNTER)
         seen = [(f"#{place.get(h['new'], '?')}", h["epoch"]) for h in peer.cmd("hosts")["hosts"]]
+        stats = peer.cmd("events")["stats"]
+        drops = {k[9:]: v for k, v in stats.items() if k.startswith("dropped: ")}
         lines.append(
             f"  #{place[peer.id]}{' (writer)' if peer in run.writers else ''}: "
             f"host={info['is_host']} epoch={info['epoch']} "
             f"counter={peer.cmd('dump')['state'].get(COUNTER)} rolled back: {rolled}; "
-            f"hosts seen: {seen}"
+            f"hosts seen: {seen}; dropped: {drops}"
         )
     return "\n".join(lines)
 

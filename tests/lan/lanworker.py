@@ -25,6 +25,8 @@ from typing import Any
 
 import p2pstate
 
+log = logging.getLogger("lanworker")
+
 
 class Stream:
     def __init__(self, s: p2pstate.SharedState, prefix: str, interval: float) -> None:
@@ -124,12 +126,21 @@ def main() -> None:
     def on_event(event: p2pstate.Event) -> None:
         if isinstance(event, p2pstate.WritesRolledBack):
             mine = set(event.mine)
+            # in the worker's log, to line up with the other workers' afterwards
+            log.warning(
+                "%.3f rolled back: %s",
+                time.monotonic(),
+                [(w.writer[:6], w.request, w.keys, w in mine) for w in event.writes],
+            )
             rolled.extend(
                 {"writer": w.writer, "request": w.request, "keys": list(w.keys), "mine": w in mine}
                 for w in event.writes
             )
         elif isinstance(event, p2pstate.HostChanged):
             hosts.append({"new": event.new.id, "epoch": event.epoch})
+            log.warning("%.3f host %s epoch %d", time.monotonic(), event.new.id[:6], event.epoch)
+        elif isinstance(event, p2pstate.IsolationChanged):
+            log.warning("%.3f isolated %s", time.monotonic(), event.isolated)
 
     s.on_change(on_event)
     stream: Stream | None = None
