@@ -119,12 +119,29 @@ class Admission:
         first refusal. Notes in *growth* what the write makes of the session."""
         access = self.replica.access
         identity = identity_of(writer)
+        data = self.replica.data
+        limit = self.config.max_value_size
+        sizes = growth.sizes
         acl = access  # as the write's ACL ops leave it, one after another
         for op in ops:
+            if isinstance(op, (Set, SetOpts, Delete)):  # the usual op: checked inline
+                key = op.key
+                if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+                    return Status.INVALID, "key too long"
+                if isinstance(op, Delete):
+                    sizes[key] = -1
+                else:
+                    size = len(encode(op.value))
+                    if size > limit:
+                        return Status.TOO_LARGE, {"key": key, "limit": limit}
+                    sizes[key] = _stored_size(op.value, size)
+                entry = data.get(key)
+                # Owned by the player (the identity), not by one run of the game.
+                if entry is not None and entry.flags & OWNER_ONLY and not _owns(entry, identity):
+                    return Status.DENIED, {"key": key, "owner": entry.owner}
+                continue
             refusal: tuple[Status, Any] | None = None
-            if isinstance(op, (Set, SetOpts, Delete)):
-                refusal = self._check_key_op(op, identity, growth.sizes)
-            elif isinstance(op, Acl):
+            if isinstance(op, Acl):
                 refused = acl.check_acl(op.action, op.identity)
                 if refused is not None:
                     return Status.INVALID, refused
@@ -136,33 +153,11 @@ class Admission:
             elif isinstance(op, Msg):
                 refusal = self._check_msg(op)
             elif isinstance(op, Restore):
-                refusal = self.check_restore(op.entries, identity, access, growth.sizes)
+                refusal = self.check_restore(op.entries, identity, access, sizes)
             # ChangeSettings: checked whole on the wire and by check_write (admin);
             # the host's own kinds never get here (_check_writer refused them).
             if refusal is not None:
                 return refusal
-        return None
-
-    def _check_key_op(
-        self, op: Set | SetOpts | Delete, identity: str, sizes: dict[str, int]
-    ) -> tuple[Status, Any] | None:
-        """A set or delete: the key's length, the value's size (noted in
-        *sizes*, -1 for a delete) and the key's owner."""
-        key = op.key
-        if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-            return Status.INVALID, "key too long"
-        if isinstance(op, Delete):
-            sizes[key] = -1
-        else:
-            limit = self.config.max_value_size
-            size = len(encode(op.value))
-            if size > limit:
-                return Status.TOO_LARGE, {"key": key, "limit": limit}
-            sizes[key] = _stored_size(op.value, size)
-        entry = self.replica.data.get(key)
-        # Owned by the player (the identity), not by one run of the game.
-        if entry is not None and entry.flags & OWNER_ONLY and not _owns(entry, identity):
-            return Status.DENIED, {"key": key, "owner": entry.owner}
         return None
 
     def _check_profile(
