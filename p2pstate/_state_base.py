@@ -78,7 +78,7 @@ class StateBase:
         """The host's value after a refused compare-and-swap."""
         if outcome.status == Status.MISSING:
             raise KeyError(key)
-        if outcome.status != "conflict" or not isinstance(outcome.detail, dict):
+        if outcome.status != Status.CONFLICT or not isinstance(outcome.detail, dict):
             raise_for(outcome, key)
         self._rt.count("apply_op_retries")  # a user thread: never the I/O thread's Counter
         return outcome.detail.get("value")

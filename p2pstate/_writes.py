@@ -18,6 +18,7 @@ from typing import Any
 
 from .codec import encode
 from .core.node import Node
+from .core.status import Status
 from .core.writer import Outcome
 from .errors import SessionClosedError, SessionLostError
 
@@ -210,7 +211,7 @@ class Writes:
             log.log(level, "a write that cannot be encoded failed alone: %s", exc)
             if pending is not None:
                 detail = f"{type(exc).__name__}: {exc}"
-                pending.outcome = Outcome(req=0, status="unsendable", detail=detail, seq=0)
+                pending.outcome = Outcome(req=0, status=Status.UNSENDABLE, detail=detail, seq=0)
                 pending.done.set()
             return True
         return False

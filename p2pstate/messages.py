@@ -425,7 +425,7 @@ def _op(v: Any) -> Op:
 
 
 #: Ops holding an object msgpack cannot pack (a Member, an Access).
-_OBJECT_OPS = frozenset({Join, SetAccess})
+_OBJECT_OPS: frozenset[type[Any]] = frozenset({Join, SetAccess})
 
 
 def _op_to_wire(op: tuple[Any, ...]) -> Any:
@@ -503,15 +503,15 @@ class Change:
     writer: str = ""
     req: int = 0
     acked_upto: int = 0
-    status: str = Status.OK  # a Status once decoded; node.py still gives plain str
+    status: Status = Status.OK
     detail: Any = None
-    # Typed ops (core/ops.py) once made; raw tuples are taken and typed here.
-    ops: tuple[tuple[Any, ...], ...] = ()
+    # Typed ops (core/ops.py); a test's raw tuples are taken and typed here.
+    ops: tuple[Op, ...] = ()
 
     def __post_init__(self) -> None:
-        # The one place where raw tuples become typed ops (core/ops.py): in a
-        # change made here from tuples (node.py's own, a test's). Decoded
-        # changes hold typed ops already and pass in one cheap loop.
+        # Where raw tuples become typed ops (core/ops.py) in a change made
+        # from tuples (a test's; the core makes typed ones). Decoded changes
+        # hold typed ops already and pass in one cheap loop.
         for op in self.ops:
             if op.__class__ not in OP_TYPES:
                 object.__setattr__(self, "ops", as_ops(self.ops))
@@ -591,7 +591,7 @@ class Snapshot:
     data: tuple[tuple[str, Any, int, str, int, float], ...]
     members: tuple[Member, ...]
     # writer -> (last request applied, acked_upto, ((req, status, detail), ...))
-    dedupe: tuple[tuple[str, int, int, tuple[tuple[int, str, Any, int], ...]], ...]
+    dedupe: tuple[tuple[str, int, int, tuple[tuple[int, Status, Any, int], ...]], ...]
     # (first seq, epoch, origin) of every host term in this state's history
     terms: tuple[tuple[int, int, str], ...] = ()
     # The session's own settings: max_players, joinable, version, metadata.
@@ -733,8 +733,8 @@ class Write(Message):
     req: int
     acked_upto: int
     # Typed ops and conditions (core/ops.py); raw tuples are typed here, as in Change.
-    ops: tuple[tuple[Any, ...], ...]
-    conds: tuple[tuple[Any, ...], ...]
+    ops: tuple[Op, ...]
+    conds: tuple[Cond, ...]
 
     def __post_init__(self) -> None:
         # A write made from raw tuples (a test's, a forged one) holds typed
@@ -753,7 +753,7 @@ class Write(Message):
 class Result(Message):
     TYPE: ClassVar[int] = 5
     req: int
-    status: str
+    status: Status
     detail: Any
     seq: int
 

@@ -34,7 +34,9 @@ from .codec import hash_value
 from .core.access import Access
 from .core.config import Config
 from .core.node import Node, Role
+from .core.ops import Cond, IfAbsent, IfHash, Op, Set
 from .core.startup import Advert, Decision, Fail, Host, Join, Startup, candidate_notice
+from .core.status import Status
 from .core.writer import Outcome
 from .errors import ProtocolError
 from .events import Event
@@ -786,22 +788,22 @@ class Counter:
             entry = node.replica.data.get(self.key)
             self._current = entry.value if entry is not None else None
         old = self._current
-        ops: tuple[tuple[Any, ...], ...]
-        conds: tuple[tuple[Any, ...], ...]
+        ops: tuple[Op, ...]
+        conds: tuple[Cond, ...]
         if old is None:
-            ops, conds = (("set", self.key, 1),), (("absent", self.key),)
+            ops, conds = (Set(self.key, 1),), (IfAbsent(self.key),)
         else:
-            ops, conds = (("set", self.key, old + 1),), (("hash", self.key, hash_value(old)),)
+            ops, conds = (Set(self.key, old + 1),), (IfHash(self.key, hash_value(old)),)
         self.in_flight = True
         self.net.write(self.node_id, ops, conds, self._done)
 
     def _done(self, outcome: Outcome) -> None:
         self.in_flight = False
-        if outcome.status == "ok":
+        if outcome.status == Status.OK:
             self.acked += 1
             self.left -= 1
             self._known = False
-        elif outcome.status in ("conflict", "missing"):
+        elif outcome.status in (Status.CONFLICT, Status.MISSING):
             self.conflicts += 1
             detail = outcome.detail if isinstance(outcome.detail, dict) else {}
             self._known = "value" in detail

@@ -18,12 +18,31 @@ from .bounds import NEW_KEY_BYTES, key_bytes, snapshot_bytes
 from .common import EPOCH_CEILING
 from .config import Config
 from .ids import identity_of
+from .ops import (
+    Acl,
+    ChangeSettings,
+    Cond,
+    Delete,
+    IfAbsent,
+    IfExists,
+    IfHash,
+    Info,
+    Msg,
+    Op,
+    Profile,
+    Restore,
+    RestoreEntry,
+    Set,
+    SetOpts,
+)
+from .ops import Leave as LeaveOp
 from .replica import Entry, Replica, scalar_size, value_bytes
+from .status import Status
 
 if TYPE_CHECKING:
     from .node import Node
 
-#: Ops a writer may send; the rest are the host's own bookkeeping.
+#: Kinds of op a writer may send; the rest are the host's own bookkeeping.
 _WRITE_OPS = frozenset({"set", "del", "msg", "profile", "info", "acl", "access_set", "restore"})
 
 
@@ -46,13 +65,9 @@ class Admission:
         self.foreign: dict[str, tuple[()]] = {}
 
     def check(
-        self,
-        writer: str,
-        ops: tuple[tuple[Any, ...], ...],
-        conds: tuple[tuple[Any, ...], ...],
-        now: float,
-    ) -> tuple[str, Any]:
-        """The host's verdict on a write: ("ok", None) or a refusal with detail."""
+        self, writer: str, ops: tuple[Op, ...], conds: tuple[Cond, ...], now: float
+    ) -> tuple[Status, Any]:
+        """The host's verdict on a write: (Status.OK, None) or a refusal with detail."""
         verdict = self._check_writer(writer, ops, now)
         if verdict is not None:
             return verdict
@@ -65,38 +80,41 @@ class Admission:
         quota = self.over_quota(sizes, access, profile_grow) if sizes or profile_grow > 0 else None
         if quota is not None:
             self.refusal("writes_over_quota", writer)
-            return "quota", quota
+            return Status.QUOTA, quota
         return _check_conds(self.replica.data, conds)
 
     def _check_writer(
-        self, writer: str, ops: tuple[tuple[Any, ...], ...], now: float
-    ) -> tuple[str, Any] | None:
+        self, writer: str, ops: tuple[Op, ...], now: float
+    ) -> tuple[Status, Any] | None:
         """Whether *writer* may make a write of these kinds of operation now:
         None, or the refusal (forged ops, access, rate limit)."""
         if not ops:
-            return "invalid", "a write needs at least one operation"
-        kinds = {op[0] for op in ops}
+            return Status.INVALID, "a write needs at least one operation"
+        kinds: set[str] = {op.kind for op in ops}
         if not kinds <= _WRITE_OPS:
             # join/leave/term/access name a member or the host: only the host
             # makes them, never on a writer's word.
             self.refusal("forged_ops", writer)
-            return "invalid", f"operations {sorted(kinds - _WRITE_OPS)} are not allowed in a write"
+            return (
+                Status.INVALID,
+                f"operations {sorted(kinds - _WRITE_OPS)} are not allowed in a write",
+            )
         access = self.replica.access
         identity = identity_of(writer)
         denied = access.check_write(identity, kinds)
         if denied is not None:
             self.refusal("writes_denied", writer)
-            return "denied", denied
+            return Status.DENIED, denied
         # A change of settings (the admin's alone, checked above) takes no
         # token: a rate set by mistake can always be lifted.
         if kinds != {"access_set"} and not self.take_token(writer, access, now):
             self.refusal("writes_rate_limited", writer)
-            return "rate_limited", {"rate": access.write_rate, "burst": access.write_burst}
+            return Status.RATE_LIMITED, {"rate": access.write_rate, "burst": access.write_burst}
         return None
 
     def _check_ops(
-        self, writer: str, ops: tuple[tuple[Any, ...], ...], growth: _Growth
-    ) -> tuple[str, Any] | None:
+        self, writer: str, ops: tuple[Op, ...], growth: _Growth
+    ) -> tuple[Status, Any] | None:
         """Each operation of a write in turn: None if all may apply, else the
         first refusal. Notes in *growth* what the write makes of the session."""
         access = self.replica.access
@@ -106,64 +124,81 @@ class Admission:
         sizes = growth.sizes
         acl = access  # as the write's ACL ops leave it, one after another
         for op in ops:
-            kind = op[0]
-            if kind == "acl":
-                refused = acl.check_acl(op[1], op[2])
+            if isinstance(op, (Set, SetOpts, Delete)):  # the usual op: checked inline
+                key = op.key
+                if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+                    return Status.INVALID, "key too long"
+                if isinstance(op, Delete):
+                    sizes[key] = -1
+                else:
+                    size = len(encode(op.value))
+                    if size > limit:
+                        return Status.TOO_LARGE, {"key": key, "limit": limit}
+                    sizes[key] = _stored_size(op.value, size)
+                entry = data.get(key)
+                # Owned by the player (the identity), not by one run of the game.
+                if entry is not None and entry.flags & OWNER_ONLY and not _owns(entry, identity):
+                    return Status.DENIED, {"key": key, "owner": entry.owner}
+                continue
+            refusal: tuple[Status, Any] | None = None
+            if isinstance(op, Acl):
+                refused = acl.check_acl(op.action, op.identity)
                 if refused is not None:
-                    return "invalid", refused
-                acl = acl.apply_acl(op[1], op[2])
-                continue
-            if kind == "access_set":
-                continue  # checked whole on the wire and by check_write (admin)
-            if kind == "profile":
-                size = len(encode(op[1]))
-                if size > MAX_PROFILE_BYTES:  # as the wire and the API hold it
-                    return "too_large", {"key": kind, "limit": MAX_PROFILE_BYTES}
-                me = self.replica.member(writer)
-                growth.profile = size - (value_bytes(me.profile) if me is not None else 0)
-                continue
-            if kind == "info":
-                if len(encode(op[1])) > limit:
-                    return "too_large", {"key": kind, "limit": limit}
-                # What the API checks, so that every host can advertise it.
-                fault = info_fault({**self.replica.info, **op[1]}, self.config.advert_room)
-                if fault is not None:
-                    self.refusal("info_refused", writer)
-                    return "invalid", fault
-                continue
-            if kind == "msg":
-                if op[1] and self.replica.member(op[1]) is None:
-                    return "no_peer", {"peer": op[1]}
-                if len(encode(op[2])) > limit:
-                    return "too_large", {"key": "message", "limit": limit}
-                continue
-            if kind == "restore":
-                refusal = self.check_restore(op[1], identity, access, sizes)
-                if refusal is not None:
-                    return refusal
-                continue
-            if len(op[1].encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-                return "invalid", "key too long"
-            if kind == "set":
-                size = len(encode(op[2]))
-                if size > limit:
-                    return "too_large", {"key": op[1], "limit": limit}
-                sizes[op[1]] = _stored_size(op[2], size)
-            else:
-                sizes[op[1]] = -1
-            entry = data.get(op[1])
-            # Owned by the player (the identity), not by one run of the game.
-            if entry is not None and entry.flags & OWNER_ONLY and not _owns(entry, identity):
-                return "denied", {"key": op[1], "owner": entry.owner}
+                    return Status.INVALID, refused
+                acl = acl.apply_acl(op.action, op.identity)
+            elif isinstance(op, Profile):
+                refusal = self._check_profile(writer, op, growth)
+            elif isinstance(op, Info):
+                refusal = self._check_info(writer, op)
+            elif isinstance(op, Msg):
+                refusal = self._check_msg(op)
+            elif isinstance(op, Restore):
+                refusal = self.check_restore(op.entries, identity, access, sizes)
+            # ChangeSettings: checked whole on the wire and by check_write (admin);
+            # the host's own kinds never get here (_check_writer refused them).
+            if refusal is not None:
+                return refusal
+        return None
+
+    def _check_profile(
+        self, writer: str, op: Profile, growth: _Growth
+    ) -> tuple[Status, Any] | None:
+        """The writer's new profile: its size, and what it adds (in *growth*)."""
+        size = len(encode(op.profile))
+        if size > MAX_PROFILE_BYTES:  # as the wire and the API hold it
+            return Status.TOO_LARGE, {"key": op.kind, "limit": MAX_PROFILE_BYTES}
+        me = self.replica.member(writer)
+        growth.profile = size - (value_bytes(me.profile) if me is not None else 0)
+        return None
+
+    def _check_info(self, writer: str, op: Info) -> tuple[Status, Any] | None:
+        """New session settings: their size, and what every host can advertise."""
+        limit = self.config.max_value_size
+        if len(encode(op.settings)) > limit:
+            return Status.TOO_LARGE, {"key": op.kind, "limit": limit}
+        # What the API checks, so that every host can advertise it.
+        fault = info_fault({**self.replica.info, **op.settings}, self.config.advert_room)
+        if fault is not None:
+            self.refusal("info_refused", writer)
+            return Status.INVALID, fault
+        return None
+
+    def _check_msg(self, op: Msg) -> tuple[Status, Any] | None:
+        """A message: to a member (or everyone), and not too large."""
+        if op.to and self.replica.member(op.to) is None:
+            return Status.NO_PEER, {"peer": op.to}
+        limit = self.config.max_value_size
+        if len(encode(op.payload)) > limit:
+            return Status.TOO_LARGE, {"key": "message", "limit": limit}
         return None
 
     def check_restore(
         self,
-        entries: tuple[tuple[str, Any, str, int, float], ...],
+        entries: tuple[RestoreEntry, ...],
         identity: str,
         access: Access,
         sizes: dict[str, int],
-    ) -> tuple[str, Any] | None:
+    ) -> tuple[Status, Any] | None:
         """A restore replaces every lasting key: None if it may, else the
         refusal. Notes in *sizes* what each key will hold, for the quotas."""
         try:
@@ -171,15 +206,15 @@ class Admission:
             # every peer will accept (a ttl in range...), or they all drop it.
             restore_entries([list(entry) for entry in entries])
         except ProtocolError as exc:
-            return "invalid", f"restore: {exc}"
+            return Status.INVALID, f"restore: {exc}"
         limit = self.config.max_value_size
         new = {entry[0]: entry for entry in entries}
         for key, value, *_ in entries:
             if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-                return "invalid", "key too long"
+                return Status.INVALID, "key too long"
             size = len(encode(value))
             if size > limit:
-                return "too_large", {"key": key, "limit": limit}
+                return Status.TOO_LARGE, {"key": key, "limit": limit}
             sizes[key] = _stored_size(value, size)
         for key, old in self.replica.data.items():
             entry = new.get(key)
@@ -188,7 +223,7 @@ class Admission:
             if old.flags & OWNER_ONLY and not _owns(old, identity) and identity != access.admin:
                 ephemeral_left = old.flags & EPHEMERAL and entry is None
                 if not ephemeral_left and (entry is None or not _restore_keeps(old, entry)):
-                    return "denied", {"key": key, "owner": old.owner}
+                    return Status.DENIED, {"key": key, "owner": old.owner}
             if key not in new and not old.flags & EPHEMERAL:
                 sizes[key] = -1  # lasting keys not in the backup go; ephemeral ones stay
         return None
@@ -246,19 +281,17 @@ class Admission:
                 records -= key_bytes(key, old.owner)
         return self.config.max_snapshot_bytes - snapshot_bytes(self.replica, 0, records)
 
-    def expulsions(
-        self, ops: tuple[tuple[Any, ...], ...], host_id: str
-    ) -> tuple[tuple[Any, ...], ...]:
+    def expulsions(self, ops: tuple[Op, ...], host_id: str) -> tuple[LeaveOp, ...]:
         """Leave ops for the members (other than the host, *host_id*) that
         *ops*' access changes refuse."""
         access = self.replica.access
         for op in ops:
-            if op[0] == "acl":
-                access = access.apply_acl(op[1], op[2])
-            elif op[0] == "access_set":
-                access = access.with_settings(op[1])
+            if isinstance(op, Acl):
+                access = access.apply_acl(op.action, op.identity)
+            elif isinstance(op, ChangeSettings):
+                access = access.with_settings(op.settings)
         return tuple(
-            ("leave", m.id, access.refusal(identity_of(m.id)))
+            LeaveOp(m.id, access.refusal(identity_of(m.id)))
             for m in self.replica.members
             if m.id != host_id and not access.may_read(identity_of(m.id))
         )
@@ -280,25 +313,25 @@ class _Growth:
     profile: int = 0  # bytes the writer's new profile adds to the session's
 
 
-def _check_conds(data: dict[str, Entry], conds: tuple[tuple[Any, ...], ...]) -> tuple[str, Any]:
-    """The write's conditions on the state as it is: ("ok", None) or why not."""
+def _check_conds(data: dict[str, Entry], conds: tuple[Cond, ...]) -> tuple[Status, Any]:
+    """The write's conditions on the state as it is: (Status.OK, None) or why not."""
     for cond in conds:
-        kind, key = cond[0], cond[1]
+        key = cond.key
         entry = data.get(key)
-        if kind == "exists" and entry is None:
-            return "missing", {"key": key}
-        if kind == "absent" and entry is not None:
-            return "conflict", {"key": key, "exists": True, "value": entry.value}
-        if kind == "hash":
+        if isinstance(cond, IfExists) and entry is None:
+            return Status.MISSING, {"key": key}
+        if isinstance(cond, IfAbsent) and entry is not None:
+            return Status.CONFLICT, {"key": key, "exists": True, "value": entry.value}
+        if isinstance(cond, IfHash):
             if entry is None:
-                return "missing", {"key": key}
-            if hash_value(entry.value) != cond[2]:
-                return "conflict", {
+                return Status.MISSING, {"key": key}
+            if hash_value(entry.value) != cond.hash:
+                return Status.CONFLICT, {
                     "key": key,
                     "exists": True,
                     "value": entry.value,
                 }
-    return "ok", None
+    return Status.OK, None
 
 
 def may_move_epoch(node: Node, msg: Hello) -> bool:
@@ -318,7 +351,7 @@ def _owns(entry: Entry, identity: str) -> bool:
     return identity_of(entry.owner) == identity
 
 
-def _restore_keeps(old: Entry, entry: tuple[str, Any, str, int, float]) -> bool:
+def _restore_keeps(old: Entry, entry: RestoreEntry) -> bool:
     """Whether a restore leaves *old* untouched with *entry*: the rule of
     Replica._restore (no ttl on either, same owner, flags and encoding)."""
     _, value, owner, flags, ttl = entry

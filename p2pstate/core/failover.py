@@ -4,12 +4,14 @@ host hands over; a node sent to a host that never welcomes it goes back."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..messages import Change, Handoff, Heartbeat, Hello, Member, Redirect
 from . import follower, host, liveness, merge
 from .common import Role, Send, remember
 from .ids import identity_of
+from .ops import Join, Op, Term
+from .ops import Leave as LeaveOp
 
 if TYPE_CHECKING:
     from .node import Node
@@ -39,10 +41,10 @@ def take_over(node: Node, reason: str, now: float) -> None:
     node.successor, node.durable, node.awaiting = None, 0, {}
     node.awaiting_seqs = []
     leave_reason = "left" if reason == "handoff" else "failed"
-    ops: list[tuple[Any, ...]] = [("term", node.epoch, node.me.id, old or None, reason)]
-    ops.extend(("leave", mid, leave_reason) for mid in gone)
+    ops: list[Op] = [Term(node.epoch, node.me.id, old or None, reason)]
+    ops.extend(LeaveOp(mid, leave_reason) for mid in gone)
     if node.replica.member(node.me.id) is None:
-        ops.append(("join", node.me_at(node.replica.seq + 1)))
+        ops.append(Join(node.me_at(node.replica.seq + 1)))
     host.apply(
         node,
         Change(

@@ -4,7 +4,7 @@ writers one hop early, sending and resending our own writes, and leaving."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..events import Expelled
 from ..messages import (
@@ -25,6 +25,8 @@ from ..messages import (
 from . import rollback, ttl
 from .common import EPOCH_CEILING, Role, Send
 from .ids import identity_of
+from .ops import Cond, Op
+from .status import Status
 from .writer import Outcome
 
 if TYPE_CHECKING:
@@ -266,7 +268,8 @@ def expel(node: Node, reason: str) -> None:
     node.target, node.failing_over = None, False
     detail = {"reason": reason}
     failed = [
-        Outcome(req=r.req, status="denied", detail=detail, seq=0) for r in node.writer.unacked()
+        Outcome(req=r.req, status=Status.DENIED, detail=detail, seq=0)
+        for r in node.writer.unacked()
     ]
     node.writer.pending.clear()
     node.writer.held.clear()
@@ -305,8 +308,8 @@ def resend_unanswered(node: Node, now: float) -> None:
 def send_write(
     node: Node,
     req: int,
-    ops: tuple[tuple[Any, ...], ...],
-    conds: tuple[tuple[Any, ...], ...],
+    ops: tuple[Op, ...],
+    conds: tuple[Cond, ...],
     now: float,
 ) -> None:
     assert node.target is not None

@@ -30,7 +30,10 @@ from . import admission, follower, liveness, rollback, ttl
 from .access import ALWAYS_ADMIN_OPS
 from .common import UNSYNCED, Conn, Send, remember
 from .ids import identity_of
+from .ops import Cond, Delete, Join, Op, Restore, Term
+from .ops import Leave as LeaveOp
 from .quorum import Streak, is_live, may_go_alone
+from .status import Status
 from .writer import Outcome
 
 if TYPE_CHECKING:
@@ -77,8 +80,8 @@ def order(  # noqa: PLR0917 (a write's fields, as they come)
     writer: str,
     req: int,
     acked_upto: int,
-    ops: tuple[tuple[Any, ...], ...],
-    conds: tuple[tuple[Any, ...], ...],
+    ops: tuple[Op, ...],
+    conds: tuple[Cond, ...],
 ) -> None:
     """Decide one write and make it the next change."""
     record = node.replica.dedupe.get(writer)
@@ -92,7 +95,7 @@ def order(  # noqa: PLR0917 (a write's fields, as they come)
         kept = record.results.get(req)
         if kept is None:
             node.stats["duplicate_without_result"] += 1
-            answer(node, writer, req, "invalid", "request already applied", 0)
+            answer(node, writer, req, Status.INVALID, "request already applied", 0)
         elif kept[2] > durable_point(node):
             await_seq(node, kept[2], writer, req)
         else:
@@ -108,15 +111,15 @@ def order(  # noqa: PLR0917 (a write's fields, as they come)
         acked_upto=acked_upto,
         status=status,
         detail=detail,
-        ops=ops if status == "ok" else (),
+        ops=ops if status == Status.OK else (),
     )
     expelled: dict[str, tuple[str, ...]] = {}  # member -> its endpoints
-    acl = status == "ok" and any(op[0] in ALWAYS_ADMIN_OPS for op in ops)
+    acl = status == Status.OK and any(op.kind in ALWAYS_ADMIN_OPS for op in ops)
     if acl:
         # A member the new rules refuse leaves in the same change, so no
         # replica ever holds the rule without its effect.
         leaves = node.admission.expulsions(ops, node.me.id)
-        expelled = {op[1]: node.endpoints_of(op[1]) for op in leaves}
+        expelled = {op.peer: node.endpoints_of(op.peer) for op in leaves}
         change = replace(change, ops=ops + leaves)
     apply(node, change)
     await_seq(node, change.seq, writer, req)
@@ -130,12 +133,12 @@ def after_expulsions(node: Node, change: Change, expelled: dict[str, tuple[str, 
     endpoints), forget its connection; leave ourselves if the change
     refuses us."""
     for op in change.ops:
-        if op[0] != "leave":
+        if not isinstance(op, LeaveOp):
             continue
-        node.conns.pop(op[1], None)
-        node.admission.buckets.pop(op[1], None)
-        refusal = Refused(sender=node.me.id, epoch=node.epoch, reason=op[2])
-        node.outbox.append(Send(op[1], expelled.get(op[1], ()), refusal))
+        node.conns.pop(op.peer, None)
+        node.admission.buckets.pop(op.peer, None)
+        refusal = Refused(sender=node.me.id, epoch=node.epoch, reason=op.reason)
+        node.outbox.append(Send(op.peer, expelled.get(op.peer, ()), refusal))
     update_successor(node)
     mine = identity_of(node.me.id)
     if not node.replica.access.may_read(mine):
@@ -167,7 +170,7 @@ def expire(node: Node, now: float) -> None:
     due = sorted(key for key, at in node.expiry.items() if at <= now)
     for key in due:
         del node.expiry[key]
-    ops = tuple(("del", key) for key in due if key in node.replica.data)
+    ops = tuple(Delete(key) for key in due if key in node.replica.data)
     if ops:
         node.stats["expired"] += len(ops)
         apply(node, Change(seq=node.replica.seq + 1, epoch=node.epoch, origin=node.me.id, ops=ops))
@@ -209,7 +212,7 @@ def release_durable(node: Node) -> None:
 
 
 def answer(  # noqa: PLR0917 (a kept result's fields, as they come)
-    node: Node, writer: str, req: int, status: str, detail: Any, seq: int
+    node: Node, writer: str, req: int, status: Status, detail: Any, seq: int
 ) -> None:
     if writer == node.me.id:
         outcome = Outcome(req=req, status=status, detail=detail, seq=seq)
@@ -271,7 +274,7 @@ def remove_member(node: Node, peer_id: str, reason: str, now: float) -> None:
             seq=node.replica.seq + 1,
             epoch=node.epoch,
             origin=node.me.id,
-            ops=(("leave", peer_id, reason),),
+            ops=(LeaveOp(peer_id, reason),),
         )
         apply(node, change)
         if reason == "timeout":
@@ -382,7 +385,7 @@ def _move_epoch(node: Node, msg: Hello) -> bool:
             seq=node.replica.seq + 1,
             epoch=node.epoch,
             origin=node.me.id,
-            ops=(("term", node.epoch, node.me.id, node.me.id, "merge"),),
+            ops=(Term(node.epoch, node.me.id, node.me.id, "merge"),),
         ),
     )
     return True
@@ -421,7 +424,7 @@ def _add_member(node: Node, msg: Hello) -> None:
             seq=node.replica.seq + 1,
             epoch=node.epoch,
             origin=node.me.id,
-            ops=(("join", member),),
+            ops=(Join(member),),
         ),
     )
 
@@ -432,7 +435,7 @@ def _welcome(node: Node, msg: Hello) -> Welcome:
     changes = None
     if msg.session_id == node.replica.session_id:
         changes = node.replica.changes_after(msg.resume_seq, msg.resume_epoch, msg.resume_origin)
-        if changes and any(op[0] == "restore" for c in changes for op in c.ops):
+        if changes and any(isinstance(op, Restore) for c in changes for op in c.ops):
             # A restore is as big as the state: one snapshot rather than the
             # restore plus every change around it in one message.
             changes = None

@@ -77,7 +77,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -107,6 +107,20 @@ from .common import Acked, Conn, Role, Send, remember
 from .config import Config
 from .ids import identity_of
 from .liveness import Liveness
+from .ops import (
+    Cond,
+    Delete,
+    Info,
+    Join,
+    Op,
+    Restore,
+    Set,
+    SetAccess,
+    SetOpts,
+    Term,
+    as_conds,
+    as_ops,
+)
 from .rank import Rank, Standing, host_rank
 from .replica import Replica
 from .writer import Outcome, Writer
@@ -244,13 +258,13 @@ class Node:
             self.expiry = {key: now + ttl for key, _, _, _, _, ttl in initial if ttl > 0}
         self.role, self.epoch, self.ready = Role.HOST, 1, True
         self.liveness.agreed = frozenset((self.me.id,))
-        ops: list[tuple[Any, ...]] = [
-            ("join", self.me_at(self.replica.seq + 1)),
-            ("term", 1, self.me.id, None, "created"),
-            ("access", first),
+        ops: list[Op] = [
+            Join(self.me_at(self.replica.seq + 1)),
+            Term(1, self.me.id, None, "created"),
+            SetAccess(first),
         ]
         if info:
-            ops.append(("info", dict(info)))
+            ops.append(Info(dict(info)))
         change = Change(seq=self.replica.seq + 1, epoch=1, origin=self.me.id, ops=tuple(ops))
         host.apply(self, change, report=False)
         self.beat_at = now
@@ -275,19 +289,24 @@ class Node:
 
     def submit(
         self,
-        ops: tuple[tuple[Any, ...], ...],
-        conds: tuple[tuple[Any, ...], ...] = (),
+        ops: Iterable[Op | tuple[Any, ...]],
+        conds: Iterable[Cond | tuple[Any, ...]] = (),
         *,
         now: float,
     ) -> int:
-        """Queue a write; its outcome appears in ``outcomes`` with the returned number."""
+        """Queue a write; its outcome appears in ``outcomes`` with the returned
+        number. Raw op tuples are typed first (``ops.as_ops``): TypeError or
+        ValueError for one that is no op's shape."""
         self._note_clock(now)
         if self.role in (Role.LEAVING, Role.CLOSED):
             raise RuntimeError(f"can't write in role {self.role.name}")
+        ops, conds = as_ops(ops), as_conds(conds)
         request = self.writer.new(ops, conds)
         self.write_keys[request.req] = tuple(
-            op[1] for op in ops if op and op[0] in ("set", "del") and isinstance(op[1], str)
-        ) + tuple(entry[0] for op in ops if op and op[0] == "restore" for entry in op[1])
+            op.key
+            for op in ops
+            if isinstance(op, (Set, SetOpts, Delete)) and isinstance(op.key, str)
+        ) + tuple(entry[0] for op in ops if isinstance(op, Restore) for entry in op.entries)
         if self.role is Role.HOST:
             host.order(self, self.me.id, request.req, self.writer.acked_upto, ops, conds)
         elif self.role is Role.PEER and self.target is not None:

@@ -8,9 +8,10 @@ its fields only (``Set("score", 3)``); the kind is filled in.
 
 Decoding from the wire, with the checks a stranger's frame needs, is in
 ``messages.py`` (one decoder per kind; the field checks it shares with every
-message live there). :func:`as_op` turns a raw tuple (a test's, or node.py's
-until it makes typed ones) into the typed op, in one place: the two messages
-that carry ops, ``Change`` and ``Write``, type raw tuples as they are made.
+message live there). :func:`as_op` turns a raw tuple (a caller's or a test's)
+into the typed op: ``Node.submit`` types a write's ops before the host's
+admission sees them, and the two messages that carry ops, ``Change`` and
+``Write``, type raw tuples as they are made.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from .ops import (
     Term,
 )
 from .ops import Leave as LeaveOp
+from .status import Status
 
 __all__ = [
     "Entry",
@@ -179,7 +180,7 @@ class WriterRecord:
     last_req: int = 0
     acked_upto: int = 0
     # req -> (status, detail, seq) for requests the writer has not confirmed yet
-    results: dict[int, tuple[str, Any, int]] = field(default_factory=dict)
+    results: dict[int, tuple[Status, Any, int]] = field(default_factory=dict)
 
 
 class Replica:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ..events import RolledBackWrite
 from .common import Acked
 from .replica import history_contains
+from .status import Status
 from .writer import Outcome
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ def deliver(node: Node, outcomes: list[Outcome]) -> None:
     now), so that a merge that undoes it can say so."""
     for o in outcomes:
         keys = node.write_keys.pop(o.req, ())
-        term = node.replica.term_of(o.seq) if o.status == "ok" and keys else None
+        term = node.replica.term_of(o.seq) if o.status == Status.OK and keys else None
         if term is not None:
             node.acked.append(Acked(o.req, o.seq, term[0], term[1], keys))
     node.outcomes.extend(outcomes)
@@ -68,7 +69,7 @@ def found_in(
         return a
     record = node.replica.dedupe.get(node.me.id)
     here = record.results.get(a.req) if record is not None else None
-    term = node.replica.term_of(here[2]) if here is not None and here[0] == "ok" else None
+    term = node.replica.term_of(here[2]) if here is not None and here[0] == Status.OK else None
     if here is None or term is None:
         return None
     return Acked(a.req, here[2], term[0], term[1], a.keys)

@@ -6,14 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .ops import Cond, Op
+from .status import Status
+
 __all__ = ["Outcome", "Request", "Writer"]
 
 
 @dataclass(frozen=True, slots=True)
 class Request:
     req: int
-    ops: tuple[tuple[Any, ...], ...]
-    conds: tuple[tuple[Any, ...], ...]
+    ops: tuple[Op, ...]
+    conds: tuple[Cond, ...]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -23,7 +26,7 @@ class Outcome:
     ones that are not ok."""
 
     req: int
-    status: str
+    status: Status
     detail: Any
     seq: int
 
@@ -38,7 +41,7 @@ class Writer:
         self.done_reqs: set[int] = set()
         self.acked_upto = 0
 
-    def new(self, ops: tuple[tuple[Any, ...], ...], conds: tuple[tuple[Any, ...], ...]) -> Request:
+    def new(self, ops: tuple[Op, ...], conds: tuple[Cond, ...]) -> Request:
         request = Request(self.next_req, ops, conds)
         self.next_req += 1
         self.pending[request.req] = request

@@ -316,9 +316,9 @@ def test_as_cond_and_as_ops() -> None:
 
 
 def test_every_change_a_simulated_session_makes_holds_typed_ops() -> None:
-    """node.py still builds its own ops (join, term, access, leave, expiry
-    deletes) as tuples, and the simulated workload writes tuples: every op in
-    every replica's log, the host's own included, is typed all the same."""
+    """The node builds its own ops (join, term, access, leave, expiry
+    deletes) typed, and the simulated workload writes raw tuples: every op in
+    every replica's log, the host's own included, is typed."""
     session = Session(seed=3)
     nodes = session.start(3)
     assert session.put(nodes[1], "k", 1).status == Status.OK
