@@ -432,9 +432,9 @@ def _op_to_wire(op: tuple[Any, ...]) -> Any:
     """What the wire carries of *op*: the op itself (a tuple, packed as an
     array), but for the ops that hold an object."""
     if type(op) is Join:
-        return ("join", op[1].to_wire())
+        return ("join", op.member.to_wire())
     if type(op) is SetAccess:
-        return ("access", op[1].to_wire())
+        return ("access", op.access.to_wire())
     return op
 
 
