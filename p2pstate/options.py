@@ -76,6 +76,12 @@ class Options:
     isolation_timeout: float | None = field(
         default=_CONFIG.isolation_timeout, metadata=_meta(group="core")
     )
+    #: How long a peer whose link to its host was reset (the host's process
+    #: died, or a blip) waits for the host to answer a probe before it takes
+    #: the host for lost; None: 60 ms. A silent host is found by host_timeout.
+    suspect_timeout: float | None = field(
+        default=_CONFIG.suspect_timeout, metadata=_meta(group="core")
+    )
     #: "default": a copy left alone goes on after ``isolation_timeout`` (the
     #: last player of a game plays on; the halves of a true split both go on,
     #: and a merge reports what it undoes). "majority": no copy hosts or
@@ -177,6 +183,8 @@ class Options:
                 raise TypeError(f"{name} must be True or False, not {getattr(self, name)!r}")
         if self.isolation_timeout is not None:
             check_seconds("isolation_timeout", self.isolation_timeout)
+        if self.suspect_timeout is not None:
+            check_seconds("suspect_timeout", self.suspect_timeout)
         if self.max_frame_size < 2 * self.max_value_size:
             raise ValueError("max_frame_size must be at least twice max_value_size")
         if self.secret is not None and (not isinstance(self.secret, str) or not self.secret):
