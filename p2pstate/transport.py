@@ -140,28 +140,7 @@ class Transport:
             self.zap = context.socket(zmq.REP)
             self.zap.setsockopt(zmq.LINGER, 0)
             self.zap.bind(ZAP_ENDPOINT)
-        self.router: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
-        if session_key is not None:
-            self.router.setsockopt(zmq.CURVE_SERVER, 1)
-            self.router.setsockopt(zmq.CURVE_SECRETKEY, session_key.secret_key)
-        self.router.setsockopt(zmq.LINGER, 0)
-        # A stranger can't make us allocate more than this for one frame.
-        self.router.setsockopt(zmq.MAXMSGSIZE, max_frame_size)
-        self.router.setsockopt(zmq.RCVHWM, 100_000)
-        port = 0
-        endpoints: list[str] = []
-        for address in addresses:
-            host = f"[{address}]" if ":" in address else address
-            try:
-                self.router.bind(f"tcp://{host}:{port or '*'}")
-            except zmq.ZMQError:
-                self.router.bind(f"tcp://{host}:*")  # that port is taken on this address
-            bound = self.router.getsockopt(zmq.LAST_ENDPOINT)
-            assert isinstance(bound, bytes)
-            endpoint = bound.decode()
-            port = port or int(endpoint.rsplit(":", 1)[1])
-            endpoints.append(endpoint)
-        self.endpoints: tuple[str, ...] = tuple(endpoints)
+        self.router, self.endpoints = _bound_router(context, addresses, max_frame_size, session_key)
 
     # ------------------------------------------------------------ receiving
 
@@ -498,3 +477,35 @@ def _network(address: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | No
         return None
     prefix = 24 if ip.version == 4 else 64
     return ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+
+
+def _bound_router(
+    context: zmq.Context[zmq.Socket[bytes]],
+    addresses: list[str],
+    max_frame_size: int,
+    session_key: SessionKey | None,
+) -> tuple[zmq.Socket[bytes], tuple[str, ...]]:
+    """Our ROUTER, bound on one port on every address (or any free port
+    where that one is taken), and the endpoints it is bound at."""
+    router: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
+    if session_key is not None:
+        router.setsockopt(zmq.CURVE_SERVER, 1)
+        router.setsockopt(zmq.CURVE_SECRETKEY, session_key.secret_key)
+    router.setsockopt(zmq.LINGER, 0)
+    # A stranger can't make us allocate more than this for one frame.
+    router.setsockopt(zmq.MAXMSGSIZE, max_frame_size)
+    router.setsockopt(zmq.RCVHWM, 100_000)
+    port = 0
+    endpoints: list[str] = []
+    for address in addresses:
+        host = f"[{address}]" if ":" in address else address
+        try:
+            router.bind(f"tcp://{host}:{port or '*'}")
+        except zmq.ZMQError:
+            router.bind(f"tcp://{host}:*")  # that port is taken on this address
+        bound = router.getsockopt(zmq.LAST_ENDPOINT)
+        assert isinstance(bound, bytes)
+        endpoint = bound.decode()
+        port = port or int(endpoint.rsplit(":", 1)[1])
+        endpoints.append(endpoint)
+    return router, tuple(endpoints)

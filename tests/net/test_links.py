@@ -91,7 +91,10 @@ def test_hellos_from_fresh_instances_of_a_banned_identity_open_bounded_links(
         # watched, the player's accepted connection), and a closed socket
         # keeps them until zmq's reaper thread gets to it: 2,000 links would
         # be 10,000 of them (before this fix, zmq ran out of sockets at 1,023).
-        assert most - baseline < 12 * CAP, (baseline, most, host.stats)
+        # Links reconnect within 10 ms (a crashed host is suspected at once),
+        # so a closing link's retries add a few more in flight: measured peak
+        # 811 above the baseline at CAP 64, in about one run of seven.
+        assert most - baseline < 14 * CAP, (baseline, most, host.stats)
         eventually(lambda: _open_fds() - baseline < 6 * CAP, 10)
         assert host.stats["links"] <= CAP
         assert player.collect() > 0  # refusals were sent, not only sockets closed
