@@ -181,9 +181,12 @@ def asked_to_take_over(node: Node, msg: Hello, now: float) -> bool:
         return False  # our host is alive: their link is the problem
     if node.liveness.behind is not None:
         return False  # we asked a member that holds more to take over
-    lost = node.suspects | set(msg.suspects) | {msg.prev_host} | node.liveness.gave_way
     if gives_way_to_us(node, msg):
-        lost.add(msg.sender)
+        # Kept across Hellos: two members ahead of us may give way to us,
+        # each in its own Hello; judged one at a time, neither Hello makes
+        # us next and both sides wait until they go alone at one epoch.
+        node.liveness.gave_way.add(msg.sender)
+    lost = node.suspects | set(msg.suspects) | {msg.prev_host} | node.liveness.gave_way
     for m in node.replica.succession():
         if m.id == node.me.id:
             return True
@@ -211,8 +214,6 @@ def on_hello(node: Node, msg: Hello, now: float) -> None:
         if member and holds_more(node, msg):
             give_way(node, msg.sender, now)
             return
-        if member and gives_way_to_us(node, msg):
-            node.liveness.gave_way.add(msg.sender)
         if member:
             liveness.note_evidence(node, msg, now)
             node.suspects |= set(msg.suspects) | {msg.prev_host or ""}

@@ -334,3 +334,17 @@ def test_result_held_across_a_snapshot_of_another_history_is_not_trusted() -> No
 )
 def test_seeds_that_found_bugs(kind: Kind, seed: int) -> None:
     run_schedule(seed, kind)
+
+
+def test_two_members_that_give_way_one_hello_each_make_one_host() -> None:
+    """Host and successor crashed together. The next in succession gave way
+    to a later member holding more of the lost term; a second member ahead
+    of that one, sent there too, also asked it. Each Hello was judged alone
+    (the other member still ahead and not lost), so the member that held
+    more never saw itself next: it asked the one that gave way, that one
+    asked it back, both gave up on each other and went alone at one epoch.
+    Found by DOUBLE seed 53: "epoch 3 ... had hosts" (issue 17)."""
+    report = run_schedule(53, Kind.DOUBLE)  # raises on two hosts at one epoch
+    live = [n for nid, n in report.net.nodes.items() if nid not in report.departed]
+    assert [n.role for n in live].count(Role.HOST) == 1
+    assert sum(n.stats.get("gave_way", 0) for n in report.net.nodes.values()) >= 1
