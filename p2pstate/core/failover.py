@@ -167,6 +167,25 @@ def asked_to_take_over(node: Node, msg: Hello, now: float) -> bool:
     """Someone asks us to host: true when the host they lost is ours and
     every member ahead of us in succession is lost too (we then take over
     once a majority asks, ``liveness.may_take_over``)."""
+    if not votes_against_our_host(node, msg, now):
+        return False
+    if gives_way_to_us(node, msg):
+        # Kept across Hellos: two members ahead of us may give way to us,
+        # each in its own Hello; judged one at a time, neither Hello makes
+        # us next and both sides wait until they go alone at one epoch.
+        node.liveness.gave_way.add(msg.sender)
+    lost = node.suspects | set(msg.suspects) | {msg.prev_host} | node.liveness.gave_way
+    for m in node.replica.succession():
+        if m.id == node.me.id:
+            return True
+        if m.id not in lost:
+            return False
+    return False
+
+
+def votes_against_our_host(node: Node, msg: Hello, now: float) -> bool:
+    """A Hello is a vote against the host we follow (or followed), and we
+    have not already given way to another member."""
     if msg.prev_host is None or msg.prev_host != node.replica.host_id:
         return False
     if node.role is Role.JOINING and not node.failing_over:
@@ -181,17 +200,7 @@ def asked_to_take_over(node: Node, msg: Hello, now: float) -> bool:
         and node.suspect_until is None  # its link to us dropped too: maybe not
     ):
         return False  # our host is alive: their link is the problem
-    if node.liveness.behind is not None:
-        return False  # we asked a member that holds more to take over
-    lost = node.suspects | set(msg.suspects) | {msg.prev_host} | node.liveness.gave_way
-    if gives_way_to_us(node, msg):
-        lost.add(msg.sender)
-    for m in node.replica.succession():
-        if m.id == node.me.id:
-            return True
-        if m.id not in lost:
-            return False
-    return False
+    return node.liveness.behind is None  # else we asked one that holds more
 
 
 def on_hello(node: Node, msg: Hello, now: float) -> None:
@@ -205,16 +214,16 @@ def on_hello(node: Node, msg: Hello, now: float) -> None:
     if node.liveness.behind is not None and msg.prev_host is not None:
         point_to_behind(node, msg)
         return
+    member = node.replica.member(msg.sender) is not None
+    if node.ready and member and holds_more(node, msg) and votes_against_our_host(node, msg, now):
+        # even when a member we still list (its leave is among the changes
+        # we lack) stands between us and the lead: the voter knows better
+        give_way(node, msg.sender, now)
+        return
     if node.ready and asked_to_take_over(node, msg, now):
         # Only a member's word moves us (its suspects, its vote); one we
         # do not know yet (its join was lost with the host) is told to
         # keep asking us, or it would walk on and take over beside us.
-        member = node.replica.member(msg.sender) is not None
-        if member and holds_more(node, msg):
-            give_way(node, msg.sender, now)
-            return
-        if member and gives_way_to_us(node, msg):
-            node.liveness.gave_way.add(msg.sender)
         if member:
             liveness.note_evidence(node, msg, now)
             node.suspects |= set(msg.suspects) | {msg.prev_host or ""}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 from chaos import Kind, run_schedule
+from lanchaos import LanKind, run_lan_schedule
 from simsession import CONFIG, Session
 
 from p2pstate.codec import hash_value
@@ -334,3 +335,31 @@ def test_result_held_across_a_snapshot_of_another_history_is_not_trusted() -> No
 )
 def test_seeds_that_found_bugs(kind: Kind, seed: int) -> None:
     run_schedule(seed, kind)
+
+
+def test_two_members_that_give_way_one_hello_each_make_one_host() -> None:
+    """Host and successor crashed together. The next in succession gave way
+    to a later member holding more of the lost term; a second member ahead
+    of that one, sent there too, also asked it. Each Hello was judged alone
+    (the other member still ahead and not lost), so the member that held
+    more never saw itself next: it asked the one that gave way, that one
+    asked it back, both gave up on each other and went alone at one epoch.
+    Found by DOUBLE seed 53: "epoch 3 ... had hosts" (issue 17)."""
+    report = run_schedule(53, Kind.DOUBLE)  # raises on two hosts at one epoch
+    live = [n for nid, n in report.net.nodes.items() if nid not in report.departed]
+    assert [n.role for n in live].count(Role.HOST) == 1
+    assert sum(n.stats.get("gave_way", 0) for n in report.net.nodes.values()) >= 1
+
+
+def test_a_voter_that_holds_more_is_followed_past_a_member_we_still_list() -> None:
+    """The successor was paused while the host removed a crashed member; the
+    host then crashed. The other member (it held the removal, and more) asked
+    the successor to take over, but the successor still listed the crashed
+    member ahead of it, so it was not asked (no vote counted) and did not
+    give way either (that waited for being asked): each followed a dead
+    member until both went alone at one epoch. A member that holds more of
+    the lost term now makes us give way even before we are next. Found by
+    lanchaos SHORT seed 308 (a regression of the merged core; main passed),
+    and DOUBLE seed 459 fails the same way (also on main)."""
+    run_lan_schedule(308, LanKind.SHORT)  # raises on two hosts at one epoch
+    run_schedule(459, Kind.DOUBLE)
