@@ -10,7 +10,7 @@ from ..messages import Leave, Member, Redirect, Refused, Welcome
 from . import follower, host
 from .common import ACCESS_REFUSALS, EPOCH_CEILING, Send, remember
 from .ids import identity_of
-from .quorum import is_live
+from .quorum import Streak, is_live
 from .rank import Standing, wins
 
 if TYPE_CHECKING:
@@ -93,6 +93,10 @@ def may_meet(node: Node, msg: Redirect, now: float) -> bool:
     (that one stopped hearing us): its claim is not weighed, only answered;
     an epoch no session reaches is a lie."""
     conn = node.conns.get(msg.sender)
+    if conn is not None and msg.epoch > node.epoch:
+        # it hosts a later term: it took over from us, so what it sent us
+        # before (held by TCP, read over a while) is no streak of ours
+        conn.heard = Streak()
     if not node.admission.may_lead(msg.sender):
         node.drop("host announcement from a refused identity")
         why = node.replica.access.refusal(identity_of(msg.sender))

@@ -363,3 +363,23 @@ def test_a_voter_that_holds_more_is_followed_past_a_member_we_still_list() -> No
     and DOUBLE seed 459 fails the same way (also on main)."""
     run_lan_schedule(308, LanKind.SHORT)  # raises on two hosts at one epoch
     run_schedule(459, Kind.DOUBLE)
+
+
+def test_a_host_back_from_a_cut_steps_down_to_the_later_term() -> None:
+    """The host's links were reset, then it was cut off; a member took over
+    at the next epoch. When the link came back, TCP delivered at once what
+    it had held: the new host's messages of its old membership (a streak to
+    a host that reads them over a while) and its announcement. The old host
+    counted the new one as its own live member, so it did not weigh the
+    announcement (SHORT 1341: it went on acknowledging its own write, which
+    the later term then undid) or outranked the new host with that member
+    counted (SHORT 2232: the new host stepped down and lost a write it had
+    acknowledged; LONG 2083: the same miscount when two hosts of a split
+    met a third, and a writer was told of a rollback that its new host's
+    history did not hold). A member that announces a later term
+    took over from us: what it sent before is no streak of ours. Found by
+    a seed scan; regressions of the merged suspicion branch (1341, 2232)
+    and of the exact branch (2083); main passed all three."""
+    run_lan_schedule(1341, LanKind.SHORT)  # raises: acknowledged write lost
+    run_lan_schedule(2232, LanKind.SHORT)
+    run_lan_schedule(2083, LanKind.LONG)  # raises: a rollback over-reported
