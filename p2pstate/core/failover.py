@@ -232,28 +232,26 @@ def on_hello(node: Node, msg: Hello, now: float) -> None:
         if not member or not liveness.may_take_over(node, now):
             # not (yet) a majority: tell it we are alive and gathering, so
             # that it goes on asking us rather than the next in line
-            notice = Redirect(
-                sender=node.me.id,
-                epoch=node.epoch,
-                host_id=node.me.id,
-                endpoints=node.me.endpoints,
-                reason="candidate",
-            )
-            node.outbox.append(Send(msg.sender, msg.endpoints, notice))
+            point_to(node, msg, node.me, "candidate")
             return
         take_over(node, "failover", now)
         host.on_hello(node, msg, now)
         return
     target = node.target
     if node.role is Role.PEER and target is not None:
-        notice = Redirect(
-            sender=node.me.id,
-            epoch=node.epoch,
-            host_id=target.id,
-            endpoints=target.endpoints,
-            reason="not host",
-        )
-        node.outbox.append(Send(msg.sender, msg.endpoints, notice))
+        point_to(node, msg, target, "not host")
+
+
+def point_to(node: Node, msg: Hello, member: Member, reason: str) -> None:
+    """Answer *msg*'s sender with a Redirect naming *member* (and why)."""
+    notice = Redirect(
+        sender=node.me.id,
+        epoch=node.epoch,
+        host_id=member.id,
+        endpoints=member.endpoints,
+        reason=reason,
+    )
+    node.outbox.append(Send(msg.sender, msg.endpoints, notice))
 
 
 def suspect_host(node: Node, peer_id: str, now: float) -> None:
@@ -335,14 +333,7 @@ def point_to_behind(node: Node, msg: Hello) -> None:
     member = node.replica.member(node.liveness.behind or "")
     if member is None or msg.sender == member.id:
         return
-    notice = Redirect(
-        sender=node.me.id,
-        epoch=node.epoch,
-        host_id=member.id,
-        endpoints=member.endpoints,
-        reason="not host",
-    )
-    node.outbox.append(Send(msg.sender, msg.endpoints, notice))
+    point_to(node, msg, member, "not host")
 
 
 def suspect_ahead_is_back(node: Node, sender: str, now: float) -> bool:
