@@ -31,7 +31,7 @@ def take_over(node: Node, reason: str, now: float) -> None:
         if m.id != node.me.id and (m.id == old or m.id in node.suspects)
     ]
     node.role, node.ready = Role.HOST, True
-    node.epoch = max(node.epoch, node.replica.epoch) + 1
+    node.epoch = max(node.epoch, node.replica.epoch, node.gave_way_at) + 1
     node.target, node.failing_over = None, False
     node.suspect_until = None
     # A result held for a change we have not applied names a seq of the
@@ -188,9 +188,13 @@ def votes_against_our_host(node: Node, msg: Hello, now: float) -> bool:
     have not already given way to another member."""
     if msg.prev_host is None or msg.prev_host != node.replica.host_id:
         return False
-    if node.role is Role.JOINING and not node.failing_over:
+    target = node.target
+    rejoining = target is not None and target.id == node.replica.host_id
+    if node.role is Role.JOINING and not node.failing_over and not rejoining:
         # We were sent to a new host (a merge): a Hello about the host we
-        # had before is stale news, held by TCP during a split.
+        # had before is stale news, held by TCP during a split. Not so when
+        # we ask our own host again (a gap in its stream: what TCP held
+        # while our cable was out), the others voting as it died meanwhile.
         return False
     if msg.epoch not in (node.replica.epoch, node.epoch):
         return False
@@ -325,6 +329,12 @@ def give_way(node: Node, ahead: str, now: float) -> None:
     assert member is not None
     node.stats["gave_way"] += 1
     node.liveness.behind = ahead
+    if not node.failing_over:
+        # we were asking our host again (a gap): it is lost, as the voter
+        # says, and our Hellos must be votes or *ahead* waits for ever
+        node.failing_over = True
+        node.suspects.add(node.replica.host_id)
+        node.liveness.lost_since = now
     follower.follow(node, member, now)
 
 

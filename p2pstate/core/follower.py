@@ -26,6 +26,7 @@ from . import rollback, ttl
 from .common import EPOCH_CEILING, Role, Send
 from .ids import identity_of
 from .ops import Cond, Op
+from .replica import history_contains
 from .status import Status
 from .writer import Outcome
 
@@ -205,10 +206,27 @@ def on_redirect(node: Node, msg: Redirect, now: float) -> None:
         return
     if msg.host_id == node.me.id:
         return
+    if not from_host and undoes_ours(node, msg):
+        node.drop("takeover notice from a minority host that lacks our changes")
+        return
     if msg.reason in ("takeover", "failover", "handoff") and node.replica.host_id:
         node.failing_over = True
         node.suspects.add(node.replica.host_id)
     follow(node, Member(id=msg.host_id, name="", endpoints=msg.endpoints), now)
+
+
+def undoes_ours(node: Node, msg: Redirect) -> bool:
+    """A host announces itself that reaches no majority and whose history
+    lacks our last change: the host that stepped down and went back when
+    the one it gave way to blipped (``failover.go_back``), or one that went
+    on alone. Following it would undo what we hold (writes acknowledged
+    under the host we lost among them), and the majority's side, back a
+    moment later, would restore them: a rollback reported in vain. Our own
+    failover finds the majority's host instead; discovery merges the two."""
+    r = node.replica
+    if msg.host_id != msg.sender or msg.majority or not node.ready or r.seq == 0:
+        return False
+    return not history_contains(msg.terms, msg.seq, r.seq, r.last_epoch, r.last_origin)
 
 
 def on_welcome(node: Node, msg: Welcome, now: float) -> None:

@@ -17,8 +17,12 @@ if TYPE_CHECKING:
     from .node import Node
 
 
-def step_down(node: Node, winner: Member, now: float) -> None:
-    """Another host outranks us: send our peers there and join it."""
+def step_down(node: Node, winner: Member, epoch: int, now: float) -> None:
+    """Another host outranks us: send our peers there and join it. Should
+    it never welcome us, we host again (``failover.go_back``) above every
+    epoch it may hold: its *epoch*, or ours + 1, where our Hello moves it
+    (``host.on_hello``)."""
+    node.gave_way_at = max(node.gave_way_at, epoch, node.epoch + 1)
     notice = Redirect(
         sender=node.me.id,
         epoch=node.epoch,
@@ -53,7 +57,8 @@ def on_redirect(node: Node, msg: Redirect, now: float) -> None:
         terms=msg.terms,
     )
     if wins(theirs, mine):
-        step_down(node, Member(id=msg.host_id, name="", endpoints=msg.endpoints), now)
+        winner = Member(id=msg.host_id, name="", endpoints=msg.endpoints)
+        step_down(node, winner, msg.epoch, now)
     elif msg.reason != "outranked":
         node.outbox.append(Send(msg.sender, msg.endpoints, announce(node, "outranked")))
 
@@ -133,4 +138,4 @@ def on_refused(node: Node, msg: Refused, now: float) -> None:
     if identity_of(msg.sender) != admin or msg.reason not in ACCESS_REFUSALS or not endpoints:
         node.drop("refusal from a host that is not our admin's")
         return
-    step_down(node, Member(id=msg.sender, name="", endpoints=endpoints), now)
+    step_down(node, Member(id=msg.sender, name="", endpoints=endpoints), msg.epoch, now)

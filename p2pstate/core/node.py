@@ -205,6 +205,9 @@ class Node:
         # Hosts of another session we met (by Redirect or discovery): their
         # Hellos may move our epoch when they step down and join us.
         self.rivals: dict[str, tuple[str, ...]] = {}  # node id -> its endpoints
+        #: The epoch of the last host we stepped down to: should it never
+        #: welcome us and we host again (``failover.go_back``), we go above it.
+        self.gave_way_at = 0
         # Members we dropped when they fell silent: one coming back from the
         # other half of a split may move our epoch, as a member would.
         self.departed: dict[str, tuple[()]] = {}

@@ -383,3 +383,18 @@ def test_a_host_back_from_a_cut_steps_down_to_the_later_term() -> None:
     run_lan_schedule(1341, LanKind.SHORT)  # raises: acknowledged write lost
     run_lan_schedule(2232, LanKind.SHORT)
     run_lan_schedule(2083, LanKind.LONG)  # raises: a rollback over-reported
+
+
+def test_a_successor_rejoining_after_a_gap_hears_the_votes_when_the_host_dies() -> None:
+    """The successor's cable was out 0.3 s; as it came back the host crashed.
+    TCP delivered the host's held heartbeat, showing changes the successor
+    lacked: it asked its host again (JOINING, not failing over), and took
+    the others' votes for stale news, as if a merge had sent it elsewhere,
+    answering none. They walked on to the next member, which took over and
+    removed the silent successor without telling it; the successor waited
+    out the isolation timeout and hosted alone at the epoch already taken
+    (SHORT 5814: epoch 2; 4550: epoch 3, where the new host then crashed).
+    A vote about the host we ask again is news; a suspect removed at a
+    takeover is sent its notice. Found by a seed scan; main failed both."""
+    run_lan_schedule(5814, LanKind.SHORT)  # raises on two hosts at one epoch
+    run_lan_schedule(4550, LanKind.SHORT)
