@@ -149,6 +149,7 @@ def after_expulsions(node: Node, change: Change, expelled: dict[str, tuple[str, 
 def apply(node: Node, change: Change, *, report: bool = True) -> None:
     """Host: apply a change it made and send it to every synced peer."""
     node.replica.apply(change, events=node.events if report else None)
+    liveness.note_backed(node, change.seq, change.epoch, change.origin)
     ttl.note_ttl(node, change)
     # The successor first: its acknowledgement is what the writer waits for
     # (and it answers the writer itself: not while we are isolated).

@@ -51,6 +51,7 @@ def on_redirect(node: Node, msg: Redirect, now: float) -> None:
         majority=msg.majority,
         seq=msg.seq,
         terms=msg.terms,
+        backed=msg.backed,
     )
     if wins(theirs, mine):
         step_down(node, Member(id=msg.host_id, name="", endpoints=msg.endpoints), now)
@@ -71,6 +72,7 @@ def announce(node: Node, reason: str) -> Redirect:
         majority=mine.majority,
         seq=mine.seq,
         terms=mine.terms,
+        backed=mine.backed,
     )
 
 
