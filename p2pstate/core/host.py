@@ -66,6 +66,9 @@ def check_isolation(node: Node, now: float) -> None:
         if node.liveness.isolated_since is not None:
             node.liveness.isolated_since = None
             node.events.append(IsolationChanged(isolated=False))
+            # what we made while isolated is acknowledged now (ask_ack)
+            r = node.replica
+            liveness.note_backed(node, r.seq, r.last_epoch, r.last_origin)
             if node.successor is not None:
                 ask_ack(node, node.successor)  # it was told not to acknowledge
             release_durable(node)
