@@ -82,7 +82,7 @@ __all__ = [
 #: hosts advertise it, and a copy that speaks another refuses to join them
 #: (IncompatibleVersionError) instead of sending frames neither side can read.
 #: 1 was every version before the number was advertised.
-WIRE_VERSION = 3  # 3: Redirect carries the standing (majority, seq, terms)
+WIRE_VERSION = 4  # 3: Redirect carries the standing (majority, seq, terms); 4: and backed
 
 #: Most messages one frame may carry (a sender batches what it has for one
 #: peer; see transport.py). More is refused, so a frame cannot expand into
@@ -725,6 +725,8 @@ class Redirect(Message):
     majority: bool = False
     seq: int = 0
     terms: tuple[tuple[int, int, str], ...] = ()
+    # (seq, epoch, origin) of its history's last change made with a majority
+    backed: tuple[int, int, str] = (0, 0, "")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -833,7 +835,16 @@ _SPECS: dict[type[Message], tuple[Callable[[Any], Any], ...]] = {
         _nat,
         _str,
     ),
-    Redirect: (_str, _list(_str), _str, _nat, _bool, _nat, _list(_tuple(_nat, _nat, _str))),
+    Redirect: (
+        _str,
+        _list(_str),
+        _str,
+        _nat,
+        _bool,
+        _nat,
+        _list(_tuple(_nat, _nat, _str)),
+        _tuple(_nat, _nat, _str),
+    ),
     Write: (_nat, _nat, _list(_op), _list(_cond)),
     Result: (_nat, _status, _detail, _nat),
     ChangeMsg: (Change.from_wire, _bool),

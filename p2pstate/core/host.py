@@ -66,6 +66,9 @@ def check_isolation(node: Node, now: float) -> None:
         if node.liveness.isolated_since is not None:
             node.liveness.isolated_since = None
             node.events.append(IsolationChanged(isolated=False))
+            # what we made while isolated is acknowledged now (ask_ack)
+            r = node.replica
+            liveness.note_backed(node, r.seq, r.last_epoch, r.last_origin)
             if node.successor is not None:
                 ask_ack(node, node.successor)  # it was told not to acknowledge
             release_durable(node)
@@ -149,6 +152,7 @@ def after_expulsions(node: Node, change: Change, expelled: dict[str, tuple[str, 
 def apply(node: Node, change: Change, *, report: bool = True) -> None:
     """Host: apply a change it made and send it to every synced peer."""
     node.replica.apply(change, events=node.events if report else None)
+    liveness.note_backed(node, change.seq, change.epoch, change.origin)
     ttl.note_ttl(node, change)
     # The successor first: its acknowledgement is what the writer waits for
     # (and it answers the writer itself: not while we are isolated).

@@ -40,6 +40,12 @@ class Liveness:
     #: the agreed membership we had when we went on alone, until we hear
     #: a majority of it again: till then our side is no majority's
     lone_from: frozenset[str] | None = None
+    #: (seq, epoch, origin) of the last change of our history that its
+    #: host made while it reached a majority: what it may have acknowledged
+    #: on a majority's behalf (a merge keeps the side that holds the other's,
+    #: core/rank.py). A node that takes over starts from the last change it
+    #: holds; a host moves it on with each change made with a majority.
+    backed: tuple[int, int, str] = (0, 0, "")
 
 
 def live(node: Node, now: float) -> int:
@@ -148,3 +154,12 @@ def term_liveness(node: Node, gone: list[str], handoff: bool, now: float) -> Non
     node.liveness.handed.clear()
     node.liveness.lone_from = None
     node.liveness.lost_since = None
+    r = node.replica
+    node.liveness.backed = (r.seq, r.last_epoch, r.last_origin)
+
+
+def note_backed(node: Node, seq: int, epoch: int, origin: str) -> None:
+    """Host: a change made now counts as backed while we reach a majority
+    (neither isolated nor gone on alone)."""
+    if node.liveness.isolated_since is None and node.liveness.lone_from is None:
+        node.liveness.backed = (seq, epoch, origin)

@@ -55,6 +55,7 @@ def on_redirect(node: Node, msg: Redirect, now: float) -> None:
         majority=msg.majority,
         seq=msg.seq,
         terms=msg.terms,
+        backed=msg.backed,
     )
     if wins(theirs, mine):
         winner = Member(id=msg.host_id, name="", endpoints=msg.endpoints)
@@ -76,6 +77,7 @@ def announce(node: Node, reason: str) -> Redirect:
         majority=mine.majority,
         seq=mine.seq,
         terms=mine.terms,
+        backed=mine.backed,
     )
 
 

@@ -429,6 +429,7 @@ class Node:
             and liveness.majority_of(self, self.liveness.agreed, self.clock),
             seq=r.seq,
             terms=tuple(r.terms),
+            backed=self.liveness.backed,
         )
 
     @property

@@ -14,7 +14,25 @@ In order:
    no host and started its own, maybe while the session's last player waited
    out ``isolation_timeout``) have no common membership to count: the longer
    history wins, so the game's state is not replaced by a newcomer's.
-3. Then more live players (heard within ``host_timeout``, now), then the
+3. Both sides of one session without a majority now (each went on alone,
+   or lost its majority later): the side whose history holds the other's
+   *backed* change wins if the other's does not hold its own. A side's
+   backed change is the last change of its history that a host made while
+   it reached a majority: whatever it acknowledged for a majority is at or
+   before it; after it come only changes made alone or unacknowledged.
+   A node that takes over counts every change it holds as backed (it
+   cannot tell), and so may claim too much, never too little: keeping the
+   side that holds the other's backed change undoes only what the other
+   made after its own, which no majority acknowledged. The other way
+   round would undo the keeper's backed change. (Why not the history that
+   holds more of the term both share, or Raft's "later last term, then
+   longer"? Terms begun alone get new epochs too, and a history says not
+   whether its terms had a majority: a peer cut off long before that hosts
+   alone from an old seq wins the first (red seed 700194: it undid the
+   majority's writes by its live players), a majority's successor that
+   lost its majority later loses the second to the old host's lone tail.)
+   When neither or both hold the other's, the rule goes on.
+4. Then more live players (heard within ``host_timeout``, now), then the
    higher epoch, then the longer history, then the lower node id:
    deterministic, the same on both sides.
 
@@ -29,7 +47,7 @@ state refuses, nor a member it hears as live (node.py, ``_may_meet``).
 
 A first join and the lobby see only a host's mDNS record (players, epoch,
 id), not its history: :func:`host_rank` is the part of this order that a
-record shows (rule 3 without the history), so they pick the host that
+record shows (rule 4 without the history), so they pick the host that
 would win a merge whenever histories do not decide it.
 """
 
@@ -57,6 +75,8 @@ class Standing:
     #: Its last change and the terms (first seq, epoch, origin) of its history.
     seq: int
     terms: Terms
+    #: (seq, epoch, origin) of its last change made with a majority (rule 3).
+    backed: tuple[int, int, str] = (0, 0, "")
 
     def holds_last_of(self, other: Standing) -> bool:
         """Whether this history contains the other's last change."""
@@ -66,6 +86,11 @@ class Standing:
             return False
         _, epoch, origin = other.terms[-1]
         return history_contains(self.terms, self.seq, other.seq, epoch, origin)
+
+    def holds_backed_of(self, other: Standing) -> bool:
+        """Whether this history contains the other's last backed change."""
+        seq, epoch, origin = other.backed
+        return history_contains(self.terms, self.seq, seq, epoch, origin)
 
 
 def wins(a: Standing, b: Standing) -> bool:
@@ -78,6 +103,10 @@ def wins(a: Standing, b: Standing) -> bool:
         return a.majority
     if not one_session and a.seq != b.seq:
         return a.seq > b.seq
+    if one_session and not a.majority:  # neither has one: rule 3
+        a_holds, b_holds = a.holds_backed_of(b), b.holds_backed_of(a)
+        if a_holds != b_holds:
+            return a_holds
     return _key(a) > _key(b)
 
 

@@ -41,7 +41,7 @@ from p2pstate.sim import SimNetwork
 __all__ = ["LanKind", "run_lan_schedule"]
 
 T = CONFIG.host_timeout
-SHORT = (0.6 * T, 1.2 * T, 3.0 * T)  # all under isolation_timeout (4 T)
+SHORT = (0.6 * T, 1.2 * T, 3.0 * T)  # all under isolation_timeout (8 T)
 LONG = (0.6 * T, 1.2 * T, 3.0 * T, 10.0 * T)
 
 

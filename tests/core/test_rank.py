@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 
 from p2pstate.core.node import Node
-from p2pstate.core.rank import host_rank
+from p2pstate.core.rank import Standing, Terms, host_rank, wins
 from p2pstate.discovery import HostRecord
 from p2pstate.lobby import _sessions
 
@@ -56,3 +56,41 @@ def test_host_rank_orders_players_then_epoch_then_the_lower_id() -> None:
     assert host_rank(1, 2, "z") > host_rank(1, 1, "a")
     assert host_rank(1, 1, "a") > host_rank(1, 1, "b")
     assert host_rank(1, 1, "a") > host_rank(1, 1, "ab"), "a prefix ranks higher"
+
+
+def _lone(host: str, live: int, seq: int, terms: Terms, backed: tuple[int, int, str]) -> Standing:
+    return Standing(
+        host_id=host,
+        epoch=terms[-1][1],
+        live=live,
+        majority=False,
+        seq=seq,
+        terms=terms,
+        backed=backed,
+    )
+
+
+def test_a_stale_lone_host_with_more_players_loses_to_the_majority_history() -> None:
+    # Red seed 700194: p was cut off at seq 93 of h's term and later hosted
+    # alone from there (epoch 2) with more players; h went on with a majority
+    # to 105, then alone to 109. p's side holds none of h's backed changes.
+    old = _lone("h", 1, 109, ((1, 1, "h"),), (105, 1, "h"))
+    stale = _lone("p", 3, 97, ((1, 1, "h"), (94, 2, "p")), (93, 1, "h"))
+    assert wins(old, stale)
+    assert not wins(stale, old)
+
+
+def test_a_successor_that_lost_its_majority_beats_the_old_hosts_lone_tail() -> None:
+    # b took over from h at seq 50 with a majority and acknowledged to 75,
+    # then lost its majority; h went on alone to 90 with more players.
+    successor = _lone("b", 1, 80, ((1, 1, "h"), (50, 2, "b")), (75, 2, "b"))
+    old = _lone("h", 3, 90, ((1, 1, "h"),), (49, 1, "h"))
+    assert wins(successor, old)
+    assert not wins(old, successor)
+
+
+def test_when_neither_holds_the_others_backed_change_live_players_decide() -> None:
+    a = _lone("a", 2, 60, ((1, 1, "h"), (40, 2, "a")), (45, 2, "a"))
+    b = _lone("b", 1, 70, ((1, 1, "h"), (40, 2, "b")), (50, 2, "b"))
+    assert wins(a, b)
+    assert not wins(b, a)

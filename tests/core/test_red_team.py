@@ -64,6 +64,16 @@ def test_red_team_findings(seed: int) -> None:
     run_red_schedule(seed)
 
 
+def test_a_peer_cut_off_early_that_hosts_alone_does_not_undo_the_majoritys_writes() -> None:
+    """Red seed 700194 (isolation_timeout of 8 host_timeouts, issue 17): a
+    peer cut off at seq 93 hosts alone from there; the majority went on
+    to seq 105 with a newcomer's acknowledged writes, then each of its
+    members was cut off alone too. The stale side gathered more players
+    and won the merge by them; now the side whose history holds the
+    other's last majority-backed change wins (core/rank.py rule 3)."""
+    run_red_schedule(700_194, family="join_split")
+
+
 @pytest.mark.parametrize("durability", ["default", "majority"])
 def test_a_handoff_held_by_a_cut_reaches_a_peer_that_lost_its_host(durability: str) -> None:
     """A game of two: the peer's cable is out long enough that it gives up

@@ -5,11 +5,14 @@ link by link, in order, at a moment the test picks."""
 
 from __future__ import annotations
 
+from p2pstate.core.config import Config
 from p2pstate.core.node import Node, Role
 from p2pstate.events import WritesRolledBack
 from p2pstate.messages import from_frame, to_frame
 
 MAX = 1 << 24
+#: Long enough for a side without a majority to go on alone.
+LONE = Config().host_timeout + Config().lone_after + 0.5
 
 
 class Lab:
@@ -105,7 +108,7 @@ def test_a_stale_failover_hello_does_not_make_a_second_host() -> None:
     lab = Lab("ABCD")
     lab.start()
     lab.side["C"] = lab.side["D"] = 1  # split {A, B} | {C, D}: C and D ask B (held)
-    lab.settle(3.0)  # two of four: C hosts after isolation_timeout
+    lab.settle(LONE)  # two of four: C hosts after isolation_timeout
     assert lab.nodes["C"].role is Role.HOST and lab.nodes["C"].epoch == 2
     lab.side["C"] = lab.side["D"] = 0  # heal; the C -> B connection comes up last
     lab.blocked.update({("C", "B"), ("D", "B")})
@@ -140,9 +143,9 @@ def test_a_welcome_answering_an_older_hello_is_not_taken() -> None:
     lab.write("A", "before")
     lab.settle(0.2)
     lab.side["C"] = lab.side["D"] = 1  # split {A, B, E} | {C, D}
-    lab.settle(1.5)  # C hosts {C, D} at epoch 2
+    lab.settle(LONE / 2)  # C hosts {C, D} at epoch 2
     lab.dead.add("A")  # A crashes; B hosts {B, E} at epoch 2
-    lab.settle(1.5)
+    lab.settle(LONE / 2)
     for i in range(12):  # the {C, D} half writes more: its seq runs ahead
         lab.write("C" if i % 2 else "D", f"cd-{i}")
         lab.settle(0.05)

@@ -15,7 +15,7 @@ def test_host_of_two_is_isolated_when_its_peer_dies_then_goes_on(
     join: Join, spawn: Callable[..., PeerProcess]
 ) -> None:
     """A game of two: the peer is kill -9'ed. The host hears no majority, so
-    it is isolated and its writes wait; after isolation_timeout (4 x
+    it is isolated and its writes wait; after isolation_timeout (8 x
     host_timeout) it goes on alone and the waiting write completes."""
     host = join(name="host")
     peer = spawn(name="peer")
