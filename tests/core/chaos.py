@@ -248,6 +248,9 @@ class _Schedule:
         self.net = report.net
         self.clients: list[_Client] = []
         self.newcomers: list[Node] = []  # started, not yet welcomed
+        # Nodes started with the session but not welcomed when the workload
+        # began: newcomers too, whose writes wait until they are in (pump).
+        self.outside: set[str] = set()
         self.session_id = ""
         self.paced = True
         self.horizon = rng.uniform(0.4, 1.5) * scale
@@ -276,12 +279,30 @@ class _Schedule:
             if self.report.kind is Kind.PARTITION or node.replica.session_id == self.session_id:
                 self.newcomers.remove(node)
                 self.start_workload(node)
+        if self.outside:
+            self.admit_outsiders()
         for client in self.clients:
+            # The same draws whether or not an outsider may write yet, so the
+            # schedules of the other nodes stay what they were.
             if not self.paced:
-                client.work.pump()
+                if client.work.node_id not in self.outside:
+                    client.work.pump()
             elif now >= client.due:
-                client.work.pump()
+                if client.work.node_id not in self.outside:
+                    client.work.pump()
                 client.due = now + self.rng.uniform(0.0, 2 * client.mean_gap)
+
+    def admit_outsiders(self) -> None:
+        """An outsider may write once it is in the session the others write
+        in (the schedule's, or the one that session merged into)."""
+        waiting = self.outside | {n.me.id for n in self.newcomers}
+        sessions = {self.session_id} | {
+            n.replica.session_id for n in live(self.net) if n.ready and n.me.id not in waiting
+        }
+        for nid in sorted(self.outside):
+            node = self.net.nodes[nid]
+            if node.ready and node.replica.session_id in sessions:
+                self.outside.discard(nid)
 
     def run_pumping(self, done: Callable[[], bool], limit: float) -> bool:
         def check() -> bool:
@@ -309,6 +330,8 @@ class _Schedule:
         self.session_id = first.replica.session_id
         for node in live(net):
             self.start_workload(node)
+            if not node.ready and report.kind is not Kind.PARTITION:
+                self.outside.add(node.me.id)
         self.inject_faults()
         self.quiet_down()
 
