@@ -14,6 +14,10 @@ In order:
    no host and started its own, maybe while the session's last player waited
    out ``isolation_timeout``) have no common membership to count: the longer
    history wins, so the game's state is not replaced by a newcomer's.
+   Two hosts of one session without a majority that each took over the
+   same lost term: the one whose history reaches further into that term
+   wins, as it holds every change of it the other holds (every
+   acknowledged one among them).
 3. Then more live players (heard within ``host_timeout``, now), then the
    higher epoch, then the longer history, then the lower node id:
    deterministic, the same on both sides.
@@ -76,9 +80,30 @@ def wins(a: Standing, b: Standing) -> bool:
     one_session = bool(a.terms) and bool(b.terms) and a.terms[0] == b.terms[0]
     if one_session and a.majority != b.majority:
         return a.majority
+    if one_session and not a.majority:
+        a_reach, b_reach = _reach_into_lost_term(a, b), _reach_into_lost_term(b, a)
+        if a_reach != b_reach:
+            return a_reach > b_reach
     if not one_session and a.seq != b.seq:
         return a.seq > b.seq
     return _key(a) > _key(b)
+
+
+def _reach_into_lost_term(a: Standing, b: Standing) -> int:
+    """When *a* and *b* each took over the same lost term (both went on
+    without a majority), how far *a*'s history reaches into that term; 0
+    when either is still in it (the old host, paused or cut off, keeps
+    giving way by the rest of the order). One host numbered that term, so
+    the candidate that reaches further holds every change of it the other
+    holds, every acknowledged one among them: it must win (red seed 424)."""
+    shared = 0
+    for mine, theirs in zip(a.terms, b.terms, strict=False):
+        if mine != theirs:
+            break
+        shared += 1
+    if shared == 0 or len(a.terms) <= shared or len(b.terms) <= shared:
+        return 0
+    return a.terms[shared][0] - 1
 
 
 def _key(s: Standing) -> tuple[int, int, int, tuple[int, ...]]:
