@@ -9,7 +9,9 @@ What a schedule does
 * Starts 3-5 nodes; each runs a :class:`~p2pstate.sim.Counter` (compare-and-swap
   increments on one of two shared keys) and a :class:`Pipeline` of writes to
   keys of its own, several in flight at once, spread over the fault horizon.
-  Every ``"ok"`` outcome is recorded.
+  Every ``"ok"`` outcome is recorded. A node not yet welcomed (its host may
+  die first, and it may host a session of its own) writes once it is in
+  the session the others write in, as a newcomer started later does.
 * Injects faults at random instants (between any two deliveries): crash of the
   host, of its successor or of another peer (a third of crashes also lose what
   the node had in flight), graceful leave of the host or of a peer, a new node
