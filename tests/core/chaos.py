@@ -9,7 +9,9 @@ What a schedule does
 * Starts 3-5 nodes; each runs a :class:`~p2pstate.sim.Counter` (compare-and-swap
   increments on one of two shared keys) and a :class:`Pipeline` of writes to
   keys of its own, several in flight at once, spread over the fault horizon.
-  Every ``"ok"`` outcome is recorded.
+  Every ``"ok"`` outcome is recorded. A node not yet welcomed (its host may
+  die first, and it may host a session of its own) writes once it is in
+  the session the others write in, as a newcomer started later does.
 * Injects faults at random instants (between any two deliveries): crash of the
   host, of its successor or of another peer (a third of crashes also lose what
   the node had in flight), graceful leave of the host or of a peer, a new node
@@ -248,6 +250,9 @@ class _Schedule:
         self.net = report.net
         self.clients: list[_Client] = []
         self.newcomers: list[Node] = []  # started, not yet welcomed
+        # Nodes started with the session but not welcomed when the workload
+        # began: newcomers too, whose writes wait until they are in (pump).
+        self.outside: set[str] = set()
         self.session_id = ""
         self.paced = True
         self.horizon = rng.uniform(0.4, 1.5) * scale
@@ -276,12 +281,30 @@ class _Schedule:
             if self.report.kind is Kind.PARTITION or node.replica.session_id == self.session_id:
                 self.newcomers.remove(node)
                 self.start_workload(node)
+        if self.outside:
+            self.admit_outsiders()
         for client in self.clients:
+            # The same draws whether or not an outsider may write yet, so the
+            # schedules of the other nodes stay what they were.
             if not self.paced:
-                client.work.pump()
+                if client.work.node_id not in self.outside:
+                    client.work.pump()
             elif now >= client.due:
-                client.work.pump()
+                if client.work.node_id not in self.outside:
+                    client.work.pump()
                 client.due = now + self.rng.uniform(0.0, 2 * client.mean_gap)
+
+    def admit_outsiders(self) -> None:
+        """An outsider may write once it is in the session the others write
+        in (the schedule's, or the one that session merged into)."""
+        waiting = self.outside | {n.me.id for n in self.newcomers}
+        sessions = {self.session_id} | {
+            n.replica.session_id for n in live(self.net) if n.ready and n.me.id not in waiting
+        }
+        for nid in sorted(self.outside):
+            node = self.net.nodes[nid]
+            if node.ready and node.replica.session_id in sessions:
+                self.outside.discard(nid)
 
     def run_pumping(self, done: Callable[[], bool], limit: float) -> bool:
         def check() -> bool:
@@ -309,6 +332,8 @@ class _Schedule:
         self.session_id = first.replica.session_id
         for node in live(net):
             self.start_workload(node)
+            if not node.ready and report.kind is not Kind.PARTITION:
+                self.outside.add(node.me.id)
         self.inject_faults()
         self.quiet_down()
 

@@ -94,3 +94,31 @@ def test_when_neither_holds_the_others_backed_change_live_players_decide() -> No
     b = _lone("b", 1, 70, ((1, 1, "h"), (40, 2, "b")), (50, 2, "b"))
     assert wins(a, b)
     assert not wins(b, a)
+
+
+def _took_over(host_id: str, epoch: int, live: int, took_over_at: int, seq: int) -> Standing:
+    """A host that took over term (1, "h0") at *took_over_at* and went on
+    without a majority of the session."""
+    terms = ((1, 1, "h0"), (took_over_at, epoch, host_id))
+    backed = (took_over_at - 1, 1, "h0")  # all it held when it took over
+    return Standing(host_id, epoch, live, majority=False, seq=seq, terms=terms, backed=backed)
+
+
+def test_of_two_lone_candidates_the_one_that_holds_more_of_the_lost_term_wins() -> None:
+    # Both took over term 1 after a cut; "b" held its changes up to 133 (all
+    # the acknowledged ones), "a" only up to 130. However many players "a"
+    # gathered first, or however high its epoch, "a" must give way: its
+    # history would undo acknowledged changes 131-133 (red seed 424).
+    a = _took_over("a", epoch=3, live=3, took_over_at=131, seq=140)
+    b = _took_over("b", epoch=2, live=1, took_over_at=134, seq=135)
+    assert wins(b, a) and not wins(a, b)
+
+
+def test_the_old_host_still_in_its_term_gives_way_as_before() -> None:
+    # The old host (paused or cut off) holds more of its own term than the
+    # peer that took over alone, yet gives way to it by the usual order
+    # (more players, then the higher epoch): reach is compared only between
+    # two that both left the term.
+    old = Standing("h0", 1, 1, majority=False, seq=139, terms=((1, 1, "h0"),))
+    new = _took_over("p", epoch=2, live=1, took_over_at=131, seq=135)
+    assert wins(new, old) and not wins(old, new)

@@ -56,7 +56,13 @@ def test_red_team_schedules_with_a_short_log(seed: int) -> None:
 #: 5765 (majority durability) the old host, back from its cut, dropped the
 #: new host's notice as "from a live member" (a burst TCP had held) and
 #: undid the writes of the majority; now only a streak makes a member live.
-FOUND = [2, 118, 144, 230, 680, 384, 938, 2600, 2370, 2699, 5765]
+#: In 424 six of seven were cut off each alone and five took over at epoch
+#: 2, each from where its copy of term 1 ended; the one that gathered
+#: players first lacked a write the host and successor held, and won the
+#: merge: now of two sides without a majority, the one whose history holds
+#: the other's last change made with a majority wins (core/rank.py, rule 3:
+#: the candidate that held more of the lost term holds the other's).
+FOUND = [2, 118, 144, 230, 680, 384, 938, 2600, 2370, 2699, 5765, 424]
 
 
 @pytest.mark.parametrize("seed", FOUND)

@@ -398,3 +398,20 @@ def test_a_successor_rejoining_after_a_gap_hears_the_votes_when_the_host_dies() 
     takeover is sent its notice. Found by a seed scan; main failed both."""
     run_lan_schedule(5814, LanKind.SHORT)  # raises on two hosts at one epoch
     run_lan_schedule(4550, LanKind.SHORT)
+
+
+def test_a_node_started_before_the_session_formed_writes_once_it_is_in() -> None:
+    """Checker fix (tests/core/chaos.py). The host crashed before welcoming
+    the nodes that started with the session; they found no host and started
+    a session of their own, which later merged with the original one (whose
+    lone survivor waited out isolation_timeout). The schedule had started
+    their workload with everyone's, so they wrote in their own session, and
+    whichever side the merge undid (reported, as guarantee 6 and the README's
+    "when a lone peer hosts" say), the SINGLE check called it lost. A
+    newcomer started later already waited until it was in; now these do too.
+    Found by SINGLE 1066 and DOUBLE 2000 and 5378 (issue 17)."""
+    for seed, kind in ((1066, Kind.SINGLE), (2000, Kind.DOUBLE), (5378, Kind.DOUBLE)):
+        report = run_schedule(seed, kind)
+        # the stranded newcomers did start a session of their own
+        sessions = {sid for sid, _ in report.net.hosts_by_term}
+        assert len(sessions) == 2, (seed, sessions)
