@@ -272,6 +272,11 @@ def ask_ack(node: Node, successor: str) -> None:
 def remove_member(node: Node, peer_id: str, reason: str, now: float) -> None:
     node.conns.pop(peer_id, None)
     node.admission.buckets.pop(peer_id, None)
+    if reason == "left":
+        # It said so itself: it is no side of a split to be outvoted by, so
+        # the majority we need shrinks with it (else the host of a game of
+        # two goes isolated whenever the other player quits).
+        node.liveness.agreed -= {peer_id}
     member = node.replica.member(peer_id)
     if member is not None:
         change = Change(

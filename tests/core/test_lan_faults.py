@@ -223,3 +223,23 @@ def test_blips_on_the_hosts_link_with_late_delivery_leave_one_host_per_epoch(see
     p.check(may_lose=True)
     two = {epoch: sorted(ids) for (_, epoch), ids in p.net.hosts_by_term.items() if len(ids) > 1}
     assert not two, (two, p.net.trace_tail(60))
+
+
+def test_a_player_who_leaves_does_not_leave_the_host_isolated() -> None:
+    """A game of two: the peer leaves on purpose (`p2pstate set` from the
+    command line joins, writes and leaves). Its Leave is agreed by the one
+    who leaves: the host must not count it as a lost member, go isolated and
+    hold the next player's writes for isolation_timeout."""
+    net = SimNetwork(9)
+    host, peer = net.add_node(), net.add_node()
+    assert net.run_until(net.quiet, 5.0)
+    net.leave(peer.me.id)
+    net.run(CONFIG.host_timeout + 0.5)
+    assert not host.isolated, net.trace_tail()
+    newcomer = net.add_node()
+    out: list[Outcome] = []
+    assert net.run_until(lambda: newcomer.role is Role.PEER, 2.0), net.trace_tail()
+    net.write(newcomer.me.id, (("set", "k", 1),), (), out.append)
+    assert net.run_until(lambda: bool(out), CONFIG.host_timeout), net.trace_tail()
+    assert out[0].status == "ok"
+    assert IsolationChanged(isolated=True) not in net.events[host.me.id]
