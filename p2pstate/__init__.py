@@ -54,6 +54,7 @@ from .events import (
     PeerLeft,
     PeerUpdated,
     RolledBackWrite,
+    WritesRestored,
     WritesRolledBack,
 )
 from .lobby import Lobby, SessionInfo, browse
@@ -107,6 +108,7 @@ __all__ = [
     "Transaction",
     "UpdateFailedError",
     "ValueTooLargeError",
+    "WritesRestored",
     "WritesRolledBack",
     "__version__",
     "browse",

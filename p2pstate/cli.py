@@ -62,6 +62,7 @@ from .events import (
     PeerJoined,
     PeerLeft,
     PeerUpdated,
+    WritesRestored,
     WritesRolledBack,
 )
 from .lobby import (
@@ -176,6 +177,14 @@ def _rolled_back(event: WritesRolledBack) -> str:
     )
 
 
+def _restored(event: WritesRestored) -> str:
+    keys = sorted({key for write in event.mine for key in write.keys})
+    return (
+        f"# a later merge brought back {len(event.writes)} write(s) reported undone, "
+        f"{len(event.mine)} of them yours" + (f": {', '.join(keys)}" if keys else "")
+    )
+
+
 def _host_changed(event: HostChanged) -> str:
     old = event.old.name if event.old is not None else "nobody"
     return f"# host: {old} -> {event.new.name} (epoch {event.epoch})"
@@ -188,6 +197,7 @@ _DESCRIBE: dict[type[Any], Callable[[Any], str]] = {
     PeerLeft: lambda e: f"# {e.peer.name} left ({e.reason})",
     HostChanged: _host_changed,
     WritesRolledBack: _rolled_back,
+    WritesRestored: _restored,
     Message: lambda e: (
         f"# <{e.sender.name}> "
         + (e.payload if isinstance(e.payload, str) else format_value(e.payload))

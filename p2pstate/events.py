@@ -19,6 +19,7 @@ __all__ = [
     "PeerLeft",
     "PeerUpdated",
     "RolledBackWrite",
+    "WritesRestored",
     "WritesRolledBack",
 ]
 
@@ -104,6 +105,17 @@ class WritesRolledBack:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WritesRestored:
+    """A later merge brought back writes that a :class:`WritesRolledBack`
+    reported undone: the history that won holds them after all (the session
+    changed host more than once while its halves met). The writes undone are
+    those reported rolled back and not restored since."""
+
+    writes: tuple[RolledBackWrite, ...]
+    mine: tuple[RolledBackWrite, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
 class Expelled:
     """This peer may no longer be in the session and was removed from it:
     ``reason`` is "banned" (the admin banned its identity) or
@@ -134,6 +146,7 @@ Event = (
     | HostChanged
     | Message
     | WritesRolledBack
+    | WritesRestored
     | Expelled
     | IsolationChanged
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..events import WritesRolledBack
+from ..events import WritesRestored, WritesRolledBack
 from ..messages import Refused, Welcome
 from . import failover, follower, rollback, ttl
 from .access import takeover_refusal
@@ -55,10 +55,12 @@ def on_welcome(node: Node, msg: Welcome, now: float) -> None:
         # the history we leave; it says nothing of this one. Ask again.
         node.writer.held.clear()
         node.replica.load(msg.snapshot, events=node.events if report else None)
-        rolled = rollback.rolled_back(node, msg.snapshot.terms, msg.snapshot.seq)
+        rolled, back = rollback.rolled_back(node, msg.snapshot.terms, msg.snapshot.seq)
         node.expiry = {
             key: node.clock + ttl for key, _, _, _, _, ttl in msg.snapshot.data if ttl > 0
         }
+        if back:
+            node.events.append(WritesRestored(writes=back, mine=back))
         if rolled:
             node.events.append(WritesRolledBack(writes=rolled, mine=rolled))
     else:

@@ -215,7 +215,7 @@ class Node:
     def _init_liveness(self) -> None:
         """The state of core/quorum.py's rules, and of exact rollback reports."""
         # reported undone by a merge; and those a later merge brought back
-        # (there is no event for that yet: see ``restored``)
+        # (reported in a WritesRestored)
         self.undone: dict[int, Acked] = {}
         #: Requests of ours reported in a WritesRolledBack that a later merge
         #: restored (the history that won held them after all).

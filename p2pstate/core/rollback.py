@@ -31,8 +31,10 @@ def deliver(node: Node, outcomes: list[Outcome]) -> None:
 
 def rolled_back(
     node: Node, terms: tuple[tuple[int, int, str], ...], last_seq: int
-) -> tuple[RolledBackWrite, ...]:
-    """Our own acknowledged writes that the incoming snapshot does not hold.
+) -> tuple[tuple[RolledBackWrite, ...], tuple[RolledBackWrite, ...]]:
+    """Our own acknowledged writes that the incoming snapshot does not hold,
+    and those an earlier snapshot undid that this one holds again (reported
+    restored, so that the reports net out to what was undone).
 
     Taken from the acknowledgements we kept rather than from the log: the
     log starts afresh at every snapshot, and a write acknowledged before
@@ -40,7 +42,7 @@ def rolled_back(
     loaded: a write the new history applied elsewhere (a resent request
     that two lineages each applied, at different places) is in its table
     of results, and is not lost."""
-    out, kept = [], []
+    out, kept, back = [], [], []
     for a in node.acked:
         found = found_in(node, a, terms, last_seq)
         if found is not None:
@@ -55,8 +57,9 @@ def rolled_back(
             del node.undone[req]
             node.restored.add(req)
             kept.append(found)
+            back.append(RolledBackWrite(writer=node.me.id, request=a.req, keys=a.keys))
     node.acked = deque(sorted(kept, key=lambda x: x.seq))
-    return tuple(out)
+    return tuple(out), tuple(back)
 
 
 def found_in(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from p2pstate.core.node import Node, Role
-from p2pstate.events import WritesRolledBack
+from p2pstate.events import WritesRestored, WritesRolledBack
 from p2pstate.sim import Counter, SimNetwork
 
 KEY = "count"
@@ -65,15 +65,15 @@ class Party:
         return sum(c.acked for c in self.counters)
 
     def reported(self) -> int:
-        """Acknowledged increments reported undone (WritesRolledBack)."""
-        return sum(
-            1
-            for events in self.net.events.values()
-            for e in events
-            if isinstance(e, WritesRolledBack)
-            for w in e.mine
-            if KEY in w.keys
-        )
+        """Acknowledged increments reported undone (WritesRolledBack), less
+        those reported back since (WritesRestored)."""
+        net = 0
+        for events in self.net.events.values():
+            for e in events:
+                if isinstance(e, (WritesRolledBack, WritesRestored)):
+                    sign = 1 if isinstance(e, WritesRolledBack) else -1
+                    net += sign * sum(1 for w in e.mine if KEY in w.keys)
+        return net
 
     def final(self) -> int:
         entry = self.host.replica.data.get(KEY)

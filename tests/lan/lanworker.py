@@ -109,7 +109,8 @@ class Counter:
 
 
 def _rolled_summary(rolled: list[dict[str, Any]], key: str) -> dict[str, int]:
-    """How many reported rolled-back writes touch *key*: all, and this peer's own."""
+    """How many writes reported rolled back (and not restored since) touch
+    *key*: all, and this peer's own."""
     touching = [r for r in rolled if key in r["keys"]]
     return {"all": len(touching), "mine": sum(1 for r in touching if r["mine"])}
 
@@ -136,6 +137,10 @@ def main() -> None:
                 {"writer": w.writer, "request": w.request, "keys": list(w.keys), "mine": w in mine}
                 for w in event.writes
             )
+        elif isinstance(event, p2pstate.WritesRestored):
+            back = {(w.writer, w.request) for w in event.writes}
+            log.warning("%.3f restored: %s", time.monotonic(), sorted(back))
+            rolled[:] = [r for r in rolled if (r["writer"], r["request"]) not in back]
         elif isinstance(event, p2pstate.HostChanged):
             hosts.append({"new": event.new.id, "epoch": event.epoch})
             log.warning("%.3f host %s epoch %d", time.monotonic(), event.new.id[:6], event.epoch)
