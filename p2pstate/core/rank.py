@@ -24,7 +24,12 @@ In order:
    cannot tell), and so may claim too much, never too little: keeping the
    side that holds the other's backed change undoes only what the other
    made after its own, which no majority acknowledged. The other way
-   round would undo the keeper's backed change. (Why not the history that
+   round would undo the keeper's backed change. A claim too high protects
+   less: the other side may then not hold it, neither holds the other's,
+   and the rest of the order decides, as it did before this step (a
+   successor that took over an isolated host's lone tail can so undo the
+   majority's writes of a later term; sending the backed change with the
+   stream would narrow that). (Why not the history that
    holds more of the term both share, or Raft's "later last term, then
    longer"? Terms begun alone get new epochs too, and a history says not
    whether its terms had a majority: a peer cut off long before that hosts
