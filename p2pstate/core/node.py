@@ -214,12 +214,9 @@ class Node:
 
     def _init_liveness(self) -> None:
         """The state of core/quorum.py's rules, and of exact rollback reports."""
-        # reported undone by a merge; and those a later merge brought back
+        # reported undone by a merge, until a later merge brings them back
         # (reported in a WritesRestored)
         self.undone: dict[int, Acked] = {}
-        #: Requests of ours reported in a WritesRolledBack that a later merge
-        #: restored (the history that won held them after all).
-        self.restored: set[int] = set()
         self.liveness = Liveness(agreed=frozenset((self.me.id,)))
 
     # ================================================================ inputs

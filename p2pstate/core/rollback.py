@@ -53,9 +53,8 @@ def rolled_back(
     for req, a in list(node.undone.items()):
         # undone by an earlier merge, and this history holds it after all
         found = found_in(node, a, terms, last_seq)
-        if found is not None and req not in {w.request for w in out}:
+        if found is not None:  # (never one just undone: this history lacks those)
             del node.undone[req]
-            node.restored.add(req)
             kept.append(found)
             back.append(RolledBackWrite(writer=node.me.id, request=a.req, keys=a.keys))
     node.acked = deque(sorted(kept, key=lambda x: x.seq))

@@ -30,6 +30,7 @@ from chaos import GuaranteeError, _rolled_back
 from p2pstate.core.config import Config
 from p2pstate.core.node import Node, Role
 from p2pstate.core.writer import Outcome
+from p2pstate.events import WritesRestored
 from p2pstate.sim import SimNetwork
 
 __all__ = ["FAMILIES", "run_red_schedule"]
@@ -391,12 +392,21 @@ def _check(run: _Run) -> None:
         if w.node_id in run.departed or w.node_id not in net.alive:
             continue
         reported = {(r, k) for r, k in _rolled_back(net, w.node_id) if k.startswith("u/")}
-        # A write undone by one merge and brought back by a later one was
-        # reported though it is not lost: still allowed here (red seed 700194,
-        # several lone hosts after cuts with joins, issue 17, open); the LAN
-        # schedules of lanchaos.py check exactly.
-        restored = {(r, k) for r, k in reported if r in net.nodes[w.node_id].restored}
+        # A write undone by one merge and brought back by a later one is
+        # reported back (WritesRestored): not lost.
+        back = _restored(net, w.node_id)
+        restored = {(r, k) for r, k in reported if r in back}
         if set(gone) != reported - restored:
             raise run.fail(
                 f"{w.node_id[:6]}: undone {sorted(gone)}, reported {sorted(reported - restored)}"
             )
+
+
+def _restored(net: SimNetwork, node_id: str) -> set[int]:
+    """Requests of *node_id* reported back after a rollback (WritesRestored)."""
+    return {
+        w.request
+        for event in net.events.get(node_id, ())
+        if isinstance(event, WritesRestored)
+        for w in event.mine
+    }
