@@ -100,8 +100,7 @@ def _took_over(host_id: str, epoch: int, live: int, took_over_at: int, seq: int)
     """A host that took over term (1, "h0") at *took_over_at* and went on
     without a majority of the session."""
     terms = ((1, 1, "h0"), (took_over_at, epoch, host_id))
-    backed = (took_over_at - 1, 1, "h0")  # all it held when it took over
-    return Standing(host_id, epoch, live, majority=False, seq=seq, terms=terms, backed=backed)
+    return _lone(host_id, live, seq, terms, (took_over_at - 1, 1, "h0"))  # all it held then
 
 
 def test_of_two_lone_candidates_the_one_that_holds_more_of_the_lost_term_wins() -> None:
