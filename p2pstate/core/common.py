@@ -59,6 +59,9 @@ class Conn:
     last_heard: float  # when its silence started to count (peer_timeout)
     synced: bool = False
     heard: Streak = field(default_factory=Streak)  # its messages, for liveness
+    #: our epoch when we last welcomed it: what it sent before is of an
+    #: older membership (a Leave held by TCP must not remove it now)
+    epoch: int = 0
 
 
 UNSYNCED = Conn(last_heard=0.0)

@@ -467,7 +467,7 @@ def welcomed(node: Node, sender: str, newcomer: bool, now: float) -> None:
     membership (a bigger one only makes majorities harder to reach), but
     not while we are isolated: it would help outvote the members we lost."""
     old = node.conns.get(sender)
-    conn = node.conns[sender] = Conn(last_heard=now, synced=True)
+    conn = node.conns[sender] = Conn(last_heard=now, synced=True, epoch=node.epoch)
     if old is not None:
         conn.heard = old.heard
     elif newcomer and node.liveness.isolated_since is None:
@@ -505,6 +505,11 @@ def successor_holds(node: Node, sender: str, epoch: int, seq: int) -> None:
 
 
 def on_leave(node: Node, msg: Leave, now: float) -> None:
+    conn = node.conns.get(msg.sender)
+    if conn is not None and msg.epoch < conn.epoch:
+        # sent before we welcomed it back (held by TCP): it stays
+        node.drop("stale leave")
+        return
     if member_conn(node, msg, now) is None:
         return
     node.send_id(msg.sender, Gone(sender=node.me.id, epoch=node.epoch))

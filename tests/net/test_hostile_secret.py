@@ -197,6 +197,28 @@ def test_forged_messages_of_every_type_keep_the_host_the_admin_and_the_bans(
         m.close()
 
 
+def test_a_leave_in_another_members_name_removes_nobody(
+    join: Join, app_name: str, ctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    """With a secret only a member itself may leave: a member with the
+    secret who sends a Leave in bob's name (his id, the current epoch) to
+    the host is caught by the proven identity, and bob stays a member."""
+    host, bob, carol = _session(join)
+    m = Mallory(ctx, app_name, knows_secret=True)
+    try:
+        _member(m, host)
+        eventually(lambda: any(p.id == m.id for p in carol.peers))
+        for _ in range(3):
+            m.send(host.me.endpoint, Leave(sender=bob.me.id, epoch=host.epoch))
+        eventually(lambda: host.stats.get("forged_senders", 0) >= 3)
+        bob["still"] = 1
+        eventually(lambda: carol.get("still") == 1)
+        assert any(p.id == bob.me.id for p in host.peers)
+        assert host.is_host and bob.host is not None and bob.host.id == host.me.id
+    finally:
+        m.close()
+
+
 def test_a_rival_host_lying_about_its_players_gets_neither_the_admin_role_nor_the_bans(
     join: Join, app_name: str, ctx: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
