@@ -277,6 +277,8 @@ def remove_member(node: Node, peer_id: str, reason: str, now: float) -> None:
         # the majority we need shrinks with it (else the host of a game of
         # two goes isolated whenever the other player quits).
         node.liveness.agreed -= {peer_id}
+        if node.liveness.lone_from is not None:  # nor of the one we went alone from
+            node.liveness.lone_from -= {peer_id}
     member = node.replica.member(peer_id)
     if member is not None:
         change = Change(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from simsession import CONFIG, Session
 
-from p2pstate.core.node import Role
+from p2pstate.core.node import Node, Role
 from p2pstate.messages import Leave
 
 
@@ -38,3 +38,32 @@ def test_a_leave_at_the_members_epoch_still_removes_it() -> None:
     s.net.leave(c.me.id)
     assert s.settle(), s.tail()
     assert s.members(b) == [b.me.id] and c.role is Role.CLOSED
+
+
+def test_a_lone_host_whose_members_left_on_purpose_has_its_majority_back() -> None:
+    """A host that went on alone keeps the membership it lost (lone_from)
+    until it hears a majority of it again; members that then come back
+    and leave on purpose vote no more, so they leave that membership too,
+    as they leave the agreed one: with the last member back, it is the
+    majority's side again."""
+    s = Session(4)
+    a, *others = s.start(5)
+    for n in others:
+        s.net.pause(n.me.id)
+    assert s.run_until(lambda: a.liveness.lone_from is not None, CONFIG.lone_after + 2.0)
+    assert s.run_until(lambda: s.members(a) == [a.me.id]), s.tail()
+    for n in others[:3]:  # each comes back, then leaves on purpose
+        s.net.resume(n.me.id)
+        assert s.run_until(lambda n=n: _back(s, a, n)), s.tail()
+        s.net.leave(n.me.id)
+        assert s.run_until(lambda n=n: n.role is Role.CLOSED), s.tail()
+    last = others[3]
+    s.net.resume(last.me.id)
+    assert s.run_until(lambda: _back(s, a, last)), s.tail()
+    assert s.run_until(lambda: a.standing().majority, 2.0), a.liveness
+    assert a.liveness.lone_from is None
+
+
+def _back(s: Session, host: Node, n: Node) -> bool:
+    """*n* is a member of *host* again, welcomed after it was removed."""
+    return n.me.id in s.members(host) and n.role is Role.PEER and n.target_id == host.me.id
