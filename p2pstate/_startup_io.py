@@ -161,10 +161,13 @@ class StartupAdapter:
     def rediscover(self) -> None:
         """While we host, ask the LAN for hosts of our session every few
         seconds: after a split heals, zeroconf's own browser would not ask
-        again for minutes, and the two hosts must meet to merge."""
+        again for minutes, and the two hosts must meet to merge. Likewise
+        while we hold the session and look for its host (a failover that
+        waits for a majority: ``failover.probe_found``)."""
         interval = self.options.rediscovery_interval
         while not self.stopped.wait(interval):
-            if self.node.role is not Role.HOST:
+            node = self.node
+            if node.role is not Role.HOST and not (node.ready and node.role is Role.JOINING):
                 continue
             try:
                 records = self.discovery.browse(self.app, self.session, 0.25)
@@ -190,7 +193,13 @@ class StartupAdapter:
         # merge; nor can two wire formats.
         if self.election.compatible(_advert(record)):
             now = time.monotonic()
-            self.node.observe_host(record.node_id, record.endpoints, record.epoch, now)
+            self.node.observe_host(
+                record.node_id,
+                record.endpoints,
+                record.epoch,
+                now,
+                session_id=record.session_id,
+            )
 
     def begin_io(self, now: float) -> None:
         """The first discovery window is over: let the election decide."""

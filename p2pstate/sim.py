@@ -541,6 +541,13 @@ class _Mdns:
                 started = self.join_started.get(nid, net.now)
                 if net.now - started > 1.0:
                     self._retry_join(node)
+            elif node.role is Role.JOINING:  # lost its host: what zeroconf's watch shows
+                for other in self.visible_hosts(nid):
+                    sid = other.replica.session_id
+                    node.observe_host(
+                        other.me.id, other.me.endpoints, other.epoch, net.now, session_id=sid
+                    )
+                    net.flush(node)
 
     def _retry_join(self, node: Node) -> None:
         net, nid = self.net, node.me.id

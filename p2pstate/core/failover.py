@@ -127,6 +127,24 @@ def probe_members(node: Node) -> None:
         node.send(m, follower.hello(node, vote=False))
 
 
+def probe_found(node: Node, host_id: str, endpoints: tuple[str, ...], session_id: str) -> None:
+    """Discovery shows a host of our session while we wait for a majority
+    ("majority" durability, where no wait ends by itself): the session
+    may have gone on under a host our membership list lacks (it rejoined
+    while our cable was out, then took over). Ask it as probe_members asks
+    a member; its Welcome is taken only if its history holds our last
+    change (``joining.on_welcome``). Another session's host is not asked:
+    it would take us for a newcomer."""
+    if node.config.durability != "majority" or not (node.ready and node.failing_over):
+        return
+    if session_id != node.replica.session_id or host_id == node.me.id:
+        return
+    if not node.admission.may_lead(host_id) or node.replica.member(host_id) is not None:
+        return  # a member: probe_members asks it already
+    node.probed.add(host_id)
+    node.outbox.append(Send(host_id, endpoints, follower.hello(node, vote=False)))
+
+
 def host_lost(node: Node, lost: str, now: float) -> None:
     """The host (or the candidate we were asking) is silent: try the next
     member in succession. If that is us, take over when a majority can

@@ -12,6 +12,7 @@ from . import failover, follower, rollback, ttl
 from .access import takeover_refusal
 from .common import ACCESS_REFUSALS, Role
 from .ids import identity_of
+from .replica import history_contains
 
 if TYPE_CHECKING:
     from .node import Node
@@ -33,6 +34,11 @@ def on_welcome(node: Node, msg: Welcome, now: float) -> None:
         return
     if msg.host_id != msg.sender or (msg.snapshot and msg.snapshot.host_id != msg.sender):
         node.drop("welcome naming another node as host")
+        return
+    if not asked and node.replica.member(msg.sender) is None and not _extends_ours(node, msg):
+        # a host discovery showed (failover.probe_found): never at the cost
+        # of changes we hold (acknowledged writes, maybe)
+        node.drop("welcome from a found host that lacks our last change")
         return
     if not node.admission.may_lead(msg.sender):
         node.drop("welcome from a refused identity")
@@ -85,6 +91,15 @@ def on_welcome(node: Node, msg: Welcome, now: float) -> None:
     for request in node.writer.unacked():
         if request.req not in node.writer.held:
             follower.send_write(node, request.req, request.ops, request.conds, now)
+
+
+def _extends_ours(node: Node, msg: Welcome) -> bool:
+    """Whether the welcoming host's history holds our last change (its
+    changes follow it, or its snapshot's history holds it)."""
+    snap, r = msg.snapshot, node.replica
+    if snap is None:
+        return True  # changes are sent only after a change it holds
+    return history_contains(snap.terms, snap.seq, r.seq, r.last_epoch, r.last_origin)
 
 
 def on_refused(node: Node, msg: Refused, now: float) -> None:

@@ -334,7 +334,13 @@ class Node:
         self.leave_deadline = now + self.config.leave_timeout
 
     def observe_host(
-        self, host_id: str, endpoints: tuple[str, ...], epoch: int, now: float
+        self,
+        host_id: str,
+        endpoints: tuple[str, ...],
+        epoch: int,
+        now: float,
+        *,
+        session_id: str | None = None,
     ) -> None:
         """Discovery saw another host of this session (two halves of a split
         session, or two nodes that started hosting at once).
@@ -343,8 +349,13 @@ class Node:
         on one by ``core/rank.py``, and the loser steps down. Standings travel
         in messages rather than in the advertisement, so both sides compare
         fresh numbers; ``epoch`` (what discovery advertised) is not needed for
-        the decision."""
+        the decision. A node that lost its host and waits for a majority
+        asks a host that advertises our *session_id* instead
+        (``failover.probe_found``)."""
         self._note_clock(now)
+        if self.role is Role.JOINING and session_id is not None:
+            failover.probe_found(self, host_id, endpoints, session_id)
+            return
         if self.role is not Role.HOST or host_id == self.me.id:
             return
         if self.admission.may_lead(host_id):

@@ -5,6 +5,7 @@ and a copy of a "majority" session that lost track of its host."""
 
 from __future__ import annotations
 
+from redteam import run_red_schedule
 from simsession import CONFIG, Session
 
 from p2pstate.core.node import Node, Role
@@ -67,3 +68,81 @@ def test_a_lone_host_whose_members_left_on_purpose_has_its_majority_back() -> No
 def _back(s: Session, host: Node, n: Node) -> bool:
     """*n* is a member of *host* again, welcomed after it was removed."""
     return n.me.id in s.members(host) and n.role is Role.PEER and n.target_id == host.me.id
+
+
+def test_a_member_cut_off_while_its_host_handed_over_finds_the_new_host() -> None:
+    """Red seed 1198, "majority" durability: a member was cut off while its
+    host removed it, took back a member it had removed before, and handed
+    over to that one, then left. Back, the member knew neither the new host
+    (the rejoin came after its cut) nor any majority that could answer: it
+    asked the closed host for ever. Discovery shows the session's host; it
+    asks that one, as it asks a member (a question, not a vote)."""
+    run_red_schedule(1198, durability="majority")
+
+
+def test_two_restarts_that_leave_no_majority_are_not_scheduled() -> None:
+    """Red seed 1158, "majority" durability: the host restarted (a new
+    instance, hosting a session of its own), and the red team's guard took
+    that one-member session for the session, so it restarted a second of
+    the four members: two of four can never take over in this durability
+    (documented: the session waits). The guard now counts the copies that
+    hold the first session; the schedule settles."""
+    run_red_schedule(1158, durability="majority")
+
+
+def _back(s: Session, host: Node, n: Node) -> bool:
+    """*n* is a member of *host* again, welcomed after it was removed."""
+    return n.me.id in s.members(host) and n.role is Role.PEER and n.target_id == host.me.id
+
+
+def test_a_member_cut_off_while_its_host_handed_over_finds_the_new_host() -> None:
+    """Red seed 1198, "majority" durability: a member was cut off while its
+    host removed it, took back a member it had removed before, and handed
+    over to that one, then left. Back, the member knew neither the new host
+    (the rejoin came after its cut) nor any majority that could answer: it
+    asked the closed host for ever. Discovery shows the session's host; it
+    asks that one, as it asks a member (a question, not a vote)."""
+    run_red_schedule(1198, durability="majority")
+
+
+def test_two_restarts_that_leave_no_majority_are_not_scheduled() -> None:
+    """Red seed 1158, "majority" durability: the host restarted (a new
+    instance, hosting a session of its own), and the red team's guard took
+    that one-member session for the session, so it restarted a second of
+    the four members: two of four can never take over in this durability
+    (documented: the session waits). The guard now counts the copies that
+    hold the first session; the schedule settles."""
+    run_red_schedule(1158, durability="majority")
+
+
+def test_a_successor_that_takes_over_a_lone_tail_claims_only_what_a_majority_backed() -> None:
+    """Split {a, b} | {c, d, e}: c takes over with a majority and d's writes
+    are acknowledged there; a goes on alone after isolation_timeout with
+    b, which acknowledges a longer lone tail. Then d and e die (c loses
+    its majority) and a dies (b takes over, alone). Neither side has a
+    majority when they meet, so rule 3 decides: b used to claim its last
+    change as backed, the end of a's lone tail, which c's history lacks;
+    the rule fell through, b won on the longer history and undid the
+    majority's writes. b now claims what a told it a majority backed."""
+    s = Session(5)
+    a, b, c, d, e = s.start(5)
+    s.net.partition({a.me.id, b.me.id}, {c.me.id, d.me.id, e.me.id})
+    assert s.run_until(lambda: c.role is Role.HOST), s.tail()
+    assert all(s.put(d, f"w{i}", i).status == "ok" for i in range(3))
+    assert s.run_until(lambda: a.liveness.lone_from is not None, CONFIG.lone_after + 2.0)
+    assert all(s.put(b, f"lone{i}", i).status == "ok" for i in range(12))
+    for n in (d, e, a):
+        s.net.crash(n.me.id)
+    assert s.run_until(
+        lambda: b.role is Role.HOST and c.liveness.lone_from is not None, CONFIG.lone_after + 3.0
+    ), s.tail()
+    assert not b.standing().majority and not c.standing().majority
+    s.net.heal()
+    assert s.settle(), s.tail()
+    assert c.role is Role.HOST and b.target_id == c.me.id, s.tail()
+    for n in (b, c):
+        assert {k: v for k, v in s.values(n).items() if k.startswith("w")} == {
+            "w0": 0,
+            "w1": 1,
+            "w2": 2,
+        }
