@@ -82,7 +82,8 @@ __all__ = [
 #: hosts advertise it, and a copy that speaks another refuses to join them
 #: (IncompatibleVersionError) instead of sending frames neither side can read.
 #: 1 was every version before the number was advertised.
-WIRE_VERSION = 4  # 3: Redirect carries the standing (majority, seq, terms); 4: and backed
+WIRE_VERSION = 5  # 3: Redirect carries the standing (majority, seq, terms); 4: and backed;
+#                  5: ChangeMsg and Heartbeat carry the host's backed change too
 
 #: Most messages one frame may carry (a sender batches what it has for one
 #: peer; see transport.py). More is refused, so a frame cannot expand into
@@ -762,11 +763,13 @@ class Result(Message):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ChangeMsg(Message):
-    """A change for the receiver to apply; ``ack`` asks the successor to confirm."""
+    """A change for the receiver to apply; ``ack`` asks the successor to confirm;
+    ``backed``: the host made it (or has since held it) with a majority."""
 
     TYPE: ClassVar[int] = 6
     change: Change
     ack: bool
+    backed: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -781,6 +784,8 @@ class Ack(Message):
 class Heartbeat(Message):
     TYPE: ClassVar[int] = 8
     seq: int
+    # the host's backed change (core/rank.py rule 3); a peer's heartbeat: unused
+    backed: tuple[int, int, str] = (0, 0, "")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -847,9 +852,9 @@ _SPECS: dict[type[Message], tuple[Callable[[Any], Any], ...]] = {
     ),
     Write: (_nat, _nat, _list(_op), _list(_cond)),
     Result: (_nat, _status, _detail, _nat),
-    ChangeMsg: (Change.from_wire, _bool),
+    ChangeMsg: (Change.from_wire, _bool, _bool),
     Ack: (_nat,),
-    Heartbeat: (_nat,),
+    Heartbeat: (_nat, _tuple(_nat, _nat, _str)),
     Leave: (),
     Handoff: (),
     Gone: (),

@@ -105,6 +105,8 @@ def on_change(node: Node, msg: ChangeMsg, now: float) -> None:
         node.stats["gap"] += 1  # we missed changes: ask again from where we are
         follow(node, node.target or node.me, now)
         return
+    if msg.backed:
+        told_backed(node, (change.seq, change.epoch, change.origin))
     if msg.ack:
         ack = Send(
             msg.sender,
@@ -159,9 +161,20 @@ def on_heartbeat(node: Node, msg: Heartbeat, now: float) -> None:
     if not from_target(node, msg):
         return
     node.heard, node.epoch = now, msg.epoch
+    told_backed(node, msg.backed)
     if msg.seq > node.replica.seq:
         node.stats["gap"] += 1
         follow(node, node.target or node.me, now)
+
+
+def told_backed(node: Node, backed: tuple[int, int, str]) -> None:
+    """Our host's last change made with a majority (core/rank.py rule 3):
+    kept, to claim if we take over (``liveness.takeover_backed``). It only
+    grows along one history; one our history lacks (another host's, from
+    before a snapshot) gives way to any."""
+    mine = node.liveness.backed
+    if backed[0] >= mine[0] or not node.replica.in_history(*mine):
+        node.liveness.backed = backed
 
 
 def on_redirect(node: Node, msg: Redirect, now: float) -> None:

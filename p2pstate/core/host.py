@@ -157,12 +157,12 @@ def apply(node: Node, change: Change, *, report: bool = True) -> None:
     # The successor first: its acknowledgement is what the writer waits for
     # (and it answers the writer itself: not while we are isolated).
     successor = node.successor
+    backed = is_backed(node, change)
     if successor is not None and node.conns.get(successor, UNSYNCED).synced:
         ack = not liveness.acks_paused(node)
-        node.send_id(
-            successor, ChangeMsg(sender=node.me.id, epoch=node.epoch, change=change, ack=ack)
-        )
-    others = ChangeMsg(sender=node.me.id, epoch=node.epoch, change=change, ack=False)
+        msg = ChangeMsg(sender=node.me.id, epoch=node.epoch, change=change, ack=ack, backed=backed)
+        node.send_id(successor, msg)
+    others = ChangeMsg(sender=node.me.id, epoch=node.epoch, change=change, ack=False, backed=backed)
     for peer_id, conn in node.conns.items():
         if conn.synced and peer_id != successor:
             node.send_id(peer_id, others)  # one message: the adapter encodes it once
@@ -265,8 +265,21 @@ def ask_ack(node: Node, successor: str) -> None:
     first = min(node.awaiting, default=node.replica.seq)
     for change in node.replica.log:
         if change.seq >= first:
-            msg = ChangeMsg(sender=node.me.id, epoch=node.epoch, change=change, ack=True)
+            msg = ChangeMsg(
+                sender=node.me.id,
+                epoch=node.epoch,
+                change=change,
+                ack=True,
+                backed=is_backed(node, change),
+            )
             node.send_id(successor, msg)
+
+
+def is_backed(node: Node, change: Change) -> bool:
+    """Host: whether *change* (of our history) is at or before our backed
+    change: our peers keep what we say, and one that takes over claims it
+    (``liveness.takeover_backed``)."""
+    return change.seq <= node.liveness.backed[0]
 
 
 def remove_member(node: Node, peer_id: str, reason: str, now: float) -> None:
@@ -540,7 +553,12 @@ def tick(node: Node, now: float) -> None:
     check_isolation(node, now)
     if now - node.beat_at >= cfg.heartbeat_interval:
         node.beat_at = now
-        beat = Heartbeat(sender=node.me.id, epoch=node.epoch, seq=node.replica.seq)
+        beat = Heartbeat(
+            sender=node.me.id,
+            epoch=node.epoch,
+            seq=node.replica.seq,
+            backed=node.liveness.backed,
+        )
         for peer_id, conn in node.conns.items():
             if conn.synced:
                 node.send_id(peer_id, beat)

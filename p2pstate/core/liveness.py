@@ -154,8 +154,7 @@ def term_liveness(node: Node, gone: list[str], handoff: bool, now: float) -> Non
     node.liveness.handed.clear()
     node.liveness.lone_from = None
     node.liveness.lost_since = None
-    r = node.replica
-    node.liveness.backed = (r.seq, r.last_epoch, r.last_origin)
+    node.liveness.backed = takeover_backed(node)
 
 
 def note_backed(node: Node, seq: int, epoch: int, origin: str) -> None:
@@ -163,3 +162,17 @@ def note_backed(node: Node, seq: int, epoch: int, origin: str) -> None:
     (neither isolated nor gone on alone)."""
     if node.liveness.isolated_since is None and node.liveness.lone_from is None:
         node.liveness.backed = (seq, epoch, origin)
+
+
+def takeover_backed(node: Node) -> tuple[int, int, str]:
+    """The backed change a node claims as it takes over: the last its host
+    told it a majority backed (``follower.told_backed``), not the last it
+    holds, which may be the tail an isolated host made alone. All it holds
+    when the host told it of a later change, or of a later term (we lag).
+    Told nothing of this history (a snapshot since): the last it holds, a
+    claim that may be too high (the rule then decides nothing, rank.py)."""
+    told, r = node.liveness.backed, node.replica
+    last = (r.seq, r.last_epoch, r.last_origin)
+    if told[0] >= r.seq and told[1] >= r.last_epoch:
+        return last
+    return told if r.in_history(*told) else last

@@ -20,16 +20,18 @@ In order:
    backed change is the last change of its history that a host made while
    it reached a majority: whatever it acknowledged for a majority is at or
    before it; after it come only changes made alone or unacknowledged.
-   A node that takes over counts every change it holds as backed (it
-   cannot tell), and so may claim too much, never too little: keeping the
-   side that holds the other's backed change undoes only what the other
-   made after its own, which no majority acknowledged. The other way
-   round would undo the keeper's backed change. A claim too high protects
-   less: the other side may then not hold it, neither holds the other's,
-   and the rest of the order decides, as it did before this step (a
-   successor that took over an isolated host's lone tail can so undo the
-   majority's writes of a later term; sending the backed change with the
-   stream would narrow that). (Why not the history that
+   A host tells its peers its backed change with its changes and
+   heartbeats, and a node that takes over claims the one its host told
+   it (``liveness.takeover_backed``), not the last change it holds: that
+   may be a tail its host made alone, and a claim too high protects less
+   (the other side may not hold it, neither holds the other's, and the
+   rest of the order decides: a successor that took over an isolated
+   host's lone tail so undid the majority's writes of a later term).
+   Keeping the side that holds the other's backed change undoes only
+   what the other made after its own, which no majority acknowledged;
+   the other way round would undo the keeper's backed change. A node told
+   nothing of its history yet (a snapshot since) claims the last change
+   it holds, as before. (Why not the history that
    holds more of the term both share, or Raft's "later last term, then
    longer"? Terms begun alone get new epochs too, and a history says not
    whether its terms had a majority: a peer cut off long before that hosts

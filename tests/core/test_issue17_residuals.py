@@ -90,31 +90,6 @@ def test_two_restarts_that_leave_no_majority_are_not_scheduled() -> None:
     run_red_schedule(1158, durability="majority")
 
 
-def _back(s: Session, host: Node, n: Node) -> bool:
-    """*n* is a member of *host* again, welcomed after it was removed."""
-    return n.me.id in s.members(host) and n.role is Role.PEER and n.target_id == host.me.id
-
-
-def test_a_member_cut_off_while_its_host_handed_over_finds_the_new_host() -> None:
-    """Red seed 1198, "majority" durability: a member was cut off while its
-    host removed it, took back a member it had removed before, and handed
-    over to that one, then left. Back, the member knew neither the new host
-    (the rejoin came after its cut) nor any majority that could answer: it
-    asked the closed host for ever. Discovery shows the session's host; it
-    asks that one, as it asks a member (a question, not a vote)."""
-    run_red_schedule(1198, durability="majority")
-
-
-def test_two_restarts_that_leave_no_majority_are_not_scheduled() -> None:
-    """Red seed 1158, "majority" durability: the host restarted (a new
-    instance, hosting a session of its own), and the red team's guard took
-    that one-member session for the session, so it restarted a second of
-    the four members: two of four can never take over in this durability
-    (documented: the session waits). The guard now counts the copies that
-    hold the first session; the schedule settles."""
-    run_red_schedule(1158, durability="majority")
-
-
 def test_a_successor_that_takes_over_a_lone_tail_claims_only_what_a_majority_backed() -> None:
     """Split {a, b} | {c, d, e}: c takes over with a majority and d's writes
     are acknowledged there; a goes on alone after isolation_timeout with

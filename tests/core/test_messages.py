@@ -133,10 +133,10 @@ SAMPLES: list[Message] = [
         conds=(("hash", "k", "0" * 32), ("exists", "j"), ("absent", "n")),
     ),
     Result(sender=A.id, epoch=2, req=4, status="conflict", detail={"value": 3}, seq=8),
-    ChangeMsg(sender=A.id, epoch=2, change=CHANGE, ack=True),
+    ChangeMsg(sender=A.id, epoch=2, change=CHANGE, ack=True, backed=True),
     ChangeMsg(sender=A.id, epoch=2, change=REFUSED, ack=False),
     Ack(sender=B.id, epoch=2, seq=8),
-    Heartbeat(sender=A.id, epoch=2, seq=8),
+    Heartbeat(sender=A.id, epoch=2, seq=8, backed=(7, 2, A.id)),
     Leave(sender=B.id, epoch=2),
     Handoff(sender=A.id, epoch=2),
     Gone(sender=A.id, epoch=2),
@@ -453,7 +453,7 @@ def test_a_truncated_last_message_refuses_the_whole_batch(keep: float) -> None:
 
 def test_one_bad_message_refuses_the_whole_batch() -> None:
     good = to_frame(SAMPLES[0])
-    bad = encode([8, "x", -1, 0])  # a Heartbeat with a negative epoch
+    bad = encode([8, "x", -1, 0, [0, 0, ""]])  # a Heartbeat with a negative epoch
     with pytest.raises(ProtocolError):
         from_batch(good + bad + good, max_size=MAX)
 

@@ -94,9 +94,9 @@ CONDS: list[tuple[Any, list[Any]]] = [
 
 
 def _change_frame(ops: list[Any], status: Any = "ok") -> bytes:
-    """A ChangeMsg as its wire array: [type, sender, epoch, change, ack]."""
+    """A ChangeMsg as its wire array: [type, sender, epoch, change, ack, backed]."""
     change = [5, 1, ANN.id, BOB.id, 1, 0, status, None, ops]
-    return encode([ChangeMsg.TYPE, ANN.id, 1, change, False])
+    return encode([ChangeMsg.TYPE, ANN.id, 1, change, False, False])
 
 
 def _write_frame(ops: list[Any], conds: list[Any]) -> bytes:
@@ -116,9 +116,10 @@ def test_each_op_is_the_same_array_on_the_wire_and_comes_back_typed(
         sender=ANN.id, epoch=1, change=Change(seq=5, epoch=1, origin=ANN.id, ops=(op,)), ack=False
     )
     frame = to_frame(msg)
-    # byte for byte the array the untyped code sent: the wire format is unchanged
+    # byte for byte the array the untyped code sent: the ops' format is unchanged
+    # (wire format 5 added the message's last field, the backed flag)
     change = [5, 1, ANN.id, "", 0, 0, "ok", None, [wire]]
-    assert frame == encode([ChangeMsg.TYPE, ANN.id, 1, change, False])
+    assert frame == encode([ChangeMsg.TYPE, ANN.id, 1, change, False, False])
     back = from_frame(frame, max_size=MAX)
     assert isinstance(back, ChangeMsg)
     (got,) = back.change.ops

@@ -130,7 +130,7 @@ def test_a_peer_catching_up_over_a_restore_gets_a_snapshot(session: Session) -> 
 
 def _frame(ops: list[Any]) -> bytes:
     change = [5, 1, "h", "w", 1, 0, "ok", None, ops]
-    return encode([ChangeMsg.TYPE, "h", 1, change, False])
+    return encode([ChangeMsg.TYPE, "h", 1, change, False, False])
 
 
 def test_restore_op_crosses_the_wire() -> None:
