@@ -18,6 +18,7 @@ __all__ = [
     "Acked",
     "Conn",
     "Role",
+    "Run",
     "Send",
     "remember",
 ]
@@ -50,6 +51,25 @@ class Acked:
     epoch: int
     origin: str
     keys: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Run:
+    """Acknowledged writes of ours kept without detail: requests ``first`` to
+    ``last``, every one of them acknowledged (with keys) by changes of one
+    term (epoch, origin) after change ``after``, the last at ``last_seq``.
+    A run costs the same for one write or a million (core/rollback.py)."""
+
+    first: int
+    last: int
+    epoch: int
+    origin: str
+    after: int
+    last_seq: int
+
+    @property
+    def count(self) -> int:
+        return self.last - self.first + 1
 
 
 @dataclass(slots=True)

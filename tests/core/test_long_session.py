@@ -1,0 +1,155 @@
+"""A long session's core state stays bounded: what a node keeps per write,
+per request or per member does not grow with the number of writes, and the
+rollback reports stay exact in number however many writes a merge undoes
+(issue 17 without unbounded memory)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simsession import CONFIG, Session
+
+from p2pstate.core.common import Acked
+from p2pstate.core.node import Node, Role
+from p2pstate.core.replica import WriterRecord
+from p2pstate.core.rollback import DETAILED, fold, folded_back, kept_count, rolled_back
+from p2pstate.events import WritesRestored, WritesRolledBack
+
+ME = "a" * 16
+#: What any per-write structure may hold after 20,000 writes: a bound that
+#: does not grow with the number of writes.
+BOUND = DETAILED + 64
+
+
+def _write_many(s: Session, node: Node, n: int, batch: int = 200) -> None:
+    """*n* acknowledged writes of *node*, *batch* in flight at a time."""
+    done = 0
+    while done < n:
+        out: list[Any] = []
+        size = min(batch, n - done)
+        for i in range(size):
+            s.net.write(node.me.id, (("set", f"k{(done + i) % 50}", done + i),), (), out.append)
+        assert s.run_until(lambda out=out, size=size: len(out) == size, 10.0), s.tail()
+        assert all(o.status == "ok" for o in out)
+        done += size
+
+
+def _sizes(node: Node) -> dict[str, int]:
+    """Every per-session structure of *node* that could grow with writes."""
+    record = node.replica.dedupe.get(node.me.id)
+    return {
+        "acked": len(node.acked),
+        "acked_runs": len(node.acked_runs),
+        "undone": len(node.undone) + len(node.undone_runs),
+        "sent_at": len(node.sent_at),
+        "write_keys": len(node.write_keys),
+        "done_reqs": len(node.writer.done_reqs),
+        "pending": len(node.writer.pending),
+        "results": len(record.results) if record else 0,
+        "dedupe": len(node.replica.dedupe),
+        "terms": len(node.replica.terms),
+        "log": len(node.replica.log),
+        "awaiting": len(node.awaiting),
+        "stats": len(node.stats),
+    }
+
+
+def test_a_long_sessions_state_does_not_grow_with_its_writes() -> None:
+    """A game writing all session long: 3 nodes, 20,000 acknowledged writes
+    each by the host and a peer. Node.acked kept one record per write for
+    the whole session (100+ MB after 3 hours at 60 writes a second)."""
+    s = Session(3)
+    host, peer, other = s.start(3)
+    _write_many(s, peer, 20_000)
+    _write_many(s, host, 20_000)
+    assert s.settle()
+    for node in (host, peer, other):
+        sizes = _sizes(node)
+        assert all(v <= BOUND for v in sizes.values()), (node.me.id, sizes)
+        assert sizes["acked_runs"] <= 2  # one run of requests per term
+    # what is kept still counts every acknowledged write
+    assert kept_count(peer) == kept_count(host) == 20_000
+
+
+def test_a_merge_after_many_writes_reports_every_undone_write_in_number() -> None:
+    """A peer cut off alone goes on alone and writes far more than the
+    detail kept; the majority wins the merge: the report lists the latest
+    writes and counts the rest, exactly; the writes from before the split
+    (which the winner holds) are not reported."""
+    s = Session(1)
+    a, _b, c = s.start(3)
+    _write_many(s, c, 3_000)  # held by everyone
+    s.net.partition({c.me.id})
+    s.net.run(CONFIG.host_timeout + CONFIG.lone_after + 0.5)
+    assert c.role is Role.HOST
+    lone = DETAILED + 1_500
+    _write_many(s, c, lone)
+    s.put(a, "majority", 1)
+    s.net.heal()
+    assert s.settle(), s.tail()
+    assert c.role is Role.PEER and "majority" in s.values(c)
+    rolled = [e for e in s.net.events[c.me.id] if isinstance(e, WritesRolledBack)]
+    assert sum(len(e.mine) + e.more for e in rolled) == lone
+    listed = sorted(w.request for e in rolled for w in e.mine)
+    assert listed == list(range(3_000 + lone - len(listed) + 1, 3_000 + lone + 1))
+    assert len(listed) >= DETAILED // 2  # the details of the latest writes are kept
+    assert kept_count(c) == 3_000
+    assert s.put(c, "again", 1).status == "ok"
+
+
+def _node(*acked: Acked) -> Node:
+    node = Node(node_id=ME, name="A", endpoints=(f"sim://{ME}",))
+    for a in acked:
+        node.acked.append(a)
+    return node
+
+
+def _fold_all(node: Node) -> None:
+    fold(node, 0)
+
+
+def test_folded_writes_are_counted_exactly_where_a_history_forks_among_them() -> None:
+    """Writes whose details went (runs of requests) count exactly when the
+    winning history holds only part of them: it applied our requests up to
+    its writer record's last request, in order."""
+    # requests 1..10 became changes 11, 13, ..., 29 of term (2, "h")
+    node = _node(*(Acked(r, 9 + 2 * r, 2, "h", ("k",)) for r in range(1, 11)))
+    _fold_all(node)
+    assert len(node.acked) == 0 and len(node.acked_runs) == 1
+    # a history that forked at 20 (requests 1..5 held: their changes are 11..19)
+    _set_last_req(node, 5)
+    rolled, back, more, more_back = _roll(node, ((1, 1, "h0"), (10, 2, "h"), (21, 3, "x")), 40)
+    assert (rolled, back, more, more_back) == ((), (), 5, 0)
+    assert kept_count(node) == 5
+    # and a history that holds the whole term again brings all five back
+    _set_last_req(node, 10)
+    assert _roll(node, ((1, 1, "h0"), (10, 2, "h")), 40) == ((), (), 0, 5)
+    assert kept_count(node) == 10
+    # a history of another session holds none of them
+    _set_last_req(node, 0)
+    assert _roll(node, ((1, 1, "zz"),), 100) == ((), (), 10, 0)
+
+
+def _set_last_req(node: Node, last: int) -> None:
+    node.replica.dedupe[ME] = WriterRecord(last_req=last, acked_upto=last)
+
+
+def _roll(node: Node, terms: tuple[tuple[int, int, str], ...], seq: int) -> Any:
+    node.replica.terms, node.replica.seq = list(terms), seq
+    rolled, back = rolled_back(node, terms, seq)
+    return (rolled, back, *folded_back(node, terms, seq))
+
+
+def test_the_events_say_how_many_writes_they_list_no_detail_for() -> None:
+    """``more`` is part of both events, 0 by default."""
+    assert WritesRolledBack(writes=(), mine=()).more == 0
+    assert WritesRestored(writes=(), mine=(), more=3).more == 3
+
+
+def test_the_cli_prints_the_writes_counted_by_number() -> None:
+    from p2pstate.cli import _rolled_back
+    from p2pstate.events import RolledBackWrite
+
+    w = RolledBackWrite(writer=ME, request=7, keys=("k",))
+    text = _rolled_back(WritesRolledBack(writes=(w,), mine=(w,), more=5))
+    assert "undid 6 write(s), 6 of them yours: k (and 5 older ones)" in text
