@@ -4,8 +4,9 @@ every snapshot we load (``WritesRolledBack``).
 
 What is kept stays bounded however long the session: the latest
 ``DETAILED`` acknowledged writes in detail (request, change, keys), older
-ones folded into runs of consecutive requests of one term (``Run``), which
-a merge reports by number (the events' ``more``). A run is enough to count
+ones folded into runs of requests of one term (``Run``: the requests
+between that it does not count as a bitmap), which a merge reports by
+number (the events' ``more``). A run is enough to count
 exactly: a history applies a writer's requests in the writer's order, so
 the requests of ours a history holds are those up to its writer record's
 ``last_req`` (one that arrives after a lost one waits, ``host.order``).
@@ -57,13 +58,13 @@ def fold(node: Node, keep: int) -> None:
 
 
 def _join_run(runs: list[Run], a: Acked) -> None:
+    """Fold *a* into the last run if it is of the same term and after it
+    (the requests between are not ours to count: not acknowledged with
+    keys, or in another history), else start a run."""
     last = runs[-1] if runs else None
-    if (
-        last is not None
-        and (last.epoch, last.origin) == (a.epoch, a.origin)
-        and last.last + 1 == a.req
-    ):
-        last.last, last.last_seq = a.req, max(last.last_seq, a.seq)
+    if last is not None and (last.epoch, last.origin) == (a.epoch, a.origin) and a.req > last.last:
+        last.skip_to(a.req)
+        last.last_seq = max(last.last_seq, a.seq)
     else:
         runs.append(Run(a.req, a.req, a.epoch, a.origin, a.seq - 1, a.seq))
 
@@ -139,11 +140,13 @@ def _lost_runs(node: Node, terms: Terms, last_seq: int, upto: int) -> list[Run]:
             kept.append(run)
             continue
         end = term_end(terms, last_seq, run.epoch, run.origin)
-        cut = max(upto, run.first - 1)
-        after = max(run.after, end) if end is not None else run.after
-        lost.append(Run(cut + 1, run.last, run.epoch, run.origin, after, run.last_seq))
-        if cut >= run.first:
-            kept.append(Run(run.first, cut, run.epoch, run.origin, run.after, _at(run, end)))
+        held, gone = run.split(max(upto, run.first - 1))
+        if held is not None:
+            held.last_seq = _at(run, end)
+            kept.append(held)
+        if gone is not None:
+            gone.after = max(run.after, end) if end is not None else run.after
+            lost.append(gone)
     node.acked_runs = kept
     return lost
 
@@ -164,12 +167,15 @@ def _restored_runs(node: Node, terms: Terms, last_seq: int, upto: int) -> list[R
             back.append(run)
             continue
         forked_within = end is not None and end > run.after
-        cut = max(min(upto, run.last), run.first - 1) if forked_within else run.first - 1
-        if cut >= run.first:
-            back.append(Run(run.first, cut, run.epoch, run.origin, run.after, _at(run, end)))
-        if cut < run.last:
-            after = max(run.after, end) if end is not None else run.after
-            still.append(Run(cut + 1, run.last, run.epoch, run.origin, after, run.last_seq))
+        held, gone = run.split(
+            max(min(upto, run.last), run.first - 1) if forked_within else run.first - 1
+        )
+        if held is not None:
+            held.last_seq = _at(run, end)
+            back.append(held)
+        if gone is not None:
+            gone.after = max(run.after, end) if end is not None else run.after
+            still.append(gone)
     node.undone_runs = still
     node.acked_runs.extend(back)
     return back

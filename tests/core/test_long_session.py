@@ -21,14 +21,17 @@ ME = "a" * 16
 BOUND = DETAILED + 64
 
 
-def _write_many(s: Session, node: Node, n: int, batch: int = 200) -> None:
-    """*n* acknowledged writes of *node*, *batch* in flight at a time."""
+def _write_many(s: Session, node: Node, n: int, batch: int = 200, *, chat: bool = False) -> None:
+    """*n* acknowledged writes of *node*, *batch* in flight at a time; with
+    *chat*, every other one a message (a write without keys)."""
     done = 0
     while done < n:
         out: list[Any] = []
         size = min(batch, n - done)
         for i in range(size):
-            s.net.write(node.me.id, (("set", f"k{(done + i) % 50}", done + i),), (), out.append)
+            k = done + i
+            op = ("msg", "", k) if chat and k % 2 else ("set", f"k{k % 50}", k)
+            s.net.write(node.me.id, (op,), (), out.append)
         assert s.run_until(lambda out=out, size=size: len(out) == size, 10.0), s.tail()
         assert all(o.status == "ok" for o in out)
         done += size
@@ -62,13 +65,17 @@ def test_a_long_sessions_state_does_not_grow_with_its_writes() -> None:
     host, peer, other = s.start(3)
     _write_many(s, peer, 20_000)
     _write_many(s, host, 20_000)
+    _write_many(s, other, 20_000, chat=True)
     assert s.settle()
     for node in (host, peer, other):
         sizes = _sizes(node)
         assert all(v <= BOUND for v in sizes.values()), (node.me.id, sizes)
-        assert sizes["acked_runs"] <= 2  # one run of requests per term
-    # what is kept still counts every acknowledged write
+        assert sizes["acked_runs"] <= 1  # one run of requests per term
+    # what is kept still counts every acknowledged write with keys
     assert kept_count(peer) == kept_count(host) == 20_000
+    assert kept_count(other) == 10_000
+    # the messages between cost a bit each at most
+    assert sum(len(r.gaps) for r in other.acked_runs) <= 20_000 // 8 + 1
 
 
 def test_a_merge_after_many_writes_reports_every_undone_write_in_number() -> None:
@@ -138,6 +145,21 @@ def _roll(node: Node, terms: tuple[tuple[int, int, str], ...], seq: int) -> Any:
     node.replica.terms, node.replica.seq = list(terms), seq
     rolled, back = rolled_back(node, terms, seq)
     return (rolled, back, *folded_back(node, terms, seq))
+
+
+def test_runs_count_exactly_across_requests_they_do_not_hold() -> None:
+    """Requests without keys (or refused) between acknowledged writes are
+    gaps in a run: a fork among them counts only the writes after it."""
+    # requests 1, 2, 4, 7 acknowledged (3, 5, 6 were messages), changes 11..17
+    node = _node(*(Acked(r, 10 + r, 2, "h", ("k",)) for r in (1, 2, 4, 7)))
+    _fold_all(node)
+    assert len(node.acked_runs) == 1 and kept_count(node) == 4
+    _set_last_req(node, 3)  # a history that forked after request 3
+    assert _roll(node, ((1, 1, "h0"), (10, 2, "h"), (14, 3, "x")), 30) == ((), (), 2, 0)
+    assert kept_count(node) == 2
+    _set_last_req(node, 5)  # one that holds the term up to request 5
+    assert _roll(node, ((1, 1, "h0"), (10, 2, "h"), (16, 4, "y")), 30) == ((), (), 0, 1)
+    assert kept_count(node) == 3
 
 
 def test_the_events_say_how_many_writes_they_list_no_detail_for() -> None:
