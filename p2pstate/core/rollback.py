@@ -8,8 +8,9 @@ ones folded into runs of requests of one term (``Run``: the requests
 between that it does not count as a bitmap), which a merge reports by
 number (the events' ``more``). A run is enough to count
 exactly: a history applies a writer's requests in the writer's order, so
-the requests of ours a history holds are those up to its writer record's
-``last_req`` (one that arrives after a lost one waits, ``host.order``).
+of a term it forked within, it holds our requests up to its writer
+record's ``last_req`` (one that arrives after a lost one waits,
+``host.order``).
 Nothing acknowledged can be dropped instead: a history that lacks it (the
 other half of a split, a copy's own session) may still win a merge."""
 
@@ -129,18 +130,21 @@ def folded_back(node: Node, terms: Terms, last_seq: int) -> tuple[int, int]:
 
 def _lost_runs(node: Node, terms: Terms, last_seq: int, upto: int) -> list[Run]:
     """Split every run of acknowledged writes into what the history holds
-    (kept) and what it lacks (returned): its requests after *upto*, the
-    last of ours it applied. A run whose last change it holds is all there."""
+    (kept) and what it lacks (returned). A run whose last change it holds
+    is all there; of a run whose term it forked within, it holds the
+    requests up to *upto*, the last of ours it applied; of a run whose
+    changes it holds none of, nothing: its ``last_req`` may be past the
+    run all the same (after a merge undid them, we wrote on in that
+    history, whose host takes the request after those we confirmed)."""
     kept: list[Run] = []
     lost: list[Run] = []
     for run in node.acked_runs:
-        if upto >= run.last or history_contains(
-            terms, last_seq, run.last_seq, run.epoch, run.origin
-        ):
+        if history_contains(terms, last_seq, run.last_seq, run.epoch, run.origin):
             kept.append(run)
             continue
         end = term_end(terms, last_seq, run.epoch, run.origin)
-        held, gone = run.split(max(upto, run.first - 1))
+        cut = min(upto, run.last) if end is not None and end > run.after else run.first - 1
+        held, gone = run.split(max(cut, run.first - 1))
         if held is not None:
             held.last_seq = _at(run, end)
             kept.append(held)

@@ -168,6 +168,25 @@ def test_runs_count_exactly_across_requests_they_do_not_hold() -> None:
     assert kept_count(node) == 3
 
 
+def test_folded_writes_undone_again_after_a_flip_flop_are_reported_again() -> None:
+    """A history may have applied our requests after one it lacks: after
+    a merge undid some, we went on writing there (its host takes the
+    next request after the ones we confirmed). A third merge back to that
+    lineage must not count the restored ones as held by its last request."""
+    # requests 1..5 became changes 11..15 of term (2, "h")
+    node = _node(*(Acked(r, 10 + r, 2, "h", ("k",)) for r in range(1, 6)))
+    _fold_all(node)
+    forked = ((1, 1, "h0"), (10, 2, "h"), (12, 3, "x"))  # holds request 1 only
+    _set_last_req(node, 1)
+    assert _roll(node, forked, 20) == ((), (), 4, 0)
+    _set_last_req(node, 5)  # our old lineage wins a later merge: all back
+    assert _roll(node, ((1, 1, "h0"), (10, 2, "h")), 20) == ((), (), 0, 4)
+    # the forked lineage, where we wrote requests 6..8 meanwhile, wins again
+    _set_last_req(node, 8)
+    assert _roll(node, (*forked, (30, 4, "y")), 40) == ((), (), 4, 0)
+    assert kept_count(node) == 1
+
+
 def _reported(seed: int, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[tuple[str, int]]]:
     """How many writes each rollback event of PARTITION schedule *seed*
     reports (listed and by number), node by node, in order."""
