@@ -172,16 +172,20 @@ def format_key(key: str) -> str:
 def _rolled_back(event: WritesRolledBack) -> str:
     keys = sorted({key for write in event.mine for key in write.keys})
     return (
-        f"# a merge of two halves of the session undid {len(event.writes)} write(s), "
-        f"{len(event.mine)} of them yours" + (f": {', '.join(keys)}" if keys else "")
+        f"# a merge of two halves of the session undid {len(event.writes) + event.more} "
+        f"write(s), {len(event.mine) + event.more} of them yours"
+        + (f": {', '.join(keys)}" if keys else "")
+        + (f" (and {event.more} older ones)" if event.more and keys else "")
     )
 
 
 def _restored(event: WritesRestored) -> str:
     keys = sorted({key for write in event.mine for key in write.keys})
     return (
-        f"# a later merge brought back {len(event.writes)} write(s) reported undone, "
-        f"{len(event.mine)} of them yours" + (f": {', '.join(keys)}" if keys else "")
+        f"# a later merge brought back {len(event.writes) + event.more} write(s) reported "
+        f"undone, {len(event.mine) + event.more} of them yours"
+        + (f": {', '.join(keys)}" if keys else "")
+        + (f" (and {event.more} older ones)" if event.more and keys else "")
     )
 
 

@@ -98,10 +98,14 @@ class RolledBackWrite:
 @dataclass(frozen=True, kw_only=True)
 class WritesRolledBack:
     """Two hosts of one session met and this peer's half gave way to the other:
-    these acknowledged writes were undone. ``mine`` lists the ones this peer made."""
+    these acknowledged writes were undone. ``mine`` lists the ones this peer made.
+    ``more`` counts this peer's writes undone besides those listed: a peer
+    keeps the details of its latest 4,096 acknowledged writes only, and
+    older ones by number, so a long session's memory stays bounded."""
 
     writes: tuple[RolledBackWrite, ...]
     mine: tuple[RolledBackWrite, ...]
+    more: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,10 +113,12 @@ class WritesRestored:
     """A later merge brought back writes that a :class:`WritesRolledBack`
     reported undone: the history that won holds them after all (the session
     changed host more than once while its halves met). The writes undone are
-    those reported rolled back and not restored since."""
+    those reported rolled back and not restored since. ``more`` counts the
+    writes brought back besides those listed (reported in a ``more``)."""
 
     writes: tuple[RolledBackWrite, ...]
     mine: tuple[RolledBackWrite, ...]
+    more: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,6 +18,7 @@ __all__ = [
     "Acked",
     "Conn",
     "Role",
+    "Run",
     "Send",
     "remember",
 ]
@@ -50,6 +51,51 @@ class Acked:
     epoch: int
     origin: str
     keys: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Run:
+    """Acknowledged writes of ours kept without detail: requests ``first`` to
+    ``last`` but those marked in ``gaps`` (bit i for request first + i: one
+    not acknowledged with keys, or not in this history), all made by
+    changes of one term (epoch, origin) after change ``after``, the last at
+    ``last_seq``. A run costs the same for one write or a million, plus a
+    bit a request from its first gap to its last (core/rollback.py)."""
+
+    first: int
+    last: int
+    epoch: int
+    origin: str
+    after: int
+    last_seq: int
+    gaps: bytearray = field(default_factory=bytearray)
+
+    @property
+    def count(self) -> int:
+        return self.last - self.first + 1 - int.from_bytes(self.gaps, "little").bit_count()
+
+    def skip_to(self, req: int) -> None:
+        """Extend the run to *req*, the requests between it and ``last`` gaps."""
+        for gap in range(self.last + 1 - self.first, req - self.first):
+            byte = gap >> 3
+            if byte >= len(self.gaps):
+                self.gaps.extend(bytes(byte + 1 - len(self.gaps)))
+            self.gaps[byte] |= 1 << (gap & 7)
+        self.last = req
+
+    def split(self, cut: int) -> tuple[Run | None, Run | None]:
+        """Its requests up to *cut* and those after, as runs (None for a
+        part without a write)."""
+        span = cut - self.first + 1
+        bits = int.from_bytes(self.gaps, "little")
+        low = Run(self.first, cut, self.epoch, self.origin, self.after, self.last_seq)
+        low.gaps = bytearray((bits & ((1 << span) - 1)).to_bytes((span + 7) // 8, "little"))
+        high = Run(cut + 1, self.last, self.epoch, self.origin, self.after, self.last_seq)
+        rest = self.last - cut
+        high.gaps = bytearray((bits >> span).to_bytes((rest + 7) // 8, "little"))
+        return (low if span > 0 and low.count else None), (
+            high if rest > 0 and high.count else None
+        )
 
 
 @dataclass(slots=True)

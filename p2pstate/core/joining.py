@@ -62,13 +62,14 @@ def on_welcome(node: Node, msg: Welcome, now: float) -> None:
         node.writer.held.clear()
         node.replica.load(msg.snapshot, events=node.events if report else None)
         rolled, back = rollback.rolled_back(node, msg.snapshot.terms, msg.snapshot.seq)
+        more, more_back = rollback.folded_back(node, msg.snapshot.terms, msg.snapshot.seq)
         node.expiry = {
             key: node.clock + ttl for key, _, _, _, _, ttl in msg.snapshot.data if ttl > 0
         }
-        if back:
-            node.events.append(WritesRestored(writes=back, mine=back))
-        if rolled:
-            node.events.append(WritesRolledBack(writes=rolled, mine=rolled))
+        if back or more_back:
+            node.events.append(WritesRestored(writes=back, mine=back, more=more_back))
+        if rolled or more:
+            node.events.append(WritesRolledBack(writes=rolled, mine=rolled, more=more))
     else:
         for change in msg.changes:
             if change.seq == node.replica.seq + 1:

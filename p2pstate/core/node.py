@@ -103,7 +103,7 @@ from ..messages import (
 from . import failover, follower, host, joining, liveness, merge
 from .access import Access
 from .admission import Admission
-from .common import Acked, Conn, Role, Send, remember
+from .common import Acked, Conn, Role, Run, Send, remember
 from .config import Config
 from .ids import identity_of
 from .liveness import Liveness
@@ -190,8 +190,10 @@ class Node:
         self.expiry: dict[str, float] = {}  # key -> when it expires, by our clock
         self.sent_at: dict[int, float] = {}  # request -> when last sent to a host
         self.write_keys: dict[int, tuple[str, ...]] = {}  # request -> keys it writes
-        # our acknowledged writes, where they sit in the history
+        # our acknowledged writes, where they sit in the history: the latest
+        # in detail, older ones as runs of requests (core/rollback.py)
         self.acked: deque[Acked] = deque()
+        self.acked_runs: list[Run] = []
 
     def _init_host_side(self) -> None:
         """What a host keeps of its members, and what it remembers of others."""
@@ -217,6 +219,7 @@ class Node:
         # reported undone by a merge, until a later merge brings them back
         # (reported in a WritesRestored)
         self.undone: dict[int, Acked] = {}
+        self.undone_runs: list[Run] = []
         self.liveness = Liveness(agreed=frozenset((self.me.id,)))
 
     # ================================================================ inputs

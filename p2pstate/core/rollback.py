@@ -1,6 +1,18 @@
 """Our own writes' outcomes, and the exact report of those a merge undid:
 where each acknowledged write of ours sits in the history, checked against
-every snapshot we load (``WritesRolledBack``)."""
+every snapshot we load (``WritesRolledBack``).
+
+What is kept stays bounded however long the session: the latest
+``DETAILED`` acknowledged writes in detail (request, change, keys), older
+ones folded into runs of requests of one term (``Run``: the requests
+between that it does not count as a bitmap), which a merge reports by
+number (the events' ``more``). A run is enough to count
+exactly: a history applies a writer's requests in the writer's order, so
+of a term it forked within, it holds our requests up to its writer
+record's ``last_req`` (one that arrives after a lost one waits,
+``host.order``).
+Nothing acknowledged can be dropped instead: a history that lacks it (the
+other half of a split, a copy's own session) may still win a merge."""
 
 from __future__ import annotations
 
@@ -8,13 +20,19 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ..events import RolledBackWrite
-from .common import Acked
+from .common import Acked, Run
 from .replica import history_contains
 from .status import Status
 from .writer import Outcome
 
 if TYPE_CHECKING:
     from .node import Node
+
+Terms = tuple[tuple[int, int, str], ...]
+
+#: Acknowledged writes of ours kept in detail, and writes reported undone:
+#: older ones are kept as runs of requests, reported by number.
+DETAILED = 4096
 
 
 def deliver(node: Node, outcomes: list[Outcome]) -> None:
@@ -26,7 +44,40 @@ def deliver(node: Node, outcomes: list[Outcome]) -> None:
         term = node.replica.term_of(o.seq) if o.status == Status.OK and keys else None
         if term is not None:
             node.acked.append(Acked(o.req, o.seq, term[0], term[1], keys))
+    fold(node, DETAILED)
     node.outcomes.extend(outcomes)
+
+
+def fold(node: Node, keep: int) -> None:
+    """Keep the latest *keep* acknowledged writes and writes reported undone
+    in detail; the older ones join runs of requests."""
+    while len(node.acked) > keep:
+        _join_run(node.acked_runs, node.acked.popleft())
+    if len(node.undone) > keep:
+        for req in sorted(node.undone)[: len(node.undone) - keep]:
+            _join_run(node.undone_runs, node.undone.pop(req))
+
+
+def _join_run(runs: list[Run], a: Acked) -> None:
+    """Fold *a* into the last run if it is of the same term and after it
+    (the requests between are not ours to count: not acknowledged with
+    keys, or in another history), else start a run."""
+    last = runs[-1] if runs else None
+    if last is not None and (last.epoch, last.origin) == (a.epoch, a.origin) and a.req > last.last:
+        last.skip_to(a.req)
+        last.last_seq = max(last.last_seq, a.seq)
+    else:
+        runs.append(Run(a.req, a.req, a.epoch, a.origin, a.seq - 1, a.seq))
+
+
+def kept_count(node: Node) -> int:
+    """How many acknowledged writes of ours the current history holds."""
+    return len(node.acked) + sum(r.count for r in node.acked_runs)
+
+
+def undone_count(node: Node) -> int:
+    """How many writes of ours were reported undone and not restored since."""
+    return len(node.undone) + sum(r.count for r in node.undone_runs)
 
 
 def rolled_back(
@@ -59,6 +110,96 @@ def rolled_back(
             back.append(RolledBackWrite(writer=node.me.id, request=a.req, keys=a.keys))
     node.acked = deque(sorted(kept, key=lambda x: x.seq))
     return tuple(out), tuple(back)
+
+
+def folded_back(node: Node, terms: Terms, last_seq: int) -> tuple[int, int]:
+    """How many of the writes kept as runs the history just loaded lacks
+    (undone), and how many of those reported undone it holds again
+    (restored); after ``rolled_back``, so that undone details that overflow
+    join runs only once both are counted."""
+    record = node.replica.dedupe.get(node.me.id)
+    upto = record.last_req if record is not None else 0
+    lost, back = (
+        _lost_runs(node, terms, last_seq, upto),
+        _restored_runs(node, terms, last_seq, upto),
+    )
+    node.undone_runs.extend(lost)
+    fold(node, DETAILED)
+    return sum(r.count for r in lost), sum(r.count for r in back)
+
+
+def _lost_runs(node: Node, terms: Terms, last_seq: int, upto: int) -> list[Run]:
+    """Split every run of acknowledged writes into what the history holds
+    (kept) and what it lacks (returned). A run whose last change it holds
+    is all there; of a run whose term it forked within, it holds the
+    requests up to *upto*, the last of ours it applied; of a run whose
+    changes it holds none of, nothing: its ``last_req`` may be past the
+    run all the same (after a merge undid them, we wrote on in that
+    history, whose host takes the request after those we confirmed)."""
+    kept: list[Run] = []
+    lost: list[Run] = []
+    for run in node.acked_runs:
+        if history_contains(terms, last_seq, run.last_seq, run.epoch, run.origin):
+            kept.append(run)
+            continue
+        end = term_end(terms, last_seq, run.epoch, run.origin)
+        cut = min(upto, run.last) if end is not None and end > run.after else run.first - 1
+        held, gone = run.split(max(cut, run.first - 1))
+        if held is not None:
+            held.last_seq = _at(run, end)
+            kept.append(held)
+        if gone is not None:
+            gone.after = max(run.after, end) if end is not None else run.after
+            lost.append(gone)
+    node.acked_runs = kept
+    return lost
+
+
+def _restored_runs(node: Node, terms: Terms, last_seq: int, upto: int) -> list[Run]:
+    """Take from the runs reported undone those the history holds again
+    (returned, and kept as acknowledged again): all of a run whose last
+    change it holds; of a run whose term it holds only in part (it forked
+    within it), the requests up to *upto*. A history that forked before
+    the run, or descends from the one that undid it, holds none of it
+    there (its ``last_req`` may be past the run: the requests we made
+    after the undo)."""
+    still: list[Run] = []
+    back: list[Run] = []
+    for run in node.undone_runs:
+        end = term_end(terms, last_seq, run.epoch, run.origin)
+        if end is not None and end >= run.last_seq:
+            back.append(run)
+            continue
+        forked_within = end is not None and end > run.after
+        held, gone = run.split(
+            max(min(upto, run.last), run.first - 1) if forked_within else run.first - 1
+        )
+        if held is not None:
+            held.last_seq = _at(run, end)
+            back.append(held)
+        if gone is not None:
+            gone.after = max(run.after, end) if end is not None else run.after
+            still.append(gone)
+    node.undone_runs = still
+    node.acked_runs.extend(back)
+    return back
+
+
+def _at(run: Run, end: int | None) -> int:
+    """The last change of the part of *run* a history holds up to *end* of
+    its term: there, if that is within the run's changes, else where it
+    was (the history applied those requests elsewhere)."""
+    return end if end is not None and run.after < end < run.last_seq else run.last_seq
+
+
+def term_end(terms: Terms, last_seq: int, epoch: int, origin: str) -> int | None:
+    """The last change of term (epoch, origin) in the history *terms*
+    describes up to *last_seq*, or None if it holds none of that term."""
+    for i, (first, t_epoch, t_origin) in enumerate(terms):
+        if (t_epoch, t_origin) == (epoch, origin):
+            end = terms[i + 1][0] - 1 if i + 1 < len(terms) else last_seq
+            return end if end >= first else None
+    return None
 
 
 def found_in(

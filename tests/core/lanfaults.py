@@ -72,7 +72,8 @@ class Party:
             for e in events:
                 if isinstance(e, (WritesRolledBack, WritesRestored)):
                     sign = 1 if isinstance(e, WritesRolledBack) else -1
-                    net += sign * sum(1 for w in e.mine if KEY in w.keys)
+                    # the counters write KEY only: those reported by number too
+                    net += sign * (sum(1 for w in e.mine if KEY in w.keys) + e.more)
         return net
 
     def final(self) -> int:

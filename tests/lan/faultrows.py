@@ -335,7 +335,11 @@ def run_row(lan: Lan, row: Row, app: str) -> Outcome:
     except AssertionError as exc:
         out.problems.append(str(exc))
     out.finals = [p.cmd("dump")["state"].get(COUNTER) for p in run.survivors]
-    out.reported = sum(w.cmd("rollbacks", key=COUNTER)["mine"] for w in writing)
+    # a counter row's writers write the counter only: those reported by
+    # number (``more``) are increments too
+    out.reported = sum(
+        r["mine"] + r["more"] for r in (w.cmd("rollbacks", key=COUNTER) for w in writing)
+    )
     out.detail = _describe(run)
     out.seconds = time.monotonic() - began
     return out

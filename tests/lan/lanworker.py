@@ -108,11 +108,12 @@ class Counter:
         return None
 
 
-def _rolled_summary(rolled: list[dict[str, Any]], key: str) -> dict[str, int]:
+def _rolled_summary(rolled: list[dict[str, Any]], key: str, more: int) -> dict[str, int]:
     """How many writes reported rolled back (and not restored since) touch
-    *key*: all, and this peer's own."""
+    *key*: all, and this peer's own; and how many of its own were reported
+    by number only (the events' ``more``: their keys are not known)."""
     touching = [r for r in rolled if key in r["keys"]]
-    return {"all": len(touching), "mine": sum(1 for r in touching if r["mine"])}
+    return {"all": len(touching), "mine": sum(1 for r in touching if r["mine"]), "more": more}
 
 
 def main() -> None:
@@ -122,6 +123,7 @@ def main() -> None:
     name = options.pop("name", f"lan{os.getpid()}")
     s = p2pstate.join(app, session, name=name, timeout=15.0, **options)
     rolled: list[dict[str, Any]] = []
+    more = [0]  # own writes reported undone by number only, less those back
     hosts: list[dict[str, Any]] = []
 
     def on_event(event: p2pstate.Event) -> None:
@@ -137,10 +139,12 @@ def main() -> None:
                 {"writer": w.writer, "request": w.request, "keys": list(w.keys), "mine": w in mine}
                 for w in event.writes
             )
+            more[0] += event.more
         elif isinstance(event, p2pstate.WritesRestored):
             back = {(w.writer, w.request) for w in event.writes}
             log.warning("%.3f restored: %s", time.monotonic(), sorted(back))
             rolled[:] = [r for r in rolled if (r["writer"], r["request"]) not in back]
+            more[0] -= event.more
         elif isinstance(event, p2pstate.HostChanged):
             hosts.append({"new": event.new.id, "epoch": event.epoch})
             log.warning("%.3f host %s epoch %d", time.monotonic(), event.new.id[:6], event.epoch)
@@ -200,7 +204,7 @@ def main() -> None:
                 )
                 reply({"at": at})
             elif op == "rollbacks":
-                reply(_rolled_summary(rolled, cmd["key"]))
+                reply(_rolled_summary(rolled, cmd["key"], more[0]))
             elif op == "hosts":
                 reply({"hosts": hosts})
             elif op == "events":
