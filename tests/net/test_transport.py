@@ -11,7 +11,7 @@ import zmq
 from samples import first_hello
 
 from p2pstate.core.node import Send
-from p2pstate.messages import Heartbeat, Hello, to_frame
+from p2pstate.messages import Heartbeat, Hello, Redirect, to_frame
 from p2pstate.transport import BATCH_MESSAGES, Transport, valid_endpoint
 
 
@@ -193,3 +193,32 @@ def test_a_dropped_connection_is_reported_and_monitors_close_with_their_links() 
     finally:
         a.close_io()
         ctx.term()  # would hang on a monitor socket left open
+
+
+def test_a_probe_goes_over_its_own_connection_and_is_answered_on_it() -> None:
+    """A fresh Send opens a connection of its own; the host's answer (here a
+    Redirect) goes back over it, not over the host's link to the prober, and
+    the probe's socket closes with the answer; other messages use the links."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    host = Transport(ctx, "hhhh", ["127.0.0.1"], max_frame_size=1 << 20)
+    peer = Transport(ctx, "pppp", ["127.0.0.1"], max_frame_size=1 << 20)
+    try:
+        # the host has a link to its member, as it does after welcoming it
+        host.send_io(Send("pppp", peer.endpoints, Heartbeat(sender="hhhh", epoch=1, seq=1)))
+        host.flush_io()
+        assert [type(m) for m in _receive(peer)] == [Heartbeat]
+        peer.send_io(Send("hhhh", host.endpoints, _hello("pppp"), fresh=True))
+        assert peer.stats["probes_sent"] == 1 and peer.stats["links"] == 0
+        assert _receive(host) == [_hello("pppp")]
+        answer = Redirect(sender="hhhh", epoch=1, host_id="hhhh", endpoints=(), reason="not host")
+        host.send_io(Send("pppp", peer.endpoints, answer))
+        host.send_io(Send("pppp", peer.endpoints, answer))  # a second goes on the link
+        host.flush_io()
+        got = _receive(peer)
+        assert got[:1] == [answer], got
+        assert host.stats["probe_answers_sent"] == 1 and peer.stats["probe_answers_received"] == 1
+        assert not peer._probes  # closed with its answer
+    finally:
+        host.close_io()
+        peer.close_io()
+        ctx.term()
