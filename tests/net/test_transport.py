@@ -12,7 +12,7 @@ from samples import first_hello
 
 from p2pstate.core.node import Send
 from p2pstate.messages import Heartbeat, Hello, Redirect, to_frame
-from p2pstate.transport import BATCH_MESSAGES, Transport, valid_endpoint
+from p2pstate.transport import BATCH_MESSAGES, PROBE_LIFE, Transport, valid_endpoint
 
 
 def _hello(sender: str) -> Hello:
@@ -221,4 +221,22 @@ def test_a_probe_goes_over_its_own_connection_and_is_answered_on_it() -> None:
     finally:
         host.close_io()
         peer.close_io()
+        ctx.term()
+
+
+def test_an_unanswered_probe_closes_after_its_life_and_close_io_closes_the_rest() -> None:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    peer = Transport(ctx, "pppp", ["127.0.0.1"], max_frame_size=1 << 20)
+    try:
+        dead = (f"tcp://127.0.0.1:{_closed_port()}",)
+        peer.sweep_io(100.0, tuple)
+        peer.send_io(Send("hhhh", dead, _hello("pppp"), fresh=True))
+        peer.send_io(Send("hhhh", dead, _hello("pppp"), fresh=True))  # replaces the first
+        peer.send_io(Send("gggg", dead, _hello("pppp"), fresh=True))
+        assert peer.stats["probes_sent"] == 3 and sorted(peer._probes) == ["gggg", "hhhh"]
+        peer.sweep_io(100.0 + PROBE_LIFE, tuple)
+        assert not peer._probes
+        peer.send_io(Send("hhhh", dead, _hello("pppp"), fresh=True))
+    finally:
+        peer.close_io()  # closes that last probe too: ctx.term() would hang on it
         ctx.term()
