@@ -44,10 +44,12 @@ def _host_loss_blips(run: Run) -> None:
         time.sleep(0.8)
 
 
+@pytest.mark.parametrize("secret", [False, True], ids=["plain", "secret"])
 def test_short_blips_of_the_hosts_link_change_no_host(
-    make_lan: Callable[[int], Lan], app_name: str
+    make_lan: Callable[[int], Lan], app_name: str, secret: bool
 ) -> None:
-    row = FaultRow("host-loss-blips", "5 blips of 0.3 s", _host_loss_blips, peers=5, writers=2)
+    """With a secret too: the probe's connection is a CURVE client like any link."""
+    row = FaultRow("host-loss-blips", "5 blips of 0.3 s", _host_loss_blips, 5, 2, secret=secret)
     run = start(make_lan(row.peers), row, app_name)
     assert not start_counting(run)
     assert {w.cmd("info")["epoch"] for w in run.peers} == {1}
@@ -66,3 +68,4 @@ def test_short_blips_of_the_hosts_link_change_no_host(
     assert {w.cmd("info")["host"] for w in run.peers} == {run.host.id}
     finals = {p.cmd("dump")["state"].get(COUNTER) for p in run.peers}
     assert finals == {acknowledged}
+    assert sum(probes.values()) > 0  # the probes were answered
