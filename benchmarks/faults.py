@@ -24,6 +24,8 @@ back to back), each the median of ``--recovery-rounds`` fresh sessions:
   ``host_timeout``); from the moment the restore is asked for to the first
   increment acknowledged among those the writer *started* after it, i.e. writes
   back to normal, not just the one that waited out the blip.
+* **loss → fresh ack**: the same with the port losing every packet while
+  its carrier stays up (``Lan.drop``: no ARP flush, see tests/lan/test_blips.py).
 * **kill -9 → first ack**: SIGKILL of the host's pid; from the kill to the
   first increment acknowledged with another peer as host.
 """
@@ -146,6 +148,17 @@ def blip(run: Run) -> tuple[float, dict[str, Any]]:
     return ended, {"fresh": True}
 
 
+def loss_blip(run: Run) -> tuple[float, dict[str, Any]]:
+    """As ``blip``, but the port loses packets with its carrier up (``Lan.drop``):
+    the host's kernel keeps its ARP entries, which a carrier loss flushes."""
+    ns = run.ns_of[run.host.pid]
+    run.lan.drop(ns)
+    time.sleep(BLIP_S)
+    ended = time.monotonic()
+    run.lan.undrop(ns)
+    return ended, {"fresh": True}
+
+
 def kill_host(run: Run) -> tuple[float, dict[str, Any]]:
     old = run.host.id
     killed = time.monotonic()
@@ -157,6 +170,7 @@ def recovery(rounds: int, logdir: Path) -> str:
     lines = []
     for title, act in (
         (f"host link blip {BLIP_S} s → fresh ack", blip),
+        (f"host link loss {BLIP_S} s, carrier up → fresh ack", loss_blip),
         ("kill -9 host → first ack", kill_host),
     ):
         times = [_recovery(logdir, act) for _ in range(rounds)]

@@ -369,7 +369,7 @@ class Runtime:
                 self._run_commands_io()
                 if zap is not None:
                     self._secure_io(zap in ready, time.monotonic())
-                if self.transport.router in ready:
+                if self.transport.readable(ready):
                     now = time.monotonic()
                     # Handle all that arrived, then send once: the successor
                     # acknowledges a batch of changes with one Ack.

@@ -33,14 +33,24 @@ from typing import Any
 from .codec import hash_value
 from .core.access import Access
 from .core.config import Config
-from .core.node import Node, Role
+from .core.node import Node, Role, Send
 from .core.ops import Cond, IfAbsent, IfHash, Op, Set
 from .core.startup import Advert, Decision, Fail, Host, Join, Startup, candidate_notice
 from .core.status import Status
 from .core.writer import Outcome
 from .errors import ProtocolError
 from .events import Event
-from .messages import WIRE_VERSION, ChangeMsg, Hello, Message, Redirect, from_frame, to_frame
+from .messages import (
+    WIRE_VERSION,
+    ChangeMsg,
+    Hello,
+    Message,
+    Redirect,
+    Refused,
+    Welcome,
+    from_frame,
+    to_frame,
+)
 from .simfaults import Faults, Wire
 
 __all__ = ["Counter", "SimNetwork", "StartFaults", "random_start_faults"]
@@ -97,6 +107,8 @@ class SimNetwork:
         #: Paused nodes, and nodes whose link is cut.
         self.paused = self._faults.paused
         self.cut_off = self._faults.cut_off
+        # (receiver, sender) of the fresh-connection frame being handled
+        self._answering: tuple[str, str] | None = None
 
     @property
     def min_delay(self) -> float:
@@ -290,9 +302,11 @@ class SimNetwork:
             self._deliver_reset()
             return
         if self._wire.due(nxt):
-            at, _, to, frame, sender = self._wire.pop()
+            at, order, to, frame, sender = self._wire.pop()
             self.now = max(self.now, at)
-            if self._faults.intercepts(to, frame, sender, alive=to in self.alive):
+            fresh = order in self._wire.fresh
+            self._wire.fresh.discard(order)
+            if self._faults.intercepts(to, frame, sender, alive=to in self.alive, fresh=fresh):
                 return
             if to in self.alive:
                 node = self.nodes[to]
@@ -305,9 +319,12 @@ class SimNetwork:
                     return
                 if self.trace_messages:
                     self._log(to, f"<- {msg.sender[:6]} {_describe(msg)}")
+                # its answer goes back over the connection it came on
+                self._answering = (to, sender) if fresh else None
                 if not self._lan.hello(to, msg):
                     node.receive(msg, self.now)
                 self._flush(node)
+                self._answering = None
             return
         self.now = nxt
         if self.now >= self._next_discovery:
@@ -353,7 +370,7 @@ class SimNetwork:
             alive = nid in self.alive
             for send in node.take_outbox():
                 if alive:
-                    self._post(nid, send.to, send.msg)
+                    self._post(nid, send.to, send.msg, fresh=self._fresh(nid, send))
         if node.outcomes:
             for outcome in node.take_outcomes():
                 callback = self.on_outcome.pop(f"{nid}/{outcome.req}", None)
@@ -364,12 +381,25 @@ class SimNetwork:
             if nid in self.alive:
                 self.events[nid].extend(events)
 
-    def _post(self, nid: str, to: str, msg: Message) -> None:
-        """Send *msg* from *nid* to *to* over their link."""
+    def _fresh(self, nid: str, send: Send) -> bool:
+        """Whether *send* goes over a connection of its own: a probe
+        (``Send.fresh``), or the answer to one, which the runtime's host
+        sends back over the probe's connection (``Transport``)."""
+        answer = isinstance(send.msg, (Welcome, Redirect, Refused))
+        return send.fresh or (answer and self._answering == (nid, send.to))
+
+    def _post(self, nid: str, to: str, msg: Message, *, fresh: bool = False) -> None:
+        """Send *msg* from *nid* to *to* over their link, or over a fresh
+        connection (lost across a cut or a partition: ``Faults.loses_fresh``)."""
         if to not in self.nodes:
             return
         frame = to_frame(msg)
-        if not self._faults.blocks(nid, to, frame):  # a partition loses or holds it
+        if fresh:
+            if self._faults.loses_fresh(nid, to):
+                self._log(nid, f"fresh connection to {to[:6]} not made")
+            else:
+                self._wire.push_fresh(self.now, nid, to, frame)
+        elif not self._faults.blocks(nid, to, frame):  # a partition loses or holds it
             self._wire.send(self.now, nid, to, frame)
 
     # ------------------------------------------------------------ start-up

@@ -32,6 +32,8 @@ class Wire:
         # a transport seeing its link to *about* drop; ordered with the frames
         self.resets: list[Reset] = []
         self._order = 0
+        # the orders of frames sent over a fresh connection (``push_fresh``)
+        self.fresh: set[int] = set()
         self._link_free: dict[Link, float] = {}
         #: When the last frame released by a heal or a reconnect arrives.
         self.held_until = 0.0
@@ -48,6 +50,12 @@ class Wire:
         at = max(now + delay, self._link_free.get(link, 0.0))
         self._link_free[link] = at
         self.push(at, to, frame, sender)
+
+    def push_fresh(self, now: float, sender: str, to: str, frame: bytes) -> None:
+        """One frame over a new connection of its own: after a random delay,
+        not behind what the link from *sender* to *to* holds or has queued."""
+        self.push(now + self.rng.uniform(self.min_delay, self.max_delay), to, frame, sender)
+        self.fresh.add(self._order)
 
     def release_late(self, link: Link, frames: list[bytes], now: float) -> None:
         """Frames held across a healed partition: after up to a second (TCP's
@@ -144,11 +152,21 @@ class Faults:
             self._held.setdefault((sender, to), []).append(frame)
         return True
 
-    def intercepts(self, to: str, frame: bytes, sender: str, *, alive: bool) -> bool:
+    def loses_fresh(self, sender: str, to: str) -> bool:
+        """At sending: a new connection across a partition or a pulled cable
+        is never made (its SYN is lost; TCP tries again only a second later)."""
+        cut = sender in self.cut_off or to in self.cut_off
+        return cut or self.group[sender] != self.group[to]
+
+    def intercepts(
+        self, to: str, frame: bytes, sender: str, *, alive: bool, fresh: bool = False
+    ) -> bool:
         """At arrival: a cut link holds *frame* (per link, in the order it
-        would have arrived); a paused node's sockets keep it."""
+        would have arrived), or loses it if *fresh* (its connection is not
+        made yet); a paused node's sockets keep it."""
         if to in self.cut_off or sender in self.cut_off:
-            self._link_held.setdefault((sender, to), []).append(frame)
+            if not fresh:
+                self._link_held.setdefault((sender, to), []).append(frame)
             return True
         if to in self.paused and alive:
             self._backlog.setdefault(to, []).append((frame, sender))

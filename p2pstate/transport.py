@@ -13,6 +13,17 @@ client's proven identity; every message whose sender id claims another
 identity is dropped. Handshakes of new links are watched (socket monitors)
 so a join can tell "wrong secret" from "no answer".
 
+A probe of a silent host (``Send.fresh``: ``failover.probe_silent_host``)
+goes over a short-lived DEALER of its own, a new TCP connection: the link may
+be stuck in TCP's retransmission backoff after a blip, a new connection's SYN
+leaves at once. Its routing id starts with ``PROBE_PREFIX``, and the host
+sends its answer (the next Welcome, Redirect or Refused for that node) back
+over that connection through its ROUTER, the one exception to "replies never
+travel back". The probe socket closes on the answer, on the next probe to the
+same node, or ``PROBE_LIFE`` seconds after it opened. Of what comes back on
+it, only an answer from the probed node is taken: with a secret, the server
+end of that connection proves the session's key, not the host's identity.
+
 A link to a member (or to the host we join) has a socket monitor for its
 lifetime, closed with it: when its connection drops (the kernel at the other
 end reset it, as it does at once when a process dies), ``dropped_io``
@@ -36,6 +47,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -47,7 +59,16 @@ from .core.ids import identity_of
 from .core.node import Send
 from .errors import ProtocolError
 from .identity import Identity, fingerprint
-from .messages import MAX_BATCH, Hello, Message, Refused, Welcome, from_batch, to_frame
+from .messages import (
+    MAX_BATCH,
+    Hello,
+    Message,
+    Redirect,
+    Refused,
+    Welcome,
+    from_batch,
+    to_frame,
+)
 from .session_key import SessionKey
 
 __all__ = ["BATCH_BYTES", "BATCH_MESSAGES", "Transport", "valid_endpoint"]
@@ -61,6 +82,14 @@ BATCH_MESSAGES = MAX_BATCH
 #: stopped being a member: time for the last message to leave.
 RETIRE_AFTER = 1.0
 SWEEP_INTERVAL = 0.25
+#: The routing id of a probe's connection starts with this (an id libzmq
+#: makes up starts with a zero byte: never this).
+PROBE_PREFIX = b"probe:"
+#: Seconds a probe's socket waits for its answer (the core's window is far
+#: shorter: an answer later than that is news of a live host all the same).
+PROBE_LIFE = 1.0
+#: What the host's ROUTER may answer over a probe's connection.
+_ANSWERS = (Welcome, Redirect, Refused)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +108,15 @@ class _Link:
     used: float = 0.0  # when we last sent or heard on it (the clock of sweep_io)
     member: bool = False  # to a member at the last sweep: kept open
     retired: bool = False  # refused, or no longer a member: closed soon
+
+
+@dataclass
+class _Probe:
+    """A probe's own connection to node ``to``, until its answer comes."""
+
+    socket: zmq.Socket[bytes]
+    to: str
+    opened: float
 
 
 # RFC 27: where libzmq asks who may connect, in each context.
@@ -133,6 +171,10 @@ class Transport:
         self._monitored: dict[object, str] = {}  # monitor socket -> its link's node id
         self._dropped: list[str] = []  # links whose connection dropped, not yet reported
         self._poller: zmq.Poller | None = None
+        self._probes: dict[str, _Probe] = {}  # node id -> our probe of it
+        # node id -> the routing id of the probe connection it last spoke on
+        # (host), and when: its answer goes back there
+        self._answer_on: dict[str, tuple[bytes, float]] = {}
         self.zap: zmq.Socket[bytes] | None = None
         if session_key is not None:
             # Bound before the ROUTER: with no handler there, libzmq would let
@@ -147,7 +189,7 @@ class Transport:
     def receive_io(self, limit: int = 1000) -> list[Message]:
         """Decode up to *limit* waiting messages; bad frames are dropped and
         counted, and so, with a secret, is what a sender sends in another's name."""
-        out: list[Message] = []
+        out = self._answers_io()
         for _ in range(limit):
             try:
                 got = self._recv_frame_io()
@@ -155,7 +197,7 @@ class Transport:
                 break
             if got is None:
                 continue
-            body, proven = got
+            body, proven, route = got
             try:
                 msgs = from_batch(body, max_size=self.max_frame_size)
             except ProtocolError as exc:
@@ -170,19 +212,46 @@ class Transport:
                 if link is not None:
                     link.heard = True
                     self._touch(msg.sender, link)
+                    if route.startswith(PROBE_PREFIX):  # a known peer's probe
+                        self._answer_on[msg.sender] = (route, self._now)
                 out.append(msg)
         return out
 
-    def _recv_frame_io(self) -> tuple[bytes, object] | None:
-        """The body of the next message (None: malformed, counted) and, with a
-        secret, the identity its sender's key proved, which our ZAP handler set
-        as the connection's User-Id. Raises zmq.Again when nothing waits."""
+    def readable(self, ready: Collection[object]) -> bool:
+        """Whether the poller found a message waiting: on the ROUTER, or an
+        answer on one of our probes' sockets."""
+        return self.router in ready or any(p.socket in ready for p in self._probes.values())
+
+    def _answers_io(self) -> list[Message]:
+        """The answers waiting on our probes' sockets, from the probed node
+        only; a probe is done (closed) once answered."""
+        out: list[Message] = []
+        for probe in list(self._probes.values()):
+            try:
+                body = probe.socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                continue
+            self._close_probe(probe.to)
+            try:
+                msgs = from_batch(body, max_size=self.max_frame_size)
+            except ProtocolError as exc:
+                self._bad(str(exc))
+                continue
+            self.stats["probe_answers_received"] += 1
+            out.extend(m for m in msgs if m.sender == probe.to and isinstance(m, _ANSWERS))
+        return out
+
+    def _recv_frame_io(self) -> tuple[bytes, object, bytes] | None:
+        """The body of the next message (None: malformed, counted), with a
+        secret the identity its sender's key proved, which our ZAP handler set
+        as the connection's User-Id, and the connection's routing id. Raises
+        zmq.Again when nothing waits."""
         if not self.secured:
             frames = self.router.recv_multipart(zmq.NOBLOCK, copy=True)
             if len(frames) != 2:
                 self._bad("wrong frame count")
                 return None
-            return frames[1], None
+            return frames[1], None, frames[0]
         parts = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
         if len(parts) != 2:
             self._bad("wrong frame count")
@@ -191,7 +260,7 @@ class Transport:
             proven: object = parts[1].get("User-Id")
         except zmq.ZMQError:
             proven = None
-        return parts[1].bytes, proven
+        return parts[1].bytes, proven, parts[0].bytes
 
     def _forged(self, claimed: str, proven: object) -> None:
         self.stats["forged_senders"] += 1
@@ -226,6 +295,11 @@ class Transport:
     # ------------------------------------------------------------ sending
 
     def send_io(self, send: Send) -> None:
+        if send.fresh:
+            self._probe_io(send)
+            return
+        if self._answered(send):
+            return
         link = self._links.get(send.to)
         if link is not None and send.endpoints == link.given:
             endpoints = link.endpoints  # checked when the link was made
@@ -260,6 +334,54 @@ class Transport:
             self._queued.append(link)
         link.queued.append(frame)
         link.queued_bytes += len(frame)
+
+    def _probe_io(self, send: Send) -> None:
+        """Send *send* over a new connection of its own (see the module),
+        replacing our last probe of the same node (its SYN may be lost)."""
+        endpoints = sorted((e for e in send.endpoints if valid_endpoint(e)), key=self._preference)
+        if not endpoints:
+            self.stats["no_valid_endpoint"] += 1
+            return
+        self._close_probe(send.to)
+        sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTING_ID, PROBE_PREFIX + os.urandom(8))
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame_size)
+        if self._session_key is not None and self._identity is not None:
+            sock.setsockopt(zmq.CURVE_SERVERKEY, self._session_key.public_key)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, self._identity.public_key)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self._identity.secret_key)
+        sock.connect(endpoints[0])
+        self._probes[send.to] = _Probe(sock, send.to, self._now)
+        if self._poller is not None:
+            self._poller.register(sock, zmq.POLLIN)
+        self.stats["probes_sent"] += 1
+        try:
+            sock.send(to_frame(send.msg), zmq.NOBLOCK)  # queued until connected
+        except zmq.Again:
+            self.stats["send_queue_full"] += 1
+
+    def _answered(self, send: Send) -> bool:
+        """Host: send an answer to a probe back over the probe's connection
+        (its link's may be stuck); True if it went there."""
+        if not isinstance(send.msg, _ANSWERS) or send.to not in self._links:
+            return False
+        route = self._answer_on.pop(send.to, None)
+        if route is None:
+            return False
+        try:
+            self.router.send_multipart([route[0], to_frame(send.msg)], zmq.NOBLOCK)
+        except zmq.ZMQError:  # gone, or its queue is full: the link still carries it
+            return False
+        self.stats["probe_answers_sent"] += 1
+        return True
+
+    def _close_probe(self, node_id: str) -> None:
+        probe = self._probes.pop(node_id, None)
+        if probe is not None:
+            if self._poller is not None:
+                self._poller.unregister(probe.socket)
+            probe.socket.close(linger=0)
 
     def flush_io(self) -> None:
         """Send what ``send_io`` queued: one frame per peer, in order."""
@@ -298,6 +420,10 @@ class Transport:
         if now < self._next_sweep:
             return
         self._next_sweep = now + SWEEP_INTERVAL
+        for node_id in [i for i, p in self._probes.items() if now - p.opened >= PROBE_LIFE]:
+            self._close_probe(node_id)
+        for node_id in [i for i, r in self._answer_on.items() if now - r[1] >= PROBE_LIFE]:
+            del self._answer_on[node_id]
         keep = members()
         for node_id, link in list(self._links.items()):
             if node_id in keep:
@@ -432,6 +558,8 @@ class Transport:
         return 0 if any(net is not None and address in net for net in self._local_nets) else 1
 
     def close_io(self) -> None:
+        for node_id in list(self._probes):
+            self._close_probe(node_id)
         for node_id in list(self._links):
             self.forget_io(node_id)
         self.router.close(linger=0)

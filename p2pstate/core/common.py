@@ -35,11 +35,16 @@ class Role(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """A message for the adapter to deliver to node ``to`` at ``endpoints``."""
+    """A message for the adapter to deliver to node ``to`` at ``endpoints``;
+    *fresh*: over a new connection of its own, not the link to ``to`` (a
+    probe of a silent host: that link may be stuck in TCP's retransmission
+    backoff after a blip, a new connection is not), the answer coming back
+    over it (``failover.probe_silent_host``)."""
 
     to: str
     endpoints: tuple[str, ...]
     msg: Message
+    fresh: bool = False
 
 
 @dataclass(frozen=True, slots=True)

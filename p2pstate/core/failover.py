@@ -405,14 +405,20 @@ def on_joining_handoff(node: Node, msg: Handoff, now: float) -> None:
 
 
 def tick_peer(node: Node, target: Member, now: float) -> None:
-    """A peer's timers: a silent host is lost; heartbeats; unanswered writes."""
+    """A peer's timers: a silent host is probed, then lost; heartbeats;
+    unanswered writes."""
     cfg = node.config
     suspected = node.suspect_until is not None and now >= node.suspect_until
-    if suspected or now - node.heard > cfg.host_timeout:
+    silent = now - node.heard
+    if suspected or silent > cfg.host_timeout + cfg.suspect_after:
         host_lost(node, target.id, now)
         if suspected:
             disown(node, target)
         return
+    if silent > cfg.host_timeout / 2:
+        probe_silent_host(node, target, now)
+    else:
+        node.probe_at = None
     if now - node.beat_at >= cfg.heartbeat_interval:
         node.beat_at = now
         node.send(
@@ -420,6 +426,35 @@ def tick_peer(node: Node, target: Member, now: float) -> None:
             Heartbeat(sender=node.me.id, epoch=node.epoch, seq=node.replica.seq),
         )
     follower.resend_unanswered(node, now)
+
+
+def probe_silent_host(node: Node, target: Member, now: float) -> None:
+    """Our host has been silent for half of host_timeout: ask it (a Hello
+    that is no vote, which a live host answers with a Welcome) over a fresh
+    connection, again every ``suspect_after`` while it stays silent. After
+    a blip of a link, TCP's retransmissions back off and keep the old
+    connection silent for over a second; a new one's SYN leaves at once, so
+    a live host behind a blip answers within host_timeout, and its answer
+    (``follower.on_welcome``) or anything else from it counts as heard. A
+    frozen or unreachable host answers nothing, and is lost once silent for
+    host_timeout and ``suspect_after`` more (``tick_peer``). The first probe
+    also asks our successor, as ``suspect_host`` does: the streak that our
+    vote continues there, should the host be lost, starts now."""
+    cfg = node.config
+    if node.probe_at is not None and now - node.probe_at < cfg.suspect_after:
+        return
+    first = node.probe_at is None
+    node.probe_at = now
+    node.stats["silence_probes"] += 1
+    question = follower.hello(node, vote=False)
+    endpoints = target.endpoints or node.endpoints_of(target.id)
+    node.outbox.append(Send(target.id, endpoints, question, fresh=True))
+    if not first or node.suspect_until is not None:
+        return  # asked already (here, or by ``suspect_host``)
+    for m in node.replica.succession():
+        if m.id != node.me.id:
+            node.send(m, question)
+        break
 
 
 def tick_joining(node: Node, target: Member, now: float) -> None:

@@ -38,7 +38,7 @@ def follow(node: Node, host: Member, now: float) -> None:
     """Start (or restart) joining *host*."""
     node.role = Role.JOINING
     node.target = host
-    node.suspect_until = None
+    node.suspect_until = node.probe_at = None
     node.asked_since = now
     send_hello(node, now)
 
@@ -243,13 +243,14 @@ def undoes_ours(node: Node, msg: Redirect) -> bool:
 
 
 def on_welcome(node: Node, msg: Welcome, now: float) -> None:
-    """Our host answers the probe of ``Node.suspect``: it is alive, and the
-    reset was a blip. Its changes come on the stream as always. Or the
+    """Our host answers the probe of ``Node.suspect`` or of its silence
+    (``failover.probe_silent_host``): it is alive, and the reset or the
+    silence was a blip. Its changes come on the stream as always. Or the
     member we asked who hosts answers that it does, at a later epoch
     (our host handed over to it and closed before its notice came):
     we join it, as its notice would have had us do."""
     target = node.target
-    if target is None or node.suspect_until is None:
+    if target is None or (node.suspect_until is None and node.probe_at is None):
         node.drop("welcome while a peer")
         return
     member = node.replica.member(msg.sender)
@@ -260,8 +261,8 @@ def on_welcome(node: Node, msg: Welcome, now: float) -> None:
             node.stats["suspicion_answered"] += 1
             follow(node, member, now)
         return
-    node.stats["suspicion_cleared"] += 1
-    node.suspect_until = None
+    node.stats["suspicion_cleared" if node.suspect_until is not None else "probe_answered"] += 1
+    node.suspect_until = node.probe_at = None
     node.heard = now
 
 

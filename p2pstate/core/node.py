@@ -180,6 +180,9 @@ class Node:
         # while the transport's reset of our host's link is being confirmed:
         # when we take the host for lost unless it answered (``suspect``)
         self.suspect_until: float | None = None
+        # while our host is silent: when we last probed it over a fresh
+        # connection (``failover.probe_silent_host``); None: not probing
+        self.probe_at: float | None = None
         # our vote after a confirmed suspicion: one more, soon, if it was early
         self.fast_vote = False
         # members that asked us who hosts (a Hello that is no vote), and when
@@ -404,6 +407,11 @@ class Node:
         soon = now + min(self.config.heartbeat_interval, self.config.hello_retry) / 2
         if self.suspect_until is not None:
             return min(soon, max(now, self.suspect_until))  # no wait for a tick
+        if self.probe_at is not None and self.role is Role.PEER:
+            # probing a silent host: the next probe, or the loss, on time
+            cfg = self.config
+            due = min(self.probe_at, self.heard + cfg.host_timeout) + cfg.suspect_after
+            return min(soon, max(now, due))
         if self.role is Role.JOINING:  # hello retries on time
             return min(soon, max(now, self.hello_at + self.config.hello_retry))
         return soon

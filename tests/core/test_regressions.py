@@ -344,11 +344,16 @@ def test_two_members_that_give_way_one_hello_each_make_one_host() -> None:
     (the other member still ahead and not lost), so the member that held
     more never saw itself next: it asked the one that gave way, that one
     asked it back, both gave up on each other and went alone at one epoch.
-    Found by DOUBLE seed 53: "epoch 3 ... had hosts" (issue 17)."""
-    report = run_schedule(53, Kind.DOUBLE)  # raises on two hosts at one epoch
-    live = [n for nid, n in report.net.nodes.items() if nid not in report.departed]
-    assert [n.role for n in live].count(Role.HOST) == 1
-    assert sum(n.stats.get("gave_way", 0) for n in report.net.nodes.values()) >= 1
+    Found by DOUBLE seed 53: "epoch 3 ... had hosts" (issue 17). A seed's
+    schedule follows every message sent: since peers probe a silent host,
+    53 no longer gives way, and 213 does."""
+    gave_way = 0
+    for seed in (53, 213):
+        report = run_schedule(seed, Kind.DOUBLE)  # raises on two hosts at one epoch
+        live = [n for nid, n in report.net.nodes.items() if nid not in report.departed]
+        assert [n.role for n in live].count(Role.HOST) == 1
+        gave_way += sum(n.stats.get("gave_way", 0) for n in report.net.nodes.values())
+    assert gave_way >= 1
 
 
 def test_a_voter_that_holds_more_is_followed_past_a_member_we_still_list() -> None:

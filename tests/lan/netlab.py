@@ -46,6 +46,13 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def _bridge(*args: str) -> None:
+    argv = ["bridge", *args]
+    result = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=10)
+    if result.returncode != 0:
+        raise RuntimeError(f"bridge {' '.join(args)} failed: {result.stderr.strip()}")
+
+
 @functools.cache
 def unavailable_reason() -> str | None:
     """Why namespace tests cannot run here, or None when they can."""
@@ -195,6 +202,15 @@ class Lan:
 
     def restore(self, i: int) -> None:
         _ip("-n", self.switch, "link", "set", f"p{i}", "up")
+
+    def drop(self, i: int) -> None:
+        """Lose everything on peer *i*'s switch port while its carrier stays
+        up (interference, a busy switch): unlike ``cut``, its kernel keeps
+        its neighbour (ARP) entries, which a carrier loss flushes."""
+        _bridge("-n", self.switch, "link", "set", "dev", f"p{i}", "state", "0")
+
+    def undrop(self, i: int) -> None:
+        _bridge("-n", self.switch, "link", "set", "dev", f"p{i}", "state", "3")
 
     def split(self, ids: list[int]) -> None:
         """Move peers *ids* to a bridge of their own: two LANs that can't reach each other."""

@@ -11,8 +11,8 @@ import zmq
 from samples import first_hello
 
 from p2pstate.core.node import Send
-from p2pstate.messages import Heartbeat, Hello, to_frame
-from p2pstate.transport import BATCH_MESSAGES, Transport, valid_endpoint
+from p2pstate.messages import Heartbeat, Hello, Redirect, to_frame
+from p2pstate.transport import BATCH_MESSAGES, PROBE_LIFE, Transport, valid_endpoint
 
 
 def _hello(sender: str) -> Hello:
@@ -193,3 +193,50 @@ def test_a_dropped_connection_is_reported_and_monitors_close_with_their_links() 
     finally:
         a.close_io()
         ctx.term()  # would hang on a monitor socket left open
+
+
+def test_a_probe_goes_over_its_own_connection_and_is_answered_on_it() -> None:
+    """A fresh Send opens a connection of its own; the host's answer (here a
+    Redirect) goes back over it, not over the host's link to the prober, and
+    the probe's socket closes with the answer; other messages use the links."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    host = Transport(ctx, "hhhh", ["127.0.0.1"], max_frame_size=1 << 20)
+    peer = Transport(ctx, "pppp", ["127.0.0.1"], max_frame_size=1 << 20)
+    try:
+        # the host has a link to its member, as it does after welcoming it
+        host.send_io(Send("pppp", peer.endpoints, Heartbeat(sender="hhhh", epoch=1, seq=1)))
+        host.flush_io()
+        assert [type(m) for m in _receive(peer)] == [Heartbeat]
+        peer.send_io(Send("hhhh", host.endpoints, _hello("pppp"), fresh=True))
+        assert peer.stats["probes_sent"] == 1 and peer.stats["links"] == 0
+        assert _receive(host) == [_hello("pppp")]
+        answer = Redirect(sender="hhhh", epoch=1, host_id="hhhh", endpoints=(), reason="not host")
+        host.send_io(Send("pppp", peer.endpoints, answer))
+        host.send_io(Send("pppp", peer.endpoints, answer))  # a second goes on the link
+        host.flush_io()
+        got = _receive(peer)
+        assert got[:1] == [answer], got
+        assert host.stats["probe_answers_sent"] == 1 and peer.stats["probe_answers_received"] == 1
+        assert not peer._probes  # closed with its answer
+    finally:
+        host.close_io()
+        peer.close_io()
+        ctx.term()
+
+
+def test_an_unanswered_probe_closes_after_its_life_and_close_io_closes_the_rest() -> None:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    peer = Transport(ctx, "pppp", ["127.0.0.1"], max_frame_size=1 << 20)
+    try:
+        dead = (f"tcp://127.0.0.1:{_closed_port()}",)
+        peer.sweep_io(100.0, tuple)
+        peer.send_io(Send("hhhh", dead, _hello("pppp"), fresh=True))
+        peer.send_io(Send("hhhh", dead, _hello("pppp"), fresh=True))  # replaces the first
+        peer.send_io(Send("gggg", dead, _hello("pppp"), fresh=True))
+        assert peer.stats["probes_sent"] == 3 and sorted(peer._probes) == ["gggg", "hhhh"]
+        peer.sweep_io(100.0 + PROBE_LIFE, tuple)
+        assert not peer._probes
+        peer.send_io(Send("hhhh", dead, _hello("pppp"), fresh=True))
+    finally:
+        peer.close_io()  # closes that last probe too: ctx.term() would hang on it
+        ctx.term()
