@@ -237,7 +237,11 @@ class Peer:
     def op_threads(self) -> dict[str, Any]:
         """CPU time of each thread of this process so far, by name: Python's
         threads by their own names, zmq's by the names they give the kernel."""
-        return {"cpu_ns": thread_cpu_ns(), "stats": self.s.stats}
+        return {
+            "cpu_ns": thread_cpu_ns(),
+            "process_ns": time.process_time_ns(),
+            "stats": self.s.stats,
+        }
 
     def op_profile_start(self) -> dict[str, Any]:
         """Profile the I/O thread (cProfile, by that thread's CPU time)."""
