@@ -73,11 +73,46 @@ def hop_table(
     return rows, complete
 
 
+#: The threads of a peer's process, by the start of their names (see
+#: ``worker_p2pstate.thread_cpu_ns``); the rest of the process is "other".
+THREADS: tuple[tuple[str, str], ...] = (
+    ("I/O thread", "p2pstate-io"),
+    ("zmq's I/O thread", "ZMQbg/"),
+    ("on_change thread", "p2pstate-callbacks"),
+    ("user thread", "MainThread"),
+)
+
+
 def cpu_per_write(peers: dict[str, Worker], run: Callable[[], int]) -> dict[str, float]:
     """Each process's CPU seconds per write over *run* (which returns the writes)."""
     before = {who: w.cmd("cpu")["cpu_ns"] for who, w in peers.items()}
     writes = run()
     return {who: (w.cmd("cpu")["cpu_ns"] - before[who]) / 1e9 / writes for who, w in peers.items()}
+
+
+def threads_per_write(
+    peers: dict[str, Worker], run: Callable[[], int]
+) -> dict[str, dict[str, float]]:
+    """Each process's CPU seconds per write over *run*, in all ("all") and
+    per kind of thread (from /proc, in 10 ms ticks: run a second's writes or
+    more), and its I/O loop's passes per write ("passes", 0 if not counted)."""
+    before = {who: w.cmd("threads") for who, w in peers.items()}
+    writes = run()
+    out: dict[str, dict[str, float]] = {}
+    for who, w in peers.items():
+        after, was = w.cmd("threads"), before[who]
+        spent = {
+            name: (ns - was["cpu_ns"].get(name, 0)) / 1e9 / writes
+            for name, ns in after["cpu_ns"].items()
+        }
+        row = {"all": (after["process_ns"] - was["process_ns"]) / 1e9 / writes}
+        for label, prefix in THREADS:
+            row[label] = sum(t for name, t in spent.items() if name.startswith(prefix))
+        row["other"] = row["all"] - sum(row[label] for label, _ in THREADS)
+        passes = after["stats"].get("io_passes", 0) - was["stats"].get("io_passes", 0)
+        row["passes"] = passes / writes
+        out[who] = row
+    return out
 
 
 def measure(peers: dict[str, Worker], *, writes: int, burst: int, chain_p50: float) -> list[str]:
@@ -97,11 +132,16 @@ def measure(peers: dict[str, Worker], *, writes: int, burst: int, chain_p50: flo
         writer.cmd("latency", key="cpu", n=writes, timeout=120)
         return writes
 
+    def blocking_long() -> int:  # enough for /proc's 10 ms ticks
+        writer.cmd("latency", key="cpu", n=3 * writes, timeout=180)
+        return 3 * writes
+
     def pipelined() -> int:
         writer.cmd("burst", key="cpuburst", n=burst, window=burst, timeout=180)
         return burst
 
     cpu_blocking = cpu_per_write(peers, blocking)
+    cpu_threads = threads_per_write(peers, blocking_long)
     host.cmd("sample_start")
     cpu_pipelined = cpu_per_write(peers, pipelined)
     sampled = host.cmd("sample_stop")
@@ -113,6 +153,7 @@ def measure(peers: dict[str, Worker], *, writes: int, burst: int, chain_p50: flo
         chain_p50=chain_p50,
         cpu_blocking=cpu_blocking,
         cpu_pipelined=cpu_pipelined,
+        cpu_threads=cpu_threads,
         sampled=sampled,
     )
 
@@ -126,6 +167,7 @@ def _markdown(
     chain_p50: float,
     cpu_blocking: dict[str, float],
     cpu_pipelined: dict[str, float],
+    cpu_threads: dict[str, dict[str, float]],
     sampled: dict[str, Any],
 ) -> list[str]:
     names = {"W": "writer", "H": "host", "S": "successor"}
@@ -147,6 +189,24 @@ def _markdown(
         "| --- | --- | --- |",
         *[
             f"| {names[who]} | {fmt_time(cpu_blocking[who])} | {fmt_time(cpu_pipelined[who])} |"
+            for who in ("W", "H", "S")
+        ],
+        "",
+        "The blocking writes' CPU by thread (a longer run of them; /proc counts in 10 ms "
+        "ticks), and the passes of each I/O loop per write (a pass: one wake-up of the "
+        "I/O thread, with its step):",
+        "",
+        "| process | all threads | "
+        + " | ".join(label for label, _ in THREADS)
+        + " | other | I/O loop passes |",
+        "| --- " * (len(THREADS) + 4) + "|",
+        *[
+            f"| {names[who]} | "
+            + " | ".join(
+                fmt_time(cpu_threads[who][col])
+                for col in ("all", *(label for label, _ in THREADS), "other")
+            )
+            + f" | {cpu_threads[who]['passes']:.2f} |"
             for who in ("W", "H", "S")
         ],
         "",

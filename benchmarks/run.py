@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -1048,16 +1048,18 @@ TITLES = (
 assert sorted(TITLES) == sorted(t for m in MEASUREMENTS for t in m.titles)
 
 
-def run_all(ctx: Context) -> list[Row]:
-    """Every measurement in turn; the rows in TITLES order."""
+def run_all(ctx: Context, only: Collection[str] = ()) -> list[Row]:
+    """Every measurement in turn (or those named in *only*); the rows in TITLES order."""
     rows: dict[str, Row] = {}
     for measurement in MEASUREMENTS:
+        if only and measurement.run.__name__ not in only:
+            continue
         print(f"... {measurement.run.__name__}", file=sys.stderr, flush=True)
         started = time.monotonic()
         for row in ctx.attempt(measurement.titles, functools.partial(measurement.run, ctx)):
             rows[row.title] = row
         print(f"    {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
-    return [rows[title] for title in TITLES]
+    return [rows[title] for title in TITLES if title in rows]
 
 
 # ==================================================================== output
@@ -1154,7 +1156,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run (~1 minute)")
     parser.add_argument("--no-write", action="store_true", help="don't write BENCHMARKS.md")
+    names = ", ".join(m.run.__name__ for m in MEASUREMENTS)
+    parser.add_argument(
+        "--only",
+        default="",
+        help=f"comma-separated measurements to run, of: {names} (the later ones need "
+        "measure_baseline and measure_chain for their ratios); implies --no-write",
+    )
     args = parser.parse_args(argv)
+    only = {name for name in args.only.split(",") if name}
+    if unknown := only - {m.run.__name__ for m in MEASUREMENTS}:
+        parser.error(f"no measurement named {', '.join(sorted(unknown))}")
     # A SIGTERM unwinds like Ctrl-C, so every worker is stopped by the harness.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ["P2PSTATE_INTERFACES"] = "127.0.0.1"
@@ -1169,7 +1181,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": load(),
     }
     started = time.monotonic()
-    rows = run_all(ctx)
+    rows = run_all(ctx, only)
     meta["duration"] = f"{time.monotonic() - started:.0f} s"
     meta["load_after"] = load()
     print(text_table(rows))
@@ -1178,7 +1190,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{meta['mode']}: {meta['duration']}; load average {meta['load_before']} → "
         f"{meta['load_after']}"
     )
-    if not args.no_write:
+    if not args.no_write and not only:  # a partial run never replaces the full table
         path = ROOT / "BENCHMARKS.md"
         path.write_text(markdown(rows, ctx, environment(), meta))
         print(f"wrote {path}")

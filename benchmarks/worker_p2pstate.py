@@ -10,6 +10,7 @@ Times are ``time.monotonic_ns()``, which every process on Linux shares.
 
 from __future__ import annotations
 
+import cProfile
 import json
 import os
 import resource
@@ -90,6 +91,7 @@ class Peer:
         self.watch = Watch()
         self.extra: list[p2pstate.SharedState] = []
         self.sampler: tracer.Sampler | None = None
+        self.profile: cProfile.Profile | None = None
         s.on_change(self.watch)
 
     def op_info(self) -> dict[str, Any]:
@@ -232,6 +234,29 @@ class Peer:
         """CPU time this process has used (every thread: the I/O thread too)."""
         return {"cpu_ns": time.process_time_ns(), "peers": len(self.s.peers)}
 
+    def op_threads(self) -> dict[str, Any]:
+        """CPU time of each thread of this process so far, by name: Python's
+        threads by their own names, zmq's by the names they give the kernel."""
+        return {
+            "cpu_ns": thread_cpu_ns(),
+            "process_ns": time.process_time_ns(),
+            "stats": self.s.stats,
+        }
+
+    def op_profile_start(self) -> dict[str, Any]:
+        """Profile the I/O thread (cProfile, by that thread's CPU time)."""
+        self.profile = cProfile.Profile(time.thread_time)
+        self.s._rt.run_on_io(self.profile.enable, 5.0)
+        return {"profiling": True}
+
+    def op_profile_stop(self, path: str) -> dict[str, Any]:
+        """Stop the profile and write it to *path* (``pstats`` reads it)."""
+        assert self.profile is not None
+        self.s._rt.run_on_io(self.profile.disable, 5.0)
+        self.profile.dump_stats(path)
+        self.profile = None
+        return {"path": path}
+
     def op_add_peers(self, n: int) -> dict[str, Any]:
         """Join *n* more idle peers of this session, each a SharedState (with
         its own I/O thread) in this process: many players on few processes."""
@@ -247,6 +272,26 @@ class Peer:
             extra.close(timeout=1.0)
         self.s.close()
         return {"start": start, "end": time.monotonic_ns()}
+
+
+def thread_cpu_ns() -> dict[str, int]:
+    """Each thread's user + system CPU from /proc (clock ticks), summed by name."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    out: dict[str, int] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        name = names.get(int(tid), comm)
+        if name.startswith("p2pstate-"):  # "p2pstate-io-<node id>": what, not whose
+            name = "-".join(name.split("-")[:2])
+        out[name] = out.get(name, 0) + (int(fields[11]) + int(fields[12])) * tick_ns
+    return out
 
 
 def _ticks(start: int, period: int, count: int) -> Iterator[int]:

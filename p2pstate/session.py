@@ -13,6 +13,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import math
+import os
 import threading
 import time
 from collections import Counter, deque
@@ -48,6 +50,9 @@ log = logging.getLogger(__name__)
 _MAX_CALLBACK_BACKLOG = 100_000
 
 _T = TypeVar("_T")
+
+#: Linux's eventfd: the cheaper way to wake the I/O thread (see _Waker).
+_EVENTFD = hasattr(os, "eventfd")
 
 
 class Runtime:
@@ -96,6 +101,7 @@ class Runtime:
         self.ready = threading.Event()
         self.stopped = threading.Event()
         self._commands: deque[Callable[[], None]] = deque()
+        self._ticked_at = 0.0  # when the I/O thread last ran the core's timers
         self._waker = _Waker(self._ctx, self.node_id)
         self.poll_events = options.poll_events
         self._compose()
@@ -354,39 +360,9 @@ class Runtime:
     def _run_io(self) -> None:
         poller = self._poller_io()
         zap = self.transport.zap
-        node = self.node
         try:
             while not self.stopped.is_set():
-                now = time.monotonic()
-                deadline = node.next_deadline(now)
-                starting = self.startup.election.next_deadline()
-                if starting is not None and not node.ready:
-                    deadline = min(deadline, starting)
-                wait_ms = max(0, int((deadline - now) * 1000))
-                ready = dict(poller.poll(wait_ms))
-                if self._waker.socket in ready:
-                    self._waker.drain_io()
-                self._run_commands_io()
-                if zap is not None:
-                    self._secure_io(zap in ready, time.monotonic())
-                if self.transport.readable(ready):
-                    now = time.monotonic()
-                    # Handle all that arrived, then send once: the successor
-                    # acknowledges a batch of changes with one Ack.
-                    for msg in self.transport.receive_io():
-                        try:
-                            if not (self.startup.starting() and self.startup.message_io(msg, now)):
-                                node.receive(msg, now)
-                        except Exception:  # noqa: BLE001 (one message must not end the session)
-                            self._internal_error_io(msg)
-                    self._flush_io()
-                self._suspect_io(ready)
-                now = time.monotonic()
-                node.tick(now)
-                self.startup.retry_join_io(now)
-                self._flush_io()
-                self.transport.flush_io()  # one frame per peer for this whole pass
-                self.transport.sweep_io(now, self._linked_io)
+                self._pass_io(poller, zap)
         except Exception:  # a bug must not leave user threads waiting forever
             log.exception("p2pstate I/O thread failed")
             self.stopped.set()
@@ -399,6 +375,46 @@ class Runtime:
                     release = self._release_on_exit
                 if release:  # close() gave up waiting for us: release what we own
                     self._shutdown_unstarted()
+
+    def _pass_io(self, poller: zmq.Poller, zap: zmq.Socket[bytes] | None) -> None:
+        """One wake-up of the I/O thread: what woke it, the timers if due,
+        then one step carries out all of it (a wake-up costs CPU, and on a
+        busy machine that CPU is latency: nothing is done twice per pass)."""
+        node = self.node
+        now = time.monotonic()
+        deadline = node.next_deadline(self._ticked_at)
+        starting = self.startup.election.next_deadline()
+        if starting is not None and not node.ready:
+            deadline = min(deadline, starting)
+        # Rounded up: a wait rounded down to 0 ms would spin until the deadline.
+        ready = dict(poller.poll(max(0, math.ceil((deadline - now) * 1000))))
+        self.stats["io_passes"] += 1
+        if self._waker.socket in ready:
+            self._waker.drain_io()
+        self._run_commands_io()
+        if zap is not None:
+            self._secure_io(zap in ready, time.monotonic())
+        if self.transport.readable(ready):
+            now = time.monotonic()
+            # Handle all that arrived, then send once: the successor
+            # acknowledges a batch of changes with one Ack.
+            for msg in self.transport.receive_io():
+                try:
+                    if not (self.startup.starting() and self.startup.message_io(msg, now)):
+                        node.receive(msg, now)
+                except Exception:  # noqa: BLE001 (one message must not end the session)
+                    self._internal_error_io(msg)
+        self._suspect_io(ready)
+        now = time.monotonic()
+        # The core's timers run when it says they are due (as the simulator
+        # runs them), not on every message: a host's tick weighs the whole
+        # membership's liveness.
+        if now >= node.next_deadline(self._ticked_at):
+            node.tick(now)
+            self._ticked_at = now
+        self.startup.retry_join_io(now)
+        self._flush_io()
+        self.transport.sweep_io(now, self._linked_io)
 
     def _linked_io(self) -> set[str]:
         """The peers whose links the transport keeps open: the members we
@@ -430,15 +446,16 @@ class Runtime:
         log.log(level, "dropped a message that raised: %.200r", msg, exc_info=True)
 
     def _run_commands_io(self) -> None:
+        """Run the commands queued so far; the pass's step carries out what they made."""
         for _ in range(len(self._commands)):
             command = self._commands.popleft()
             try:
                 command()
             except Exception:  # noqa: BLE001 (as for a message: drop it, go on serving)
                 self._internal_error_io(command)
-            self._flush_io()
 
     def _flush_io(self) -> None:
+        """The pass's step: carry out everything the core made, once."""
         node = self.node
         # Durable before anything leaves: no Result or Ack for a change that is
         # not stored. A store that fails raises, which ends this peer (the
@@ -456,22 +473,22 @@ class Runtime:
             self.view = self._views.view
         for outcome in node.take_outcomes():
             self._writes.outcome_io(outcome)
-        for event in node.take_events():
-            self._emit_io(event)
+        events = [_handed_out(event) for event in node.take_events()]
+        if self.poll_events:
+            for event in events:
+                self._events.put_io(event)
+        # One frame per peer for the whole pass, sent before the on_change
+        # thread is woken: pyzmq lets go of the GIL in send, and that thread
+        # would take it and hold the frames after the first.
+        self.transport.flush_io()
+        if events and self._dispatcher.wanted:
+            for event in events:
+                self._dispatcher.put(event)  # the I/O thread runs no user code
         if node.ready and not self.ready.is_set():
             self.ready.set()
             self.startup.initial = ((), 0)  # a joiner took the session's state instead
         self._writes.check_waiters_io()
         self._advertiser.guarded_io()
-
-    def _emit_io(self, event: Event) -> None:
-        if isinstance(event, KeyChanged) and isinstance(event.value, (list, dict)):
-            # The replica holds this object: hand out a copy nobody else shares.
-            event = KeyChanged(key=event.key, value=fresh_copy(event.value), version=event.version)
-        if self._dispatcher.wanted:
-            self._dispatcher.put(event)  # the I/O thread runs no user code
-        if self.poll_events:
-            self._events.put_io(event)
 
     def _finish_io(self) -> None:
         self.transport.flush_io()
@@ -507,20 +524,39 @@ def _open_transport(
     )
 
 
+def _handed_out(event: Event) -> Event:
+    """*event* as users get it: the replica holds a list or dict value, so
+    they get a copy nobody else shares."""
+    if isinstance(event, KeyChanged) and isinstance(event.value, (list, dict)):
+        return KeyChanged(key=event.key, value=fresh_copy(event.value), version=event.version)
+    return event
+
+
 class _Waker:
-    """The inproc pair user threads wake the I/O thread's poll with. One
-    wake-up in flight is enough: the I/O thread clears the flag before it
-    runs the command queue, so a command queued after that sends a new one."""
+    """What user threads wake the I/O thread's poll with: on Linux an
+    eventfd (a kernel counter the poller watches: a write and a read, about
+    half the round trip of a zmq inproc pair, measured), elsewhere an
+    inproc PUSH/PULL pair. One wake-up in flight is enough: the I/O thread
+    clears the flag before it runs the command queue, so a command queued
+    after that sends a new one."""
 
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], node_id: str) -> None:
-        address = f"inproc://p2pstate-wake-{node_id}"
-        self.socket: zmq.Socket[bytes] = ctx.socket(zmq.PULL)  # polled by the I/O thread
-        self.socket.bind(address)
-        self._out: zmq.Socket[bytes] = ctx.socket(zmq.PUSH)
-        self._out.connect(address)
         self._lock = threading.Lock()
         self._pending = False
         self._closed = False  # under _lock
+        self._fd = -1
+        self._out: zmq.Socket[bytes] | None = None
+        # What the I/O thread polls (a zmq socket, or a file descriptor).
+        self.socket: zmq.Socket[bytes] | int
+        if _EVENTFD:
+            self._fd = self.socket = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            return
+        address = f"inproc://p2pstate-wake-{node_id}"
+        self._in: zmq.Socket[bytes] = ctx.socket(zmq.PULL)
+        self._in.bind(address)
+        self.socket = self._in
+        self._out = ctx.socket(zmq.PUSH)
+        self._out.connect(address)
 
     def wake_once(self) -> None:
         """Wake the I/O thread unless a wake-up is already on its way."""
@@ -529,23 +565,37 @@ class _Waker:
             self.wake()
 
     def wake(self) -> None:
-        with self._lock, contextlib.suppress(zmq.Again):
-            if not self._closed:  # the I/O thread may have released it
-                self._out.send(b"", zmq.NOBLOCK)
+        with self._lock:
+            if self._closed:  # the I/O thread may have released it
+                return
+            if self._out is None:
+                os.eventfd_write(self._fd, 1)
+            else:
+                with contextlib.suppress(zmq.Again):
+                    self._out.send(b"", zmq.NOBLOCK)
 
     def drain_io(self) -> None:
-        while True:
-            try:
-                self.socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
+        if self._out is None:
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self._fd)  # the count of wake-ups, back to 0
+        else:
+            while True:
+                try:
+                    self._in.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
         self._pending = False
 
     def close(self) -> None:
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
+            if self._out is None:
+                os.close(self._fd)
+                return
             self._out.close(linger=0)
-        self.socket.close(linger=0)
+        self._in.close(linger=0)
 
 
 class _EventBuffer:
