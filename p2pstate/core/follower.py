@@ -309,14 +309,22 @@ def on_leaving_redirect(node: Node, msg: Redirect, now: float) -> None:
 
 def resend_unanswered(node: Node, now: float) -> None:
     """A write or its result can be lost (a link that drops and comes back
-    within the timeouts): resend every request still unanswered after
-    ``write_retry``, in order. The host's dedupe table makes it safe."""
+    within the timeouts): resend every request still unanswered, in order,
+    once the first of them has waited ``write_retry`` since it was sent and
+    since the one before it was answered. The host's dedupe table makes it
+    safe. The host answers a writer's requests in order, so a long pipeline
+    that is being answered is not lost: timing every request from when it
+    was sent resent thousands of queued writes every ``write_retry``."""
     for req in [r for r in node.sent_at if r not in node.writer.pending]:
         del node.sent_at[req]
     waiting = [r for r in node.writer.unacked() if r.req not in node.writer.held]
     if not waiting:
         return
-    if now - min(node.sent_at.get(r.req, now) for r in waiting) < node.config.write_retry:
+    head = waiting[0].req
+    if node.retry_head[0] != head:
+        node.retry_head = (head, now)  # the request before it was answered
+    since = max(node.sent_at.get(head, now), node.retry_head[1])
+    if now - since < node.config.write_retry:
         return
     node.stats["writes_resent"] += 1
     for r in waiting:

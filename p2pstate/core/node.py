@@ -189,6 +189,9 @@ class Node:
         self.clock = 0.0
         self.expiry: dict[str, float] = {}  # key -> when it expires, by our clock
         self.sent_at: dict[int, float] = {}  # request -> when last sent to a host
+        # The first unanswered request, and since when it is first: the host
+        # answers a writer's requests in order, so only its wait says one is lost.
+        self.retry_head: tuple[int, float] = (0, 0.0)
         self.write_keys: dict[int, tuple[str, ...]] = {}  # request -> keys it writes
         # our acknowledged writes, where they sit in the history
         self.acked: deque[Acked] = deque()

@@ -344,8 +344,12 @@ def test_two_members_that_give_way_one_hello_each_make_one_host() -> None:
     (the other member still ahead and not lost), so the member that held
     more never saw itself next: it asked the one that gave way, that one
     asked it back, both gave up on each other and went alone at one epoch.
-    Found by DOUBLE seed 53: "epoch 3 ... had hosts" (issue 17)."""
-    report = run_schedule(53, Kind.DOUBLE)  # raises on two hosts at one epoch
+    Found by DOUBLE seed 53: "epoch 3 ... had hosts" (issue 17). Since a
+    writer times its retries from the first unanswered request (issue 14),
+    seed 53's schedule differs and no member gives way in it; seed 87 is the
+    first DOUBLE seed in which one does (not checked to take the very path
+    of seed 53)."""
+    report = run_schedule(87, Kind.DOUBLE)  # raises on two hosts at one epoch
     live = [n for nid, n in report.net.nodes.items() if nid not in report.departed]
     assert [n.role for n in live].count(Role.HOST) == 1
     assert sum(n.stats.get("gave_way", 0) for n in report.net.nodes.values()) >= 1

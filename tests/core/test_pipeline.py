@@ -1,0 +1,46 @@
+"""Pipelined writes (issue 14): many writes of one peer in flight at once."""
+
+from __future__ import annotations
+
+from simsession import CONFIG, Session
+
+from p2pstate.core.writer import Outcome
+
+
+def test_a_long_pipeline_being_answered_is_not_resent() -> None:
+    """A host slow to work through a writer's backlog (a busy machine)
+    answers its requests in order, one after another, for longer than
+    ``write_retry``: none was lost, so none is sent again. Timing each
+    request from when it was sent resent the whole backlog every
+    ``write_retry``, which doubled the host's work in a pipelined run."""
+    s = Session(7)
+    host, _successor, writer = s.start(3)
+    out: list[Outcome] = []
+    for i in range(60):
+        s.net.write(writer.me.id, (("set", f"k{i}", i),), (), out.append)
+    s.net.pause(host.me.id)
+    s.net.run(0.02)
+    # The backlog reaches the host over three times write_retry.
+    s.net.resume(host.me.id, drain=3 * CONFIG.write_retry)
+    assert s.run_until(lambda: len(out) == 60, 5.0), s.tail()
+    assert [o.status for o in out] == ["ok"] * 60
+    assert writer.stats["writes_resent"] == 0
+    assert host.stats["write_gap"] == 0
+
+
+def test_a_lost_first_request_is_still_resent_while_later_ones_wait() -> None:
+    """The first request of a pipeline is lost on the way: the host holds
+    back every later one (they would skip it), nothing is answered, and
+    the writer sends them all again after ``write_retry``."""
+    s = Session(735)
+    _a, _b, c = s.start(3)
+    s.net.partition({c.me.id})
+    out: list[Outcome] = []
+    s.net.write(c.me.id, (("set", "first", 0),), (), out.append)
+    s.net.run(0.05)
+    s.net.heal()
+    for i in range(20):
+        s.net.write(c.me.id, (("set", f"k{i}", i),), (), out.append)
+    assert s.run_until(lambda: len(out) == 21, 3 * CONFIG.write_retry), s.tail()
+    assert [o.status for o in out] == ["ok"] * 21
+    assert c.stats["writes_resent"] >= 1
