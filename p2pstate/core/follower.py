@@ -111,11 +111,14 @@ def on_change(node: Node, msg: ChangeMsg, now: float) -> None:
             node.endpoints_of(msg.sender),
             Ack(sender=node.me.id, epoch=node.epoch, seq=node.replica.seq),
         )
-        last = node.outbox[-1] if node.outbox else None
-        if last is not None and isinstance(last.msg, Ack) and last.to == msg.sender:
-            node.outbox[-1] = ack  # acks are cumulative: one for all that came at once
+        # Acks are cumulative: one for all that came at once, where the
+        # first went (the writers' Results queued between them stay put).
+        outbox, slot = node.outbox, node.ack_slot
+        if 0 <= slot < len(outbox) and type(outbox[slot].msg) is Ack and outbox[slot].to == ack.to:
+            outbox[slot] = ack
         else:
-            node.outbox.append(ack)
+            node.ack_slot = len(outbox)
+            outbox.append(ack)
         answer_writer(node, change)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from simsession import CONFIG, Session
 
 from p2pstate.core.writer import Outcome
+from p2pstate.messages import Ack, Change, ChangeMsg, Result
 
 
 def test_a_long_pipeline_being_answered_is_not_resent() -> None:
@@ -44,3 +45,29 @@ def test_a_lost_first_request_is_still_resent_while_later_ones_wait() -> None:
     assert s.run_until(lambda: len(out) == 21, 3 * CONFIG.write_retry), s.tail()
     assert [o.status for o in out] == ["ok"] * 21
     assert c.stats["writes_resent"] >= 1
+
+
+def test_the_successor_acknowledges_changes_that_came_together_once() -> None:
+    """Changes handled in one pass of the runtime (one batch from the host)
+    are acknowledged by one cumulative Ack. The Result each change sends
+    its writer sat between two Acks, so only back-to-back Acks merged and
+    the host got one Ack per change to decode and handle."""
+    s = Session(3)
+    host, successor, writer = s.start(3)
+    first = successor.replica.seq + 1
+    for i in range(3):
+        change = Change(
+            seq=first + i,
+            epoch=host.epoch,
+            origin=host.me.id,
+            writer=writer.me.id,
+            req=i + 1,
+            ops=(("set", f"k{i}", i),),
+        )
+        msg = ChangeMsg(sender=host.me.id, epoch=host.epoch, change=change, ack=True)
+        successor.receive(msg, s.net.now)  # no flush between them: one pass
+    sent = [send.msg for send in successor.take_outbox()]
+    acks = [m for m in sent if isinstance(m, Ack)]
+    assert [a.seq for a in acks] == [first + 2]
+    assert [m.req for m in sent if isinstance(m, Result)] == [1, 2, 3]
+    assert sent[0] is acks[0]  # where the first Ack went: before the Results
