@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 # (max_pending_events bounds poll()'s buffer, and may be set far lower).
 _MAX_CALLBACK_BACKLOG = 100_000
 
+#: Frames handled in one pass of the I/O loop at most, before its timers.
+_FRAMES_PER_PASS = 1000
+
 _T = TypeVar("_T")
 
 
@@ -370,16 +373,7 @@ class Runtime:
                 if zap is not None:
                     self._secure_io(zap in ready, time.monotonic())
                 if self.transport.router in ready:
-                    now = time.monotonic()
-                    # Handle all that arrived, then send once: the successor
-                    # acknowledges a batch of changes with one Ack.
-                    for msg in self.transport.receive_io():
-                        try:
-                            if not (self.startup.starting() and self.startup.message_io(msg, now)):
-                                node.receive(msg, now)
-                        except Exception:  # noqa: BLE001 (one message must not end the session)
-                            self._internal_error_io(msg)
-                    self._flush_io()
+                    self._receive_io()
                 self._suspect_io(ready)
                 now = time.monotonic()
                 node.tick(now)
@@ -399,6 +393,26 @@ class Runtime:
                     release = self._release_on_exit
                 if release:  # close() gave up waiting for us: release what we own
                     self._shutdown_unstarted()
+
+    def _receive_io(self) -> None:
+        """Handle what arrived a frame (a sender's batch) at a time, and send
+        what each made before the next: the peers downstream (the successor,
+        the writers) work on one batch while we handle the next, where
+        handling all before sending any left them idle, then us."""
+        node = self.node
+        for _ in range(_FRAMES_PER_PASS):
+            msgs = self.transport.receive_io(limit=1)
+            if not msgs:
+                break  # nothing waits (or a bad frame, counted: the next pass goes on)
+            now = time.monotonic()
+            for msg in msgs:
+                try:
+                    if not (self.startup.starting() and self.startup.message_io(msg, now)):
+                        node.receive(msg, now)
+                except Exception:  # noqa: BLE001 (one message must not end the session)
+                    self._internal_error_io(msg)
+            self._flush_io()
+            self.transport.flush_io()
 
     def _linked_io(self) -> set[str]:
         """The peers whose links the transport keeps open: the members we
