@@ -5,7 +5,7 @@ from __future__ import annotations
 from simsession import CONFIG, Session
 
 from p2pstate.core.writer import Outcome
-from p2pstate.messages import Ack, Change, ChangeMsg, Result
+from p2pstate.messages import Ack, Change, ChangeMsg, Member, Result
 
 
 def test_a_long_pipeline_being_answered_is_not_resent() -> None:
@@ -71,3 +71,26 @@ def test_the_successor_acknowledges_changes_that_came_together_once() -> None:
     assert [a.seq for a in acks] == [first + 2]
     assert [m.req for m in sent if isinstance(m, Result)] == [1, 2, 3]
     assert sent[0] is acks[0]  # where the first Ack went: before the Results
+
+
+def test_the_host_sends_a_change_to_its_peers_without_a_scan_per_peer() -> None:
+    """Row 9 of the benchmarks (host CPU per change as the session grows):
+    the host found each peer's endpoints with a scan of the member list, so
+    sending one change to n peers took n scans of n members."""
+    s = Session(5)
+    nodes = s.start(12)
+    host = nodes[0]
+    scans = 0
+    member = host.replica.member
+
+    def counted(node_id: str) -> Member | None:
+        nonlocal scans
+        scans += 1
+        return member(node_id)
+
+    host.replica.member = counted  # type: ignore[method-assign]
+    host.submit((("set", "k", 1),), now=s.net.now)
+    changes = [send for send in host.take_outbox() if isinstance(send.msg, ChangeMsg)]
+    assert sorted(send.to for send in changes) == sorted(n.me.id for n in nodes[1:])
+    assert all(send.endpoints for send in changes)
+    assert scans <= 2  # the successor's, and nothing per peer
