@@ -18,7 +18,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import zmq
 
@@ -49,6 +49,8 @@ _MAX_CALLBACK_BACKLOG = 100_000
 
 #: Frames handled in one pass of the I/O loop at most, before its timers.
 _FRAMES_PER_PASS = 1000
+#: Messages handled before what they made is sent (a sender's batch at most).
+_SEND_AFTER = 128
 
 _T = TypeVar("_T")
 
@@ -395,15 +397,14 @@ class Runtime:
                     self._shutdown_unstarted()
 
     def _receive_io(self) -> None:
-        """Handle what arrived a frame (a sender's batch) at a time, and send
-        what each made before the next: the peers downstream (the successor,
-        the writers) work on one batch while we handle the next, where
-        handling all before sending any left them idle, then us."""
-        node = self.node
+        """Handle what arrived, and send what it made every _SEND_AFTER
+        messages: the peers downstream (the successor, the writers) work on
+        one batch while we handle the next, where handling all before
+        sending any left them idle, then us."""
+        node, router = self.node, self.transport.router
+        handled = 0
         for _ in range(_FRAMES_PER_PASS):
-            msgs = self.transport.receive_io(limit=1)
-            if not msgs:
-                break  # nothing waits (or a bad frame, counted: the next pass goes on)
+            msgs = self.transport.receive_io(limit=1)  # [] for a bad frame too (counted)
             now = time.monotonic()
             for msg in msgs:
                 try:
@@ -411,8 +412,14 @@ class Runtime:
                         node.receive(msg, now)
                 except Exception:  # noqa: BLE001 (one message must not end the session)
                     self._internal_error_io(msg)
-            self._flush_io()
-            self.transport.flush_io()
+            handled += len(msgs)
+            if handled >= _SEND_AFTER:
+                self._flush_io()
+                self.transport.flush_io()
+                handled = 0
+            if not cast(int, router.get(zmq.EVENTS)) & zmq.POLLIN:
+                break  # nothing more waits
+        self._flush_io()
 
     def _linked_io(self) -> set[str]:
         """The peers whose links the transport keeps open: the members we
