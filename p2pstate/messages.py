@@ -883,6 +883,9 @@ def _op_or_field(cls: type[Message], name: str, v: Any) -> Any:
 def to_frame(msg: Message) -> bytes:
     """Encode a message as one frame."""
     cls = type(msg)
+    fast = _FAST_ENCODERS.get(cls)
+    if fast is not None:
+        return encode(fast(msg))
     body: list[Any] = [cls.TYPE, msg.sender, msg.epoch]
     body.extend(_op_or_field(cls, name, getattr(msg, name)) for name in _FIELD_NAMES[cls])
     return encode(body)
@@ -918,6 +921,11 @@ def _from_body(body: Any) -> Message:
     cls = _BY_TYPE.get(kind) if isinstance(kind, int) and not isinstance(kind, bool) else None
     if cls is None:
         raise ProtocolError(f"unknown message type {kind!r}")
+    fast = _FAST_DECODERS.get(cls)
+    if fast is not None:
+        msg = fast(body)
+        if msg is not None:
+            return msg
     spec = _SPECS[cls]
     if len(body) != 3 + len(spec):
         raise ProtocolError(f"{cls.__name__} takes {len(spec)} fields, got {len(body) - 3}")
@@ -925,3 +933,123 @@ def _from_body(body: Any) -> Message:
         name: check(v) for name, check, v in zip(_FIELD_NAMES[cls], spec, body[3:], strict=True)
     }
     return cls(sender=_id(body[1]), epoch=_nat(body[2]), **kwargs)
+
+
+# ---------------------------------------------------------------- hot paths
+#
+# The messages of every write (Write, ChangeMsg, Result, Ack, Heartbeat), each
+# with an encoder and a decoder of its own: one list for msgpack to pack, and
+# inline checks of the usual shape, in place of a check function per field
+# and a dict of fields per message. The frames are byte for byte the generic
+# path's; a body of any other shape goes through the generic checks, which
+# name the fault.
+
+
+def _wire_ops(ops: tuple[Op, ...]) -> list[Any]:
+    return [op if type(op) not in _OBJECT_OPS else _op_to_wire(op) for op in ops]
+
+
+def _write_body(m: Any) -> list[Any]:
+    return [Write.TYPE, m.sender, m.epoch, m.req, m.acked_upto, _wire_ops(m.ops), list(m.conds)]
+
+
+def _result_body(m: Any) -> list[Any]:
+    return [Result.TYPE, m.sender, m.epoch, m.req, m.status, m.detail, m.seq]
+
+
+def _change_body(m: Any) -> list[Any]:
+    return [ChangeMsg.TYPE, m.sender, m.epoch, m.change.to_wire(), m.ack]
+
+
+def _seq_body(m: Any) -> list[Any]:
+    return [m.TYPE, m.sender, m.epoch, m.seq]
+
+
+_FAST_ENCODERS: dict[type[Message], Callable[[Any], list[Any]]] = {
+    Write: _write_body,
+    Result: _result_body,
+    ChangeMsg: _change_body,
+    Ack: _seq_body,
+    Heartbeat: _seq_body,
+}
+
+
+def _plain(sender: Any, epoch: Any) -> bool:
+    """A sender id and an epoch as every message has them."""
+    return (
+        type(sender) is str
+        and len(sender) <= MAX_ID_CHARS
+        and type(epoch) is int
+        and 0 <= epoch < MAX_COUNTER
+    )
+
+
+def _nats(a: Any, b: Any) -> bool:
+    return type(a) is int and type(b) is int and 0 <= a < MAX_COUNTER and 0 <= b < MAX_COUNTER
+
+
+def _write_fast(body: list[Any]) -> Write | None:
+    if len(body) != 7:
+        return None
+    _, sender, epoch, req, acked, ops, conds = body
+    if not (_plain(sender, epoch) and _nats(req, acked)):
+        return None
+    if type(ops) is not list or type(conds) is not list:
+        return None
+    return Write(
+        sender=sender,
+        epoch=epoch,
+        req=req,
+        acked_upto=acked,
+        ops=tuple([_op(op) for op in ops]),
+        conds=tuple([_cond(cond) for cond in conds]),
+    )
+
+
+def _result_fast(body: list[Any]) -> Result | None:
+    if len(body) != 7:
+        return None
+    _, sender, epoch, req, status, detail, seq = body
+    if not (_plain(sender, epoch) and _nats(req, seq)):
+        return None
+    known = _STATUSES.get(status) if type(status) is str else None
+    if known is None:
+        return None
+    return Result(
+        sender=sender,
+        epoch=epoch,
+        req=req,
+        status=known,
+        detail=None if detail is None else _detail(detail),
+        seq=seq,
+    )
+
+
+def _change_fast(body: list[Any]) -> ChangeMsg | None:
+    if len(body) != 5:
+        return None
+    _, sender, epoch, change, ack = body
+    if not _plain(sender, epoch) or type(ack) is not bool:
+        return None
+    return ChangeMsg(sender=sender, epoch=epoch, change=Change.from_wire(change), ack=ack)
+
+
+def _seq_fast(cls: type[Ack] | type[Heartbeat]) -> Callable[[list[Any]], Message | None]:
+    def decode(body: list[Any]) -> Message | None:
+        if len(body) != 4:
+            return None
+        _, sender, epoch, seq = body
+        if not (_plain(sender, epoch) and type(seq) is int and 0 <= seq < MAX_COUNTER):
+            return None
+        return cls(sender=sender, epoch=epoch, seq=seq)
+
+    return decode
+
+
+_FAST_DECODERS: dict[type[Message], Callable[[list[Any]], Message | None]] = {
+    Write: _write_fast,
+    Result: _result_fast,
+    ChangeMsg: _change_fast,
+    Ack: _seq_fast(Ack),
+    Heartbeat: _seq_fast(Heartbeat),
+}

@@ -20,7 +20,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import zmq
 
@@ -48,6 +48,11 @@ log = logging.getLogger(__name__)
 # Events waiting for slow on_change callbacks before the oldest are dropped
 # (max_pending_events bounds poll()'s buffer, and may be set far lower).
 _MAX_CALLBACK_BACKLOG = 100_000
+
+#: Frames handled in one pass of the I/O loop at most, before its timers.
+_FRAMES_PER_PASS = 1000
+#: Messages handled before what they made is sent (a sender's batch at most).
+_SEND_AFTER = 128
 
 _T = TypeVar("_T")
 
@@ -395,15 +400,7 @@ class Runtime:
         if zap is not None:
             self._secure_io(zap in ready, time.monotonic())
         if self.transport.readable(ready):
-            now = time.monotonic()
-            # Handle all that arrived, then send once: the successor
-            # acknowledges a batch of changes with one Ack.
-            for msg in self.transport.receive_io():
-                try:
-                    if not (self.startup.starting() and self.startup.message_io(msg, now)):
-                        node.receive(msg, now)
-                except Exception:  # noqa: BLE001 (one message must not end the session)
-                    self._internal_error_io(msg)
+            self._receive_io()
         self._suspect_io(ready)
         now = time.monotonic()
         # The core's timers run when it says they are due (as the simulator
@@ -415,6 +412,29 @@ class Runtime:
         self.startup.retry_join_io(now)
         self._flush_io()
         self.transport.sweep_io(now, self._linked_io)
+
+    def _receive_io(self) -> None:
+        """Handle what arrived, and send what it made every _SEND_AFTER
+        messages: the peers downstream (the successor, the writers) work on
+        one batch while we handle the next, where handling all before
+        sending any left them idle, then us."""
+        node, router = self.node, self.transport.router
+        handled = 0
+        for _ in range(_FRAMES_PER_PASS):
+            msgs = self.transport.receive_io(limit=1)  # [] for a bad frame too (counted)
+            now = time.monotonic()
+            for msg in msgs:
+                try:
+                    if not (self.startup.starting() and self.startup.message_io(msg, now)):
+                        node.receive(msg, now)
+                except Exception:  # noqa: BLE001 (one message must not end the session)
+                    self._internal_error_io(msg)
+            handled += len(msgs)
+            if handled >= _SEND_AFTER:
+                self._flush_io()
+                handled = 0
+            if not cast(int, router.get(zmq.EVENTS)) & zmq.POLLIN:
+                break  # nothing more waits (the pass's step sends the rest)
 
     def _linked_io(self) -> set[str]:
         """The peers whose links the transport keeps open: the members we

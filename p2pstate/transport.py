@@ -60,7 +60,6 @@ from .core.node import Send
 from .errors import ProtocolError
 from .identity import Identity, fingerprint
 from .messages import (
-    MAX_BATCH,
     Hello,
     Message,
     Redirect,
@@ -77,7 +76,9 @@ __all__ = ["BATCH_BYTES", "BATCH_MESSAGES", "Transport", "valid_endpoint"]
 #: Messages for one peer made in one pass of the I/O loop travel together:
 #: one zmq send, one wake-up of the receiver, instead of one per message.
 BATCH_BYTES = 256 * 1024
-BATCH_MESSAGES = MAX_BATCH
+#: Fewer than a receiver takes (MAX_BATCH): the next process of a pipeline
+#: (the successor of a host) starts on a batch while the next one is made.
+BATCH_MESSAGES = 128
 #: Seconds a link stays open after a Refused went on it, or after its peer
 #: stopped being a member: time for the last message to leave.
 RETIRE_AFTER = 1.0

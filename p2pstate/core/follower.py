@@ -113,11 +113,14 @@ def on_change(node: Node, msg: ChangeMsg, now: float) -> None:
             node.endpoints_of(msg.sender),
             Ack(sender=node.me.id, epoch=node.epoch, seq=node.replica.seq),
         )
-        last = node.outbox[-1] if node.outbox else None
-        if last is not None and isinstance(last.msg, Ack) and last.to == msg.sender:
-            node.outbox[-1] = ack  # acks are cumulative: one for all that came at once
+        # Acks are cumulative: one for all that came at once, where the
+        # first went (the writers' Results queued between them stay put).
+        outbox, slot = node.outbox, node.ack_slot
+        if 0 <= slot < len(outbox) and type(outbox[slot].msg) is Ack and outbox[slot].to == ack.to:
+            outbox[slot] = ack
         else:
-            node.outbox.append(ack)
+            node.ack_slot = len(outbox)
+            outbox.append(ack)
         answer_writer(node, change)
 
 
@@ -323,14 +326,22 @@ def on_leaving_redirect(node: Node, msg: Redirect, now: float) -> None:
 
 def resend_unanswered(node: Node, now: float) -> None:
     """A write or its result can be lost (a link that drops and comes back
-    within the timeouts): resend every request still unanswered after
-    ``write_retry``, in order. The host's dedupe table makes it safe."""
+    within the timeouts): resend every request still unanswered, in order,
+    once the first of them has waited ``write_retry`` since it was sent and
+    since the one before it was answered. The host's dedupe table makes it
+    safe. The host answers a writer's requests in order, so a long pipeline
+    that is being answered is not lost: timing every request from when it
+    was sent resent thousands of queued writes every ``write_retry``."""
     for req in [r for r in node.sent_at if r not in node.writer.pending]:
         del node.sent_at[req]
     waiting = [r for r in node.writer.unacked() if r.req not in node.writer.held]
     if not waiting:
         return
-    if now - min(node.sent_at.get(r.req, now) for r in waiting) < node.config.write_retry:
+    head = waiting[0].req
+    if node.retry_head[0] != head:
+        node.retry_head = (head, now)  # the request before it was answered
+    since = max(node.sent_at.get(head, now), node.retry_head[1])
+    if now - since < node.config.write_retry:
         return
     node.stats["writes_resent"] += 1
     for r in waiting:

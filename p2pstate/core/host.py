@@ -163,9 +163,16 @@ def apply(node: Node, change: Change, *, report: bool = True) -> None:
         msg = ChangeMsg(sender=node.me.id, epoch=node.epoch, change=change, ack=ack, backed=backed)
         node.send_id(successor, msg)
     others = ChangeMsg(sender=node.me.id, epoch=node.epoch, change=change, ack=False, backed=backed)
+    # Each peer's endpoints from one map: looked up in the member list, one
+    # scan per peer made the fan-out of every change quadratic in the peers.
+    by_id = {m.id: m.endpoints for m in node.replica.members}
+    outbox = node.outbox
     for peer_id, conn in node.conns.items():
         if conn.synced and peer_id != successor:
-            node.send_id(peer_id, others)  # one message: the adapter encodes it once
+            endpoints = by_id.get(peer_id)
+            if endpoints is None:
+                endpoints = node.endpoints_of(peer_id)
+            outbox.append(Send(peer_id, endpoints, others))  # one message: encoded once
     rollback.release_own(node)
 
 

@@ -192,6 +192,12 @@ class Node:
         self.clock = 0.0
         self.expiry: dict[str, float] = {}  # key -> when it expires, by our clock
         self.sent_at: dict[int, float] = {}  # request -> when last sent to a host
+        # The first unanswered request, and since when it is first: the host
+        # answers a writer's requests in order, so only its wait says one is lost.
+        self.retry_head: tuple[int, float] = (0, 0.0)
+        # Where our latest Ack to the host waits in the outbox: acks are
+        # cumulative, so the next change of the same pass updates that one.
+        self.ack_slot = -1
         self.write_keys: dict[int, tuple[str, ...]] = {}  # request -> keys it writes
         # our acknowledged writes, where they sit in the history: the latest
         # in detail, older ones as runs of requests (core/rollback.py)

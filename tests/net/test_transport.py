@@ -92,7 +92,7 @@ def test_messages_for_one_peer_in_one_pass_travel_as_one_frame_in_order() -> Non
     raw.setsockopt(zmq.LINGER, 0)
     port = raw.bind_to_random_port("tcp://127.0.0.1")
     try:
-        beats = [Heartbeat(sender="aaaa", epoch=1, seq=i) for i in range(2 * BATCH_MESSAGES + 500)]
+        beats = [Heartbeat(sender="aaaa", epoch=1, seq=i) for i in range(5 * BATCH_MESSAGES // 2)]
         for beat in beats:
             a.send_io(Send("bbbb", b.endpoints, beat))
         a.send_io(Send("raw", (f"tcp://127.0.0.1:{port}",), beats[0]))
