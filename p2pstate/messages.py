@@ -958,11 +958,15 @@ def _result_body(m: Any) -> list[Any]:
 
 
 def _change_body(m: Any) -> list[Any]:
-    return [ChangeMsg.TYPE, m.sender, m.epoch, m.change.to_wire(), m.ack]
+    return [ChangeMsg.TYPE, m.sender, m.epoch, m.change.to_wire(), m.ack, m.backed]
 
 
 def _seq_body(m: Any) -> list[Any]:
     return [m.TYPE, m.sender, m.epoch, m.seq]
+
+
+def _heartbeat_body(m: Any) -> list[Any]:
+    return [Heartbeat.TYPE, m.sender, m.epoch, m.seq, m.backed]
 
 
 _FAST_ENCODERS: dict[type[Message], Callable[[Any], list[Any]]] = {
@@ -970,7 +974,7 @@ _FAST_ENCODERS: dict[type[Message], Callable[[Any], list[Any]]] = {
     Result: _result_body,
     ChangeMsg: _change_body,
     Ack: _seq_body,
-    Heartbeat: _seq_body,
+    Heartbeat: _heartbeat_body,
 }
 
 
@@ -1026,30 +1030,42 @@ def _result_fast(body: list[Any]) -> Result | None:
 
 
 def _change_fast(body: list[Any]) -> ChangeMsg | None:
+    if len(body) != 6:
+        return None
+    _, sender, epoch, change, ack, backed = body
+    if not _plain(sender, epoch) or type(ack) is not bool or type(backed) is not bool:
+        return None
+    change = Change.from_wire(change)
+    return ChangeMsg(sender=sender, epoch=epoch, change=change, ack=ack, backed=backed)
+
+
+def _ack_fast(body: list[Any]) -> Ack | None:
+    if len(body) != 4:
+        return None
+    _, sender, epoch, seq = body
+    if not (_plain(sender, epoch) and type(seq) is int and 0 <= seq < MAX_COUNTER):
+        return None
+    return Ack(sender=sender, epoch=epoch, seq=seq)
+
+
+def _heartbeat_fast(body: list[Any]) -> Heartbeat | None:
     if len(body) != 5:
         return None
-    _, sender, epoch, change, ack = body
-    if not _plain(sender, epoch) or type(ack) is not bool:
+    _, sender, epoch, seq, backed = body
+    if not (_plain(sender, epoch) and type(seq) is int and 0 <= seq < MAX_COUNTER):
         return None
-    return ChangeMsg(sender=sender, epoch=epoch, change=Change.from_wire(change), ack=ack)
-
-
-def _seq_fast(cls: type[Ack] | type[Heartbeat]) -> Callable[[list[Any]], Message | None]:
-    def decode(body: list[Any]) -> Message | None:
-        if len(body) != 4:
-            return None
-        _, sender, epoch, seq = body
-        if not (_plain(sender, epoch) and type(seq) is int and 0 <= seq < MAX_COUNTER):
-            return None
-        return cls(sender=sender, epoch=epoch, seq=seq)
-
-    return decode
+    if type(backed) is not list or len(backed) != 3:
+        return None
+    b_seq, b_epoch, b_origin = backed
+    if not (_plain(b_origin, b_epoch) and type(b_seq) is int and 0 <= b_seq < MAX_COUNTER):
+        return None
+    return Heartbeat(sender=sender, epoch=epoch, seq=seq, backed=(b_seq, b_epoch, b_origin))
 
 
 _FAST_DECODERS: dict[type[Message], Callable[[list[Any]], Message | None]] = {
     Write: _write_fast,
     Result: _result_fast,
     ChangeMsg: _change_fast,
-    Ack: _seq_fast(Ack),
-    Heartbeat: _seq_fast(Heartbeat),
+    Ack: _ack_fast,
+    Heartbeat: _heartbeat_fast,
 }

@@ -403,9 +403,8 @@ class Runtime:
             self._receive_io()
         self._suspect_io(ready)
         now = time.monotonic()
-        # The core's timers run when it says they are due (as the simulator
-        # runs them), not on every message: a host's tick weighs the whole
-        # membership's liveness.
+        # The core's timers run when it says they are due, not on every
+        # message: a host's tick weighs the whole membership's liveness.
         if now >= node.next_deadline(self._ticked_at):
             node.tick(now)
             self._ticked_at = now

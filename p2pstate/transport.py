@@ -385,11 +385,16 @@ class Transport:
             probe.socket.close(linger=0)
 
     def flush_io(self) -> None:
-        """Send what ``send_io`` queued: one frame per peer, in order."""
+        """Send what ``send_io`` queued: one frame per peer, in order.
+        A probe's connection carries only the answer the core made to it
+        in the step that handled it: a later answer goes over the link
+        (the prober may have closed the probe since, and the ROUTER drops
+        what it sends to a closed connection without a word)."""
         for link in self._queued:
             if link.queued:
                 self._send_queued(link)
         self._queued.clear()
+        self._answer_on.clear()
 
     def _send_queued(self, link: _Link) -> None:
         # msgpack objects laid end to end: a batch of one is a plain message.
@@ -423,8 +428,6 @@ class Transport:
         self._next_sweep = now + SWEEP_INTERVAL
         for node_id in [i for i, p in self._probes.items() if now - p.opened >= PROBE_LIFE]:
             self._close_probe(node_id)
-        for node_id in [i for i, r in self._answer_on.items() if now - r[1] >= PROBE_LIFE]:
-            del self._answer_on[node_id]
         keep = members()
         for node_id, link in list(self._links.items()):
             if node_id in keep:

@@ -173,6 +173,6 @@ def takeover_backed(node: Node) -> tuple[int, int, str]:
     claim that may be too high (the rule then decides nothing, rank.py)."""
     told, r = node.liveness.backed, node.replica
     last = (r.seq, r.last_epoch, r.last_origin)
-    if told[0] >= r.seq and told[1] >= r.last_epoch:
+    if told[0] == 0 or (told[0] >= r.seq and told[1] >= r.last_epoch):
         return last
     return told if r.in_history(*told) else last

@@ -63,9 +63,13 @@ CASES: list[tuple[Message, list[Any]]] = [
         Result(sender=ME, epoch=0, req=1, status=Status.OK, detail=None, seq=3),
         [5, ME, 0, 1, "ok", None, 3],
     ),
-    (ChangeMsg(sender=ME, epoch=2, change=CHANGE, ack=True), [6, ME, 2, CHANGE.to_wire(), True]),
+    (
+        ChangeMsg(sender=ME, epoch=2, change=CHANGE, ack=True, backed=True),
+        [6, ME, 2, CHANGE.to_wire(), True, True],
+    ),
     (Ack(sender=ME, epoch=2, seq=2**62 - 1), [7, ME, 2, 2**62 - 1]),
-    (Heartbeat(sender=ME, epoch=2, seq=0), [8, ME, 2, 0]),
+    (Heartbeat(sender=ME, epoch=2, seq=0), [8, ME, 2, 0, [0, 0, ""]]),
+    (Heartbeat(sender=ME, epoch=2, seq=9, backed=(7, 2, ME)), [8, ME, 2, 9, [7, 2, ME]]),
 ]
 
 

@@ -101,6 +101,8 @@ def test_a_successor_that_takes_over_a_lone_tail_claims_only_what_a_majority_bac
     majority's writes. b now claims what a told it a majority backed."""
     s = Session(5)
     a, b, c, d, e = s.start(5)
+    backed = a.liveness.backed
+    assert backed[0] > 0, backed
     s.net.partition({a.me.id, b.me.id}, {c.me.id, d.me.id, e.me.id})
     assert s.run_until(lambda: c.role is Role.HOST), s.tail()
     assert all(s.put(d, f"w{i}", i).status == "ok" for i in range(3))
@@ -112,6 +114,7 @@ def test_a_successor_that_takes_over_a_lone_tail_claims_only_what_a_majority_bac
         lambda: b.role is Role.HOST and c.liveness.lone_from is not None, CONFIG.lone_after + 3.0
     ), s.tail()
     assert not b.standing().majority and not c.standing().majority
+    assert b.standing().backed == backed  # what a told it, not its lone tail
     s.net.heal()
     assert s.settle(), s.tail()
     assert c.role is Role.HOST and b.target_id == c.me.id, s.tail()
