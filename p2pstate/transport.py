@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ from dataclasses import dataclass, field
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from ._probes import ANSWERS, PROBE_LIFE, PROBE_PREFIX, Probes
 from .core.ids import identity_of
 from .core.node import Send
 from .errors import ProtocolError
@@ -62,7 +62,6 @@ from .identity import Identity, fingerprint
 from .messages import (
     Hello,
     Message,
-    Redirect,
     Refused,
     Welcome,
     from_batch,
@@ -70,7 +69,7 @@ from .messages import (
 )
 from .session_key import SessionKey
 
-__all__ = ["BATCH_BYTES", "BATCH_MESSAGES", "Transport", "valid_endpoint"]
+__all__ = ["BATCH_BYTES", "BATCH_MESSAGES", "PROBE_LIFE", "Transport", "valid_endpoint"]
 
 #: What one link sends as one frame at most (a bigger message goes alone).
 #: Messages for one peer made in one pass of the I/O loop travel together:
@@ -83,14 +82,6 @@ BATCH_MESSAGES = 128
 #: stopped being a member: time for the last message to leave.
 RETIRE_AFTER = 1.0
 SWEEP_INTERVAL = 0.25
-#: The routing id of a probe's connection starts with this (an id libzmq
-#: makes up starts with a zero byte: never this).
-PROBE_PREFIX = b"probe:"
-#: Seconds a probe's socket waits for its answer (the core's window is far
-#: shorter: an answer later than that is news of a live host all the same).
-PROBE_LIFE = 1.0
-#: What the host's ROUTER may answer over a probe's connection.
-_ANSWERS = (Welcome, Redirect, Refused)
 
 log = logging.getLogger(__name__)
 
@@ -109,15 +100,6 @@ class _Link:
     used: float = 0.0  # when we last sent or heard on it (the clock of sweep_io)
     member: bool = False  # to a member at the last sweep: kept open
     retired: bool = False  # refused, or no longer a member: closed soon
-
-
-@dataclass
-class _Probe:
-    """A probe's own connection to node ``to``, until its answer comes."""
-
-    socket: zmq.Socket[bytes]
-    to: str
-    opened: float
 
 
 # RFC 27: where libzmq asks who may connect, in each context.
@@ -166,13 +148,20 @@ class Transport:
         if session_key is not None and identity is None:
             raise ValueError("a secured transport needs this installation's identity")
         self._session_key, self._identity = session_key, identity
+        self._probes = Probes(
+            context,
+            max_frame_size=max_frame_size,
+            stats=self.stats,
+            on_bad=self._bad,
+            session_key=session_key,
+            identity=identity,
+        )
         self.secured = session_key is not None
         self._unproven: dict[str, _Link] = {}  # links whose handshake we watch
         self._failed_handshakes: list[str] = []
         self._monitored: dict[object, str] = {}  # monitor socket -> its link's node id
         self._dropped: list[str] = []  # links whose connection dropped, not yet reported
         self._poller: zmq.Poller | None = None
-        self._probes: dict[str, _Probe] = {}  # node id -> our probe of it
         # node id -> the routing id of the probe connection it last spoke on
         # (host), and when: its answer goes back there
         self._answer_on: dict[str, tuple[bytes, float]] = {}
@@ -190,7 +179,7 @@ class Transport:
     def receive_io(self, limit: int = 1000) -> list[Message]:
         """Decode up to *limit* waiting messages; bad frames are dropped and
         counted, and so, with a secret, is what a sender sends in another's name."""
-        out = self._answers_io()
+        out = self._probes.answers_io()
         for _ in range(limit):
             try:
                 got = self._recv_frame_io()
@@ -221,26 +210,7 @@ class Transport:
     def readable(self, ready: Collection[object]) -> bool:
         """Whether the poller found a message waiting: on the ROUTER, or an
         answer on one of our probes' sockets."""
-        return self.router in ready or any(p.socket in ready for p in self._probes.values())
-
-    def _answers_io(self) -> list[Message]:
-        """The answers waiting on our probes' sockets, from the probed node
-        only; a probe is done (closed) once answered."""
-        out: list[Message] = []
-        for probe in list(self._probes.values()):
-            try:
-                body = probe.socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                continue
-            self._close_probe(probe.to)
-            try:
-                msgs = from_batch(body, max_size=self.max_frame_size)
-            except ProtocolError as exc:
-                self._bad(str(exc))
-                continue
-            self.stats["probe_answers_received"] += 1
-            out.extend(m for m in msgs if m.sender == probe.to and isinstance(m, _ANSWERS))
-        return out
+        return self.router in ready or self._probes.readable(ready)
 
     def _recv_frame_io(self) -> tuple[bytes, object, bytes] | None:
         """The body of the next message (None: malformed, counted), with a
@@ -343,29 +313,12 @@ class Transport:
         if not endpoints:
             self.stats["no_valid_endpoint"] += 1
             return
-        self._close_probe(send.to)
-        sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.ROUTING_ID, PROBE_PREFIX + os.urandom(8))
-        sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame_size)
-        if self._session_key is not None and self._identity is not None:
-            sock.setsockopt(zmq.CURVE_SERVERKEY, self._session_key.public_key)
-            sock.setsockopt(zmq.CURVE_PUBLICKEY, self._identity.public_key)
-            sock.setsockopt(zmq.CURVE_SECRETKEY, self._identity.secret_key)
-        sock.connect(endpoints[0])
-        self._probes[send.to] = _Probe(sock, send.to, self._now)
-        if self._poller is not None:
-            self._poller.register(sock, zmq.POLLIN)
-        self.stats["probes_sent"] += 1
-        try:
-            sock.send(to_frame(send.msg), zmq.NOBLOCK)  # queued until connected
-        except zmq.Again:
-            self.stats["send_queue_full"] += 1
+        self._probes.open_io(send, endpoints[0], self._now)
 
     def _answered(self, send: Send) -> bool:
         """Host: send an answer to a probe back over the probe's connection
         (its link's may be stuck); True if it went there."""
-        if not isinstance(send.msg, _ANSWERS) or send.to not in self._links:
+        if not isinstance(send.msg, ANSWERS) or send.to not in self._links:
             return False
         route = self._answer_on.pop(send.to, None)
         if route is None:
@@ -376,13 +329,6 @@ class Transport:
             return False
         self.stats["probe_answers_sent"] += 1
         return True
-
-    def _close_probe(self, node_id: str) -> None:
-        probe = self._probes.pop(node_id, None)
-        if probe is not None:
-            if self._poller is not None:
-                self._poller.unregister(probe.socket)
-            probe.socket.close(linger=0)
 
     def flush_io(self) -> None:
         """Send what ``send_io`` queued: one frame per peer, in order.
@@ -426,8 +372,7 @@ class Transport:
         if now < self._next_sweep:
             return
         self._next_sweep = now + SWEEP_INTERVAL
-        for node_id in [i for i, p in self._probes.items() if now - p.opened >= PROBE_LIFE]:
-            self._close_probe(node_id)
+        self._probes.sweep(now)
         keep = members()
         for node_id, link in list(self._links.items()):
             if node_id in keep:
@@ -505,7 +450,7 @@ class Transport:
     def watch_io(self, poller: zmq.Poller) -> None:
         """Register every link's monitor in the I/O thread's *poller*, now
         and as links come and go, so that a drop wakes the loop at once."""
-        self._poller = poller
+        self._poller = self._probes.poller = poller
         for monitor in self._monitored:
             poller.register(monitor, zmq.POLLIN)
 
@@ -562,8 +507,7 @@ class Transport:
         return 0 if any(net is not None and address in net for net in self._local_nets) else 1
 
     def close_io(self) -> None:
-        for node_id in list(self._probes):
-            self._close_probe(node_id)
+        self._probes.close_all()
         for node_id in list(self._links):
             self.forget_io(node_id)
         self.router.close(linger=0)
