@@ -1149,6 +1149,9 @@ def markdown(rows: list[Row], ctx: Context, env: dict[str, str], meta: dict[str,
         "",
         *ctx.sections,
     ]
+    findings = ROOT / "benchmarks" / "findings.md"
+    if findings.exists():  # hand-written, kept across runs
+        out += ["", findings.read_text().split("-->", 1)[-1].strip(), ""]
     return "\n".join(out)
 
 
