@@ -17,6 +17,7 @@ __all__ = [
     "UNSYNCED",
     "Acked",
     "Conn",
+    "Fence",
     "Role",
     "Send",
     "remember",
@@ -59,6 +60,20 @@ class Conn:
     last_heard: float  # when its silence started to count (peer_timeout)
     synced: bool = False
     heard: Streak = field(default_factory=Streak)  # its messages, for liveness
+    seq: int = 0  # the last change of ours it said it holds (host.note_holds)
+
+
+@dataclass(slots=True)
+class Fence:
+    """Host: our successor was replaced from change *seq* on. Members that
+    lack that change may still vote for *old*, which lacks what the new
+    successor holds: its acknowledgements count once the members of
+    *members* (the membership they may vote in) that lack *seq* are no
+    majority of it."""
+
+    seq: int
+    members: frozenset[str]
+    old: str
 
 
 UNSYNCED = Conn(last_heard=0.0)
