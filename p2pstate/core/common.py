@@ -17,6 +17,7 @@ __all__ = [
     "UNSYNCED",
     "Acked",
     "Conn",
+    "Fence",
     "Role",
     "Run",
     "Send",
@@ -113,6 +114,20 @@ class Conn:
     #: our epoch when we last welcomed it: what it sent before is of an
     #: older membership (a Leave held by TCP must not remove it now)
     epoch: int = 0
+    seq: int = 0  # the last change of ours it said it holds (host.note_holds)
+
+
+@dataclass(slots=True)
+class Fence:
+    """Host: our successor was replaced from change *seq* on. Members that
+    lack that change may still vote for *old*, which lacks what the new
+    successor holds: its acknowledgements count once the members of
+    *members* (the membership they may vote in) that lack *seq* are no
+    majority of it."""
+
+    seq: int
+    members: frozenset[str]
+    old: str
 
 
 UNSYNCED = Conn(last_heard=0.0)

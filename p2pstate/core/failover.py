@@ -39,6 +39,7 @@ def take_over(node: Node, reason: str, now: float) -> None:
     node.writer.held.clear()
     liveness.term_liveness(node, gone, reason == "handoff", now)
     node.successor, node.durable, node.awaiting = None, 0, {}
+    node.fence = None
     node.awaiting_seqs = []
     leave_reason = "left" if reason == "handoff" else "failed"
     ops: list[Op] = [Term(node.epoch, node.me.id, old or None, reason)]

@@ -28,11 +28,11 @@ from ..messages import (
 )
 from . import admission, follower, liveness, rollback, ttl
 from .access import ALWAYS_ADMIN_OPS
-from .common import UNSYNCED, Conn, Send, remember
+from .common import UNSYNCED, Conn, Fence, Send, remember
 from .ids import identity_of
 from .ops import Cond, Delete, Join, Op, Restore, Term
 from .ops import Leave as LeaveOp
-from .quorum import Streak, is_live, may_go_alone
+from .quorum import Streak, has_majority, is_live, may_go_alone
 from .status import Status
 from .writer import Outcome
 
@@ -50,6 +50,7 @@ def check_isolation(node: Node, now: float) -> None:
         node.liveness.isolated_since, now, node.config
     ):
         node.stats["went_alone"] += 1
+        node.fence = None  # the lone rule decides what we acknowledge now
         if node.liveness.lone_from is None:
             node.liveness.lone_from = node.liveness.agreed
         cfg, woke = node.config, node.liveness.woke_at
@@ -159,7 +160,7 @@ def apply(node: Node, change: Change, *, report: bool = True) -> None:
     successor = node.successor
     backed = is_backed(node, change)
     if successor is not None and node.conns.get(successor, UNSYNCED).synced:
-        ack = not liveness.acks_paused(node)
+        ack = not liveness.acks_paused(node) and node.fence is None
         msg = ChangeMsg(sender=node.me.id, epoch=node.epoch, change=change, ack=ack, backed=backed)
         node.send_id(successor, msg)
     others = ChangeMsg(sender=node.me.id, epoch=node.epoch, change=change, ack=False, backed=backed)
@@ -198,6 +199,8 @@ def durable_point(node: Node) -> int:
         return 0
     if not node.replica.succession():
         return node.replica.seq  # alone: nobody else could hold it
+    if node.fence is not None:
+        return 0  # a replaced successor may yet take over without it
     return node.durable if node.successor is not None else 0
 
 
@@ -259,10 +262,62 @@ def update_successor(node: Node, *, resynced: str | None = None) -> None:
     not acknowledged) is asked again for the same reason."""
     successor = synced_successor(node)
     if successor != node.successor or (successor is not None and successor == resynced):
+        note_fence(node, successor)
         node.successor, node.durable = successor, 0
-        if successor is not None:
+        if successor is not None and node.fence is None:
             ask_ack(node, successor)
     # Always: losing the last peer makes everything awaiting durable.
+    release_durable(node)
+
+
+def note_fence(node: Node, successor: str | None) -> None:
+    """Our successor changes to *successor*. A write is acknowledged once
+    we and our successor hold it because the successor is who a majority
+    elects if we are lost. Replacing it (it fell silent, was removed) does
+    not tell the members that still follow the old one: those that lost us
+    too vote for it, and it may take over without what the new one
+    acknowledged (seen with host blips whose links delivered late: the old
+    host removed its successor, which was gathering votes, and went on
+    acknowledging with the next member). So the new successor's
+    acknowledgements count only once too few members lack the change that
+    replaced the old one to elect it (``pass_fence``)."""
+    old = node.successor
+    fence = node.fence
+    if fence is not None and successor == fence.old:
+        node.fence = None  # the first one is back: it holds what it acknowledged
+    elif old is not None and successor != old and node.liveness.lone_from is None:
+        # (a host gone on alone acknowledges under the lone rule instead)
+        members = frozenset(m.id for m in node.replica.members) | node.liveness.agreed
+        members |= {old, node.me.id}
+        if fence is not None:
+            members |= fence.members
+        node.fence = Fence(node.replica.seq, members, fence.old if fence else old)
+
+
+def note_holds(node: Node, conn: Conn, epoch: int, seq: int) -> None:
+    """Member *conn* says it holds our changes up to *seq*."""
+    if epoch == node.epoch and seq > conn.seq:
+        conn.seq = min(seq, node.replica.seq)
+        pass_fence(node)
+
+
+def pass_fence(node: Node) -> None:
+    """Lift the fence once the members that lack its change are too few
+    to elect the old successor (no majority of the fence's members), and
+    ask the successor to acknowledge what waits."""
+    fence = node.fence
+    if fence is None:
+        return
+    held = 1 + sum(
+        1
+        for mid in fence.members
+        if (c := node.conns.get(mid)) is not None and mid != node.me.id and c.seq >= fence.seq
+    )
+    if has_majority(len(fence.members) - held, len(fence.members)):
+        return  # those that lack it could still elect the old one
+    node.fence = None
+    if node.successor is not None:
+        ask_ack(node, node.successor)
     release_durable(node)
 
 
@@ -318,6 +373,23 @@ def remove_member(node: Node, peer_id: str, reason: str, now: float) -> None:
                 Send(peer_id, member.endpoints, Gone(sender=node.me.id, epoch=node.epoch))
             )
     update_successor(node)
+    if reason == "left" and node.fence is not None:
+        forget_leaver(node, peer_id)
+
+
+def forget_leaver(node: Node, peer_id: str) -> None:
+    """A member that left on purpose neither votes nor takes over: it
+    leaves the fence, which falls if it was the successor replaced."""
+    fence = node.fence
+    assert fence is not None
+    if fence.old != peer_id:
+        node.fence = replace(fence, members=fence.members - {peer_id})
+        pass_fence(node)
+        return
+    node.fence = None
+    if node.successor is not None:
+        ask_ack(node, node.successor)
+    release_durable(node)
 
 
 def close_host_side(node: Node) -> None:
@@ -327,6 +399,7 @@ def close_host_side(node: Node) -> None:
     node.awaiting.clear()
     node.awaiting_seqs.clear()
     node.successor, node.durable = None, 0
+    node.fence = None
 
 
 def on_hello(node: Node, msg: Hello, now: float) -> None:
@@ -491,7 +564,9 @@ def welcomed(node: Node, sender: str, newcomer: bool, now: float) -> None:
     old = node.conns.get(sender)
     conn = node.conns[sender] = Conn(last_heard=now, synced=True, epoch=node.epoch)
     if old is not None:
-        conn.heard = old.heard
+        # what it holds is what it says (note_holds): a Welcome sent to
+        # a candidate asking us back may never reach it
+        conn.heard, conn.seq = old.heard, old.seq
     elif newcomer and node.liveness.isolated_since is None:
         conn.heard = Streak(since=now - node.config.heartbeat_interval, last=now)
         node.liveness.agreed |= {sender}
@@ -509,14 +584,18 @@ def on_write(node: Node, msg: Write, now: float) -> None:
 
 
 def on_ack(node: Node, msg: Ack, now: float) -> None:
-    if member_conn(node, msg, now) is not None:
+    conn = member_conn(node, msg, now)
+    if conn is not None:
+        note_holds(node, conn, msg.epoch, msg.seq)
         successor_holds(node, msg.sender, msg.epoch, msg.seq)
 
 
 def on_heartbeat(node: Node, msg: Heartbeat, now: float) -> None:
     # A synced peer's heartbeat names the last change it holds: from the
     # successor it is an acknowledgement too, which heals a lost Ack.
-    if member_conn(node, msg, now) is not None:
+    conn = member_conn(node, msg, now)
+    if conn is not None:
+        note_holds(node, conn, msg.epoch, msg.seq)
         successor_holds(node, msg.sender, msg.epoch, msg.seq)
 
 

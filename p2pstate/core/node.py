@@ -103,7 +103,7 @@ from ..messages import (
 from . import failover, follower, host, joining, liveness, merge
 from .access import Access
 from .admission import Admission
-from .common import Acked, Conn, Role, Run, Send, remember
+from .common import Acked, Conn, Fence, Role, Run, Send, remember
 from .config import Config
 from .ids import identity_of
 from .liveness import Liveness
@@ -211,6 +211,7 @@ class Node:
         self.awaiting_seqs: list[int] = []  # a heap of the seqs above, lowest first
         self.durable = 0  # highest seq the successor holds
         self.successor: str | None = None
+        self.fence: Fence | None = None  # the successor was replaced (host.note_fence)
         # host: members whose link the transport saw reset, and when
         self.resets_seen: dict[str, float] = {}
         # Hosts of another session we met (by Redirect or discovery): their

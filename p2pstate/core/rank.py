@@ -14,6 +14,13 @@ In order:
    no host and started its own, maybe while the session's last player waited
    out ``isolation_timeout``) have no common membership to count: the longer
    history wins, so the game's state is not replaced by a newcomer's.
+   Both sides may claim a majority: a member whose link to its host
+   delivers while the host's link to it holds counts as live to that host
+   for up to ``host_timeout`` after it voted for a successor. Then the
+   side that took over from the other's last term (its history holds
+   that term and a later one after it) wins: its term began with a
+   majority's votes, which is news of now, while the other's count is
+   the voters' messages of before (2b).
 3. Both sides of one session without a majority now (each went on alone,
    or lost its majority later): the side whose history holds the other's
    *backed* change wins if the other's does not hold its own. A side's
@@ -94,6 +101,14 @@ class Standing:
         _, epoch, origin = other.terms[-1]
         return history_contains(self.terms, self.seq, other.seq, epoch, origin)
 
+    def supersedes(self, other: Standing) -> bool:
+        """Whether this history took over from the other's last term: it
+        holds that term, and a later one of its own after it (rule 2b)."""
+        if not other.terms:
+            return False
+        last = other.terms[-1]
+        return last in self.terms and self.terms[-1] != last
+
     def holds_backed_of(self, other: Standing) -> bool:
         """Whether this history contains the other's last backed change."""
         seq, epoch, origin = other.backed
@@ -108,6 +123,8 @@ def wins(a: Standing, b: Standing) -> bool:
     one_session = bool(a.terms) and bool(b.terms) and a.terms[0] == b.terms[0]
     if one_session and a.majority != b.majority:
         return a.majority
+    if one_session and a.majority and a.supersedes(b) != b.supersedes(a):
+        return a.supersedes(b)  # rule 2b: both claim a majority
     if not one_session and a.seq != b.seq:
         return a.seq > b.seq
     if one_session and not a.majority:  # neither has one: rule 3

@@ -46,6 +46,16 @@ class Party:
 
         self.net.run_until(pump, seconds)
 
+    def run_until_one_host(self, limit: float = 10.0) -> None:
+        """Run (writers on) until exactly one node hosts."""
+
+        def one() -> bool:
+            for c in self.counters:
+                c.pump()
+            return sum(1 for n in self.net.live_nodes() if n.role is Role.HOST) == 1
+
+        assert self.net.run_until(one, limit), self.net.trace_tail(40)
+
     def settle(self, limit: float = 30.0) -> bool:
         """Let the counters finish and the session go quiet."""
         net = self.net
