@@ -113,8 +113,11 @@ class WritesRestored:
     """A later merge brought back writes that a :class:`WritesRolledBack`
     reported undone: the history that won holds them after all (the session
     changed host more than once while its halves met). The writes undone are
-    those reported rolled back and not restored since. ``more`` counts the
-    writes brought back besides those listed (reported in a ``more``)."""
+    those reported rolled back and not restored since. It also names a write
+    a host declined (a conflict, say) that the history that won applied: a
+    host of the other half applied it, and its answer was lost. ``more``
+    counts the writes brought back besides those listed (reported in a
+    ``more``)."""
 
     writes: tuple[RolledBackWrite, ...]
     mine: tuple[RolledBackWrite, ...]

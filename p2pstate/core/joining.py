@@ -62,6 +62,7 @@ def on_welcome(node: Node, msg: Welcome, now: float) -> None:
         node.writer.held.clear()
         node.replica.load(msg.snapshot, events=node.events if report else None)
         rolled, back = rollback.rolled_back(node, msg.snapshot.terms, msg.snapshot.seq)
+        back += rollback.applied_after_all(node)
         more, more_back = rollback.folded_back(node, msg.snapshot.terms, msg.snapshot.seq)
         node.expiry = {
             key: node.clock + ttl for key, _, _, _, _, ttl in msg.snapshot.data if ttl > 0

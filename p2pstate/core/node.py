@@ -203,6 +203,9 @@ class Node:
         # in detail, older ones as runs of requests (core/rollback.py)
         self.acked: deque[Acked] = deque()
         self.acked_runs: list[Run] = []
+        # our writes a host declined (a conflict, say), request -> keys: a
+        # merge may bring a history that applied them (rollback.applied_after_all)
+        self.declined: dict[int, tuple[str, ...]] = {}
 
     def _init_host_side(self) -> None:
         """What a host keeps of its members, and what it remembers of others."""

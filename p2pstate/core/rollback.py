@@ -34,6 +34,10 @@ Terms = tuple[tuple[int, int, str], ...]
 #: older ones are kept as runs of requests, reported by number.
 DETAILED = 4096
 
+#: The answers a host gives that a merge may contradict (the history that won
+#: applied the request); the writer's own two never reached a host.
+DECLINED = frozenset(Status) - {Status.OK, Status.CLOSED, Status.UNSENDABLE}
+
 
 def deliver(node: Node, outcomes: list[Outcome]) -> None:
     """Hand our writes' outcomes to the user, and remember where each
@@ -44,6 +48,10 @@ def deliver(node: Node, outcomes: list[Outcome]) -> None:
         term = node.replica.term_of(o.seq) if o.status == Status.OK and keys else None
         if term is not None:
             node.acked.append(Acked(o.req, o.seq, term[0], term[1], keys))
+        elif o.status in DECLINED and keys:
+            node.declined[o.req] = keys
+    while len(node.declined) > DETAILED:  # bounded: the oldest are not checked
+        del node.declined[next(iter(node.declined))]
     fold(node, DETAILED)
     node.outcomes.extend(outcomes)
 
@@ -110,6 +118,31 @@ def rolled_back(
             back.append(RolledBackWrite(writer=node.me.id, request=a.req, keys=a.keys))
     node.acked = deque(sorted(kept, key=lambda x: x.seq))
     return tuple(out), tuple(back)
+
+
+def applied_after_all(node: Node) -> tuple[RolledBackWrite, ...]:
+    """Our writes a host declined that the history just loaded applied
+    after all: a host of the other half applied the request, its answer was
+    lost with the link, and a host of this half, which lacked it, declined
+    it when we asked again (a conflict). Reported restored, so that the
+    outcomes and reports a game counts net out to what the history holds;
+    kept as acknowledged from now on, so that a later merge that undoes
+    them reports them rolled back."""
+    record = node.replica.dedupe.get(node.me.id)
+    if record is None:
+        return ()
+    out = []
+    for req, keys in list(node.declined.items()):
+        here = record.results.get(req)
+        term = node.replica.term_of(here[2]) if here is not None and here[0] == Status.OK else None
+        if here is None or term is None:
+            continue
+        del node.declined[req]
+        node.acked.append(Acked(req, here[2], term[0], term[1], keys))
+        out.append(RolledBackWrite(writer=node.me.id, request=req, keys=keys))
+    if out:
+        node.acked = deque(sorted(node.acked, key=lambda x: x.seq))
+    return tuple(out)
 
 
 def folded_back(node: Node, terms: Terms, last_seq: int) -> tuple[int, int]:

@@ -35,7 +35,7 @@ from chaos import (
 )
 
 from p2pstate.core.node import Node, Role
-from p2pstate.events import WritesRolledBack
+from p2pstate.events import WritesRestored, WritesRolledBack
 from p2pstate.sim import SimNetwork
 
 __all__ = ["LanKind", "run_lan_schedule"]
@@ -184,13 +184,16 @@ def _check_exact_reports(report: Report) -> None:
                     raise report.fail(f"{node_id[:6]}: increment {req} reported undone")
 
 
-def _reports(net: SimNetwork, node_id: str) -> list[tuple[int, str]]:
-    """Every (request, key) reported undone to *node_id*'s own writes, as
-    often as reported: a real game counts each report it is given."""
+def _reports(
+    net: SimNetwork, node_id: str, kind: type[WritesRolledBack | WritesRestored] = WritesRolledBack
+) -> list[tuple[int, str]]:
+    """Every (request, key) reported undone (or, by *kind*, restored) to
+    *node_id*'s own writes, as often as reported: a real game counts each
+    report it is given."""
     return [
         (w.request, key)
         for event in net.events.get(node_id, ())
-        if isinstance(event, WritesRolledBack)
+        if isinstance(event, kind)
         for w in event.mine
         for key in w.keys
     ]
@@ -199,7 +202,9 @@ def _reports(net: SimNetwork, node_id: str) -> list[tuple[int, str]]:
 def _check_counter_reports(report: Report) -> None:
     """Each counter: the increments acknowledged less the final count is the
     number of its increments reported undone, as issue 17's real-process rows
-    count them (a writer that left may have had one in flight: not checked)."""
+    count them, net of the restored ones (a write declined in one half and
+    applied in the other counts as restored; a writer that left may have had
+    one in flight: not checked)."""
     net = report.net
     host = next(n for n in live(net) if n.role is Role.HOST)
     for key in COUNTER_KEYS:
@@ -210,5 +215,6 @@ def _check_counter_reports(report: Report) -> None:
         undone = sum(c.acked for c in mine) - (entry.value if entry is not None else 0)
         writers = {c.node_id for c in mine}
         reported = sum(1 for w in writers for _, k in _reports(net, w) if k == key)
+        reported -= sum(1 for w in writers for _, k in _reports(net, w, WritesRestored) if k == key)
         if undone != reported:
             raise report.fail(f"{key}: {undone} increments undone, {reported} reported")
