@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 import zmq
@@ -59,7 +59,7 @@ class Probes:
         self._open: dict[str, _Probe] = {}  # node id -> our probe of it
         self.poller: zmq.Poller | None = None
 
-    def __iter__(self) -> Iterable[str]:
+    def __iter__(self) -> Iterator[str]:
         return iter(self._open)
 
     def __len__(self) -> int:
