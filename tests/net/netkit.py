@@ -159,6 +159,18 @@ def join(app_name: str) -> Iterator[Join]:
         s.close()
 
 
+def saw_event(peer: PeerProcess, name: str, timeout: float = 5.0) -> bool:
+    """Whether *peer*'s on_change callback is given an event of type *name*
+    within *timeout*: callbacks run on their own thread, after the view
+    that the event reports is readable."""
+    deadline = time.monotonic() + timeout
+    while name not in peer.cmd("events")["events"]:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
 def eventually(pred: Callable[[], bool], timeout: float = 5.0) -> None:
     """Wait until *pred* holds; fail the test after *timeout* seconds."""
     deadline = time.monotonic() + timeout

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from netkit import Join, PeerProcess, eventually
+from netkit import Join, PeerProcess, eventually, saw_event
 
 import p2pstate
 
@@ -26,7 +26,7 @@ def test_ephemeral_key_of_a_killed_owner_is_deleted(spawn: Callable[..., PeerPro
     assert watcher.cmd("wait", key="owner:pos", value=None)["value"] is None
     assert watcher.cmd("get", key="owner:score")["value"] == 7  # not ephemeral: stays
     assert host.cmd("get", key="owner:pos")["value"] is None
-    assert "KeyDeleted" in watcher.cmd("events")["events"]
+    assert saw_event(watcher, "KeyDeleted")
 
 
 def test_owner_only_and_ttl(join: Join) -> None:

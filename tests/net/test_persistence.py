@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netkit import Join, PeerProcess, eventually, run_cli
+from netkit import Join, PeerProcess, eventually, run_cli, saw_event
 
 import p2pstate
 from p2pstate.backup import Backup, dumps, write_backup
@@ -237,7 +237,7 @@ def test_backup_and_restore_commands(spawn: Any, app_name: str, tmp_path: Path) 
     assert dump(host) == {"score": 1, "motd": "hi"}
     assert peer.cmd("wait", key="score", value=1)["value"] == 1
     assert dump(peer) == {"score": 1, "motd": "hi"}
-    assert "KeyDeleted" in peer.cmd("events")["events"]
+    assert saw_event(peer, "KeyDeleted")
 
 
 class _FailingStore(p2pstate.MemoryStorage):
