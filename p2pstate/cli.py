@@ -170,20 +170,19 @@ def format_key(key: str) -> str:
 
 
 def _rolled_back(event: WritesRolledBack) -> str:
-    keys = sorted({key for write in event.mine for key in write.keys})
-    return (
-        f"# a merge of two halves of the session undid {len(event.writes) + event.more} "
-        f"write(s), {len(event.mine) + event.more} of them yours"
-        + (f": {', '.join(keys)}" if keys else "")
-        + (f" (and {event.more} older ones)" if event.more and keys else "")
-    )
+    return _writes_line("a merge of two halves of the session undid", "write(s)", event)
 
 
 def _restored(event: WritesRestored) -> str:
+    return _writes_line("a later merge brought back", "write(s) reported undone", event)
+
+
+def _writes_line(did: str, what: str, event: WritesRolledBack | WritesRestored) -> str:
+    """One line for a report of writes, with the keys of ours it names."""
     keys = sorted({key for write in event.mine for key in write.keys})
     return (
-        f"# a later merge brought back {len(event.writes) + event.more} write(s) reported "
-        f"undone, {len(event.mine) + event.more} of them yours"
+        f"# {did} {len(event.writes) + event.more} {what}, "
+        f"{len(event.mine) + event.more} of them yours"
         + (f": {', '.join(keys)}" if keys else "")
         + (f" (and {event.more} older ones)" if event.more and keys else "")
     )

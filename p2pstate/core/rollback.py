@@ -175,14 +175,10 @@ def _lost_runs(node: Node, terms: Terms, last_seq: int, upto: int) -> list[Run]:
         if history_contains(terms, last_seq, run.last_seq, run.epoch, run.origin):
             kept.append(run)
             continue
-        end = term_end(terms, last_seq, run.epoch, run.origin)
-        cut = min(upto, run.last) if end is not None and end > run.after else run.first - 1
-        held, gone = run.split(max(cut, run.first - 1))
+        held, gone = _divide(run, term_end(terms, last_seq, run.epoch, run.origin), upto)
         if held is not None:
-            held.last_seq = _at(run, end)
             kept.append(held)
         if gone is not None:
-            gone.after = max(run.after, end) if end is not None else run.after
             lost.append(gone)
     node.acked_runs = kept
     return lost
@@ -203,19 +199,29 @@ def _restored_runs(node: Node, terms: Terms, last_seq: int, upto: int) -> list[R
         if end is not None and end >= run.last_seq:
             back.append(run)
             continue
-        forked_within = end is not None and end > run.after
-        held, gone = run.split(
-            max(min(upto, run.last), run.first - 1) if forked_within else run.first - 1
-        )
+        held, gone = _divide(run, end, upto)
         if held is not None:
-            held.last_seq = _at(run, end)
             back.append(held)
         if gone is not None:
-            gone.after = max(run.after, end) if end is not None else run.after
             still.append(gone)
     node.undone_runs = still
     node.acked_runs.extend(back)
     return back
+
+
+def _divide(run: Run, end: int | None, upto: int) -> tuple[Run | None, Run | None]:
+    """Split *run* where a history that holds its term up to *end* forked:
+    the part it holds (our requests up to *upto*, when it forked within the
+    run) and the part it lacks (after *end* of that term)."""
+    forked_within = end is not None and end > run.after
+    held, gone = run.split(
+        max(min(upto, run.last), run.first - 1) if forked_within else run.first - 1
+    )
+    if held is not None:
+        held.last_seq = _at(run, end)
+    if gone is not None:
+        gone.after = max(run.after, end) if end is not None else run.after
+    return held, gone
 
 
 def _at(run: Run, end: int | None) -> int:
