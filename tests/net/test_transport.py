@@ -214,13 +214,13 @@ def test_a_probe_goes_over_its_own_connection_and_is_answered_on_it() -> None:
         host.send_io(Send("pppp", peer.endpoints, answer))
         host.send_io(Send("pppp", peer.endpoints, answer))  # a second goes on the link
         host.flush_io()
+        # Two connections: which of the two answers arrives first is not ours to say.
         got = _receive(peer)
-        assert got[:1] == [answer], got
-        assert host.stats["probe_answers_sent"] == 1 and peer.stats["probe_answers_received"] == 1
-        assert not peer._probes  # closed with its answer
         if len(got) < 2:
             got += _receive(peer)
-        assert got == [answer, answer], got  # the second came over the link
+        assert got == [answer, answer], got
+        assert host.stats["probe_answers_sent"] == 1 and peer.stats["probe_answers_received"] == 1
+        assert not peer._probes  # closed with its answer
     finally:
         host.close_io()
         peer.close_io()
