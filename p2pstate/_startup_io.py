@@ -304,7 +304,7 @@ class StartupAdapter:
         for hello in decision.hellos:
             try:
                 self.node.receive(hello, now)
-            except Exception:  # noqa: BLE001 (as in _run_io: drop it, go on)
+            except Exception:  # noqa: BLE001 (as in Loop._receive_io: drop it, go on)
                 self._internal_error(hello)
 
     def _stored_access_io(self) -> Access | None:

@@ -1,9 +1,10 @@
 """The runtime: one I/O thread per SharedState owns the sockets, the discovery
 adapter and the protocol core; the user's threads talk to it through a
-command queue and a wake-up socket. It keeps the thread, the poller, the
-command queue and the dispatch of the core's outputs; the rest is composed:
-the write waiters (``_writes.py``), the host's mDNS advert
-(``_advertiser.py``) and the start-up election's I/O (``_startup_io.py``).
+command queue and a wake-up socket. It keeps the thread, the command queue
+and the dispatch of the core's outputs (each pass's step); the rest is
+composed: the I/O loop's passes (``_loop.py``), the write waiters
+(``_writes.py``), the host's mDNS advert (``_advertiser.py``) and the
+start-up election's I/O (``_startup_io.py``).
 
 Anything named ``*_io`` runs on the I/O thread only.
 """
@@ -13,19 +14,19 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import math
 import os
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import zmq
 
 from ._advertiser import Advertiser, advert_room
 from ._dispatch import Dispatcher
+from ._loop import Loop
 from ._startup_io import StartupAdapter, access_error
 from ._view import View, ViewPublisher
 from ._writes import Pending, Writes
@@ -48,11 +49,6 @@ log = logging.getLogger(__name__)
 # Events waiting for slow on_change callbacks before the oldest are dropped
 # (max_pending_events bounds poll()'s buffer, and may be set far lower).
 _MAX_CALLBACK_BACKLOG = 100_000
-
-#: Frames handled in one pass of the I/O loop at most, before its timers.
-_FRAMES_PER_PASS = 1000
-#: Messages handled before what they made is sent (a sender's batch at most).
-_SEND_AFTER = 128
 
 _T = TypeVar("_T")
 
@@ -106,7 +102,6 @@ class Runtime:
         self.ready = threading.Event()
         self.stopped = threading.Event()
         self._commands: deque[Callable[[], None]] = deque()
-        self._ticked_at = 0.0  # when the I/O thread last ran the core's timers
         self._waker = _Waker(self._ctx, self.node_id)
         self.poll_events = options.poll_events
         self._compose()
@@ -165,6 +160,17 @@ class Runtime:
         )
         self._rediscovery = threading.Thread(
             target=self.startup.rediscover, name=f"p2pstate-mdns-{self.node_id}", daemon=True
+        )
+        self._loop = Loop(
+            node=self.node,
+            transport=self.transport,
+            startup=self.startup,
+            waker=self._waker.socket,
+            drain_waker=self._waker.drain_io,
+            commands=self._commands,
+            stats=self.stats,
+            flush=self._flush_io,
+            internal_error=self._internal_error_io,
         )
 
     # ================================================================ user side
@@ -331,7 +337,7 @@ class Runtime:
             self._rediscovery.join(2.0)
         with self._release_lock:
             # An I/O thread still running owns its sockets: it releases
-            # everything itself when it ends (see _run_io), never under it.
+            # everything itself when it ends (see _end_io), never under it.
             if self._thread.ident is not None and not self._io_done:
                 self._release_on_exit = True
                 return
@@ -351,111 +357,20 @@ class Runtime:
 
     # ================================================================ I/O thread
 
-    def _poller_io(self) -> zmq.Poller:
-        """What the I/O thread waits on: the router, the waker, the links'
-        monitors (a dropped host wakes us) and the ZAP socket, if any."""
-        poller = zmq.Poller()
-        poller.register(self.transport.router, zmq.POLLIN)
-        poller.register(self._waker.socket, zmq.POLLIN)
-        self.transport.watch_io(poller)
-        if self.transport.zap is not None:
-            poller.register(self.transport.zap, zmq.POLLIN)
-        return poller
-
     def _run_io(self) -> None:
-        poller = self._poller_io()
-        zap = self.transport.zap
+        self._loop.run_io(self.stopped, self._end_io)
+
+    def _end_io(self) -> None:
+        """The I/O thread ends (closed, or failed): the last frames, the
+        store and the advert; then what close() left to it, if anything."""
         try:
-            while not self.stopped.is_set():
-                self._pass_io(poller, zap)
-        except Exception:  # a bug must not leave user threads waiting forever
-            log.exception("p2pstate I/O thread failed")
-            self.stopped.set()
+            self._finish_io()
         finally:
-            try:
-                self._finish_io()
-            finally:
-                with self._release_lock:
-                    self._io_done = True
-                    release = self._release_on_exit
-                if release:  # close() gave up waiting for us: release what we own
-                    self._shutdown_unstarted()
-
-    def _pass_io(self, poller: zmq.Poller, zap: zmq.Socket[bytes] | None) -> None:
-        """One wake-up of the I/O thread: what woke it, the timers if due,
-        then one step carries out all of it (a wake-up costs CPU, and on a
-        busy machine that CPU is latency: nothing is done twice per pass)."""
-        node = self.node
-        now = time.monotonic()
-        deadline = node.next_deadline(self._ticked_at)
-        starting = self.startup.election.next_deadline()
-        if starting is not None and not node.ready:
-            deadline = min(deadline, starting)
-        # Rounded up: a wait rounded down to 0 ms would spin until the deadline.
-        ready = dict(poller.poll(max(0, math.ceil((deadline - now) * 1000))))
-        self.stats["io_passes"] += 1
-        if self._waker.socket in ready:
-            self._waker.drain_io()
-        self._run_commands_io()
-        if zap is not None:
-            self._secure_io(zap in ready, time.monotonic())
-        if self.transport.readable(ready):
-            self._receive_io()
-        self._suspect_io(ready)
-        now = time.monotonic()
-        # The core's timers run when it says they are due, not on every
-        # message: a host's tick weighs the whole membership's liveness.
-        if now >= node.next_deadline(self._ticked_at):
-            node.tick(now)
-            self._ticked_at = now
-        self.startup.retry_join_io(now)
-        self._flush_io()
-        self.transport.sweep_io(now, self._linked_io)
-
-    def _receive_io(self) -> None:
-        """Handle what arrived, and send what it made every _SEND_AFTER
-        messages: the peers downstream (the successor, the writers) work on
-        one batch while we handle the next, where handling all before
-        sending any left them idle, then us."""
-        node, router = self.node, self.transport.router
-        handled = 0
-        for _ in range(_FRAMES_PER_PASS):
-            msgs = self.transport.receive_io(limit=1)  # [] for a bad frame too (counted)
-            now = time.monotonic()
-            for msg in msgs:
-                try:
-                    if not (self.startup.starting() and self.startup.message_io(msg, now)):
-                        node.receive(msg, now)
-                except Exception:  # noqa: BLE001 (one message must not end the session)
-                    self._internal_error_io(msg)
-            handled += len(msgs)
-            if handled >= _SEND_AFTER:
-                self._flush_io()
-                handled = 0
-            if not cast(int, router.get(zmq.EVENTS)) & zmq.POLLIN:
-                break  # nothing more waits (the pass's step sends the rest)
-
-    def _linked_io(self) -> set[str]:
-        """The peers whose links the transport keeps open: the members we
-        know and the host we follow or join. Others' links are closed when
-        idle, refused or past the cap (Transport.sweep_io)."""
-        linked = {m.id for m in self.node.replica.members}
-        target = self.node.target_id
-        if target is not None:
-            linked.add(target)
-        return linked
-
-    def _secure_io(self, zap_ready: bool, now: float) -> None:
-        if zap_ready:
-            self.transport.serve_zap_io()
-        for node_id in self.transport.handshake_failures_io():
-            self.startup.handshake_failed_io(node_id, now)
-
-    def _suspect_io(self, ready: Collection[object]) -> None:
-        """Links' monitors saw connections drop: tell the core, which
-        confirms whether its host is lost."""
-        for node_id in self.transport.dropped_io(ready):
-            self.node.suspect(node_id, time.monotonic())  # the core confirms it
+            with self._release_lock:
+                self._io_done = True
+                release = self._release_on_exit
+            if release:  # close() gave up waiting for us: release what we own
+                self._shutdown_unstarted()
 
     def _internal_error_io(self, msg: object) -> None:
         """A message made the core or an adapter raise: a bug, or input we did
@@ -463,15 +378,6 @@ class Runtime:
         self.stats["internal_errors"] += 1
         level = logging.ERROR if self.stats["internal_errors"] == 1 else logging.DEBUG
         log.log(level, "dropped a message that raised: %.200r", msg, exc_info=True)
-
-    def _run_commands_io(self) -> None:
-        """Run the commands queued so far; the pass's step carries out what they made."""
-        for _ in range(len(self._commands)):
-            command = self._commands.popleft()
-            try:
-                command()
-            except Exception:  # noqa: BLE001 (as for a message: drop it, go on serving)
-                self._internal_error_io(command)
 
     def _flush_io(self) -> None:
         """The pass's step: carry out everything the core made, once."""
