@@ -1,7 +1,9 @@
-"""A slow CPU (issue 17): a node that handles every frame, reset and timer
-late, and sends late, as a throttled or swapping machine does (``net.slow``).
-Below ``host_timeout`` it is no failover; past it a failover may follow, but
-nothing acknowledged is undone and the session ends with one host."""
+"""A slow CPU and a restart (issue 17). A slow node handles every frame,
+reset and timer late, and sends late, as a throttled or swapping machine
+does (``net.slow``). Below ``host_timeout`` it is no failover; past it a
+failover may follow, but nothing acknowledged is undone and the session ends
+with one host. A host killed and started again with its identity ends a
+member of the one session."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import pytest
 from lanfaults import KEY, party
 
 from p2pstate.core.config import Config
+from p2pstate.core.node import Role
 from p2pstate.sim import SimNetwork
 
 T = Config().host_timeout
@@ -71,3 +74,25 @@ def test_a_slow_writer_and_a_slow_successor_lose_nothing(seed: int) -> None:
         p.net.slow(n.me.id, 0.0)
     p.check()
     assert p.host.replica.data[KEY].value == p.acked()
+
+
+@pytest.mark.parametrize("wait_for_host", [False, True], ids=["at-once", "once-visible"])
+@pytest.mark.parametrize("seed", range(3))
+def test_a_host_killed_and_restarted_with_its_identity_ends_a_member(
+    seed: int, wait_for_host: bool
+) -> None:
+    """kill -9 of the host (its kernel resets its connections), then the same
+    identity starts again as a new instance while the writers go on: at
+    once (no host is visible yet: it hosts alone until the sessions merge)
+    or once the successor hosts. One session at the end, the restarted copy
+    a member of it, the count exact."""
+    p = party(300 + seed, per_writer=200)
+    old = p.host
+    p.net.crash(old.me.id, reset=True)
+    if wait_for_host:
+        p.run_until_one_host()
+    new = p.net.add_node(node_id=f"{old.me.id}.2")
+    p.check()
+    assert p.host is not new and new.role is Role.PEER, p.net.trace_tail(40)
+    assert {n.replica.session_id for n in p.net.live_nodes()} == {p.host.replica.session_id}
+    assert p.final() == p.acked()
