@@ -77,7 +77,7 @@ def test_a_slow_writer_and_a_slow_successor_lose_nothing(seed: int) -> None:
 
 
 @pytest.mark.parametrize("wait_for_host", [False, True], ids=["at-once", "once-visible"])
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", range(2))
 def test_a_host_killed_and_restarted_with_its_identity_ends_a_member(
     seed: int, wait_for_host: bool
 ) -> None:
@@ -86,7 +86,7 @@ def test_a_host_killed_and_restarted_with_its_identity_ends_a_member(
     once (no host is visible yet: it hosts alone until the sessions merge)
     or once the successor hosts. One session at the end, the restarted copy
     a member of it, the count exact."""
-    p = party(300 + seed, per_writer=200)
+    p = party(300 + seed, per_writer=100)
     old = p.host
     p.net.crash(old.me.id, reset=True)
     if wait_for_host:
