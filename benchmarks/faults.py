@@ -12,10 +12,13 @@ its namespaces and stops its workers by pid, pass or fail.
 
 The rows are those of ``tests/lan/test_real_faults.py`` (defined once in
 ``tests/lan/faultrows.py``): 7 peers, 4 writers running ``apply_op``
-increments on one counter, one fault. A run *fails* when the final counter is
-not the number of increments acknowledged on every survivor, a call raised,
-the rolled-back reports differ from what was undone, or the session did not
-settle. "undone" is acknowledged increments minus the final count.
+increments on one counter, one fault (also a slow CPU, a restart, and
+carrier blips with the longer ``host_timeout`` the README gives as their
+knob: the last epoch per run shows whether a failover happened). A run
+*fails* when the final counter is not the number of increments acknowledged
+on every survivor, a call raised, the rolled-back reports differ from what
+was undone, or the session did not settle. "undone" is acknowledged
+increments minus the final count.
 
 Recovery, in a session of 3 (host, successor, a writer running increments
 back to back), each the median of ``--recovery-rounds`` fresh sessions:
@@ -48,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "lan"))
 
 from faultrows import (
     COUNTER,
+    KNOB_ROWS,
     LONG_ROWS,
     ROWS,
     Outcome,
@@ -89,7 +93,7 @@ def _cell(outcome: Outcome) -> str:
 
 
 def table(results: dict[str, list[Outcome]]) -> str:
-    head = ("row", "runs", "failed", "undone per run", "reported per run", "s/run")
+    head = ("row", "runs", "failed", "undone per run", "reported per run", "epoch", "s/run")
     lines = [head]
     for row_id, outcomes in results.items():
         failed = sum(1 for o in outcomes if o.failures())
@@ -100,6 +104,7 @@ def table(results: dict[str, list[Outcome]]) -> str:
                 str(failed),
                 ", ".join(_cell(o) for o in outcomes),
                 ", ".join(str(o.reported) for o in outcomes),
+                ", ".join(str(o.epoch) for o in outcomes),
                 f"{statistics.mean(o.seconds for o in outcomes):.1f}",
             )
         )
@@ -193,13 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     if reason is not None:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
-    rows = ROWS + (LONG_ROWS if args.long else [])
+    rows = ROWS + KNOB_ROWS + (LONG_ROWS if args.long else [])
     if args.rows:
         wanted = args.rows.split(",")
-        unknown = set(wanted) - {r.id for r in ROWS + LONG_ROWS}
+        every = ROWS + KNOB_ROWS + LONG_ROWS
+        unknown = set(wanted) - {r.id for r in every}
         if unknown:
             parser.error(f"unknown rows: {sorted(unknown)}")
-        rows = [r for r in ROWS + LONG_ROWS if r.id in wanted]
+        rows = [r for r in every if r.id in wanted]
     # Every identity a worker makes lives in this run's directory, never the user's.
     with tempfile.TemporaryDirectory(prefix="p2pstate-faults-") as tmp:
         os.environ["P2PSTATE_HOME"] = tmp

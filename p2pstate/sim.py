@@ -6,7 +6,9 @@ random delay, crashes, partitions (messages across a cut are lost, as when a
 cable is pulled), pauses of one node (SIGSTOP, a frozen laptop: it handles
 nothing, its inbound messages queue), link cuts of one node (its traffic both
 ways is held, as TCP holds it, and delivered in order when the link returns)
-connection resets (a crashed process's kernel resets its connections: every
+slow nodes (a starved CPU: it reads its sockets late, its timers fire late,
+what it sends leaves late), connection resets (a crashed process's kernel
+resets its connections: every
 other node's transport sees the drop within a few ms and tells its core,
 ``Node.suspect``; a blip resets a live node's connections the same way) and
 a stand-in for mDNS. Every message goes through the real
@@ -51,7 +53,7 @@ from .messages import (
     from_frame,
     to_frame,
 )
-from .simfaults import Faults, Wire
+from .simfaults import Faults, Slow, Wire
 
 __all__ = ["Counter", "SimNetwork", "StartFaults", "random_start_faults"]
 
@@ -81,6 +83,7 @@ class SimNetwork:
         # The links and what goes wrong on them (simfaults.py).
         self._wire = Wire(self.rng, min_delay, max_delay)
         self._faults = Faults(self._wire)
+        self._slow = Slow(self.rng)
         self.tick_interval = tick
         self.discovery_interval = discovery_interval
         self.now = 0.0
@@ -109,6 +112,8 @@ class SimNetwork:
         self.cut_off = self._faults.cut_off
         # (receiver, sender) of the fresh-connection frame being handled
         self._answering: tuple[str, str] | None = None
+        # how late the frames being flushed leave (a slow node's writes)
+        self._sending_late = 0.0
 
     @property
     def min_delay(self) -> float:
@@ -255,6 +260,23 @@ class SimNetwork:
         released = self._faults.reconnect(node_id, self.now, backoff)
         self._log(node_id, f"link back ({released} held messages follow)")
 
+    def slow(self, node_id: str, lag: float, *, jitter: float = 0.0) -> None:
+        """A slow CPU (a throttled laptop, a machine swapping): from now on
+        *node_id* handles each frame, connection reset and timer *lag* (plus
+        up to *jitter*) seconds late, in the order they reached it, and what
+        its game writes leaves as late. ``slow(node_id, 0)`` ends it: what
+        it had read by then is handled at once, in order."""
+        self._slow.set(node_id, lag, jitter)
+        if node_id not in self._slow.lag:  # fast again: it drains what it had read
+            self._slow.catch_up(node_id, self.now)
+            self._wire.hurry(node_id, self._slow.deferred, self.now)
+        self._log(node_id, f"slow by {lag * 1000:.0f}+{jitter * 1000:.0f} ms")
+
+    @property
+    def slowed(self) -> dict[str, tuple[float, float]]:
+        """The slow nodes: (lag, jitter) of each."""
+        return dict(self._slow.lag)
+
     def active(self, node_id: str) -> bool:
         """Alive and not paused: its timers run and its game can write."""
         return node_id in self.alive and node_id not in self.paused
@@ -282,7 +304,12 @@ class SimNetwork:
         req = node.submit(ops, conds, now=self.now)
         if on_outcome is not None:
             self.on_outcome[f"{node_id}/{req}"] = on_outcome
-        self._flush(node)
+        # a slow machine's I/O thread picks the write up late
+        self._sending_late = self._slow.draw(node_id)
+        try:
+            self._flush(node)
+        finally:
+            self._sending_late = 0.0
         return req
 
     def run(self, duration: float) -> None:
@@ -302,29 +329,7 @@ class SimNetwork:
             self._deliver_reset()
             return
         if self._wire.due(nxt):
-            at, order, to, frame, sender = self._wire.pop()
-            self.now = max(self.now, at)
-            fresh = order in self._wire.fresh
-            self._wire.fresh.discard(order)
-            if self._faults.intercepts(to, frame, sender, alive=to in self.alive, fresh=fresh):
-                return
-            if to in self.alive:
-                node = self.nodes[to]
-                try:
-                    msg = from_frame(frame, max_size=_MAX_FRAME)
-                except ProtocolError as exc:
-                    # what an adapter does: drop the frame, count it, go on
-                    self.bad_frames += 1
-                    self._log(to, f"drops a bad frame: {exc}")
-                    return
-                if self.trace_messages:
-                    self._log(to, f"<- {msg.sender[:6]} {_describe(msg)}")
-                # its answer goes back over the connection it came on
-                self._answering = (to, sender) if fresh else None
-                if not self._lan.hello(to, msg):
-                    node.receive(msg, self.now)
-                self._flush(node)
-                self._answering = None
+            self._deliver_frame()
             return
         self.now = nxt
         if self.now >= self._next_discovery:
@@ -334,14 +339,59 @@ class SimNetwork:
             self._next_tick = self.now + self.tick_interval
             self._lan.tick()
             for nid in sorted(self.alive - self.paused):
+                if not self._slow.timer_due(nid, self.now):
+                    continue  # a slow node's timers fire late
                 node = self.nodes[nid]
                 node.tick(self.now)
                 self._flush(node)
 
+    def _deliver_frame(self) -> None:
+        """The next frame reaches its node (or a fault keeps it)."""
+        at, order, to, frame, sender = self._wire.pop()
+        self.now = max(self.now, at)
+        fresh = order in self._wire.fresh
+        self._wire.fresh.discard(order)
+        arrived = order in self._slow.deferred
+        self._slow.deferred.discard(order)
+        alive = to in self.alive
+        faults = self._faults
+        if faults.intercepts(to, frame, sender, alive=alive, fresh=fresh, arrived=arrived):
+            return
+        if alive and not arrived and self._slow.behind(to, self.now):
+            # a slow node reads it late, after what it read before
+            late = self._wire.push(self._slow.handled_at(to, self.now), to, frame, sender)
+            self._slow.deferred.add(late)
+            if fresh:
+                self._wire.fresh.add(late)
+            return
+        if to in self.alive:
+            node = self.nodes[to]
+            try:
+                msg = from_frame(frame, max_size=_MAX_FRAME)
+            except ProtocolError as exc:
+                # what an adapter does: drop the frame, count it, go on
+                self.bad_frames += 1
+                self._log(to, f"drops a bad frame: {exc}")
+                return
+            if self.trace_messages:
+                self._log(to, f"<- {msg.sender[:6]} {_describe(msg)}")
+            # its answer goes back over the connection it came on
+            self._answering = (to, sender) if fresh else None
+            if not self._lan.hello(to, msg):
+                node.receive(msg, self.now)
+            self._flush(node)
+            self._answering = None
+
     def _deliver_reset(self) -> None:
-        at, _, to, about = self._wire.pop_reset()
+        at, order, to, about = self._wire.pop_reset()
         self.now = max(self.now, at)
         if to not in self.alive:
+            return
+        if order in self._slow.deferred:
+            self._slow.deferred.discard(order)
+        elif self._slow.behind(to, self.now):  # its socket monitor is read late too
+            late = self._wire.push_reset(self._slow.handled_at(to, self.now), to, about)
+            self._slow.deferred.add(late)
             return
         if not self.active(to) or {to, about} & self.cut_off:
             self._faults.hold_reset(to, about)
@@ -398,9 +448,9 @@ class SimNetwork:
             if self._faults.loses_fresh(nid, to):
                 self._log(nid, f"fresh connection to {to[:6]} not made")
             else:
-                self._wire.push_fresh(self.now, nid, to, frame)
+                self._wire.push_fresh(self.now + self._sending_late, nid, to, frame)
         elif not self._faults.blocks(nid, to, frame):  # a partition loses or holds it
-            self._wire.send(self.now, nid, to, frame)
+            self._wire.send(self.now + self._sending_late, nid, to, frame)
 
     # ------------------------------------------------------------ start-up
 

@@ -5,8 +5,10 @@ a seeded random delay. :class:`Faults` says what a fault does to a frame: a
 partition loses it (or, with ``hold``, keeps it until the heal), a paused
 node's inbound frames wait until it resumes, and a cut node's links hold
 their frames both ways, in order, until it reconnects, as TCP holds them.
-Connection resets (``Node.suspect``) are reported in the same delivery order
-as the frames; a paused or cut-off node learns of them once back.
+A slow node (a busy or throttled CPU) handles each frame, reset and timer
+late by its lag, in the order they came (:class:`Slow`). Connection resets
+(``Node.suspect``) are reported in the same delivery order as the frames; a
+paused or cut-off node learns of them once back.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import heapq
 import random
 from collections.abc import Iterable
 
-__all__ = ["Faults", "Wire"]
+__all__ = ["Faults", "Slow", "Wire"]
 
 Link = tuple[str, str]  # (from, to)
 Delivery = tuple[float, int, str, bytes, str]  # (at, order, to, frame, from)
@@ -38,10 +40,11 @@ class Wire:
         #: When the last frame released by a heal or a reconnect arrives.
         self.held_until = 0.0
 
-    def push(self, at: float, to: str, frame: bytes, sender: str) -> None:
-        """Deliver *frame* at *at*, after what is already due then."""
+    def push(self, at: float, to: str, frame: bytes, sender: str) -> int:
+        """Deliver *frame* at *at*, after what is already due then; its order."""
         self._order += 1
         heapq.heappush(self.queue, (at, self._order, to, frame, sender))
+        return self._order
 
     def send(self, now: float, sender: str, to: str, frame: bytes) -> None:
         """One frame over its link: a random delay, never before the last one."""
@@ -91,10 +94,11 @@ class Wire:
     def pop(self) -> Delivery:
         return heapq.heappop(self.queue)
 
-    def push_reset(self, at: float, to: str, about: str) -> None:
-        """Tell *to* at *at* that its link to *about* dropped."""
+    def push_reset(self, at: float, to: str, about: str) -> int:
+        """Tell *to* at *at* that its link to *about* dropped; its order."""
         self._order += 1
         heapq.heappush(self.resets, (at, self._order, to, about))
+        return self._order
 
     def reset_due(self, until: float) -> bool:
         """Whether a reset is reported by *until*, before the next frame."""
@@ -104,6 +108,22 @@ class Wire:
 
     def pop_reset(self) -> Reset:
         return heapq.heappop(self.resets)
+
+    def hurry(self, to: str, orders: set[int], now: float) -> None:
+        """What *orders* name, to *to*, arrives by *now*, in its order: a CPU
+        that is fast again drains the backlog it had read."""
+        self.queue = [
+            (min(at, now), order, dest, frame, sender) if dest == to and order in orders else item
+            for item in self.queue
+            for at, order, dest, frame, sender in (item,)
+        ]
+        heapq.heapify(self.queue)
+        self.resets = [
+            (min(at, now), order, dest, about) if dest == to and order in orders else item
+            for item in self.resets
+            for at, order, dest, about in (item,)
+        ]
+        heapq.heapify(self.resets)
 
 
 class Faults:
@@ -159,12 +179,20 @@ class Faults:
         return cut or self.group[sender] != self.group[to]
 
     def intercepts(
-        self, to: str, frame: bytes, sender: str, *, alive: bool, fresh: bool = False
+        self,
+        to: str,
+        frame: bytes,
+        sender: str,
+        *,
+        alive: bool,
+        fresh: bool = False,
+        arrived: bool = False,
     ) -> bool:
         """At arrival: a cut link holds *frame* (per link, in the order it
         would have arrived), or loses it if *fresh* (its connection is not
-        made yet); a paused node's sockets keep it."""
-        if to in self.cut_off or sender in self.cut_off:
+        made yet); a paused node's sockets keep it. A frame that *arrived*
+        already (a slow node reads it late) is past any cable."""
+        if not arrived and (to in self.cut_off or sender in self.cut_off):
             if not fresh:
                 self._link_held.setdefault((sender, to), []).append(frame)
             return True
@@ -213,3 +241,59 @@ class Faults:
         held, self._resets_held = self._resets_held, []
         for to, about in held:
             self.wire.push_reset(now, to, about)
+
+
+class Slow:
+    """Slow nodes: a machine whose CPU is starved handles everything late.
+
+    Each frame or reset that reaches a slow node is handled ``lag`` (plus up
+    to ``jitter``) after it arrived, never before the one that arrived ahead
+    of it (one thread reads one socket queue); its timers fire late by as
+    much; what it sends then leaves late because it is sent late."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        #: node -> (lag, jitter) in seconds.
+        self.lag: dict[str, tuple[float, float]] = {}
+        # when each slow node is done with what it has read so far
+        self._busy_until: dict[str, float] = {}
+        # when each slow node's timers run next
+        self._next_tick: dict[str, float] = {}
+        #: the orders of frames and resets already held back once
+        self.deferred: set[int] = set()
+
+    def set(self, node_id: str, lag: float, jitter: float) -> None:
+        if lag <= 0.0 and jitter <= 0.0:
+            self.lag.pop(node_id, None)
+        else:
+            self.lag[node_id] = (lag, jitter)
+
+    def draw(self, node_id: str) -> float:
+        """This event's lag for *node_id* (0 when it is not slow)."""
+        lag, jitter = self.lag.get(node_id, (0.0, 0.0))
+        return lag + (self.rng.uniform(0.0, jitter) if jitter > 0.0 else 0.0)
+
+    def handled_at(self, node_id: str, now: float) -> float:
+        """When *node_id* handles an event that reaches it at *now*."""
+        at = max(now + self.draw(node_id), self._busy_until.get(node_id, 0.0))
+        self._busy_until[node_id] = at
+        return at
+
+    def catch_up(self, node_id: str, now: float) -> None:
+        """*node_id* is fast again: from *now* on it is not behind."""
+        self._busy_until[node_id] = min(self._busy_until.get(node_id, 0.0), now)
+
+    def behind(self, node_id: str, now: float) -> bool:
+        """Whether an event reaching *node_id* at *now* waits: it is slow, or
+        still busy with what it read while it was."""
+        return node_id in self.lag or self._busy_until.get(node_id, 0.0) > now
+
+    def timer_due(self, node_id: str, now: float) -> bool:
+        """Whether a slow node's timers run at *now* (each run is late by its
+        lag); always for a node that is not slow."""
+        if node_id not in self.lag:
+            return True
+        if now < self._next_tick.get(node_id, 0.0):
+            return False
+        self._next_tick[node_id] = now + self.draw(node_id)
+        return True

@@ -113,7 +113,8 @@ class Pipeline:
         if node.role in (Role.LEAVING, Role.CLOSED) or not node.ready:
             return
         while self.in_flight < self.window and self.sent < self.total:
-            key = f"u/{self.node_id[:8]}/{self.sent}"
+            # an identity started again (``"<id>.r1"``) writes keys of its own
+            key = f"u/{self.node_id[:8]}{self.node_id[16:]}/{self.sent}"
             value = self.sent * 7 + 1
             self.sent += 1
             self.in_flight += 1

@@ -3,7 +3,14 @@ pauses (SIGSTOP) and link cuts (TCP holds the traffic) of the host, its
 successor, a writer or a pair, mixed with chaos.py's crashes (half of them
 resetting their connections, as a process that dies does), leaves, restarts
 and delay changes, and blips that reset a live host's or successor's
-connections (issue 14: a suspicion that must change nothing).
+connections (issue 14: a suspicion that must change nothing), slow CPUs
+(the host, its successor or a writer handling everything late by a varying
+lag, some past ``host_timeout``) and restarts of an identity (a process
+killed, its kernel resetting its connections, and started again with the
+same identity as a new instance, at once or once a host is visible).
+Slow CPUs and restarts come with ``extra=True`` (test_lan_chaos.py), drawn
+from their own seeded source: without it a seed's schedule is the one it
+was before they existed, which the regression tests replay.
 
 * ``LanKind.SHORT``: one fault at a time (each after the session recovered
   from the last), pauses and cuts shorter than ``isolation_timeout``: nothing
@@ -34,6 +41,7 @@ from chaos import (
     recovered,
 )
 
+from p2pstate.core.ids import identity_of
 from p2pstate.core.node import Node, Role
 from p2pstate.events import WritesRestored, WritesRolledBack
 from p2pstate.sim import SimNetwork
@@ -43,6 +51,8 @@ __all__ = ["LanKind", "run_lan_schedule"]
 T = CONFIG.host_timeout
 SHORT = (0.6 * T, 1.2 * T, 3.0 * T)  # all under isolation_timeout (8 T)
 LONG = (0.6 * T, 1.2 * T, 3.0 * T, 10.0 * T)
+#: A slow CPU's lag (each event's lag is this plus up to as much again).
+LAGS = (0.05 * T, 0.2 * T, 0.6 * T, 1.5 * T)
 
 
 class LanKind(enum.Enum):
@@ -51,10 +61,13 @@ class LanKind(enum.Enum):
 
 
 class _LanSchedule(_Schedule):
-    def __init__(self, rng: random.Random, report: Report, lan: LanKind) -> None:
+    def __init__(self, rng: random.Random, report: Report, lan: LanKind, extra: bool) -> None:
         super().__init__(rng, report, 1)
         self.lan = lan
+        self.extra = extra
         self.reset_rng = random.Random(report.seed * 31 + 14)
+        self.slow_rng = random.Random(report.seed * 37 + 17)
+        self.restarts = 0
 
     def plan(self) -> list[tuple[float, str]]:
         rng = self.rng
@@ -74,6 +87,11 @@ class _LanSchedule(_Schedule):
         for _ in range(blips.randint(0, 2)):
             at = start + blips.uniform(0.0, self.horizon)
             plan.append((at, blips.choice(("reset_host", "reset_successor"))))
+        slow = self.slow_rng
+        for _ in range(slow.randint(0, 2) if self.extra else 0):
+            what = slow.choice(("slow_host", "slow_successor", "slow_peer", "restart_host"))
+            what = slow.choice((what, "restart_peer"))
+            plan.append((start + slow.uniform(0.0, self.horizon), what))
         return sorted(plan)
 
     def inject(self, what: str) -> None:
@@ -91,6 +109,12 @@ class _LanSchedule(_Schedule):
             for v in self._victims(what):
                 self.report.faults.append(f"{self.net.now:.3f} {what} {v.me.id[:6]}")
                 self.net.reset_links(v.me.id)
+            return
+        if what.startswith("slow"):
+            self._slow(what)
+            return
+        if what.startswith("restart_"):
+            self._restart(what)
             return
         if not what.startswith(("pause", "cut")):
             super().inject(what)
@@ -113,7 +137,51 @@ class _LanSchedule(_Schedule):
             else:
                 net.reconnect(v.me.id)
 
-    def _victims(self, what: str) -> list[Node]:
+    def _slow(self, what: str) -> None:
+        """A slow CPU for a while: every frame, reset and timer of the victim
+        handled late by a lag that varies from event to event."""
+        net, rng = self.net, self.slow_rng
+        if not self.run_pumping(lambda: recovered(net), 10.0):
+            raise self.report.fail("the session did not recover from the previous fault")
+        victims = self._victims(what, rng)
+        if not victims:
+            return
+        lag = rng.choice(LAGS)
+        seconds = rng.choice(SHORT if self.lan is LanKind.SHORT else LONG)
+        nid = victims[0].me.id
+        self.report.faults.append(
+            f"{net.now:.3f} {what} {nid[:6]} by {lag:.3f}+{lag:.3f} s for {seconds:.2f} s"
+        )
+        net.slow(nid, lag, jitter=lag)
+        self.run_pumping(lambda: False, seconds)
+        net.slow(nid, 0.0)
+
+    def _restart(self, what: str) -> None:
+        """kill -9 (its kernel resets its connections), then the same identity
+        starts again as a new instance: at once (it may find no host yet and
+        host alone until the sessions merge) or once a host is visible."""
+        net, rng, report = self.net, self.slow_rng, self.report
+        if not self.run_pumping(lambda: recovered(net), 10.0):
+            raise report.fail("the session did not recover from the previous fault")
+        victims = self._victims(what.replace("restart", "x"), rng)
+        if not victims:
+            return
+        victim = victims[0]
+        if self.writes_in_flight():
+            report.hot_faults += 1
+        report.departed.add(victim.me.id)
+        net.crash(victim.me.id, reset=True)
+        report.faults.append(f"{net.now:.3f} {what} {victim.me.id[:6]} killed")
+        self.run_pumping(lambda: False, rng.uniform(0.0, 2.0 * T))
+        if rng.random() < 0.5:
+            self.run_pumping(lambda: any(n.role is Role.HOST for n in live(net)), 5.0)
+        self.restarts += 1
+        node = net.add_node(node_id=f"{identity_of(victim.me.id)}.r{self.restarts}")
+        report.faults.append(f"{net.now:.3f} {what} {node.me.id[:6]} started again")
+        self.newcomers.append(node)
+
+    def _victims(self, what: str, rng: random.Random | None = None) -> list[Node]:
+        rng = rng or self.rng
         nodes = [n for n in live(self.net) if n.ready and n.role is not Role.LEAVING]
         hosts = [n for n in nodes if n.role is Role.HOST]
         if len(nodes) < 2 or len(hosts) != 1:
@@ -127,15 +195,16 @@ class _LanSchedule(_Schedule):
         if target == "successor":
             return [succ] if succ is not None else []
         if target == "peer":
-            return [self.rng.choice(peers)] if peers else []
+            return [rng.choice(peers)] if peers else []
         if target == "pair":
             return [host, succ] if succ is not None and len(nodes) > 2 else []
-        return [host, self.rng.choice(peers)] if peers else []  # host_writer
+        return [host, rng.choice(peers)] if peers else []  # host_writer
 
 
-def run_lan_schedule(seed: int, lan: LanKind) -> Report:
-    """Run the LAN-fault schedule of *seed*; raise GuaranteeError (with the
-    seed, faults and trace) when a guarantee does not hold."""
+def run_lan_schedule(seed: int, lan: LanKind, *, extra: bool = False) -> Report:
+    """Run the LAN-fault schedule of *seed* (with slow CPUs and restarts if
+    *extra*); raise GuaranteeError (with the seed, faults and trace) when a
+    guarantee does not hold."""
     rng = random.Random(seed)
     max_delay = rng.choice((0.001, 0.003, 0.01))
     net = SimNetwork(seed, config=CONFIG, max_delay=max_delay)
@@ -144,7 +213,7 @@ def run_lan_schedule(seed: int, lan: LanKind) -> Report:
     kind = Kind.SINGLE if lan is LanKind.SHORT else Kind.PARTITION
     report = Report(seed, kind, net, [], [])
     try:
-        _LanSchedule(rng, report, lan).run()
+        _LanSchedule(rng, report, lan, extra).run()
         check_quiet(report)
         _check_exact_reports(report)
     except AssertionError:

@@ -9,8 +9,9 @@ Shared by ``tests/lan/test_real_faults.py`` (one run per row, asserted) and
    read back from the host's member list), and sets the counter to 0;
 2. starts the writers (each ``apply_op(COUNTER, n + 1)`` back to back) and
    waits until each has some increments acknowledged;
-3. applies the row's fault (SIGSTOP/SIGCONT of a worker's pid, a switch port
-   down and up, a ``close()``) and waits until every writer goes on;
+3. applies the row's fault (SIGSTOP/SIGCONT of a worker's pid, once or as a
+   duty cycle, a switch port down and up, a ``close()``, a kill -9 and a
+   restart with the same identity) and waits until every writer goes on;
 4. stops the writers, waits for the session to settle (one host that every
    survivor follows, equal states), and compares: the final counter on every
    survivor against the increments acknowledged to the writers, and the
@@ -46,6 +47,12 @@ class Run:
     writers: list[Worker]
     ns_of: dict[int, int]  # worker pid -> namespace index, for cut/restore
     gone: list[Worker] = field(default_factory=list)  # closed or killed
+    app: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # every peer's join() options
+    #: Increments acknowledged to, and reported undone to, writers killed and
+    #: started again (what the killed process was told, read before the kill).
+    acked_before: int = 0
+    reported_before: int = 0
 
     @property
     def host(self) -> Worker:
@@ -116,6 +123,61 @@ def kill_host(run: Run) -> None:
     run.gone.append(run.host)
 
 
+def slow(who: Callable[[Run], Worker], seconds: float, stopped: float, period: float) -> Fault:
+    """A slow CPU: the worker is stopped *stopped* seconds of every *period*
+    (SIGSTOP/SIGCONT from here) for *seconds*. It reads its sockets late, its
+    timers fire late, what it sends leaves late, and it runs only part of
+    the time, as on a starved or throttled machine."""
+
+    def fault(run: Run) -> None:
+        worker = who(run)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            with run.paused(worker):
+                time.sleep(stopped)
+            time.sleep(period - stopped)
+
+    return fault
+
+
+def _respawn(run: Run, old: Worker) -> Worker:
+    """Start *old* again in its namespace with its identity (a new instance)."""
+    ns = run.ns_of[old.pid]
+    new = spawn_peer(run.lan, ns, run.app, run.options)
+    new.wait_ready()
+    run.ns_of[new.pid] = ns
+    run.peers.append(new)
+    return new
+
+
+def restart_writer(run: Run) -> None:
+    """A writer's game crashes (kill -9) and is started again at once with the
+    same identity, while the others go on writing; it writes again. Its
+    counter is stopped first, so that what it was told is known exactly."""
+    old = run.writers[-1]
+    done = old.cmd("stop_count", timeout=30)
+    run.acked_before += done["ok"]
+    rolled = old.cmd("rollbacks", key=COUNTER)
+    run.reported_before += rolled["mine"] + rolled["more"]
+    os.kill(old.pid, signal.SIGKILL)
+    old.proc.wait(10)
+    run.gone.append(old)
+    new = _respawn(run, old)
+    run.writers[-1] = new
+    wait_for(lambda: COUNTER in new.cmd("dump")["state"], 20, "the restarted writer to sync")
+    new.cmd("count", key=COUNTER)
+
+
+def restart_host(run: Run) -> None:
+    """The host's game crashes (kill -9) and is started again at once with the
+    same identity: it must join the successor's session as a member."""
+    old = run.host
+    os.kill(old.pid, signal.SIGKILL)
+    old.proc.wait(10)
+    run.gone.append(old)
+    _respawn(run, old)
+
+
 def cut_writer(seconds: float) -> Fault:
     def fault(run: Run) -> None:
         with run.cut(run.writers[0]):
@@ -159,6 +221,8 @@ class Row:
     writers: int = 4
     host_writes: bool = False
     secret: bool = False
+    #: join() options of every peer, as (name, value) pairs.
+    options: tuple[tuple[str, Any], ...] = ()
 
 
 #: Issue 17's table, one row per fault (7 peers: 3 idle, 4 writers), one with a secret,
@@ -192,17 +256,36 @@ ROWS = [
         cut_writer(1.5),
         secret=True,
     ),
+    Row(
+        "host-slow-3",
+        "slow host CPU: stopped 30 ms of every 50 ms for 3 s",
+        slow(lambda run: run.host, 3.0, 0.03, 0.05),
+    ),
+    Row(
+        "writer-slow-3",
+        "slow writer CPU: stopped 30 ms of every 50 ms for 3 s",
+        slow(lambda run: run.writers[0], 3.0, 0.03, 0.05),
+    ),
+    Row("writer-restart", "a writer killed -9 and started again, same identity", restart_writer),
+    Row("host-restart", "the host killed -9 and started again, same identity", restart_host),
 ]
+
+
+def spawn_peer(lan: Lan, i: int, app: str, options: dict[str, Any]) -> Worker:
+    """A peer in namespace *i*, with that namespace's identity: each peer its
+    own installation, as at a real LAN party, and the same one when it is
+    started again there."""
+    identity = str(lan.logdir / f"identity-{lan.netns[i]}")
+    return lan.spawn(i, app, "faults", name=f"ns{i}", identity_dir=identity, **options)
 
 
 def start(lan: Lan, row: Row, app: str) -> Run:
     """The host in namespace 0, then every other peer at once; writers as the row says."""
     options: dict[str, Any] = {"secret": SECRET} if row.secret else {}
+    options.update(row.options)
 
     def spawn(i: int) -> Worker:
-        # Each peer its own installation (identity), as at a real LAN party.
-        identity = str(lan.logdir / f"identity-{lan.netns[i]}")
-        return lan.spawn(i, app, "faults", name=f"ns{i}", identity_dir=identity, **options)
+        return spawn_peer(lan, i, app, options)
 
     first = spawn(0)
     assert first.wait_ready()["is_host"], "the first peer did not host"
@@ -220,7 +303,7 @@ def start(lan: Lan, row: Row, app: str) -> Run:
     writers = [peers[0]] if row.host_writes else []
     writers += peers[len(peers) - others_writing :]
     ns_of = {w.pid: i for i, w in enumerate(everyone)}
-    return Run(lan, peers, writers, ns_of)
+    return Run(lan, peers, writers, ns_of, app=app, options=options)
 
 
 @dataclass
@@ -236,6 +319,7 @@ class Outcome:
     problems: list[str] = field(default_factory=list)  # no progress, never settled...
     detail: str = ""
     seconds: float = 0.0
+    epoch: int = 0  # the survivors' last epoch: 1 when no failover happened
 
     @property
     def undone(self) -> int | None:
@@ -259,7 +343,7 @@ class Outcome:
         return (
             f"{self.row}: {self.acknowledged} acknowledged, counters {sorted(set(self.finals))}, "
             f"undone {self.undone}, reported {self.reported}, errors {self.errors}, "
-            f"{self.seconds:.1f} s"
+            f"epoch {self.epoch}, {self.seconds:.1f} s"
         )
 
 
@@ -320,6 +404,7 @@ def run_row(lan: Lan, row: Row, app: str) -> Outcome:
     row.fault(run)
     writing = [w for w in run.writers if w not in run.gone]
     out.problems += progress(writing, WARMUP_ACKS, 20)
+    out.acknowledged = run.acked_before
     errors: dict[str, int] = {}
     for w in writing:
         done = w.cmd("stop_count", timeout=30)
@@ -335,9 +420,10 @@ def run_row(lan: Lan, row: Row, app: str) -> Outcome:
     except AssertionError as exc:
         out.problems.append(str(exc))
     out.finals = [p.cmd("dump")["state"].get(COUNTER) for p in run.survivors]
+    out.epoch = max(p.cmd("info")["epoch"] for p in run.survivors)
     # a counter row's writers write the counter only: those reported by
     # number (``more``) are increments too
-    out.reported = sum(
+    out.reported = run.reported_before + sum(
         r["mine"] + r["more"] for r in (w.cmd("rollbacks", key=COUNTER) for w in writing)
     )
     out.detail = _describe(run)
@@ -345,9 +431,30 @@ def run_row(lan: Lan, row: Row, app: str) -> Outcome:
     return out
 
 
+#: Rows that ``benchmarks/faults.py`` runs with ``ROWS``; CI runs their
+#: scenario in tests/lan/test_blips.py (5 peers), which also asserts no failover.
+KNOB_ROWS = [
+    Row(
+        "host-carrier-blips-ht1.2",
+        "4 carrier cuts of 0.3 s on the host's link, 1.5 s apart; host_timeout=1.2",
+        host_blips(4, 0.3, 1.5),
+        options=(("host_timeout", 1.2),),
+    ),
+]
+
 #: Longer runs for ``benchmarks/faults.py`` only (too slow for every CI run).
 LONG_ROWS = [
     Row("host-pause-8", "host paused 8 s", pause_host(8.0)),
     Row("host-pause-20", "host paused 20 s", pause_host(20.0)),
     Row("writer-cut-3", "one writer's link cut 3 s", cut_writer(3.0)),
+    Row(
+        "host-slow-heavy-3",
+        "slow host CPU: stopped 400 ms of every 500 ms for 3 s (just under host_timeout)",
+        slow(lambda run: run.host, 3.0, 0.4, 0.5),
+    ),
+    Row(
+        "host-slow-past-timeout-4",
+        "slow host CPU: stopped 700 ms of every 800 ms for 4 s (past host_timeout)",
+        slow(lambda run: run.host, 4.0, 0.7, 0.8),
+    ),
 ]
