@@ -92,6 +92,7 @@ class Peer:
         self.extra: list[p2pstate.SharedState] = []
         self.sampler: tracer.Sampler | None = None
         self.profile: cProfile.Profile | None = None
+        self.counts: tuple[dict[str, int], dict[str, int], dict[str, Any]] = ({}, {}, {})
         s.on_change(self.watch)
 
     def op_info(self) -> dict[str, Any]:
@@ -256,6 +257,44 @@ class Peer:
         self.profile.dump_stats(path)
         self.profile = None
         return {"path": path}
+
+    def op_count_start(self) -> dict[str, Any]:
+        """Count the messages the core takes in and sends out, by type, and
+        the frames it sends (the pipelined rows' per-write breakdown)."""
+        node = self.s._rt.node
+        received: dict[str, int] = {}
+        sent: dict[str, int] = {}
+        receive, take_outbox = node.receive, node.take_outbox
+
+        def counted_receive(msg: Any, now: float) -> None:
+            name = type(msg).__name__
+            received[name] = received.get(name, 0) + 1
+            receive(msg, now)
+
+        def counted_take() -> Any:
+            sends = take_outbox()
+            for send in sends:
+                name = type(send.msg).__name__
+                sent[name] = sent.get(name, 0) + 1
+            return sends
+
+        def install() -> None:
+            node.receive, node.take_outbox = counted_receive, counted_take  # type: ignore[method-assign]
+            self.counts = (received, sent, dict(self.s.stats))
+
+        self.s._rt.run_on_io(install, 5.0)
+        return {"counting": True}
+
+    def op_count_stop(self) -> dict[str, Any]:
+        node = self.s._rt.node
+
+        def uninstall() -> None:
+            del node.receive, node.take_outbox  # back to the class's methods
+
+        self.s._rt.run_on_io(uninstall, 5.0)
+        received, sent, before = self.counts
+        stats = {k: v - before.get(k, 0) for k, v in self.s.stats.items() if isinstance(v, int)}
+        return {"received": received, "sent": sent, "stats": stats}
 
     def op_add_peers(self, n: int) -> dict[str, Any]:
         """Join *n* more idle peers of this session, each a SharedState (with

@@ -125,8 +125,11 @@ def order(  # noqa: PLR0917 (a write's fields, as they come)
         leaves = node.admission.expulsions(ops, node.me.id)
         expelled = {op.peer: node.endpoints_of(op.peer) for op in leaves}
         change = replace(change, ops=ops + leaves)
+    # Asked to acknowledge, the successor answers the writer itself
+    # (follower.answer_writer): then the host need not (release_durable).
+    asked = node.successor if node.successor is not None and asks_ack(node) else None
     apply(node, change)
-    await_seq(node, change.seq, writer, req)
+    await_seq(node, change.seq, writer, req, asked)
     release_durable(node)
     if acl:
         after_expulsions(node, change, expelled)
@@ -160,7 +163,7 @@ def apply(node: Node, change: Change, *, report: bool = True) -> None:
     successor = node.successor
     backed = is_backed(node, change)
     if successor is not None and node.conns.get(successor, UNSYNCED).synced:
-        ack = not liveness.acks_paused(node) and node.fence is None
+        ack = asks_ack(node)
         msg = ChangeMsg(sender=node.me.id, epoch=node.epoch, change=change, ack=ack, backed=backed)
         node.send_id(successor, msg)
     others = ChangeMsg(sender=node.me.id, epoch=node.epoch, change=change, ack=False, backed=backed)
@@ -204,8 +207,17 @@ def durable_point(node: Node) -> int:
     return node.durable if node.successor is not None else 0
 
 
-def await_seq(node: Node, seq: int, writer: str, req: int) -> None:
-    node.awaiting[seq] = (writer, req)
+def asks_ack(node: Node) -> bool:
+    """Whether a change sent to the successor now asks it to acknowledge
+    (and so to answer the change's writer): not while we are isolated, nor
+    while a replaced successor's fence stands."""
+    return not liveness.acks_paused(node) and node.fence is None
+
+
+def await_seq(node: Node, seq: int, writer: str, req: int, asked: str | None = None) -> None:
+    """Answer *writer*'s request *req* once change *seq* is durable; *asked*
+    is the successor asked to answer it too, if one was."""
+    node.awaiting[seq] = (writer, req, asked)
     heapq.heappush(node.awaiting_seqs, seq)
 
 
@@ -218,7 +230,14 @@ def release_durable(node: Node) -> None:
         entry = node.awaiting.pop(heapq.heappop(seqs), None)
         if entry is None:
             continue  # the same seq was awaited twice
-        writer, req = entry
+        writer, req, asked = entry
+        if asked is not None and asked == node.successor and writer != node.me.id:
+            # The successor whose acknowledgement made it durable answered
+            # the writer when it took the change: a second Result would only
+            # cost the writer a decode. Should that one be lost, the writer
+            # resends and gets its kept result from order().
+            node.stats["results_left_to_successor"] += 1
+            continue
         record = node.replica.dedupe.get(writer)
         kept = record.results.get(req) if record else None
         if kept is not None:

@@ -210,7 +210,8 @@ class Node:
     def _init_host_side(self) -> None:
         """What a host keeps of its members, and what it remembers of others."""
         self.conns: dict[str, Conn] = {}
-        self.awaiting: dict[int, tuple[str, int]] = {}  # seq -> (writer, req) to answer
+        # seq -> (writer, req) to answer, and the successor asked to answer it too
+        self.awaiting: dict[int, tuple[str, int, str | None]] = {}
         self.awaiting_seqs: list[int] = []  # a heap of the seqs above, lowest first
         self.durable = 0  # highest seq the successor holds
         self.successor: str | None = None

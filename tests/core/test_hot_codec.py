@@ -6,6 +6,7 @@ that goes on serving."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import msgpack
@@ -79,6 +80,34 @@ def test_a_hot_message_is_its_generic_frame_and_round_trips(msg: Message, body: 
     assert frame == msgpack.packb(body, use_bin_type=True)
     assert from_frame(frame, max_size=MAX) == msg
     assert from_batch(frame * 3, max_size=MAX) == [msg, msg, msg]
+
+
+@pytest.mark.parametrize(("msg", "body"), CASES, ids=lambda v: type(v).__name__)
+def test_a_decoded_hot_message_is_a_whole_frozen_message(msg: Message, body: list[Any]) -> None:
+    """The hot decoders fill a message's slots directly rather than through
+    the dataclass's __init__ (half the cost): what they make is still
+    frozen, equal and hashed like the one built the usual way, with every
+    field set and typed ops."""
+    got = from_frame(to_frame(msg), max_size=MAX)
+    assert type(got) is type(msg)
+    assert got == msg
+    try:
+        expected = hash(msg)
+    except TypeError:  # a dict in its detail or ops
+        expected = None
+    if expected is not None:
+        assert hash(got) == expected
+    assert repr(got) == repr(msg)
+    parts: list[object] = [got]
+    if isinstance(got, ChangeMsg):
+        parts.append(got.change)
+        assert got.change.ops == CHANGE.ops
+        assert [type(op) for op in got.change.ops] == [Set, SetOpts, Delete]
+    for part in parts:
+        for f in dataclasses.fields(part):  # type: ignore[arg-type]
+            getattr(part, f.name)  # every slot filled: an empty one raises
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                setattr(part, f.name, None)
 
 
 BAD_BODIES = [

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from simsession import CONFIG, Session
 
+from p2pstate.core.node import Node, Send
 from p2pstate.core.writer import Outcome
-from p2pstate.messages import Ack, Change, ChangeMsg, Member, Result
+from p2pstate.messages import Ack, Change, ChangeMsg, Member, Message, Result
 
 
 def test_a_long_pipeline_being_answered_is_not_resent() -> None:
@@ -94,3 +97,62 @@ def test_the_host_sends_a_change_to_its_peers_without_a_scan_per_peer() -> None:
     assert sorted(send.to for send in changes) == sorted(n.me.id for n in nodes[1:])
     assert all(send.endpoints for send in changes)
     assert scans <= 2  # the successor's, and nothing per peer
+
+
+def count_results(node: Node) -> Counter[str]:
+    """The Results *node* takes in from now on, by sender."""
+    seen: Counter[str] = Counter()
+    receive = node.receive
+
+    def counted(msg: Message, now: float) -> None:
+        if isinstance(msg, Result):
+            seen[msg.sender] += 1
+        receive(msg, now)
+
+    node.receive = counted  # type: ignore[method-assign]
+    return seen
+
+
+def test_a_write_the_successor_answers_gets_no_second_result() -> None:
+    """The successor answers the writer once it holds the change; the host
+    answered as well on the successor's Ack, so in a pipelined run the
+    writer decoded and handled two Results per write (issue 14): one is
+    enough, since the successor's says what the host's would."""
+    s = Session(11)
+    host, successor, writer = s.start(3)
+    seen = count_results(writer)
+    out: list[Outcome] = []
+    for i in range(30):
+        s.net.write(writer.me.id, (("set", f"k{i}", i),), (), out.append)
+    assert s.run_until(lambda: len(out) == 30), s.tail()
+    s.net.run(1.0)  # anything else on its way arrives
+    assert [o.status for o in out] == ["ok"] * 30
+    assert seen == {successor.me.id: 30}, seen
+    assert host.stats["results_left_to_successor"] == 30
+
+
+def test_a_result_the_successor_never_sends_is_answered_by_the_host() -> None:
+    """The successor acknowledges to the host but its Results never reach
+    the writer (it died between the two, or its link to the writer is
+    down): the writer resends after ``write_retry`` and the host answers
+    from its exactly-once table, each write applied once."""
+    s = Session(12)
+    host, successor, writer = s.start(3)
+    take = successor.take_outbox
+
+    def without_results() -> list[Send]:
+        return [send for send in take() if not isinstance(send.msg, Result)]
+
+    successor.take_outbox = without_results  # type: ignore[method-assign]
+    seen = count_results(writer)
+    first = host.replica.seq + 1
+    out: list[Outcome] = []
+    for i in range(10):
+        s.net.write(writer.me.id, (("set", f"k{i}", i),), (), out.append)
+    assert s.run_until(lambda: len(out) == 10, 5 * CONFIG.write_retry), s.tail()
+    assert [o.status for o in out] == ["ok"] * 10
+    assert seen[host.me.id] >= 10
+    # each applied once: ten changes, the outcomes name them in order
+    assert host.replica.seq == first + 9
+    assert [o.seq for o in out] == list(range(first, first + 10))
+    assert writer.stats["writes_resent"] >= 1

@@ -426,7 +426,7 @@ def test_a_node_started_before_the_session_formed_writes_once_it_is_in() -> None
         assert len(sessions) == 2, (seed, sessions)
 
 
-@pytest.mark.parametrize("seed", [2866, 2972])
+@pytest.mark.parametrize("seed", [2972])
 def test_a_write_declined_in_one_half_and_applied_in_the_other_is_reported_restored(
     seed: int,
 ) -> None:
@@ -438,7 +438,10 @@ def test_a_write_declined_in_one_half_and_applied_in_the_other_is_reported_resto
     so the counts a game keeps (acknowledged less reported undone) came out
     one short of the counter ("8 increments undone, 9 reported"). Now the
     writer is told it, as a WritesRestored. LONG seeds 2866 and 2972 (issue
-    17); main failed both."""
+    17); main failed both. Since the host leaves the answer of a write to
+    the successor it asked (issue 14), 2866's schedule no longer comes to
+    this (it still passes its checks); a scan of seeds 2000-4999 found 2972
+    alone to."""
     report = run_lan_schedule(seed, LanKind.LONG)  # raises on inexact reports
     restored = [
         (node_id, w.request)
