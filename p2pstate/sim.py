@@ -16,8 +16,11 @@ wire codec. The same seed gives the same run, so a failing test prints a seed
 and a trace that reproduce it exactly.
 
 :class:`SimNetwork` holds the nodes and the clock and steps them; the links
-and their faults are :class:`~p2pstate.simfaults.Wire` and
-:class:`~p2pstate.simfaults.Faults`, the mDNS stand-in is ``_Mdns`` (hosts
+and their faults are :class:`~p2pstate.simfaults.Wire`,
+:class:`~p2pstate.simfaults.Faults` and :class:`~p2pstate.simfaults.Slow`,
+and the methods a test calls to cause a fault (``crash``, ``pause``,
+``cut``, ``slow``, ``partition``...) come from the mixin
+:class:`~p2pstate.simfaults.FaultControls`; the mDNS stand-in is ``_Mdns`` (hosts
 seen once started) and ``_StartupLan`` (copies started together).
 
 Copies started together (``start_together``) run the runtime's own start-up
@@ -53,15 +56,16 @@ from .messages import (
     from_frame,
     to_frame,
 )
-from .simfaults import Faults, Slow, Wire
+from .simfaults import FaultControls, Faults, Slow, Wire
 
 __all__ = ["Counter", "SimNetwork", "StartFaults", "random_start_faults"]
 
 _MAX_FRAME = 16 * 1024 * 1024
 
 
-class SimNetwork:
-    """Nodes on a simulated network, stepped by ``run``."""
+class SimNetwork(FaultControls):
+    """Nodes on a simulated network, stepped by ``run``; its fault controls
+    (``crash``, ``pause``, ``partition``...) are :class:`~p2pstate.simfaults.FaultControls`."""
 
     def __init__(
         self,
@@ -114,23 +118,6 @@ class SimNetwork:
         self._answering: tuple[str, str] | None = None
         # how late the frames being flushed leave (a slow node's writes)
         self._sending_late = 0.0
-
-    @property
-    def min_delay(self) -> float:
-        return self._wire.min_delay
-
-    @property
-    def max_delay(self) -> float:
-        return self._wire.max_delay
-
-    @property
-    def held_until(self) -> float:
-        """When the last message held across a healed cut is delivered."""
-        return self._wire.held_until
-
-    @property
-    def partitioned_ever(self) -> bool:
-        return self._faults.partitioned_ever
 
     # ------------------------------------------------------------ population
 
@@ -185,111 +172,15 @@ class SimNetwork:
         self.events[node_id] = []
         return node
 
-    def crash(self, node_id: str, *, lose_in_flight: bool = False, reset: bool = False) -> None:
-        """kill -9: the node stops; what it had in flight still arrives, unless
-        *lose_in_flight* (the machine lost power, or its cable went with it).
-        Without *reset* it is silent (a frozen machine, a pulled cable): only
-        timeouts find it. With *reset*, its kernel resets its connections, as
-        when a process dies on a machine that lives on (``reset_links``)."""
-        self.alive.discard(node_id)
-        if lose_in_flight:
-            self._wire.drop_from(node_id)
-        self._log(
-            node_id, "crashes" + (" and loses what it had in flight" if lose_in_flight else "")
-        )
-        if reset:
-            self.reset_links(node_id)
-
-    def reset_links(self, node_id: str, *, max_delay: float = 0.002) -> None:
-        """The connections to *node_id* are reset: every other running node
-        that is not cut off learns it (``Node.suspect``) after its own delay
-        of up to *max_delay*, as a socket monitor reports it. *node_id* may
-        be alive (a blip): then it learns of every link's reset too, and
-        answers the probes, and no failover follows."""
-        self._log(node_id, "connections reset")
-        for nid in sorted(self.alive - {node_id}):
-            for to, about in ((nid, node_id), (node_id, nid)):
-                at = self.now + self.rng.uniform(self.min_delay, max(self.min_delay, max_delay))
-                self._wire.push_reset(at, to, about)
-
     def leave(self, node_id: str) -> None:
         node = self.nodes[node_id]
         node.leave(self.now)
         self._log(node_id, f"leaves ({node.role.name})")
         self._flush(node)
 
-    def partition(self, *groups: set[str], hold: bool = False) -> None:
-        """Cut the network into groups; nodes not named are in group 0.
-
-        What crosses a cut is lost, or with ``hold`` kept and delivered in
-        order after the heal, each link after its own delay, as TCP's
-        retransmissions and zmq's reconnection backoff deliver it: stale news
-        arriving late, in an order no sender chose."""
-        self._faults.partition(groups, hold=hold)
-        self._log("-", f"partition {[sorted(x[:6] for x in g) for g in groups]}")
-
-    def heal(self) -> None:
-        held = self._faults.heal(self.now)
-        self._log("-", f"heal ({held} held messages follow)")
-
-    def pause(self, node_id: str) -> None:
-        """SIGSTOP: the node runs no timers and handles nothing; what is sent
-        to it waits (its sockets' buffers) until :meth:`resume`."""
-        self._faults.pause(node_id)
-        self._log(node_id, "pauses")
-
-    def resume(self, node_id: str, *, drain: float = 0.0) -> None:
-        """SIGCONT: the node handles its backlog now, late, with the state it
-        had, then its timers see the clock jump. A *drain* spreads the
-        backlog over that many seconds: a process woken on a busy machine
-        reads its sockets slowly, and old news then trickles in."""
-        waited = self._faults.resume(node_id, self.now, drain)
-        self._log(node_id, f"resumes ({waited} messages waited)")
-
-    def cut(self, node_id: str) -> None:
-        """Pull one node's cable: nothing it sends or is sent arrives, but
-        nothing is lost either (TCP retransmits): every link to or from it
-        holds its messages, in order, until :meth:`reconnect`."""
-        self._faults.cut(node_id)
-        self._log(node_id, "link cut")
-
-    def reconnect(self, node_id: str, *, backoff: float = 0.2) -> None:
-        """The cable is back: each held link delivers what it held, in order
-        and back to back, after up to *backoff* seconds (TCP's retransmission
-        timer)."""
-        released = self._faults.reconnect(node_id, self.now, backoff)
-        self._log(node_id, f"link back ({released} held messages follow)")
-
-    def slow(self, node_id: str, lag: float, *, jitter: float = 0.0) -> None:
-        """A slow CPU (a throttled laptop, a machine swapping): from now on
-        *node_id* handles each frame, connection reset and timer *lag* (plus
-        up to *jitter*) seconds late, in the order they reached it, and what
-        its game writes leaves as late. ``slow(node_id, 0)`` ends it: what
-        it had read by then is handled at once, in order."""
-        self._slow.set(node_id, lag, jitter)
-        if node_id not in self._slow.lag:  # fast again: it drains what it had read
-            self._slow.catch_up(node_id, self.now)
-            self._wire.hurry(node_id, self._slow.deferred, self.now)
-        self._log(node_id, f"slow by {lag * 1000:.0f}+{jitter * 1000:.0f} ms")
-
-    @property
-    def slowed(self) -> dict[str, tuple[float, float]]:
-        """The slow nodes: (lag, jitter) of each."""
-        return dict(self._slow.lag)
-
     def active(self, node_id: str) -> bool:
         """Alive and not paused: its timers run and its game can write."""
         return node_id in self.alive and node_id not in self.paused
-
-    def send_raw(self, to: str, frame: bytes, *, delay: float = 0.001) -> None:
-        """Deliver arbitrary bytes to node *to*, as a stranger (or a buggy
-        peer) could: the node sees them only if they decode."""
-        self._wire.push(self.now + delay, to, frame, "")
-
-    def set_delay(self, min_delay: float, max_delay: float) -> None:
-        """Change the range of one-way message delays from now on."""
-        self._wire.min_delay, self._wire.max_delay = min_delay, max_delay
-        self._log("-", f"delay {min_delay * 1000:.1f}-{max_delay * 1000:.1f} ms")
 
     # ------------------------------------------------------------ driving
 

@@ -9,6 +9,11 @@ A slow node (a busy or throttled CPU) handles each frame, reset and timer
 late by its lag, in the order they came (:class:`Slow`). Connection resets
 (``Node.suspect``) are reported in the same delivery order as the frames; a
 paused or cut-off node learns of them once back.
+
+:class:`FaultControls` is the part of :class:`~p2pstate.sim.SimNetwork` that
+a test calls to make these faults happen (``net.crash``, ``net.pause``,
+``net.cut``, ``net.slow``, ``net.partition``...): a mixin that tells the
+classes above and writes the trace.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Iterable
+from typing import Protocol
 
-__all__ = ["Faults", "Slow", "Wire"]
+__all__ = ["FaultControls", "Faults", "Slow", "Wire"]
 
 Link = tuple[str, str]  # (from, to)
 Delivery = tuple[float, int, str, bytes, str]  # (at, order, to, frame, from)
@@ -297,3 +303,141 @@ class Slow:
             return False
         self._next_tick[node_id] = now + self.draw(node_id)
         return True
+
+
+class _Sim(Protocol):
+    """What :class:`FaultControls` needs of the simulator it is mixed into."""
+
+    rng: random.Random
+    now: float
+    alive: set[str]
+    _wire: Wire
+    _faults: Faults
+    _slow: Slow
+
+    def _log(self, who: str, what: str) -> None: ...
+
+    def reset_links(self, node_id: str, *, max_delay: float = 0.002) -> None: ...
+
+
+class FaultControls:
+    """The fault controls of :class:`~p2pstate.sim.SimNetwork` (``net.pause``,
+    ``net.partition``...): each tells :class:`Wire`, :class:`Faults` or
+    :class:`Slow` what happened and writes it to the trace."""
+
+    @property
+    def min_delay(self: _Sim) -> float:
+        return self._wire.min_delay
+
+    @property
+    def max_delay(self: _Sim) -> float:
+        return self._wire.max_delay
+
+    @property
+    def held_until(self: _Sim) -> float:
+        """When the last message held across a healed cut is delivered."""
+        return self._wire.held_until
+
+    @property
+    def partitioned_ever(self: _Sim) -> bool:
+        return self._faults.partitioned_ever
+
+    def crash(
+        self: _Sim, node_id: str, *, lose_in_flight: bool = False, reset: bool = False
+    ) -> None:
+        """kill -9: the node stops; what it had in flight still arrives, unless
+        *lose_in_flight* (the machine lost power, or its cable went with it).
+        Without *reset* it is silent (a frozen machine, a pulled cable): only
+        timeouts find it. With *reset*, its kernel resets its connections, as
+        when a process dies on a machine that lives on (``reset_links``)."""
+        self.alive.discard(node_id)
+        if lose_in_flight:
+            self._wire.drop_from(node_id)
+        self._log(
+            node_id, "crashes" + (" and loses what it had in flight" if lose_in_flight else "")
+        )
+        if reset:
+            self.reset_links(node_id)
+
+    def reset_links(self: _Sim, node_id: str, *, max_delay: float = 0.002) -> None:
+        """The connections to *node_id* are reset: every other running node
+        that is not cut off learns it (``Node.suspect``) after its own delay
+        of up to *max_delay*, as a socket monitor reports it. *node_id* may
+        be alive (a blip): then it learns of every link's reset too, and
+        answers the probes, and no failover follows."""
+        self._log(node_id, "connections reset")
+        for nid in sorted(self.alive - {node_id}):
+            for to, about in ((nid, node_id), (node_id, nid)):
+                at = self.now + self.rng.uniform(
+                    self._wire.min_delay, max(self._wire.min_delay, max_delay)
+                )
+                self._wire.push_reset(at, to, about)
+
+    def partition(self: _Sim, *groups: set[str], hold: bool = False) -> None:
+        """Cut the network into groups; nodes not named are in group 0.
+
+        What crosses a cut is lost, or with ``hold`` kept and delivered in
+        order after the heal, each link after its own delay, as TCP's
+        retransmissions and zmq's reconnection backoff deliver it: stale news
+        arriving late, in an order no sender chose."""
+        self._faults.partition(groups, hold=hold)
+        self._log("-", f"partition {[sorted(x[:6] for x in g) for g in groups]}")
+
+    def heal(self: _Sim) -> None:
+        held = self._faults.heal(self.now)
+        self._log("-", f"heal ({held} held messages follow)")
+
+    def pause(self: _Sim, node_id: str) -> None:
+        """SIGSTOP: the node runs no timers and handles nothing; what is sent
+        to it waits (its sockets' buffers) until :meth:`resume`."""
+        self._faults.pause(node_id)
+        self._log(node_id, "pauses")
+
+    def resume(self: _Sim, node_id: str, *, drain: float = 0.0) -> None:
+        """SIGCONT: the node handles its backlog now, late, with the state it
+        had, then its timers see the clock jump. A *drain* spreads the
+        backlog over that many seconds: a process woken on a busy machine
+        reads its sockets slowly, and old news then trickles in."""
+        waited = self._faults.resume(node_id, self.now, drain)
+        self._log(node_id, f"resumes ({waited} messages waited)")
+
+    def cut(self: _Sim, node_id: str) -> None:
+        """Pull one node's cable: nothing it sends or is sent arrives, but
+        nothing is lost either (TCP retransmits): every link to or from it
+        holds its messages, in order, until :meth:`reconnect`."""
+        self._faults.cut(node_id)
+        self._log(node_id, "link cut")
+
+    def reconnect(self: _Sim, node_id: str, *, backoff: float = 0.2) -> None:
+        """The cable is back: each held link delivers what it held, in order
+        and back to back, after up to *backoff* seconds (TCP's retransmission
+        timer)."""
+        released = self._faults.reconnect(node_id, self.now, backoff)
+        self._log(node_id, f"link back ({released} held messages follow)")
+
+    def slow(self: _Sim, node_id: str, lag: float, *, jitter: float = 0.0) -> None:
+        """A slow CPU (a throttled laptop, a machine swapping): from now on
+        *node_id* handles each frame, connection reset and timer *lag* (plus
+        up to *jitter*) seconds late, in the order they reached it, and what
+        its game writes leaves as late. ``slow(node_id, 0)`` ends it: what
+        it had read by then is handled at once, in order."""
+        self._slow.set(node_id, lag, jitter)
+        if node_id not in self._slow.lag:  # fast again: it drains what it had read
+            self._slow.catch_up(node_id, self.now)
+            self._wire.hurry(node_id, self._slow.deferred, self.now)
+        self._log(node_id, f"slow by {lag * 1000:.0f}+{jitter * 1000:.0f} ms")
+
+    @property
+    def slowed(self: _Sim) -> dict[str, tuple[float, float]]:
+        """The slow nodes: (lag, jitter) of each."""
+        return dict(self._slow.lag)
+
+    def send_raw(self: _Sim, to: str, frame: bytes, *, delay: float = 0.001) -> None:
+        """Deliver arbitrary bytes to node *to*, as a stranger (or a buggy
+        peer) could: the node sees them only if they decode."""
+        self._wire.push(self.now + delay, to, frame, "")
+
+    def set_delay(self: _Sim, min_delay: float, max_delay: float) -> None:
+        """Change the range of one-way message delays from now on."""
+        self._wire.min_delay, self._wire.max_delay = min_delay, max_delay
+        self._log("-", f"delay {min_delay * 1000:.1f}-{max_delay * 1000:.1f} ms")
