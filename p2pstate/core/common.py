@@ -115,6 +115,9 @@ class Conn:
     #: older membership (a Leave held by TCP must not remove it now)
     epoch: int = 0
     seq: int = 0  # the last change of ours it said it holds (host.note_holds)
+    #: it resent a write our successor was to answer: that answer does not
+    #: reach it, so we answer its writes ourselves (host.release_durable)
+    answer_writes: bool = False
 
 
 @dataclass(slots=True)

@@ -127,8 +127,11 @@ def on_change(node: Node, msg: ChangeMsg, now: float) -> None:
 def answer_writer(node: Node, change: Change) -> None:
     """As the host's successor we now hold *change*, so its write is
     acknowledged (guarantee 2): tell the writer ourselves, one hop before
-    the host could (it hears our Ack first). The host answers too, in case
-    we die first; the writer takes whichever comes first, once."""
+    the host could (it hears our Ack first). The host then does not, unless
+    the writer once resent a write this answer should have settled (our
+    link to it is down: ``host.order`` notes it); a writer whose answer we
+    never send (we died first) resends, and the host answers from its
+    exactly-once table."""
     writer = change.writer
     if not writer or writer == change.origin:
         return  # not a write, or the host's own: the host answers itself

@@ -104,6 +104,9 @@ def order(  # noqa: PLR0917 (a write's fields, as they come)
             await_seq(node, kept[2], writer, req)
         else:
             answer(node, writer, req, kept[0], kept[1], kept[2])
+            if (conn := node.conns.get(writer)) is not None and not conn.answer_writes:
+                conn.answer_writes = True  # our successor's answer missed it
+                node.stats["writer_answered_by_host"] += 1
         return
     status, detail = node.admission.check(writer, ops, conds, node.clock)
     change = Change(
@@ -231,17 +234,24 @@ def release_durable(node: Node) -> None:
         if entry is None:
             continue  # the same seq was awaited twice
         writer, req, asked = entry
-        if asked is not None and asked == node.successor and writer != node.me.id:
+        if asked is not None and asked == node.successor and _answered_by(node, writer):
             # The successor whose acknowledgement made it durable answered
             # the writer when it took the change: a second Result would only
             # cost the writer a decode. Should that one be lost, the writer
-            # resends and gets its kept result from order().
+            # resends, gets its kept result from order(), and from then on
+            # we answer that writer ourselves.
             node.stats["results_left_to_successor"] += 1
             continue
         record = node.replica.dedupe.get(writer)
         kept = record.results.get(req) if record else None
         if kept is not None:
             answer(node, writer, req, kept[0], kept[1], kept[2])
+
+
+def _answered_by(node: Node, writer: str) -> bool:
+    """Whether our successor's answer reaches *writer* (as far as we know)."""
+    conn = node.conns.get(writer)
+    return conn is not None and not conn.answer_writes
 
 
 def answer(  # noqa: PLR0917 (a kept result's fields, as they come)
@@ -283,8 +293,8 @@ def update_successor(node: Node, *, resynced: str | None = None) -> None:
     if successor != node.successor or (successor is not None and successor == resynced):
         note_fence(node, successor)
         node.successor, node.durable = successor, 0
-        if successor is not None and node.fence is None:
-            ask_ack(node, successor)
+        if successor is not None and asks_ack(node):
+            ask_ack(node, successor)  # (isolated, or fenced: asked when that ends)
     # Always: losing the last peer makes everything awaiting durable.
     release_durable(node)
 

@@ -24,8 +24,10 @@ A write's path: ``submit`` (on the writer) sends a ``Write`` to the host
 asks ``node.admission.check``, makes the next ``Change`` and ``host.apply``
 applies it and sends a ``ChangeMsg`` to every peer, the successor first;
 each peer's ``follower.on_change`` applies it to its ``Replica``, and the
-successor's ``Ack`` lets ``host.release_durable`` answer the writer (the
-successor answers it too, one hop earlier: ``follower.answer_writer``).
+successor answers the writer when it takes a change it is asked to
+acknowledge (``follower.answer_writer``), one hop before the host could;
+its ``Ack`` lets ``host.release_durable`` answer the writes the successor
+was not asked to, and the writers its answers do not reach.
 
 Roles::
 

@@ -156,3 +156,35 @@ def test_a_result_the_successor_never_sends_is_answered_by_the_host() -> None:
     assert host.replica.seq == first + 9
     assert [o.seq for o in out] == list(range(first, first + 10))
     assert writer.stats["writes_resent"] >= 1
+
+
+def test_a_writer_the_successor_cannot_answer_waits_once_not_every_write() -> None:
+    """The successor's Results never reach one writer (its link to that
+    writer is down, or the writer's advertised address is not reachable
+    from it): the writer resends the first write after ``write_retry``,
+    and from then on the host answers that writer itself, so the later
+    writes do not each wait ``write_retry`` (they did, before the host
+    noted the resend)."""
+    s = Session(3)
+    host, successor, writer = s.start(3)
+    take = successor.take_outbox
+
+    def without_results_to_writer() -> list[Send]:
+        return [
+            send
+            for send in take()
+            if not (isinstance(send.msg, Result) and send.to == writer.me.id)
+        ]
+
+    successor.take_outbox = without_results_to_writer  # type: ignore[method-assign]
+    waited: list[float] = []
+    for i in range(10):
+        out: list[Outcome] = []
+        began = s.net.now
+        s.net.write(writer.me.id, (("set", f"k{i}", i),), (), out.append)
+        assert s.run_until(lambda out=out: bool(out), 5 * CONFIG.write_retry), s.tail()
+        assert out[0].status == "ok"
+        waited.append(s.net.now - began)
+    assert writer.stats["writes_resent"] == 1, writer.stats
+    assert host.stats["writer_answered_by_host"] == 1
+    assert all(w < CONFIG.write_retry for w in waited[1:]), waited
