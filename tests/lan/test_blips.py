@@ -109,3 +109,6 @@ def test_carrier_blips_change_no_host_with_a_longer_host_timeout(
     assert {w.cmd("info")["epoch"] for w in run.peers} == {1}, hosts
     assert {w.cmd("info")["host"] for w in run.peers} == {run.host.id}
     assert {p.cmd("dump")["state"].get(COUNTER) for p in run.peers} == {acknowledged}
+    # and the cuts did silence the host past half the timeout: its peers
+    # probed it (at the default host_timeout of 0.5 s, such cuts fail over)
+    assert sum(p.cmd("events")["stats"].get("probes_sent", 0) for p in run.peers) > 0
