@@ -5,7 +5,9 @@ members' reports (heartbeats naming the last change they hold)."""
 
 from __future__ import annotations
 
-from simsession import Session
+from dataclasses import replace
+
+from simsession import CONFIG, Session
 
 from p2pstate.core import host as hosting
 from p2pstate.core.common import Fence
@@ -42,7 +44,7 @@ def test_replacing_the_successor_sets_a_fence_that_holds_acknowledgements() -> N
     every = frozenset(n.me.id for n in (h, a, b, c, d))
     _remove(s, h, a)
     assert h.successor == b.me.id
-    assert h.fence == Fence(h.replica.seq, every, a.me.id)
+    assert h.fence == Fence(h.replica.seq, every, a.me.id, h.clock)
     assert not _asked_to_ack(h, b)  # its acknowledgements would not count
     _report(s, h, b)  # the new successor holds everything...
     assert h.durable == h.replica.seq
@@ -148,3 +150,49 @@ def test_a_member_leaving_on_purpose_leaves_the_fence_and_may_lift_it() -> None:
     assert fence is not None and d.me.id not in fence.members  # a, b, c of 4 lack it
     _report(s, h, c)
     assert h.fence is None  # h and c hold it: a and b are no majority of 4
+
+
+def _fence_its_holders_cannot_lift(s: Session) -> tuple[Node, Node, float]:
+    """Seven players; the successor a dies, and c just after it: the host
+    replaces a (a fence over all seven). d and e die before they report the
+    change, and the host, still hearing a majority of its agreed membership
+    at each step, removes c, then d and e. The holders (h, b, f) can never
+    be a majority of the fence's seven, and none of the lacking is heard:
+    the host hears a majority of its agreed membership, so it is not
+    isolated either. Returns the host, the writer f and when the fence rose."""
+    h, a, _b, c, d, e, f = s.start(7)
+    s.net.crash(a.me.id, lose_in_flight=True)
+    s.net.run(0.05)
+    s.net.crash(c.me.id, lose_in_flight=True)
+    assert s.run_until(lambda: h.fence is not None, 3.0), s.tail()
+    rose = s.net.now
+    s.net.crash(d.me.id, lose_in_flight=True)
+    s.net.crash(e.me.id, lose_in_flight=True)
+    assert s.run_until(lambda: len(h.replica.members) == 3), s.tail()
+    assert h.fence is not None and len(h.fence.members) == 7 and not h.isolated
+    return h, f, rose
+
+
+def test_a_fence_its_holders_can_never_lift_is_outwaited_by_the_lone_rule() -> None:
+    """It held every acknowledgement for good (the write below waited for
+    ever). Those that lack the change may be cut off, not dead, and electing
+    a: the host cannot tell, as when it hears no majority, so the lone rule
+    decides: after isolation_timeout it goes on, its side no majority's."""
+    s = Session(3)
+    h, f, rose = _fence_its_holders_cannot_lift(s)
+    fence = h.fence
+    out = s.write(f, (("set", "k", 1),))
+    s.net.run(rose + CONFIG.lone_after - s.net.now - 0.1)
+    assert not out and h.fence is fence  # the rule: a majority may lack it
+    assert s.run_until(lambda: bool(out), 1.0), s.tail()
+    assert out[0].status == "ok" and h.fence is None
+    assert h.stats["fence_outwaited"] == 1 and not h.standing().majority
+    assert s.put(f, "k", 2).status == "ok"
+
+
+def test_in_majority_durability_the_fence_holds_while_a_majority_lacks_the_change() -> None:
+    s = Session(3, config=replace(CONFIG, durability="majority"))
+    h, f, _ = _fence_its_holders_cannot_lift(s)
+    out = s.write(f, (("set", "k", 1),))
+    s.net.run(3 * CONFIG.lone_after)
+    assert not out and h.fence is not None  # never acknowledged by a minority
