@@ -336,9 +336,11 @@ def run_row(lan: Lan, row: Row, app: str) -> Outcome:
         out.problems.append(str(exc))
     out.finals = [p.cmd("dump")["state"].get(COUNTER) for p in run.survivors]
     # a counter row's writers write the counter only: those reported by
-    # number (``more``) are increments too
+    # number (``more``) are increments too; a declined increment applied
+    # after all (``applied``) is one the count holds beyond those acknowledged
     out.reported = sum(
-        r["mine"] + r["more"] for r in (w.cmd("rollbacks", key=COUNTER) for w in writing)
+        r["mine"] + r["more"] - r["applied"]
+        for r in (w.cmd("rollbacks", key=COUNTER) for w in writing)
     )
     out.detail = _describe(run)
     out.seconds = time.monotonic() - began
