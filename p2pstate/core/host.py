@@ -307,7 +307,14 @@ def note_holds(node: Node, conn: Conn, epoch: int, seq: int) -> None:
 def pass_fence(node: Node) -> None:
     """Lift the fence once the members that lack its change are too few
     to elect the old successor (no majority of the fence's members), and
-    ask the successor to acknowledge what waits."""
+    ask the successor to acknowledge what waits.
+
+    A report does not withdraw a vote: a member may have voted for the old
+    successor, which can count it for host_timeout more, before it came
+    back to us. If the old successor took over on it, its notice claims
+    that majority when it reaches us, late: ``merge.must_challenge`` asks
+    for its standing of now rather than step down on it
+    (tests/core/test_stale_claims.py)."""
     fence = node.fence
     if fence is None:
         return
@@ -349,7 +356,11 @@ def lift_fence(node: Node) -> None:
 
 def ask_ack(node: Node, successor: str) -> None:
     """Send *successor* every change still awaiting durability (at least
-    the latest one), each asking for an acknowledgement."""
+    the latest one), each asking for an acknowledgement. Not while a
+    rival's claim is being checked: it would answer the writers itself
+    (``merge.resume`` asks again)."""
+    if node.liveness.challenged_at is not None:
+        return
     first = min(node.awaiting, default=node.replica.seq)
     for change in node.replica.log:
         if change.seq >= first:
@@ -423,6 +434,7 @@ def close_host_side(node: Node) -> None:
     node.awaiting_seqs.clear()
     node.successor, node.durable = None, 0
     node.fence = None
+    node.liveness.challenged_at = node.liveness.challenger = None
 
 
 def on_hello(node: Node, msg: Hello, now: float) -> None:
