@@ -126,11 +126,13 @@ class Fence:
     lack that change may still vote for *old*, which lacks what the new
     successor holds: its acknowledgements count once the members of
     *members* (the membership they may vote in) that lack *seq* are no
-    majority of it."""
+    majority of it. *since*: when the first fence of a nested run went up
+    (``host.outwait_fence``)."""
 
     seq: int
     members: frozenset[str]
     old: str
+    since: float
 
 
 UNSYNCED = Conn(last_heard=0.0)

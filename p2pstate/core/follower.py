@@ -197,7 +197,7 @@ def on_redirect(node: Node, msg: Redirect, now: float) -> None:
                 soon = now + node.config.heartbeat_interval / 2 - node.config.hello_retry
                 node.hello_at = min(node.hello_at, soon)
         return
-    if msg.reason in ("host", "outranked"):
+    if msg.reason in ("host", "outranked", "challenge"):
         # one host to another (discovery's view of who hosts may be stale):
         # a peer follows its own host, which settles with the other
         node.drop("host announcement sent to a peer")

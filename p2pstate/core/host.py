@@ -45,7 +45,9 @@ def check_isolation(node: Node, now: float) -> None:
     While we are, the current membership becomes agreed once that keeps
     a majority; when we stop being, we become ``isolated``. The lone-node
     rule: after isolation_timeout (durability "default") we go on with
-    the players we hear, which become the agreed membership."""
+    the players we hear, which become the agreed membership; so after a
+    successor fence that long (``outwait_fence``)."""
+    outwait_fence(node, now)
     if not liveness.majority_of(node, node.liveness.agreed, now) and may_go_alone(
         node.liveness.isolated_since, now, node.config
     ):
@@ -320,7 +322,8 @@ def note_fence(node: Node, successor: str | None) -> None:
         members |= {old, node.me.id}
         if fence is not None:
             members |= fence.members
-        node.fence = Fence(node.replica.seq, members, fence.old if fence else old)
+        first = fence.old if fence else old
+        node.fence = Fence(node.replica.seq, members, first, fence.since if fence else node.clock)
 
 
 def note_holds(node: Node, conn: Conn, epoch: int, seq: int) -> None:
@@ -333,7 +336,14 @@ def note_holds(node: Node, conn: Conn, epoch: int, seq: int) -> None:
 def pass_fence(node: Node) -> None:
     """Lift the fence once the members that lack its change are too few
     to elect the old successor (no majority of the fence's members), and
-    ask the successor to acknowledge what waits."""
+    ask the successor to acknowledge what waits.
+
+    A report does not withdraw a vote: a member may have voted for the old
+    successor, which can count it for host_timeout more, before it came
+    back to us. If the old successor took over on it, its notice claims
+    that majority when it reaches us, late: ``merge.must_challenge`` asks
+    for its standing of now rather than step down on it
+    (tests/core/test_stale_claims.py)."""
     fence = node.fence
     if fence is None:
         return
@@ -342,8 +352,31 @@ def pass_fence(node: Node) -> None:
         for mid in fence.members
         if (c := node.conns.get(mid)) is not None and mid != node.me.id and c.seq >= fence.seq
     )
-    if has_majority(len(fence.members) - held, len(fence.members)):
-        return  # those that lack it could still elect the old one
+    if not has_majority(len(fence.members) - held, len(fence.members)):
+        lift_fence(node)  # else those that lack it could still elect the old one
+
+
+def outwait_fence(node: Node, now: float) -> None:
+    """A fence still up after isolation_timeout (of our running time): the
+    members that lack its change stayed a majority of its membership. Dead,
+    or cut off together and electing the old successor: we cannot tell,
+    as when we hear no majority, and the lone rule decides (durability
+    "default": go on; our side is no majority's until we hear a majority
+    of that membership again, so a merge with the old successor's side
+    keeps that one). Removing the silent members does not lift the fence:
+    they went on lacking the change, so their votes may still count there."""
+    fence = node.fence
+    if fence is None:
+        return
+    if may_go_alone(max(fence.since, node.liveness.woke_at), now, node.config):
+        node.stats["went_alone"] += 1
+        node.stats["fence_outwaited"] += 1
+        node.liveness.lone_from = fence.members
+        lift_fence(node)
+
+
+def lift_fence(node: Node) -> None:
+    """The new successor's acknowledgements count: ask it for what waits."""
     node.fence = None
     if node.successor is not None:
         ask_ack(node, node.successor)
@@ -352,7 +385,11 @@ def pass_fence(node: Node) -> None:
 
 def ask_ack(node: Node, successor: str) -> None:
     """Send *successor* every change still awaiting durability (at least
-    the latest one), each asking for an acknowledgement."""
+    the latest one), each asking for an acknowledgement. Not while a
+    rival's claim is being checked: it would answer the writers itself
+    (``merge.resume`` asks again)."""
+    if node.liveness.challenged_at is not None:
+        return
     first = min(node.awaiting, default=node.replica.seq)
     for change in node.replica.log:
         if change.seq >= first:
@@ -414,11 +451,8 @@ def forget_leaver(node: Node, peer_id: str) -> None:
     if fence.old != peer_id:
         node.fence = replace(fence, members=fence.members - {peer_id})
         pass_fence(node)
-        return
-    node.fence = None
-    if node.successor is not None:
-        ask_ack(node, node.successor)
-    release_durable(node)
+    else:
+        lift_fence(node)
 
 
 def close_host_side(node: Node) -> None:
@@ -429,6 +463,7 @@ def close_host_side(node: Node) -> None:
     node.awaiting_seqs.clear()
     node.successor, node.durable = None, 0
     node.fence = None
+    node.liveness.challenged_at = node.liveness.challenger = None
 
 
 def on_hello(node: Node, msg: Hello, now: float) -> None:

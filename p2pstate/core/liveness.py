@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..messages import Hello
+from ..messages import Hello, Member
 from .common import Conn
 from .quorum import Streak, has_majority, live_count, may_go_alone
 
@@ -37,6 +37,11 @@ class Liveness:
     lost_since: float | None = None
     #: since when we have reached no majority (host)
     isolated_since: float | None = None
+    #: a rival host that claims to win, asked for its standing of now
+    #: (host, ``merge.challenge``): when, and it with its epoch. No
+    #: acknowledgement till a notice of it loses, or we step down to it
+    challenged_at: float | None = None
+    challenger: tuple[Member, int] | None = None
     #: the agreed membership we had when we went on alone, until we hear
     #: a majority of it again: till then our side is no majority's
     lone_from: frozenset[str] | None = None
@@ -84,9 +89,12 @@ def may_remove(node: Node, dead: list[str], now: float) -> bool:
 
 
 def acks_paused(node: Node) -> bool:
-    """Host: isolated and not (yet) allowed to go on alone."""
+    """Host: isolated and not (yet) allowed to go on alone, or a rival's
+    claim to win is being checked (``merge.must_challenge``)."""
     since = node.liveness.isolated_since
-    return since is not None and not may_go_alone(since, node.clock, node.config)
+    if since is not None and not may_go_alone(since, node.clock, node.config):
+        return True
+    return node.liveness.challenged_at is not None
 
 
 def note_evidence(node: Node, msg: Hello, now: float) -> None:
@@ -145,7 +153,8 @@ def term_liveness(node: Node, gone: list[str], handoff: bool, now: float) -> Non
     else:  # the membership we lost the host from, the host included
         members = frozenset(m.id for m in node.replica.members) | {node.me.id}
         node.liveness.agreed = members - node.liveness.handed  # unless it left on purpose
-    node.liveness.isolated_since = None
+    node.liveness.isolated_since = node.liveness.challenged_at = None
+    node.liveness.challenger = None
     if not majority_of(node, node.liveness.agreed, now):
         node.liveness.isolated_since = (
             node.liveness.lost_since if node.liveness.lost_since is not None else now

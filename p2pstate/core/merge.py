@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..messages import Leave, Member, Redirect, Refused, Welcome
-from . import follower, host
-from .common import ACCESS_REFUSALS, EPOCH_CEILING, Send, remember
+from . import follower, host, liveness
+from .common import ACCESS_REFUSALS, EPOCH_CEILING, Role, Send, remember
 from .ids import identity_of
 from .quorum import Streak, is_live
 from .rank import Standing, wins
@@ -57,11 +57,72 @@ def on_redirect(node: Node, msg: Redirect, now: float) -> None:
         terms=msg.terms,
         backed=msg.backed,
     )
-    if wins(theirs, mine):
+    if wins(theirs, mine) and must_challenge(mine, theirs, msg.reason):
+        challenge(node, msg, now)
+    elif wins(theirs, mine):
         winner = Member(id=msg.host_id, name="", endpoints=msg.endpoints)
         step_down(node, winner, msg.epoch, now)
-    elif msg.reason != "outranked":
-        node.outbox.append(Send(msg.sender, msg.endpoints, announce(node, "outranked")))
+    else:
+        challenger = node.liveness.challenger
+        if challenger is not None and challenger[0].id == msg.sender:
+            resume(node)  # its standing of now loses
+        if msg.reason != "outranked":
+            node.outbox.append(Send(msg.sender, msg.endpoints, announce(node, "outranked")))
+
+
+def must_challenge(mine: Standing, theirs: Standing, reason: str) -> bool:
+    """Whether to ask a rival that wins for its standing of now before we
+    step down. An announcement tells what its sender had when it sent it,
+    and TCP may hold it for a while: a takeover notice claims the majority
+    of the votes that made it host, votes that may since have come back to
+    us (a voter told who hosts reports to us again, and lifts our successor
+    fence: ``host.pass_fence``). While we hear a majority ourselves and the
+    rival wins by rule 2b (it took over from our term and lacks our last
+    change: stepping down would undo it), we step down on an answer to our
+    own announcement ("outranked", or "challenge", never challenged back),
+    or after host_timeout with no notice of the rival that loses; till
+    then we acknowledge nothing: if it still wins, that would be undone."""
+    fresh = reason in ("outranked", "challenge")
+    undoes = theirs.supersedes(mine) and not theirs.holds_last_of(mine)
+    return mine.majority and not fresh and undoes
+
+
+def challenge(node: Node, msg: Redirect, now: float) -> None:
+    """Ask the rival of *msg* for its standing of now; acknowledge nothing
+    till it answers (``liveness.acks_paused``)."""
+    node.stats["challenged"] += 1
+    if node.liveness.challenger is None:  # its later notices do not prolong it
+        node.liveness.challenged_at = now
+        winner = Member(id=msg.host_id, name="", endpoints=msg.endpoints)
+        node.liveness.challenger = (winner, msg.epoch)
+    node.outbox.append(Send(msg.sender, msg.endpoints, announce(node, "challenge")))
+
+
+def tick(node: Node, now: float) -> None:
+    """The host's timers: a challenge unanswered, then ``host.tick``."""
+    expire_challenge(node, now)
+    if node.role is Role.HOST:  # else it stepped down
+        host.tick(node, now)
+
+
+def expire_challenge(node: Node, now: float) -> None:
+    """No answer that we win within host_timeout: step down to the rival,
+    as its claim said (one that refuses us, or died, sends us back:
+    ``failover.sent_in_vain``)."""
+    at, challenger = node.liveness.challenged_at, node.liveness.challenger
+    if at is None or challenger is None or now - at < node.config.host_timeout:
+        return
+    node.liveness.challenged_at = node.liveness.challenger = None
+    step_down(node, challenger[0], challenger[1], now)
+
+
+def resume(node: Node) -> None:
+    """The rival we challenged loses after all: acknowledge what waited."""
+    node.liveness.challenged_at = node.liveness.challenger = None
+    if not liveness.acks_paused(node):
+        if node.successor is not None and node.fence is None:
+            host.ask_ack(node, node.successor)  # it was told not to acknowledge
+        host.release_durable(node)
 
 
 def announce(node: Node, reason: str) -> Redirect:

@@ -405,7 +405,7 @@ class Node:
         """Run timers: heartbeats, liveness, hello retries, leave deadline."""
         self._note_clock(now)
         if self.role is Role.HOST:
-            host.tick(self, now)
+            merge.tick(self, now)
         elif self.role is Role.PEER and self.target is not None:
             failover.tick_peer(self, self.target, now)
         elif self.role is Role.JOINING and self.target is not None:

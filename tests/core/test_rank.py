@@ -121,3 +121,44 @@ def test_the_old_host_still_in_its_term_gives_way_as_before() -> None:
     old = Standing("h0", 1, 1, majority=False, seq=139, terms=((1, 1, "h0"),))
     new = _took_over("p", epoch=2, live=1, took_over_at=131, seq=135)
     assert wins(new, old) and not wins(old, new)
+
+
+def _claims_majority(host: str, seq: int, terms: Terms) -> Standing:
+    return Standing(host, terms[-1][1], live=3, majority=True, seq=seq, terms=terms)
+
+
+def test_a_history_supersedes_the_one_whose_last_term_it_took_over() -> None:
+    old = _claims_majority("h", 60, ((1, 1, "h"),))
+    new = _claims_majority("b", 55, ((1, 1, "h"), (50, 2, "b")))
+    assert new.supersedes(old) and not old.supersedes(new)
+
+
+def test_no_history_supersedes_one_that_took_over_elsewhere_or_itself() -> None:
+    b = _claims_majority("b", 55, ((1, 1, "h"), (50, 2, "b")))
+    c = _claims_majority("c", 58, ((1, 1, "h"), (50, 2, "c")))  # took over term 1 too
+    assert not b.supersedes(c) and not c.supersedes(b)
+    assert not b.supersedes(b)  # its own last term is no later one
+    empty = Standing("e", 0, 1, majority=True, seq=0, terms=())
+    assert not b.supersedes(empty) and not empty.supersedes(b)
+
+
+def test_rule_2b_when_both_claim_a_majority_the_later_term_wins() -> None:
+    # h still counts the voters' old messages; b took over from h's term with
+    # their votes. However many players h counts, or its longer history, b wins.
+    old = Standing("h", 1, live=5, majority=True, seq=90, terms=((1, 1, "h"),))
+    new = _claims_majority("b", 55, ((1, 1, "h"), (50, 2, "b")))
+    assert wins(new, old) and not wins(old, new)
+
+
+def test_rule_2b_decides_nothing_when_neither_took_over_from_the_other() -> None:
+    b = Standing("b", 2, live=4, majority=True, seq=55, terms=((1, 1, "h"), (50, 2, "b")))
+    c = _claims_majority("c", 58, ((1, 1, "h"), (50, 2, "c")))
+    assert wins(b, c) and not wins(c, b)  # more live players (rule 4)
+
+
+def test_rule_2b_only_between_two_majorities() -> None:
+    # Without a majority on either side the later term does not decide:
+    # rule 3 (backed changes), then live players.
+    old = _lone("h", 3, 90, ((1, 1, "h"),), (49, 1, "h"))
+    new = _lone("b", 1, 55, ((1, 1, "h"), (50, 2, "b")), (49, 1, "h"))
+    assert wins(old, new) and not wins(new, old)

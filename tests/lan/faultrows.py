@@ -158,7 +158,7 @@ def restart_writer(run: Run) -> None:
     done = old.cmd("stop_count", timeout=30)
     run.acked_before += done["ok"]
     rolled = old.cmd("rollbacks", key=COUNTER)
-    run.reported_before += rolled["mine"] + rolled["more"]
+    run.reported_before += rolled["mine"] + rolled["more"] - rolled["applied"]
     os.kill(old.pid, signal.SIGKILL)
     old.proc.wait(10)
     run.gone.append(old)
@@ -422,9 +422,11 @@ def run_row(lan: Lan, row: Row, app: str) -> Outcome:
     out.finals = [p.cmd("dump")["state"].get(COUNTER) for p in run.survivors]
     out.epoch = max(p.cmd("info")["epoch"] for p in run.survivors)
     # a counter row's writers write the counter only: those reported by
-    # number (``more``) are increments too
+    # number (``more``) are increments too; a declined increment applied
+    # after all (``applied``) is one the count holds beyond those acknowledged
     out.reported = run.reported_before + sum(
-        r["mine"] + r["more"] for r in (w.cmd("rollbacks", key=COUNTER) for w in writing)
+        r["mine"] + r["more"] - r["applied"]
+        for r in (w.cmd("rollbacks", key=COUNTER) for w in writing)
     )
     out.detail = _describe(run)
     out.seconds = time.monotonic() - began

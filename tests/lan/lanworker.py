@@ -8,8 +8,8 @@ A *stream* is a background writer: one blocking write of a new key at a time
 (``<prefix><n>``), keeping the keys the library acknowledged. A *counter*
 is another: ``apply_op`` increments of one key, back to back, counting the
 calls that returned and those that raised (by error type), with the time of
-each acknowledgement. Every ``WritesRolledBack`` event is kept, to compare
-with what went missing.
+each acknowledgement. Every ``WritesRolledBack`` and ``WritesRestored`` event
+is kept (``Reports``), to compare with what went missing.
 """
 
 from __future__ import annotations
@@ -108,12 +108,47 @@ class Counter:
         return None
 
 
-def _rolled_summary(rolled: list[dict[str, Any]], key: str, more: int) -> dict[str, int]:
-    """How many writes reported rolled back (and not restored since) touch
-    *key*: all, and this peer's own; and how many of its own were reported
-    by number only (the events' ``more``: their keys are not known)."""
-    touching = [r for r in rolled if key in r["keys"]]
-    return {"all": len(touching), "mine": sum(1 for r in touching if r["mine"]), "more": more}
+class Reports:
+    """What this peer was told of undone writes: those reported rolled back
+    and not restored since (``rolled``, with detail), its own reported by
+    number only (``more``, less those back since), and its own writes a host
+    declined that a merge showed applied after all (``applied``: apply_op
+    tried each again, so the count holds one more increment than the calls
+    that returned)."""
+
+    def __init__(self) -> None:
+        self.rolled: list[dict[str, Any]] = []
+        self.more = 0
+        self.applied: list[list[str]] = []  # the keys of each
+
+    def rolled_back(self, event: p2pstate.WritesRolledBack) -> None:
+        mine = set(event.mine)
+        self.rolled.extend(
+            {"writer": w.writer, "request": w.request, "keys": list(w.keys), "mine": w in mine}
+            for w in event.writes
+        )
+        self.more += event.more
+
+    def restored(self, event: p2pstate.WritesRestored) -> None:
+        back = {(w.writer, w.request) for w in event.writes}
+        reported = {(r["writer"], r["request"]) for r in self.rolled}
+        # never reported undone: a write declined, then applied after all
+        self.applied += [list(w.keys) for w in event.mine if (w.writer, w.request) not in reported]
+        self.rolled[:] = [r for r in self.rolled if (r["writer"], r["request"]) not in back]
+        self.more -= event.more
+
+    def summary(self, key: str) -> dict[str, int]:
+        """How many writes reported rolled back (and not restored since)
+        touch *key*: all, and this peer's own; how many of its own were
+        reported by number only (their keys are not known); and how many of
+        its own declined writes touching *key* were applied after all."""
+        touching = [r for r in self.rolled if key in r["keys"]]
+        return {
+            "all": len(touching),
+            "mine": sum(1 for r in touching if r["mine"]),
+            "more": self.more,
+            "applied": sum(1 for keys in self.applied if key in keys),
+        }
 
 
 def main() -> None:
@@ -122,8 +157,7 @@ def main() -> None:
     options: dict[str, Any] = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
     name = options.pop("name", f"lan{os.getpid()}")
     s = p2pstate.join(app, session, name=name, timeout=15.0, **options)
-    rolled: list[dict[str, Any]] = []
-    more = [0]  # own writes reported undone by number only, less those back
+    reports = Reports()
     hosts: list[dict[str, Any]] = []
 
     def on_event(event: p2pstate.Event) -> None:
@@ -135,16 +169,11 @@ def main() -> None:
                 time.monotonic(),
                 [(w.writer[:6], w.request, w.keys, w in mine) for w in event.writes],
             )
-            rolled.extend(
-                {"writer": w.writer, "request": w.request, "keys": list(w.keys), "mine": w in mine}
-                for w in event.writes
-            )
-            more[0] += event.more
+            reports.rolled_back(event)
         elif isinstance(event, p2pstate.WritesRestored):
-            back = {(w.writer, w.request) for w in event.writes}
-            log.warning("%.3f restored: %s", time.monotonic(), sorted(back))
-            rolled[:] = [r for r in rolled if (r["writer"], r["request"]) not in back]
-            more[0] -= event.more
+            back = sorted((w.writer, w.request) for w in event.writes)
+            log.warning("%.3f restored: %s", time.monotonic(), back)
+            reports.restored(event)
         elif isinstance(event, p2pstate.HostChanged):
             hosts.append({"new": event.new.id, "epoch": event.epoch})
             log.warning("%.3f host %s epoch %d", time.monotonic(), event.new.id[:6], event.epoch)
@@ -204,11 +233,11 @@ def main() -> None:
                 )
                 reply({"at": at})
             elif op == "rollbacks":
-                reply(_rolled_summary(rolled, cmd["key"], more[0]))
+                reply(reports.summary(cmd["key"]))
             elif op == "hosts":
                 reply({"hosts": hosts})
             elif op == "events":
-                reply({"rolled": rolled, "hosts": hosts, "stats": s.stats})
+                reply({"rolled": reports.rolled, "hosts": hosts, "stats": s.stats})
             elif op == "close":
                 s.close()
                 reply({"closed": True})
