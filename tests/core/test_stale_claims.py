@@ -42,12 +42,20 @@ class OneWay:
         faults = net._faults
         intercepts, loses_fresh = faults.intercepts, faults.loses_fresh
 
-        def held(to: str, frame: bytes, sender: str, *, alive: bool, fresh: bool = False) -> bool:
-            if (sender, to) in self.links:
+        def held(
+            to: str,
+            frame: bytes,
+            sender: str,
+            *,
+            alive: bool,
+            fresh: bool = False,
+            arrived: bool = False,
+        ) -> bool:
+            if not arrived and (sender, to) in self.links:
                 if not fresh:
                     self.held.setdefault((sender, to), []).append(frame)
                 return True
-            return intercepts(to, frame, sender, alive=alive, fresh=fresh)
+            return intercepts(to, frame, sender, alive=alive, fresh=fresh, arrived=arrived)
 
         def lost(sender: str, to: str) -> bool:
             blocked = (sender, to) in self.links or (to, sender) in self.links
