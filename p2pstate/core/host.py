@@ -366,8 +366,8 @@ def outwait_fence(node: Node, now: float) -> None:
     keeps that one). Removing the silent members does not lift the fence:
     they went on lacking the change, so their votes may still count there."""
     fence = node.fence
-    if fence is None:
-        return
+    if fence is None or liveness.acks_paused(node):
+        return  # (isolated: the lone rule of check_isolation decides first)
     if may_go_alone(max(fence.since, node.liveness.woke_at), now, node.config):
         node.stats["went_alone"] += 1
         node.stats["fence_outwaited"] += 1
@@ -385,10 +385,11 @@ def lift_fence(node: Node) -> None:
 
 def ask_ack(node: Node, successor: str) -> None:
     """Send *successor* every change still awaiting durability (at least
-    the latest one), each asking for an acknowledgement. Not while a
-    rival's claim is being checked: it would answer the writers itself
-    (``merge.resume`` asks again)."""
-    if node.liveness.challenged_at is not None:
+    the latest one), each asking for an acknowledgement. Not while our
+    acknowledgements are paused (isolated, or a rival's claim is being
+    checked): it would answer the writers itself; the end of the pause asks
+    again (``check_isolation``, ``merge.resume``)."""
+    if liveness.acks_paused(node):
         return
     first = min(node.awaiting, default=node.replica.seq)
     for change in node.replica.log:

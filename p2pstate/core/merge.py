@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..messages import Leave, Member, Redirect, Refused, Welcome
+from ..messages import Hello, Leave, Member, Redirect, Refused, Welcome
 from . import follower, host, liveness
 from .common import ACCESS_REFUSALS, EPOCH_CEILING, Role, Send, remember
 from .ids import identity_of
@@ -114,6 +114,17 @@ def expire_challenge(node: Node, now: float) -> None:
         return
     node.liveness.challenged_at = node.liveness.challenger = None
     step_down(node, challenger[0], challenger[1], now)
+
+
+def on_hello(node: Node, msg: Hello, now: float) -> None:
+    """A Hello to a host. From the rival we challenged, sent since it took
+    over (its epoch is the rival's or later), it is that rival's answer: it
+    gave way and follows us, and sends no notice that it loses."""
+    challenger = node.liveness.challenger
+    host.on_hello(node, msg, now)
+    if challenger is not None and challenger[0].id == msg.sender and msg.epoch >= challenger[1]:
+        node.stats["challenge_answered_by_hello"] += 1
+        resume(node)
 
 
 def resume(node: Node) -> None:

@@ -607,7 +607,7 @@ DISPATCH: dict[Role, dict[type[Message], _Handler | None]] = {
         Leave: DROP,
     },
     Role.HOST: {
-        Hello: host.on_hello,
+        Hello: merge.on_hello,  # host.on_hello, and a challenged rival's answer
         Write: host.on_write,
         Ack: host.on_ack,
         Heartbeat: host.on_heartbeat,

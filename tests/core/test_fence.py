@@ -196,3 +196,25 @@ def test_in_majority_durability_the_fence_holds_while_a_majority_lacks_the_chang
     out = s.write(f, (("set", "k", 1),))
     s.net.run(3 * CONFIG.lone_after)
     assert not out and h.fence is not None  # never acknowledged by a minority
+
+
+def test_an_isolated_host_does_not_outwait_its_fence_into_acknowledging() -> None:
+    """The fence outwaited while the host is isolated (and not yet allowed
+    to go on alone) asked the new successor to acknowledge, and it answers
+    the writers itself: a minority host's writes were acknowledged (review).
+    Nothing is asked until the host may acknowledge (a majority back, or
+    the lone rule's own timeout)."""
+    s, h, (a, b, _c, _d) = _session(5)
+    _remove(s, h, a)
+    _report(s, h, b)
+    assert h.fence is not None
+    h.take_outbox()
+    start, asked_while_paused = h.clock, False
+    now = start
+    while now < start + CONFIG.lone_after + 0.2:  # nobody heard: isolated
+        now += 0.05
+        h.tick(now)
+        if hosting.liveness.acks_paused(h) and _asked_to_ack(h, b):
+            asked_while_paused = True
+    assert h.isolated
+    assert not asked_while_paused

@@ -98,3 +98,33 @@ def test_a_stale_takeover_notice_does_not_undo_what_the_host_acknowledged(seed: 
         ow.release(*link)
     p.check()
     assert a in p.net.hosts_by_epoch[2], p.net.trace_tail()  # a did take over
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_challenged_rival_that_gives_way_is_not_followed(seed: int) -> None:
+    """As above, but h's link to a comes back with a's notice: a, told by
+    h's challenge and heartbeats that h wins, gives way and joins h. That
+    is its answer (it follows us and sends no notice of its own); h must
+    not step down to it after host_timeout, as if it had heard nothing,
+    which cost every write 1.1 s and a change of host (review)."""
+    p = party(seed, players=5, writers=3)
+    h, a, _b, m1, m2 = (n.me.id for n in p.nodes)
+    ow = OneWay(p.net)
+    t0 = p.net.now
+    for link in ((h, a), (a, h), (h, m1), (a, m1)):
+        ow.hold(*link)
+    _run(p, t0 + 0.45)
+    ow.hold(h, m2)
+    _run(p, t0 + 1.0)
+    ow.release(h, m1)
+    _run(p, t0 + 1.5)
+    ow.release(a, h)
+    ow.release(h, a)
+    _run(p, t0 + 2.5)
+    for link in ((h, m2), (a, m1)):
+        ow.release(*link)
+    p.check()
+    first = p.nodes[0]
+    assert first.stats["challenged"] >= 1, p.net.trace_tail()
+    # h stayed the host all along (it took a higher epoch to win, no more)
+    assert p.host is first and first.stats["stepped_down"] == 0, p.net.trace_tail()
