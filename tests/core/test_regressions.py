@@ -426,7 +426,7 @@ def test_a_node_started_before_the_session_formed_writes_once_it_is_in() -> None
         assert len(sessions) == 2, (seed, sessions)
 
 
-@pytest.mark.parametrize("seed", [2972])
+@pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_write_declined_in_one_half_and_applied_in_the_other_is_reported_restored(
     seed: int,
 ) -> None:
@@ -437,18 +437,36 @@ def test_a_write_declined_in_one_half_and_applied_in_the_other_is_reported_resto
     was told "not done" of a write that is done, and nothing said otherwise,
     so the counts a game keeps (acknowledged less reported undone) came out
     one short of the counter ("8 increments undone, 9 reported"). Now the
-    writer is told it, as a WritesRestored. LONG seeds 2866 and 2972 (issue
-    17); main failed both. Since the host leaves the answer of a write to
-    the successor it asked (issue 14), 2866's schedule no longer comes to
-    this (it still passes its checks); a scan of seeds 2000-4999 found 2972
-    alone to."""
-    report = run_lan_schedule(seed, LanKind.LONG)  # raises on inexact reports
+    writer is told it, as a WritesRestored. Found by LONG seeds 2866 and
+    2972 (issue 17), which no longer come to this since the host leaves the
+    answer to its successor and asks no successor while isolated (issue 14,
+    the review of its merge): the schedule is built here instead. The
+    writer is paused while the lone peer of its half takes over and moves
+    the counter, so that its resend meets the moved counter."""
+    s = Session(seed)
+    h, s1, a, w, b = s.start(5)
+    assert s.put(h, "count/a", 0).status == "ok"
+    s.net.run(0.2)
+    cas = (("hash", "count/a", hash_value(0)),)
+    told = s.write(b, (("set", "count/a", 1),), cas)
+    # its Write is on the wire; the host's answers will not cross
+    s.net.partition({h.me.id, s1.me.id, a.me.id}, {w.me.id, b.me.id})
+    s.net.pause(b.me.id)
+    assert s.run_until(lambda: w.role is Role.HOST, CONFIG.lone_after + 3.0), s.tail()
+    moved = s.write(w, (("set", "count/a", 5),), cas)
+    assert s.run_until(lambda: bool(moved), 2.0) and moved[0].status == "ok", s.tail()
+    s.net.resume(b.me.id)
+    assert s.run_until(lambda: bool(told), 3.0), s.tail()
+    assert told[0].status == "conflict"  # w's half holds 5
+    s.net.heal()
+    s.net.run(3.0)
+    assert s.host() is h, s.tail()  # the majority's history won
+    assert {n.replica.data["count/a"].value for n in (h, s1, a, w, b)} == {1}  # b's, after all
     restored = [
-        (node_id, w.request)
-        for node_id, events in report.net.events.items()
-        for e in events
+        w_.request
+        for e in s.net.events.get(b.me.id, [])
         if isinstance(e, WritesRestored)
-        for w in e.mine
-        if w.keys == ("count/a",)
+        for w_ in e.mine
+        if w_.keys == ("count/a",)
     ]
-    assert len(restored) == 1, restored
+    assert restored == [told[0].req], s.net.events.get(b.me.id)
