@@ -50,9 +50,12 @@ def on_welcome(node: Node, msg: Welcome, now: float) -> None:
         return
     r = node.replica
     resume = (msg.resume_seq, msg.resume_epoch, msg.resume_origin)
-    if msg.snapshot is None and resume != (r.seq, r.last_epoch, r.last_origin):
-        # It answers an older Hello of ours: its changes follow a state we
-        # no longer hold. The answer to our latest Hello is on its way.
+    if resume != (r.seq, r.last_epoch, r.last_origin):
+        # It answers an older Hello of ours (held by TCP across a cut): its
+        # changes follow a state we no longer hold, its snapshot is the host's
+        # state back then, which may lack writes acknowledged since (reported
+        # undone, then brought back by changes with no report). The answer to
+        # our latest Hello is on its way.
         node.drop("welcome for an older resume point")
         return
     report = node.ready  # the first snapshot is the starting state, not news
