@@ -27,10 +27,10 @@ from ..messages import (
     Write,
 )
 from . import admission, follower, liveness, rollback, ttl
-from .access import ALWAYS_ADMIN_OPS
-from .common import UNSYNCED, Conn, Fence, Send, remember
+from .access import ALWAYS_ADMIN_OPS, Access
+from .common import UNSYNCED, Conn, Fence, Role, Send, remember
 from .ids import identity_of
-from .ops import Cond, Delete, Join, Op, Restore, Term
+from .ops import Cond, Delete, Info, Join, Op, Restore, SetAccess, Term
 from .ops import Leave as LeaveOp
 from .quorum import Streak, has_majority, is_live, may_go_alone
 from .status import Status
@@ -38,6 +38,47 @@ from .writer import Outcome
 
 if TYPE_CHECKING:
     from .node import Node
+
+
+def first_access(admin: str, access: Access | None, stored: Access | None) -> Access:
+    """The access state a new session starts with: *admin*'s for good, or,
+    from a store, the one it kept, whole (*access* is then unused)."""
+    if stored is None:
+        return replace(access or Access(), admin=admin, banned=frozenset())
+    if not stored.may_read(admin):
+        raise ValueError(f"the stored access state refuses {admin}")
+    return stored
+
+
+def create(  # noqa: PLR0917 (start_host's arguments, as they come)
+    node: Node,
+    session_id: str,
+    now: float,
+    access: Access,
+    info: dict[str, Any] | None,
+    initial: tuple[tuple[str, Any, int, str, int, float], ...],
+    initial_seq: int,
+) -> None:
+    """Host a new session at epoch 1 (``Node.start_host``). One from a store
+    starts with its keys, *initial* (key, value, version, owner, flags,
+    seconds of ttl left or 0), and numbers its changes after *initial_seq*,
+    so that versions keep growing."""
+    node.replica.session_id = session_id
+    if initial or initial_seq:
+        node.replica.seed(initial, initial_seq)
+        node.expiry = {key: now + ttl for key, _, _, _, _, ttl in initial if ttl > 0}
+    node.role, node.epoch, node.ready = Role.HOST, 1, True
+    node.liveness.agreed = frozenset((node.me.id,))
+    ops: list[Op] = [
+        Join(node.me_at(node.replica.seq + 1)),
+        Term(1, node.me.id, None, "created"),
+        SetAccess(access),
+    ]
+    if info:
+        ops.append(Info(dict(info)))
+    change = Change(seq=node.replica.seq + 1, epoch=1, origin=node.me.id, ops=tuple(ops))
+    apply(node, change, report=False)
+    node.beat_at = now
 
 
 def check_isolation(node: Node, now: float) -> None:

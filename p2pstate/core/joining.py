@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..events import WritesRestored, WritesRolledBack
-from ..messages import Refused, Welcome
+from ..messages import Refused, Snapshot, Welcome
 from . import failover, follower, rollback, ttl
 from .access import takeover_refusal
 from .common import ACCESS_REFUSALS, Role
@@ -58,22 +58,8 @@ def on_welcome(node: Node, msg: Welcome, now: float) -> None:
         # our latest Hello is on its way.
         node.drop("welcome for an older resume point")
         return
-    report = node.ready  # the first snapshot is the starting state, not news
     if msg.snapshot is not None:
-        # A result held for a change we had not applied yet names a seq of
-        # the history we leave; it says nothing of this one. Ask again.
-        node.writer.held.clear()
-        node.replica.load(msg.snapshot, events=node.events if report else None)
-        rolled, back = rollback.rolled_back(node, msg.snapshot.terms, msg.snapshot.seq)
-        back += rollback.applied_after_all(node)
-        more, more_back = rollback.folded_back(node, msg.snapshot.terms, msg.snapshot.seq)
-        node.expiry = {
-            key: node.clock + ttl for key, _, _, _, _, ttl in msg.snapshot.data if ttl > 0
-        }
-        if back or more_back:
-            node.events.append(WritesRestored(writes=back, mine=back, more=more_back))
-        if rolled or more:
-            node.events.append(WritesRolledBack(writes=rolled, mine=rolled, more=more))
+        _load_snapshot(node, msg.snapshot)
     else:
         for change in msg.changes:
             if change.seq == node.replica.seq + 1:
@@ -96,6 +82,24 @@ def on_welcome(node: Node, msg: Welcome, now: float) -> None:
     for request in node.writer.unacked():
         if request.req not in node.writer.held:
             follower.send_write(node, request.req, request.ops, request.conds, now)
+
+
+def _load_snapshot(node: Node, snap: Snapshot) -> None:
+    """Take the welcoming host's state, and tell our writer what that
+    undid of its acknowledged writes, and what it brought back."""
+    report = node.ready  # the first snapshot is the starting state, not news
+    # A result held for a change we had not applied yet names a seq of
+    # the history we leave; it says nothing of this one. Ask again.
+    node.writer.held.clear()
+    node.replica.load(snap, events=node.events if report else None)
+    rolled, back = rollback.rolled_back(node, snap.terms, snap.seq)
+    back += rollback.applied_after_all(node)
+    more, more_back = rollback.folded_back(node, snap.terms, snap.seq)
+    node.expiry = {key: node.clock + ttl for key, _, _, _, _, ttl in snap.data if ttl > 0}
+    if back or more_back:
+        node.events.append(WritesRestored(writes=back, mine=back, more=more_back))
+    if rolled or more:
+        node.events.append(WritesRolledBack(writes=rolled, mine=rolled, more=more))
 
 
 def _extends_ours(node: Node, msg: Welcome) -> bool:

@@ -87,7 +87,6 @@ from ..events import Event
 from ..events import Message as MessageEvent
 from ..messages import (
     Ack,
-    Change,
     ChangeMsg,
     Gone,
     Handoff,
@@ -112,14 +111,10 @@ from .liveness import Liveness
 from .ops import (
     Cond,
     Delete,
-    Info,
-    Join,
     Op,
     Restore,
     Set,
-    SetAccess,
     SetOpts,
-    Term,
     as_conds,
     as_ops,
 )
@@ -253,40 +248,13 @@ class Node:
     ) -> None:
         """Create a new session and host it at epoch 1, with settings *info*
         (max_players, joinable, version, metadata) and *access* (modes and
-        limits). This node's identity is the session's admin for good,
-        unless the session comes from a store (below).
-
-        A session created from a store starts with its keys, *initial*
-        (key, value, version, owner, flags, seconds of ttl left or 0), and
-        numbers its changes after *initial_seq*, so versions keep growing,
-        and with the access state it kept, *stored_access*, whole: its admin,
-        lists, modes and limits (*access* is then unused). ValueError if
-        that state refuses this node's identity."""
-        admin = identity_of(self.me.id)
-        if stored_access is not None:
-            first = stored_access
-            if not first.may_read(admin):
-                raise ValueError(f"the stored access state refuses {admin}")
-        else:
-            first = replace(access or Access(), admin=admin, banned=frozenset())
+        limits), or from a store's keys, *initial*, and access state,
+        *stored_access* (``host.create``). ValueError if that state refuses
+        this node's identity."""
+        first = host.first_access(identity_of(self.me.id), access, stored_access)
         self.clock = now
         self._require_fresh("start_host")
-        self.replica.session_id = session_id
-        if initial or initial_seq:
-            self.replica.seed(initial, initial_seq)
-            self.expiry = {key: now + ttl for key, _, _, _, _, ttl in initial if ttl > 0}
-        self.role, self.epoch, self.ready = Role.HOST, 1, True
-        self.liveness.agreed = frozenset((self.me.id,))
-        ops: list[Op] = [
-            Join(self.me_at(self.replica.seq + 1)),
-            Term(1, self.me.id, None, "created"),
-            SetAccess(first),
-        ]
-        if info:
-            ops.append(Info(dict(info)))
-        change = Change(seq=self.replica.seq + 1, epoch=1, origin=self.me.id, ops=tuple(ops))
-        host.apply(self, change, report=False)
-        self.beat_at = now
+        host.create(self, session_id, now, first, info, initial, initial_seq)
 
     def join(self, host_id: str, endpoints: tuple[str, ...], now: float) -> None:
         """Ask the host found by discovery to let us in."""
