@@ -58,6 +58,18 @@ def _host_loss_blips(run: Run) -> None:
         time.sleep(0.8)
 
 
+def _stop_and_settle(run: Run) -> int:
+    """Stop every writer, wait for one host and equal states; how many
+    increments the writers were told succeeded."""
+    acknowledged = 0
+    for w in run.writers:
+        done = w.cmd("stop_count", timeout=30)
+        assert done["stopped"] and not done["errors"], done
+        acknowledged += done["ok"]
+    wait_for(lambda: one_host(run.peers) and equal_states(run.peers), SETTLE_S, "settled")
+    return acknowledged
+
+
 @pytest.mark.parametrize("secret", [False, True], ids=["plain", "secret"])
 def test_short_blips_of_the_hosts_link_change_no_host(
     make_lan: Callable[[int], Lan], app_name: str, secret: bool
@@ -69,12 +81,7 @@ def test_short_blips_of_the_hosts_link_change_no_host(
     assert {w.cmd("info")["epoch"] for w in run.peers} == {1}
     row.fault(run)
     assert not progress(run.writers, WARMUP_ACKS, 20)
-    acknowledged = 0
-    for w in run.writers:
-        done = w.cmd("stop_count", timeout=30)
-        assert done["stopped"] and not done["errors"], done
-        acknowledged += done["ok"]
-    wait_for(lambda: one_host(run.peers) and equal_states(run.peers), SETTLE_S, "settled")
+    acknowledged = _stop_and_settle(run)
     hosts = {w.id: w.cmd("hosts")["hosts"] for w in run.peers}
     probes = {w.id: w.cmd("events")["stats"].get("probe_answered", 0) for w in run.peers}
     # no peer saw another host, nor a later epoch: the blips were no failover
@@ -98,12 +105,7 @@ def test_carrier_blips_change_no_host_with_a_longer_host_timeout(
     assert not start_counting(run)
     row.fault(run)
     assert not progress(run.writers, WARMUP_ACKS, 20)
-    acknowledged = 0
-    for w in run.writers:
-        done = w.cmd("stop_count", timeout=30)
-        assert done["stopped"] and not done["errors"], done
-        acknowledged += done["ok"]
-    wait_for(lambda: one_host(run.peers) and equal_states(run.peers), SETTLE_S, "settled")
+    acknowledged = _stop_and_settle(run)
     hosts = {w.id: w.cmd("hosts")["hosts"] for w in run.peers}
     # the host stayed the host, at its first epoch: the cuts were no failover
     assert {w.cmd("info")["epoch"] for w in run.peers} == {1}, hosts
