@@ -428,9 +428,10 @@ def ask_ack(node: Node, successor: str) -> None:
     """Send *successor* every change still awaiting durability (at least
     the latest one), each asking for an acknowledgement. Not while our
     acknowledgements are paused (isolated, or a rival's claim is being
-    checked): it would answer the writers itself; the end of the pause asks
-    again (``check_isolation``, ``merge.resume``)."""
-    if liveness.acks_paused(node):
+    checked) nor while a fence stands: it would answer the writers itself;
+    the end of the pause or the fence asks again (``check_isolation``,
+    ``merge.resume``, ``lift_fence``)."""
+    if not asks_ack(node):
         return
     first = min(node.awaiting, default=node.replica.seq)
     for change in node.replica.log:

@@ -122,7 +122,13 @@ def on_hello(node: Node, msg: Hello, now: float) -> None:
     gave way and follows us, and sends no notice that it loses."""
     challenger = node.liveness.challenger
     host.on_hello(node, msg, now)
-    if challenger is not None and challenger[0].id == msg.sender and msg.epoch >= challenger[1]:
+    welcomed = node.role is Role.HOST and msg.sender in node.conns  # (not refused, not a farewell)
+    if (
+        challenger is not None
+        and challenger[0].id == msg.sender
+        and msg.epoch >= challenger[1]
+        and welcomed
+    ):
         node.stats["challenge_answered_by_hello"] += 1
         resume(node)
 

@@ -218,3 +218,28 @@ def test_an_isolated_host_does_not_outwait_its_fence_into_acknowledging() -> Non
             asked_while_paused = True
     assert h.isolated
     assert not asked_while_paused
+
+
+def test_the_end_of_isolation_asks_no_acknowledgement_while_the_fence_stands() -> None:
+    """A host isolated while its successor's fence stood asked the new
+    successor to acknowledge as soon as a majority was back, though the
+    members back still lacked the fence's change (review): the successor
+    answered the writers while the old one could still be elected."""
+    s, h, (a, b, c, d) = _session(5)
+    _remove(s, h, a)
+    fence = h.fence
+    assert fence is not None
+    now = h.clock
+    while not h.isolated:  # nobody heard
+        now += 0.05
+        h.tick(now)
+    h.take_outbox()
+    for member in (b, c, d):  # back, all short of the change
+        h.receive(Heartbeat(sender=member.me.id, epoch=h.epoch, seq=fence.seq - 1), now)
+    for _ in range(10):
+        now += 0.05
+        for member in (b, c, d):
+            h.receive(Heartbeat(sender=member.me.id, epoch=h.epoch, seq=fence.seq - 1), now)
+        h.tick(now)
+    assert not h.isolated and h.fence is fence
+    assert not _asked_to_ack(h, b)
