@@ -336,8 +336,8 @@ def update_successor(node: Node, *, resynced: str | None = None) -> None:
     if successor != node.successor or (successor is not None and successor == resynced):
         note_fence(node, successor)
         node.successor, node.durable = successor, 0
-        if successor is not None and asks_ack(node):
-            ask_ack(node, successor)  # (isolated, or fenced: asked when that ends)
+        if successor is not None:
+            ask_ack(node, successor)  # (not while isolated or fenced: asked when that ends)
     # Always: losing the last peer makes everything awaiting durable.
     release_durable(node)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..messages import Hello, Leave, Member, Redirect, Refused, Welcome
-from . import follower, host, liveness
+from . import follower, host
 from .common import ACCESS_REFUSALS, EPOCH_CEILING, Role, Send, remember
 from .ids import identity_of
 from .quorum import Streak, is_live
@@ -136,10 +136,9 @@ def on_hello(node: Node, msg: Hello, now: float) -> None:
 def resume(node: Node) -> None:
     """The rival we challenged loses after all: acknowledge what waited."""
     node.liveness.challenged_at = node.liveness.challenger = None
-    if not liveness.acks_paused(node):
-        if node.successor is not None and node.fence is None:
-            host.ask_ack(node, node.successor)  # it was told not to acknowledge
-        host.release_durable(node)
+    if node.successor is not None:
+        host.ask_ack(node, node.successor)  # it was told not to acknowledge
+    host.release_durable(node)  # (nothing while acks are still paused)
 
 
 def announce(node: Node, reason: str) -> Redirect:
