@@ -150,6 +150,15 @@ def _respawn(run: Run, old: Worker) -> Worker:
     return new
 
 
+def reported_undone(writer: Worker) -> int:
+    """The increments *writer* was told a merge undid, net. A counter row's
+    writers write the counter only: those reported by number (``more``) are
+    increments too; a declined increment applied after all (``applied``) is
+    one the count holds beyond those acknowledged."""
+    r = writer.cmd("rollbacks", key=COUNTER)
+    return int(r["mine"] + r["more"] - r["applied"])
+
+
 def restart_writer(run: Run) -> None:
     """A writer's game crashes (kill -9) and is started again at once with the
     same identity, while the others go on writing; it writes again. Its
@@ -157,8 +166,7 @@ def restart_writer(run: Run) -> None:
     old = run.writers[-1]
     done = old.cmd("stop_count", timeout=30)
     run.acked_before += done["ok"]
-    rolled = old.cmd("rollbacks", key=COUNTER)
-    run.reported_before += rolled["mine"] + rolled["more"] - rolled["applied"]
+    run.reported_before += reported_undone(old)
     os.kill(old.pid, signal.SIGKILL)
     old.proc.wait(10)
     run.gone.append(old)
@@ -421,13 +429,7 @@ def run_row(lan: Lan, row: Row, app: str) -> Outcome:
         out.problems.append(str(exc))
     out.finals = [p.cmd("dump")["state"].get(COUNTER) for p in run.survivors]
     out.epoch = max(p.cmd("info")["epoch"] for p in run.survivors)
-    # a counter row's writers write the counter only: those reported by
-    # number (``more``) are increments too; a declined increment applied
-    # after all (``applied``) is one the count holds beyond those acknowledged
-    out.reported = run.reported_before + sum(
-        r["mine"] + r["more"] - r["applied"]
-        for r in (w.cmd("rollbacks", key=COUNTER) for w in writing)
-    )
+    out.reported = run.reported_before + sum(reported_undone(w) for w in writing)
     out.detail = _describe(run)
     out.seconds = time.monotonic() - began
     return out
