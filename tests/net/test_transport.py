@@ -35,6 +35,13 @@ def _receive(t: Transport, timeout: float = 2.0) -> list[object]:
     return []
 
 
+def _link(host: Transport, peer: Transport) -> None:
+    """Give *host* a link to *peer*, as it has after welcoming a member."""
+    host.send_io(Send("pppp", peer.endpoints, Heartbeat(sender="hhhh", epoch=1, seq=1)))
+    host.flush_io()
+    assert [type(m) for m in _receive(peer)] == [Heartbeat]
+
+
 def test_unreachable_first_endpoint_is_rotated_past() -> None:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     a = Transport(ctx, "aaaa", ["127.0.0.1"], max_frame_size=1 << 20)
@@ -203,10 +210,7 @@ def test_a_probe_goes_over_its_own_connection_and_is_answered_on_it() -> None:
     host = Transport(ctx, "hhhh", ["127.0.0.1"], max_frame_size=1 << 20)
     peer = Transport(ctx, "pppp", ["127.0.0.1"], max_frame_size=1 << 20)
     try:
-        # the host has a link to its member, as it does after welcoming it
-        host.send_io(Send("pppp", peer.endpoints, Heartbeat(sender="hhhh", epoch=1, seq=1)))
-        host.flush_io()
-        assert [type(m) for m in _receive(peer)] == [Heartbeat]
+        _link(host, peer)
         peer.send_io(Send("hhhh", host.endpoints, _hello("pppp"), fresh=True))
         assert peer.stats["probes_sent"] == 1 and peer.stats["links"] == 0
         assert _receive(host) == [_hello("pppp")]
@@ -235,9 +239,7 @@ def test_an_answer_made_after_the_probes_step_goes_over_the_link() -> None:
     host = Transport(ctx, "hhhh", ["127.0.0.1"], max_frame_size=1 << 20)
     peer = Transport(ctx, "pppp", ["127.0.0.1"], max_frame_size=1 << 20)
     try:
-        host.send_io(Send("pppp", peer.endpoints, Heartbeat(sender="hhhh", epoch=1, seq=1)))
-        host.flush_io()
-        assert [type(m) for m in _receive(peer)] == [Heartbeat]
+        _link(host, peer)
         peer.send_io(Send("hhhh", host.endpoints, _hello("pppp"), fresh=True))
         assert _receive(host) == [_hello("pppp")]
         host.flush_io()  # the step that handled the probe answered nothing
